@@ -1,0 +1,1 @@
+"""Thin wiring: the Bytewax graph built from sources, operators and sinks."""

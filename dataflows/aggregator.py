@@ -1,0 +1,52 @@
+"""The whole flow on one screen:
+
+    Kafka chunks -> decode -> route to the committer -> window, sequence,
+    decide, commit, acknowledge -> batch reports
+"""
+
+from __future__ import annotations
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from dataflows import steps
+from dataflows.apply import ApplyLogic, BatchReport
+from dataflows.runtime import Runtime
+from operators.decode import decode_chunk
+from sinks.offsets import stored_offsets
+from sources.kafka import Chunk, MutationSource
+
+
+class _Discard(StatelessSinkPartition[BatchReport]):
+    def write_batch(self, items: list[BatchReport]) -> None:
+        """Reports are already logged and counted by the apply step."""
+
+
+class ReportSink(DynamicSink[BatchReport]):
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Discard:
+        return _Discard()
+
+
+def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
+    settings, registry = runtime.settings, runtime.registry
+    flow = Dataflow(steps.FLOW_ID)
+    source = MutationSource(
+        settings.kafka_client_config(),
+        settings.topic_mutations,
+        batch_size=min(settings.batch_size, 10_000),
+        stop_at_end=stop_at_end,
+        deadline_s=settings.service_deadline_s,
+        stored_offsets=lambda: stored_offsets(settings, settings.topic_mutations),
+    )
+    chunks = op.input(steps.INPUT, flow, source)
+
+    def decode(chunk: Chunk):
+        return decode_chunk(chunk.topic, chunk.partition, chunk.messages, registry, settings.max_message_bytes)
+
+    decoded = op.map(steps.DECODE, chunks, decode)
+    # One committer sees every partition: dependencies and the end of input are global.
+    routed = op.key_on(steps.ROUTE, decoded, lambda _chunk: "committer")
+    reports = op.stateful_batch(steps.APPLY, routed, lambda state: ApplyLogic(runtime, state))
+    op.output(steps.REPORT, reports, ReportSink())
+    return flow

@@ -1,0 +1,82 @@
+"""Per-process resources of a running job: the committer, the ack producer and
+the run's counters. Built once, lazily, on the worker that needs them."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from mutagg.settings import Settings
+from operators.strategies import CUSTOM_STRATEGIES
+from schemas.registry import Registry
+from sinks.acks import AckProducer
+from sinks.postgres import Outcome, PostgresCommitter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunStats:
+    """What this process decided, for the summary and the logs."""
+
+    started: float = field(default_factory=time.monotonic)
+    by_status: Counter = field(default_factory=Counter)
+    by_kind: Counter = field(default_factory=Counter)
+    batches: int = 0
+    messages: int = 0
+    elapsed: float = 0.0
+
+    def record(self, outcomes: list[Outcome]) -> None:
+        self.batches += 1
+        self.messages += len(outcomes)
+        for outcome in outcomes:
+            self.by_kind[outcome.kind] += 1
+            self.by_status["DUPLICATE" if outcome.kind == "duplicate" else outcome.status] += 1
+
+
+class Runtime:
+    """Holds what the dataflow's steps share inside one process."""
+
+    def __init__(self, settings: Settings, registry: Registry):
+        self.settings = settings
+        self.registry = registry
+        self.stats = RunStats()
+        self._lock = threading.Lock()
+        self._committer: PostgresCommitter | None = None
+        self._acks: AckProducer | None = None
+        self._batch_numbers = itertools.count(1)
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+
+    @property
+    def committer(self) -> PostgresCommitter:
+        with self._lock:
+            if self._committer is None:
+                self._committer = PostgresCommitter(
+                    self.settings.database_url, self.registry, CUSTOM_STRATEGIES,
+                    self.settings.service_deadline_s,
+                )
+            return self._committer
+
+    @property
+    def acks(self) -> AckProducer:
+        with self._lock:
+            if self._acks is None:
+                self._acks = AckProducer(
+                    self.settings.kafka_client_config(), self.settings.topic_status,
+                    self.settings.topic_dlq, self.settings.service_deadline_s,
+                )
+            return self._acks
+
+    def next_batch_id(self) -> str:
+        return f"{self.run_id}-{next(self._batch_numbers):07d}"
+
+    def close(self) -> None:
+        if self._committer is not None:
+            self._committer.close()
+        if self._acks is not None:
+            self._acks.flush()

@@ -1,0 +1,9 @@
+"""Step ids. NEVER rename one: Bytewax keys recovered state by step id, and a
+renamed stateful step silently starts empty (tests/unit/test_steps.py guards this)."""
+
+FLOW_ID = "mutation_aggregator"
+INPUT = "kafka_input"
+DECODE = "decode"
+ROUTE = "route_to_committer"
+APPLY = "apply"
+REPORT = "report"

@@ -1,0 +1,176 @@
+"""The `mutagg` console script: every operator task is a subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import orjson
+import psycopg
+
+from mutagg import logs
+from mutagg.settings import Settings, load_settings
+from operators.strategies import CUSTOM_STRATEGIES
+from schemas.errors import MutaggError
+from schemas.registry import load_registry
+
+log = logging.getLogger("mutagg")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mutagg", description="Edge mutations from Kafka into PostgreSQL.")
+    parser.add_argument("--config", help="YAML settings file (also MUTAGG_CONFIG)")
+    parser.add_argument("--kafka-bootstrap", dest="kafka_bootstrap")
+    parser.add_argument("--database-url", dest="database_url")
+    parser.add_argument("--registry")
+    parser.add_argument("--recovery-dir", dest="recovery_dir")
+    parser.add_argument("--log-level", dest="log_level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("migrate", help="create or upgrade tables for the registry (idempotent)")
+    topics = commands.add_parser("topics", help="Kafka topics").add_subparsers(dest="action", required=True)
+    create = topics.add_parser("create", help="create the input, DLQ and status topics (idempotent)")
+    create.add_argument("--partitions", type=int)
+
+    run = commands.add_parser("run", help="run the dataflow")
+    run.add_argument("--until-idle", action="store_true", help="exit 0 once every partition is drained")
+    run.add_argument("--workers", type=int, default=1, help="worker threads in this process")
+    run.add_argument("--process-id", type=int, help="this process's index in a cluster")
+    run.add_argument("--addresses", help="comma-separated host:port of every cluster process")
+    run.add_argument("--batch-size", type=int, dest="batch_size")
+    run.add_argument("--window-ms", type=int, dest="window_ms")
+
+    conflicts = commands.add_parser("conflicts", help="list, show and resolve conflicts")
+    actions = conflicts.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list")
+    listing.add_argument("--status", choices=["OPEN", "AUTO_RESOLVED", "MANUALLY_RESOLVED"])
+    listing.add_argument("--entity-type")
+    listing.add_argument("--limit", type=int, default=50)
+    show = actions.add_parser("show")
+    show.add_argument("conflict_id")
+    resolve = actions.add_parser("resolve")
+    resolve.add_argument("conflict_id")
+    how = resolve.add_mutually_exclusive_group(required=True)
+    how.add_argument("--accept", action="store_true", help="apply the held mutation")
+    how.add_argument("--reject", action="store_true", help="keep the current values")
+    how.add_argument("--set", action="append", metavar="ATTR=VALUE", help="apply chosen values")
+
+    dlq = commands.add_parser("dlq", help="the dead-letter topic").add_subparsers(dest="action", required=True)
+    dlq_list = dlq.add_parser("list")
+    dlq_list.add_argument("--limit", type=int, default=50)
+
+    commands.add_parser("status", help="ledger, conflicts and tables at a glance")
+    recovery = commands.add_parser("recovery", help="Bytewax recovery partitions").add_subparsers(
+        dest="action", required=True
+    )
+    init = recovery.add_parser("init", help="create recovery partitions once")
+    init.add_argument("--partitions", type=int, default=1)
+
+    demo = commands.add_parser("demo", help="run the whole job on a built-in workload")
+    demo.add_argument("--mutations", type=int, default=20_000)
+    demo.add_argument("--no-services", action="store_true", help="do not start local Kafka/PostgreSQL")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: getattr(args, k, None) for k in (
+        "kafka_bootstrap", "database_url", "registry", "recovery_dir", "log_level", "batch_size", "window_ms",
+    )}
+    return load_settings(args.config, overrides=overrides)
+
+
+def _print_json(document) -> None:
+    print(orjson.dumps(document, default=str, option=orjson.OPT_INDENT_2).decode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        logs.configure(settings.log_level)
+        return _dispatch(args, settings)
+    except MutaggError as exc:
+        log.error(str(exc), extra={"error_type": type(exc).__name__})
+        print(f"mutagg: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        print(f"mutagg: PostgreSQL unreachable: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
+    if args.command == "migrate":
+        from mutagg.migrate import migrate
+
+        with psycopg.connect(settings.database_url) as connection:
+            done = migrate(connection, registry)
+        print("\n".join(done) or "schema up to date")
+        return 0
+    if args.command == "topics":
+        from mutagg.topics import create_topics
+
+        created = create_topics(settings, args.partitions)
+        print("\n".join(f"created {name}" for name in created) or "topics exist")
+        return 0
+    if args.command == "run":
+        from mutagg import runner
+
+        addresses = args.addresses.split(",") if args.addresses else None
+        runner.run(settings, args.until_idle, args.workers, args.process_id, addresses)
+        return 0
+    if args.command == "conflicts":
+        from mutagg import conflicts_cmd
+
+        with psycopg.connect(settings.database_url) as connection:
+            if args.action == "list":
+                for row in conflicts_cmd.list_conflicts(connection, args.status, args.entity_type, args.limit):
+                    print(
+                        f"{row['conflict_id']}  {row['status']:<17} {row['entity_type']}:{row['entity_id']}  "
+                        f"{','.join(row['attributes'])}  {row['strategy']}  winner={row['winner'] or '-'}  "
+                        f"mutation={row['mutation_id']}"
+                    )
+            elif args.action == "show":
+                _print_json(conflicts_cmd.show_conflict(connection, args.conflict_id))
+            else:
+                decision = "accept" if args.accept else "reject" if args.reject else "set"
+                chosen = dict(item.split("=", 1) for item in (args.set or []))
+                mutation = conflicts_cmd.resolve(connection, settings, registry, args.conflict_id, decision, chosen)
+                print(f"resolution {mutation['id']} submitted; it closes the conflict when the job applies it")
+        return 0
+    if args.command == "dlq":
+        from mutagg.dlq import read_dlq
+
+        for record in read_dlq(settings, args.limit):
+            print(f"{record['source']}  {record['code']}: {record['message']}  {record['value'][:80]!r}")
+        return 0
+    if args.command == "status":
+        from mutagg.report import format_summary, summary
+
+        with psycopg.connect(settings.database_url) as connection:
+            report = summary(connection, registry)
+        print(format_summary(report))
+        print(f"Last decision: {report['last_decision']}")
+        return 0
+    if args.command == "recovery":
+        from bytewax.recovery import init_db_dir
+
+        if not settings.recovery_dir:
+            print("mutagg: set MUTAGG_RECOVERY_DIR or --recovery-dir", file=sys.stderr)
+            return 2
+        Path(settings.recovery_dir).mkdir(parents=True, exist_ok=True)
+        init_db_dir(Path(settings.recovery_dir), args.partitions)
+        print(f"created {args.partitions} recovery partitions in {settings.recovery_dir}")
+        return 0
+    if args.command == "demo":
+        from mutagg.demo import demo
+
+        demo(settings, args.mutations, start_services=not args.no_services)
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

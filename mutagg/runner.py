@@ -1,0 +1,65 @@
+"""Run the dataflow in this process (`mutagg run`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax._bytewax import cli_main
+from bytewax.recovery import RecoveryConfig
+
+from dataflows.aggregator import build_flow
+from dataflows.runtime import RunStats, Runtime
+from mutagg.settings import Settings
+from operators.strategies import CUSTOM_STRATEGIES
+from schemas.errors import ConfigError
+from schemas.registry import load_registry
+
+log = logging.getLogger(__name__)
+
+
+def recovery_config(settings: Settings) -> RecoveryConfig | None:
+    if not settings.recovery_dir:
+        return None
+    directory = Path(settings.recovery_dir)
+    if not directory.is_dir() or not any(directory.glob("part-*.sqlite3")):
+        raise ConfigError(
+            f"recovery directory {directory} has no partitions; create them once with "
+            "`mutagg recovery init --partitions N`"
+        )
+    return RecoveryConfig(str(directory))
+
+
+def run(
+    settings: Settings,
+    until_idle: bool,
+    workers: int = 1,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+) -> RunStats:
+    """Run until the input is drained (`until_idle`) or forever; return this process's counts."""
+    registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
+    runtime = Runtime(settings, registry)
+    flow = build_flow(runtime, stop_at_end=until_idle)
+    started = time.monotonic()
+    log.info("dataflow starting", extra={"workers": workers, "until_idle": until_idle, "run_id": runtime.run_id})
+    try:
+        cli_main(
+            flow,
+            workers_per_process=workers,
+            process_id=process_id,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
+            recovery_config=recovery_config(settings),
+        )
+    finally:
+        runtime.close()
+    runtime.stats.elapsed = time.monotonic() - started
+    log.info(
+        "dataflow finished",
+        extra={"messages": runtime.stats.messages, "batches": runtime.stats.batches,
+               "by_status": dict(runtime.stats.by_status), "seconds": round(runtime.stats.elapsed, 3)},
+    )
+    return runtime.stats

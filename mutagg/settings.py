@@ -1,0 +1,115 @@
+"""Configuration flows in once (file, then environment, then flags) into a frozen
+`Settings` that is passed down; no other module reads the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas.errors import ConfigError
+
+DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "schemas" / "example_registry.yaml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    database_url: str = "postgresql://postgres@127.0.0.1:15432/mutagg"
+    registry: str = str(DEFAULT_REGISTRY)
+    audit_uri: str = "audit"
+    topic_mutations: str = "edge.mutations"
+    topic_dlq: str = "edge.mutations.dlq"
+    topic_status: str = "edge.mutation-status"
+    recovery_dir: str | None = None
+    max_message_bytes: int = 1 << 20
+    batch_size: int = 5000
+    window_ms: int = 200
+    dependency_timeout_s: float = 600.0
+    snapshot_interval_s: float = 10.0
+    service_deadline_s: float = 120.0
+    topic_partitions: int = 12
+    log_level: str = "INFO"
+    kafka_config: dict[str, Any] = field(default_factory=dict)
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_config}
+
+
+_ENV = {
+    "MUTAGG_KAFKA_BOOTSTRAP": "kafka_bootstrap",
+    "MUTAGG_DATABASE_URL": "database_url",
+    "MUTAGG_REGISTRY": "registry",
+    "MUTAGG_AUDIT_URI": "audit_uri",
+    "MUTAGG_TOPIC_MUTATIONS": "topic_mutations",
+    "MUTAGG_TOPIC_DLQ": "topic_dlq",
+    "MUTAGG_TOPIC_STATUS": "topic_status",
+    "MUTAGG_RECOVERY_DIR": "recovery_dir",
+    "MUTAGG_MAX_MESSAGE_BYTES": "max_message_bytes",
+    "MUTAGG_BATCH_SIZE": "batch_size",
+    "MUTAGG_WINDOW_MS": "window_ms",
+    "MUTAGG_DEPENDENCY_TIMEOUT_S": "dependency_timeout_s",
+    "MUTAGG_SNAPSHOT_INTERVAL_S": "snapshot_interval_s",
+    "MUTAGG_SERVICE_DEADLINE_S": "service_deadline_s",
+    "MUTAGG_TOPIC_PARTITIONS": "topic_partitions",
+    "MUTAGG_LOG_LEVEL": "log_level",
+}
+
+# Secrets may come from mounted files: MUTAGG_DATABASE_URL_FILE=/var/run/secrets/...
+_FILE_SUFFIX = "_FILE"
+
+
+def _convert(name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "dict[str, Any]":
+            if not isinstance(value, dict):
+                raise ValueError("expected a mapping")
+            return dict(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind}") from exc
+    return None if value in (None, "") and name == "recovery_dir" else str(value)
+
+
+def load_settings(
+    config_file: str | None = None,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Defaults, then the YAML file (`--config` or MUTAGG_CONFIG), then MUTAGG_* variables, then flags."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    config_file = config_file or environ.get("MUTAGG_CONFIG")
+    if config_file:
+        try:
+            document = yaml.safe_load(Path(config_file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        unknown = set(document) - {f.name for f in fields(Settings)}
+        if unknown:
+            raise ConfigError(f"config file {config_file}: unknown settings {sorted(unknown)}")
+        values.update(document)
+    for variable, name in _ENV.items():
+        if variable + _FILE_SUFFIX in environ:
+            try:
+                values[name] = Path(environ[variable + _FILE_SUFFIX]).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {variable}{_FILE_SUFFIX}: {exc}") from exc
+        elif variable in environ:
+            values[name] = environ[variable]
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    settings = Settings(**{name: _convert(name, value) for name, value in values.items()})
+    if settings.batch_size < 1 or settings.window_ms < 0 or settings.max_message_bytes < 1:
+        raise ConfigError("batch_size and max_message_bytes must be positive, window_ms >= 0")
+    return settings
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, **{k: v for k, v in changes.items() if v is not None})

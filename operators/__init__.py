@@ -1,0 +1,1 @@
+"""Pure decision logic on typed records: no I/O, no Bytewax imports."""

@@ -1,0 +1,289 @@
+"""The conflict rule of DESIGN section 4: one mutation against one entity state.
+
+`decide` is pure apart from updating the `EntityState` it is given (the working
+copy of the row), so a window of mutations on one entity coalesces into one
+final row that equals applying them one by one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from operators.entity_state import TOMBSTONE, EntityState, Provenance, first_write
+from operators.priority import adjusted_priority
+from operators.strategies import ConflictContext, CustomStrategy, Resolution
+from schemas.mutation import Mutation, Operation, Reason, Status
+from schemas.registry import EntityType
+from schemas.values import add_numeric, to_json_value
+
+_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictRecord:
+    """One detected conflict: which attributes, both sides, and who won."""
+
+    conflict_id: str
+    entity_type: str
+    entity_id: str
+    attributes: tuple[str, ...]
+    mutation_id: str
+    other_mutation_id: str | None
+    incoming_edge_node_id: str
+    other_edge_node_id: str | None
+    strategy: str
+    winner: str | None
+    status: str
+    incoming_values: dict[str, Any]
+    server_values: dict[str, Any]
+    result_values: dict[str, Any] | None
+    base_version: int
+    entity_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The final status of one mutation, as it goes to the ledger and the ack."""
+
+    mutation_id: str
+    status: Status
+    reason: str | None
+    entity_type: str | None
+    entity_id: str | None
+    version: int | None
+    edge_node_id: str | None
+    conflicts: tuple[ConflictRecord, ...] = ()
+    written: tuple[str, ...] = field(default=())
+
+
+def conflict_id(mutation_id: str, subject: str) -> str:
+    """Deterministic id, so a replay or another run finds the same conflict."""
+    digest = hashlib.blake2b(f"{mutation_id}\x00{subject}".encode(), digest_size=12).hexdigest()
+    return f"c_{digest}"
+
+
+def _lww_key(timestamp: datetime | None, edge_node_id: str | None, mutation_id: str | None):
+    return (timestamp or _EPOCH, edge_node_id or "", mutation_id or "")
+
+
+def _incoming_wins_lww(mutation: Mutation, current: Provenance) -> bool:
+    incoming = _lww_key(mutation.timestamp, mutation.edge_node_id, mutation.id)
+    return incoming > _lww_key(current.timestamp, current.edge_node_id, current.mutation_id)
+
+
+def _resolve(
+    strategy: str,
+    mutation: Mutation,
+    priority: int,
+    attribute: str,
+    incoming: Any,
+    state: EntityState,
+    custom: Mapping[str, CustomStrategy],
+) -> Resolution:
+    current = state.provenance[attribute]
+    if strategy == "last_writer_wins":
+        return Resolution("incoming" if _incoming_wins_lww(mutation, current) else "server")
+    if strategy == "priority":
+        current_priority = current.priority or 0
+        if priority != current_priority:
+            return Resolution("incoming" if priority > current_priority else "server")
+        return Resolution("incoming" if _incoming_wins_lww(mutation, current) else "server")
+    if strategy == "server_wins":
+        return Resolution("server")
+    if strategy == "sum":
+        return Resolution("merged", add_numeric("", state.values.get(attribute), incoming))
+    context = ConflictContext(
+        entity_type=mutation.entity_type,
+        entity_id=mutation.entity_id,
+        attribute=attribute,
+        incoming_value=incoming,
+        current_value=state.values.get(attribute),
+        incoming_timestamp=mutation.timestamp,
+        current_timestamp=current.timestamp,
+        incoming_priority=priority,
+        current_priority=current.priority,
+    )
+    resolution = custom[strategy](context)
+    if resolution.winner not in ("incoming", "server", "merged"):
+        raise ValueError(f"custom strategy {strategy!r} returned winner {resolution.winner!r}")
+    return resolution
+
+
+class _Builder:
+    """Collects the outcome of one mutation while `decide` walks the rules."""
+
+    def __init__(self, mutation: Mutation, state: EntityState, base_version: int):
+        self.mutation = mutation
+        self.state = state
+        self.base_version = base_version
+        self.conflicts: list[ConflictRecord] = []
+
+    def record(
+        self,
+        subject: str,
+        attributes: list[str],
+        other: Provenance | None,
+        strategy: str,
+        winner: str | None,
+        result: dict[str, Any] | None,
+    ) -> None:
+        mutation = self.mutation
+        self.conflicts.append(
+            ConflictRecord(
+                conflict_id=conflict_id(mutation.id, subject),
+                entity_type=mutation.entity_type,
+                entity_id=mutation.entity_id,
+                attributes=tuple(attributes),
+                mutation_id=mutation.id,
+                other_mutation_id=other.mutation_id if other else None,
+                incoming_edge_node_id=mutation.edge_node_id,
+                other_edge_node_id=other.edge_node_id if other else None,
+                strategy=strategy,
+                winner=winner,
+                status="OPEN" if winner is None else "AUTO_RESOLVED",
+                incoming_values={a: to_json_value(mutation.attributes.get(a)) for a in attributes},
+                server_values={a: to_json_value(self.state.values.get(a)) for a in attributes},
+                result_values=result,
+                base_version=mutation.base_version,
+                entity_version=self.state.version,
+            )
+        )
+
+    def finish(
+        self, status: Status, reason: str | None = None, written: tuple[str, ...] = ()
+    ) -> Decision:
+        mutation = self.mutation
+        applied = status is Status.APPLIED
+        return Decision(
+            mutation_id=mutation.id,
+            status=status,
+            reason=reason,
+            entity_type=mutation.entity_type,
+            entity_id=mutation.entity_id,
+            version=self.state.version if applied else None,
+            edge_node_id=mutation.edge_node_id,
+            conflicts=tuple(self.conflicts),
+            written=written,
+        )
+
+
+def decide(
+    state: EntityState,
+    mutation: Mutation,
+    entity_type: EntityType,
+    custom: Mapping[str, CustomStrategy],
+) -> Decision:
+    """Decide `mutation` against `state` and apply its effect to `state` in place."""
+    priority = adjusted_priority(mutation, entity_type)
+    operation = mutation.operation
+    if state.absent:
+        builder = _Builder(mutation, state, mutation.base_version)
+        if operation is not Operation.CREATE:
+            return builder.finish(Status.REJECTED, Reason.ENTITY_NOT_FOUND)
+        return _write(builder, dict(mutation.attributes), tombstone=False, priority=priority)
+
+    base_version = 0 if operation is Operation.CREATE else mutation.base_version
+    builder = _Builder(mutation, state, base_version)
+    if base_version > state.version:
+        return builder.finish(Status.REJECTED, Reason.FUTURE_BASE_VERSION)
+
+    revive = False
+    if state.deleted:
+        if operation is Operation.DELETE:
+            return builder.finish(Status.APPLIED, Reason.SUPERSEDED)
+        incoming_wins = entity_type.delete_rule == "update_wins"
+        builder.record(
+            "#delete", sorted(mutation.attributes), state.provenance.get(TOMBSTONE),
+            entity_type.delete_rule, "incoming" if incoming_wins else "server", None,
+        )
+        if not incoming_wins:
+            return builder.finish(Status.APPLIED, Reason.SUPERSEDED)
+        revive = True
+
+    if operation is Operation.DELETE:
+        return _delete(builder, entity_type, priority)
+    return _update(builder, entity_type, priority, custom, revive)
+
+
+def _delete(builder: _Builder, entity_type: EntityType, priority: int) -> Decision:
+    mutation, state = builder.mutation, builder.state
+    changed = sorted(
+        name
+        for name, prov in state.provenance.items()
+        if name != TOMBSTONE and prov.written_by_other_after(mutation.edge_node_id, builder.base_version)
+    )
+    if changed:
+        latest = max((state.provenance[name] for name in changed), key=lambda p: p.version)
+        incoming_wins = entity_type.delete_rule == "delete_wins"
+        builder.record(
+            "#delete", changed, latest, entity_type.delete_rule,
+            "incoming" if incoming_wins else "server", None,
+        )
+        if not incoming_wins:
+            return builder.finish(Status.APPLIED, Reason.SUPERSEDED)
+    return _write(builder, {}, tombstone=True, priority=priority)
+
+
+def _update(
+    builder: _Builder,
+    entity_type: EntityType,
+    priority: int,
+    custom: Mapping[str, CustomStrategy],
+    revive: bool,
+) -> Decision:
+    mutation, state = builder.mutation, builder.state
+    writes: dict[str, Any] = {}
+    held: list[str] = []
+    for name in sorted(mutation.attributes):
+        incoming = mutation.attributes[name]
+        attribute = entity_type.attributes[name]
+        if attribute.strategy == "sum":
+            incoming_value = add_numeric(attribute.type, state.values.get(name), incoming)
+        else:
+            incoming_value = incoming
+        prov = state.provenance.get(name)
+        if prov is None or not prov.written_by_other_after(mutation.edge_node_id, builder.base_version):
+            writes[name] = incoming_value
+            continue
+        if attribute.strategy == "manual":
+            held.append(name)
+            continue
+        resolution = _resolve(attribute.strategy, mutation, priority, name, incoming, state, custom)
+        if resolution.winner == "incoming":
+            writes[name] = incoming_value
+        elif resolution.winner == "merged":
+            writes[name] = resolution.value
+        result = {name: to_json_value(writes.get(name, state.values.get(name)))}
+        builder.record(name, [name], prov, attribute.strategy, resolution.winner, result)
+    if held:
+        builder.conflicts = []  # nothing of a held mutation applies, so no auto-resolution stands
+        for name in held:
+            builder.record(name, [name], state.provenance[name], "manual", None, None)
+        return builder.finish(Status.CONFLICT)
+    return _write(builder, writes, tombstone=False if revive else None, priority=priority)
+
+
+def _write(
+    builder: _Builder, writes: dict[str, Any], tombstone: bool | None, priority: int
+) -> Decision:
+    """Apply `writes` (and the tombstone flag, when not None) as one new version."""
+    mutation, state = builder.mutation, builder.state
+    if not writes and tombstone is None:
+        return builder.finish(Status.APPLIED, Reason.SUPERSEDED)
+    version = state.version + 1
+    stamp = (version, mutation.id, mutation.edge_node_id, mutation.timestamp, priority)
+    names = list(writes)
+    if tombstone is not None:
+        state.deleted = tombstone
+        names.append(TOMBSTONE)
+    for name in names:
+        if name in writes:
+            state.values[name] = writes[name]
+        previous = state.provenance.get(name)
+        state.provenance[name] = previous.succeeded_by(*stamp) if previous else first_write(*stamp)
+    state.version = version
+    return builder.finish(Status.APPLIED, None, tuple(sorted(writes)))

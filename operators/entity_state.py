@@ -1,0 +1,91 @@
+"""The state of one entity as the conflict engine sees it: version, values,
+tombstone and per-attribute provenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from schemas.values import parse_rfc3339
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Who wrote an attribute's current value, and when another writer last did.
+
+    `edge_node_id` is None for a writer outside this job (a foreign writer).
+    `other_version` is the latest version at which a writer *different from*
+    `edge_node_id` wrote the attribute (0 if none): together the two answer
+    "did anyone but node N write this after version b?" exactly.
+    """
+
+    version: int
+    mutation_id: str | None
+    edge_node_id: str | None
+    timestamp: datetime | None
+    priority: int | None
+    other_version: int = 0
+
+    def written_by_other_after(self, edge_node_id: str, base_version: int) -> bool:
+        if self.edge_node_id != edge_node_id:
+            return self.version > base_version
+        return self.other_version > base_version
+
+    def succeeded_by(
+        self, version: int, mutation_id: str, edge_node_id: str, timestamp: datetime, priority: int
+    ) -> Provenance:
+        other = self.other_version if self.edge_node_id == edge_node_id else self.version
+        return Provenance(version, mutation_id, edge_node_id, timestamp, priority, other)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": self.version,
+            "m": self.mutation_id,
+            "n": self.edge_node_id,
+            "t": self.timestamp.isoformat() if self.timestamp else None,
+            "p": self.priority,
+            "o": self.other_version,
+        }
+
+    @staticmethod
+    def from_json(document: dict[str, Any]) -> Provenance:
+        stamp = document.get("t")
+        return Provenance(
+            version=int(document.get("v") or 0),
+            mutation_id=document.get("m"),
+            edge_node_id=document.get("n"),
+            timestamp=parse_rfc3339(stamp) if stamp else None,
+            priority=document.get("p"),
+            other_version=int(document.get("o") or 0),
+        )
+
+
+def first_write(
+    version: int, mutation_id: str, edge_node_id: str, timestamp: datetime, priority: int
+) -> Provenance:
+    return Provenance(version, mutation_id, edge_node_id, timestamp, priority, 0)
+
+
+TOMBSTONE = "#deleted"
+"""Provenance key of the `deleted` flag (not a valid attribute name)."""
+
+
+@dataclass(slots=True)
+class EntityState:
+    """Mutable working copy of one entity row; version 0 means absent."""
+
+    version: int = 0
+    deleted: bool = False
+    values: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Provenance] = field(default_factory=dict)
+
+    @property
+    def absent(self) -> bool:
+        return self.version == 0
+
+    def copy(self) -> EntityState:
+        return replace(self, values=dict(self.values), provenance=dict(self.provenance))
+
+    def provenance_json(self) -> dict[str, Any]:
+        return {name: prov.to_json() for name, prov in sorted(self.provenance.items())}

@@ -1,0 +1,220 @@
+"""Release held mutations in an order that respects both per-entity offset order
+and declared dependencies (DESIGN section 4, "Dependencies order commits").
+
+Pure: the caller tells it which ids are decided (committed, or found in the
+ledger) and when the input has ended; it answers which mutations may go next
+and which must be rejected (`MISSING_DEPENDENCY`, `DEPENDENCY_CYCLE`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from schemas.mutation import Mutation, Reason
+
+EntityKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """`ready` in commit order; `rejected` as (mutation, reason) pairs, decided now."""
+
+    ready: list[Mutation]
+    rejected: list[tuple[Mutation, str]]
+
+
+@dataclass
+class Sequencer:
+    """The waiting room between decoding and committing."""
+
+    dependency_timeout_ms: int = 600_000
+    remembered: int = 200_000
+    waiting: list[Mutation] = field(default_factory=list)
+    watermark_ms: int = 0
+    _decided: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def add(self, mutations: Iterable[Mutation]) -> None:
+        for mutation in mutations:
+            self.waiting.append(mutation)
+            if mutation.kafka_timestamp_ms > self.watermark_ms:
+                self.watermark_ms = mutation.kafka_timestamp_ms
+
+    def mark_decided(self, mutation_ids: Iterable[str]) -> None:
+        """Remember ids whose decision is committed (a bounded cache; the ledger is the truth)."""
+        for mutation_id in mutation_ids:
+            self._decided[mutation_id] = None
+            self._decided.move_to_end(mutation_id)
+        while len(self._decided) > self.remembered:
+            self._decided.popitem(last=False)
+
+    def is_decided(self, mutation_id: str) -> bool:
+        return mutation_id in self._decided
+
+    def unknown_dependencies(self) -> set[str]:
+        """Dependencies neither decided here nor waiting here: ask the ledger about these."""
+        waiting_ids = {m.id for m in self.waiting}
+        return {
+            dependency
+            for mutation in self.waiting
+            for dependency in mutation.dependencies
+            if dependency not in self._decided and dependency not in waiting_ids
+        }
+
+    def release(self, at_end_of_input: bool = False) -> Release:
+        """Take every mutation that may be committed now out of the waiting room.
+
+        With `at_end_of_input`, nothing more can arrive: whatever still waits for a
+        dependency that was never seen is rejected, so the room ends empty.
+        """
+        decided = set(self._decided)
+        queues: dict[EntityKey, deque[Mutation]] = {}
+        for mutation in self.waiting:
+            queues.setdefault(mutation.entity_key, deque()).append(mutation)
+        ready: list[Mutation] = []
+        rejected: list[tuple[Mutation, str]] = []
+        waiters: dict[str, list[EntityKey]] = {}
+        worklist: deque[EntityKey] = deque(queues)
+
+        def drain() -> None:
+            while worklist:
+                key = worklist.popleft()
+                queue = queues[key]
+                while queue:
+                    head = queue[0]
+                    pending = next((d for d in head.dependencies if d not in decided), None)
+                    if pending is not None:
+                        waiters.setdefault(pending, []).append(key)
+                        break
+                    queue.popleft()
+                    ready.append(head)
+                    decided.add(head.id)
+                    worklist.extend(waiters.pop(head.id, ()))
+
+        def reject(mutation: Mutation, reason: str) -> None:
+            queues[mutation.entity_key].remove(mutation)
+            rejected.append((mutation, reason))
+            decided.add(mutation.id)
+            worklist.append(mutation.entity_key)
+            worklist.extend(waiters.pop(mutation.id, ()))
+
+        drain()
+        while True:
+            stuck = [m for queue in queues.values() for m in queue]
+            if not stuck:
+                break
+            seen = {m.id for m in stuck}
+            progressed = False
+            for mutation in _cycle_members(queues):
+                reject(mutation, Reason.DEPENDENCY_CYCLE)
+                progressed = True
+            for queue in list(queues.values()):
+                if not queue:
+                    continue
+                head = queue[0]
+                missing = [d for d in head.dependencies if d not in decided and d not in seen]
+                expired = self.watermark_ms >= head.kafka_timestamp_ms + self.dependency_timeout_ms
+                if missing and (at_end_of_input or expired):
+                    reject(head, Reason.MISSING_DEPENDENCY)
+                    progressed = True
+            if not progressed and at_end_of_input:
+                # Only chains through a mutation queued behind its own dependency remain.
+                for queue in list(queues.values()):
+                    if queue:
+                        reject(queue[0], Reason.MISSING_DEPENDENCY)
+                        progressed = True
+            if not progressed:
+                break
+            drain()
+        order = {id(m): i for i, m in enumerate(self.waiting)}
+        self.waiting = sorted((m for q in queues.values() for m in q), key=lambda m: order[id(m)])
+        return Release(ready, rejected)
+
+    def snapshot(self) -> tuple[list[Mutation], int]:
+        return (list(self.waiting), self.watermark_ms)
+
+    @classmethod
+    def restore(
+        cls, state: tuple[list[Mutation], int] | None, dependency_timeout_ms: int
+    ) -> Sequencer:
+        sequencer = cls(dependency_timeout_ms=dependency_timeout_ms)
+        if state is not None:
+            sequencer.waiting, sequencer.watermark_ms = list(state[0]), state[1]
+        return sequencer
+
+
+def _cycle_members(queues: dict[EntityKey, deque[Mutation]]) -> list[Mutation]:
+    """Waiting mutations on a dependency cycle that can never resolve.
+
+    Edges: a mutation waits for each undecided dependency that is itself waiting,
+    and for its predecessor on the same entity. A member is rejected only if it
+    declared a dependency inside its cycle (an entity predecessor alone is innocent).
+    """
+    nodes: dict[str, Mutation] = {}
+    edges: dict[str, list[str]] = {}
+    for queue in queues.values():
+        previous: Mutation | None = None
+        for mutation in queue:
+            nodes.setdefault(mutation.id, mutation)
+            edges.setdefault(mutation.id, [])
+            if previous is not None:
+                edges[mutation.id].append(previous.id)
+            previous = mutation
+    for mutation_id, mutation in nodes.items():
+        edges[mutation_id].extend(d for d in mutation.dependencies if d in nodes)
+    members: list[Mutation] = []
+    for component in _strongly_connected(edges):
+        if len(component) < 2:
+            continue
+        inside = set(component)
+        for mutation_id in component:
+            mutation = nodes[mutation_id]
+            if any(d in inside for d in mutation.dependencies):
+                members.append(mutation)
+    return members
+
+
+def _strongly_connected(edges: dict[str, list[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative (dependency chains may be long)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    components: list[list[str]] = []
+    counter = 0
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, iter(edges[root]))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(edges[child])))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                components.append(component)
+    return components

@@ -1,0 +1,1 @@
+"""Typed records at the edges: the mutation, the entity registry, column types."""

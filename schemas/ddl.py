@@ -1,0 +1,204 @@
+"""Tables the job owns, generated from the registry (DESIGN section 5).
+
+Every identifier comes from the registry through `sql.Identifier`; nothing here
+is built from message content.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from schemas.registry import EntityType, Registry
+from schemas.values import SQL_TYPES
+
+SCHEMA_VERSION = 1
+
+LEDGER_COLUMNS = (
+    "mutation_id", "status", "reason", "entity_type", "entity_id", "version",
+    "edge_node_id", "operation", "base_version", "adjusted_priority", "batch_id",
+    "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
+    "edge_timestamp", "decided_at", "conflict_ids", "detail", "held_attributes",
+)
+
+CONFLICT_COLUMNS = (
+    "conflict_id", "entity_type", "entity_id", "attributes", "mutation_id",
+    "other_mutation_id", "incoming_edge_node_id", "other_edge_node_id", "strategy",
+    "winner", "status", "incoming_values", "server_values", "result_values",
+    "base_version", "entity_version", "batch_id", "detected_at",
+)
+
+_CORE_TABLES = """
+CREATE TABLE IF NOT EXISTS mutagg_schema (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    version integer NOT NULL,
+    registry_source text,
+    migrated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS mutation_log (
+    mutation_id text PRIMARY KEY,
+    status text NOT NULL CHECK (status IN ('APPLIED','CONFLICT','REJECTED','DUPLICATE','FAILED')),
+    reason text,
+    entity_type text,
+    entity_id text,
+    version bigint,
+    edge_node_id text,
+    operation text,
+    base_version bigint,
+    adjusted_priority integer,
+    batch_id text,
+    kafka_topic text,
+    kafka_partition integer,
+    kafka_offset bigint,
+    kafka_timestamp timestamptz,
+    edge_timestamp timestamptz,
+    decided_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    conflict_ids text[] NOT NULL DEFAULT '{}',
+    detail text,
+    held_attributes jsonb
+);
+CREATE INDEX IF NOT EXISTS mutation_log_entity ON mutation_log (entity_type, entity_id);
+CREATE INDEX IF NOT EXISTS mutation_log_decided_at ON mutation_log (decided_at);
+CREATE TABLE IF NOT EXISTS conflicts (
+    conflict_id text PRIMARY KEY,
+    entity_type text NOT NULL,
+    entity_id text NOT NULL,
+    attributes text[] NOT NULL,
+    mutation_id text NOT NULL,
+    other_mutation_id text,
+    incoming_edge_node_id text,
+    other_edge_node_id text,
+    strategy text NOT NULL,
+    winner text CHECK (winner IN ('incoming','server','merged')),
+    status text NOT NULL CHECK (status IN ('AUTO_RESOLVED','OPEN','MANUALLY_RESOLVED')),
+    incoming_values jsonb,
+    server_values jsonb,
+    result_values jsonb,
+    base_version bigint,
+    entity_version bigint,
+    batch_id text,
+    detected_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    resolved_at timestamptz,
+    resolved_by_mutation_id text,
+    resolution text
+);
+CREATE INDEX IF NOT EXISTS conflicts_open ON conflicts (status) WHERE status = 'OPEN';
+CREATE INDEX IF NOT EXISTS conflicts_mutation ON conflicts (mutation_id);
+CREATE TABLE IF NOT EXISTS mutation_duplicates (
+    mutation_id text NOT NULL,
+    kafka_topic text NOT NULL,
+    kafka_partition integer NOT NULL,
+    kafka_offset bigint NOT NULL,
+    batch_id text,
+    seen_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (kafka_topic, kafka_partition, kafka_offset)
+);
+CREATE TABLE IF NOT EXISTS source_offsets (
+    kafka_topic text NOT NULL,
+    kafka_partition integer NOT NULL,
+    next_offset bigint NOT NULL,
+    batch_id text,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (kafka_topic, kafka_partition)
+);
+CREATE OR REPLACE FUNCTION mutagg_foreign_provenance(previous jsonb, new_version bigint)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'v', new_version, 'm', NULL, 'n', NULL, 't', to_jsonb(clock_timestamp()), 'p', NULL,
+        'o', CASE
+            WHEN previous IS NULL OR jsonb_typeof(previous) <> 'object' THEN 0
+            WHEN previous->>'n' IS NULL THEN COALESCE((previous->>'o')::bigint, 0)
+            ELSE (previous->>'v')::bigint
+        END)
+$$;
+"""
+
+
+def core_tables() -> sql.Composable:
+    return sql.SQL(_CORE_TABLES)
+
+
+def entity_table(entity_type: EntityType) -> sql.Composable:
+    """CREATE TABLE for one entity type, with the job's own columns."""
+    columns = [sql.SQL("{} text PRIMARY KEY").format(sql.Identifier(entity_type.key))]
+    for attribute in entity_type.attributes.values():
+        columns.append(
+            sql.SQL("{} {}").format(sql.Identifier(attribute.name), sql.SQL(SQL_TYPES[attribute.type]))
+        )
+    columns += [
+        sql.SQL("version bigint NOT NULL DEFAULT 1"),
+        sql.SQL("deleted boolean NOT NULL DEFAULT false"),
+        sql.SQL("provenance jsonb NOT NULL DEFAULT '{}'"),
+        sql.SQL("updated_at timestamptz NOT NULL DEFAULT now()"),
+    ]
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+        sql.Identifier(entity_type.table), sql.SQL(", ").join(columns)
+    )
+
+
+def add_missing_columns(entity_type: EntityType, existing: set[str]) -> list[sql.Composable]:
+    return [
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+            sql.Identifier(entity_type.table), sql.Identifier(attribute.name), sql.SQL(SQL_TYPES[attribute.type])
+        )
+        for attribute in entity_type.attributes.values()
+        if attribute.name not in existing
+    ]
+
+
+def foreign_writer_trigger(entity_type: EntityType) -> list[sql.Composable]:
+    """A trigger that records provenance for writes made outside this job.
+
+    Writes by the job set `mutagg.writer = 'job'` for their transaction and are
+    left alone. Any other write gets its version bumped (if the writer did not)
+    and the changed attributes attributed to a foreign writer.
+    """
+    function = sql.Identifier(f"{entity_type.table}_mutagg_foreign")
+    tracked = [(name, sql.Identifier(name)) for name in entity_type.attributes] + [
+        ("#deleted", sql.Identifier("deleted"))
+    ]
+    on_update = sql.SQL("\n").join(
+        sql.SQL(
+            "IF NEW.{col} IS DISTINCT FROM OLD.{col} THEN prov := prov || "
+            "jsonb_build_object({key}, mutagg_foreign_provenance(prov->{key}, NEW.version)); END IF;"
+        ).format(col=column, key=sql.Literal(name))
+        for name, column in tracked
+    )
+    on_insert = sql.SQL("\n").join(
+        sql.SQL(
+            "IF NEW.{col} IS NOT NULL THEN prov := prov || "
+            "jsonb_build_object({key}, mutagg_foreign_provenance(NULL, NEW.version)); END IF;"
+        ).format(col=column, key=sql.Literal(name))
+        for name, column in tracked
+    )
+    body = sql.SQL(
+        """CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE prov jsonb;
+BEGIN
+    IF current_setting('mutagg.writer', true) = 'job' THEN RETURN NEW; END IF;
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.version IS NULL OR NEW.version <= OLD.version THEN NEW.version := OLD.version + 1; END IF;
+        prov := COALESCE(OLD.provenance, '{{}}'::jsonb);
+        {on_update}
+    ELSE
+        IF NEW.version IS NULL OR NEW.version < 1 THEN NEW.version := 1; END IF;
+        prov := '{{}}'::jsonb;
+        {on_insert}
+    END IF;
+    NEW.provenance := prov;
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$fn$"""
+    ).format(function=function, on_update=on_update, on_insert=on_insert)
+    trigger = sql.Identifier(f"{entity_type.table}_mutagg_foreign")
+    return [
+        body,
+        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, sql.Identifier(entity_type.table)),
+        sql.SQL(
+            "CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()"
+        ).format(trigger, sql.Identifier(entity_type.table), function),
+    ]
+
+
+def registry_tables(registry: Registry) -> list[EntityType]:
+    return list(registry)

@@ -1,0 +1,260 @@
+"""The mutation record and its decoder: bytes from Kafka in, a typed record or a
+precise rejection out (DESIGN section 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from schemas.registry import Registry
+from schemas.values import CoercionError, coerce, parse_rfc3339
+
+
+class Operation(str, Enum):
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+
+
+class Status(str, Enum):
+    APPLIED = "APPLIED"
+    CONFLICT = "CONFLICT"
+    REJECTED = "REJECTED"
+    DUPLICATE = "DUPLICATE"
+    FAILED = "FAILED"
+
+
+class Reason:
+    """Reason codes; stable strings that analysts and edge nodes match on."""
+
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+    INVALID_ENCODING = "INVALID_ENCODING"
+    INVALID_JSON = "INVALID_JSON"
+    NOT_AN_OBJECT = "NOT_AN_OBJECT"
+    MISSING_FIELD = "MISSING_FIELD"
+    UNKNOWN_FIELD = "UNKNOWN_FIELD"
+    INVALID_FIELD = "INVALID_FIELD"
+    UNKNOWN_ENTITY_TYPE = "UNKNOWN_ENTITY_TYPE"
+    UNKNOWN_ATTRIBUTE = "UNKNOWN_ATTRIBUTE"
+    INVALID_ATTRIBUTE_VALUE = "INVALID_ATTRIBUTE_VALUE"
+    KEY_MISMATCH = "KEY_MISMATCH"
+    FUTURE_BASE_VERSION = "FUTURE_BASE_VERSION"
+    ENTITY_NOT_FOUND = "ENTITY_NOT_FOUND"
+    MISSING_DEPENDENCY = "MISSING_DEPENDENCY"
+    DEPENDENCY_CYCLE = "DEPENDENCY_CYCLE"
+    SUPERSEDED = "SUPERSEDED"
+    DATABASE_ERROR = "DATABASE_ERROR"
+
+
+FIELDS = (
+    "id", "edge_node_id", "entity_type", "entity_id", "operation_type", "attributes",
+    "base_version", "timestamp", "priority", "dependencies",
+)
+OPTIONAL_FIELDS = ("tenant_id",)
+MAX_DEPENDENCIES = 1000
+RESOLVES_HEADER = "mutagg-resolves"
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One Kafka record as read, kept byte-for-byte for the DLQ."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Mutation:
+    """A validated mutation with attribute values coerced to their declared types."""
+
+    id: str
+    edge_node_id: str
+    entity_type: str
+    entity_id: str
+    operation: Operation
+    attributes: dict[str, Any]
+    base_version: int
+    timestamp: datetime
+    priority: int
+    dependencies: tuple[str, ...]
+    tenant_id: str | None
+    topic: str
+    partition: int
+    offset: int
+    kafka_timestamp_ms: int
+    resolves: tuple[str, ...] = field(default=())
+    """Conflict ids this mutation closes (set by `mutagg conflicts resolve`)."""
+
+    @property
+    def entity_key(self) -> tuple[str, str]:
+        return (self.entity_type, self.entity_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message that could not be accepted, with whatever identity was readable."""
+
+    code: str
+    message: str
+    raw: RawMessage
+    mutation_id: str | None = None
+    edge_node_id: str | None = None
+    entity_type: str | None = None
+    entity_id: str | None = None
+
+
+class _Invalid(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _string(document: dict, name: str, max_len: int) -> str:
+    value = document[name]
+    if not isinstance(value, str) or not 1 <= len(value) <= max_len:
+        raise _Invalid(Reason.INVALID_FIELD, f"{name} must be a string of 1..{max_len} characters")
+    return value
+
+
+def _integer(document: dict, name: str, low: int, high: int) -> int:
+    value = document[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _Invalid(Reason.INVALID_FIELD, f"{name} must be an integer in {low}..{high}")
+    return value
+
+
+def _readable(document: Any, name: str, max_len: int) -> str | None:
+    if isinstance(document, dict):
+        value = document.get(name)
+        if isinstance(value, str) and 1 <= len(value) <= max_len:
+            return value
+    return None
+
+
+def decode(raw: RawMessage, registry: Registry, max_bytes: int = 1 << 20) -> Mutation | Rejection:
+    """Turn one Kafka record into a `Mutation`, or a `Rejection` saying exactly why not."""
+    document: Any = None
+    try:
+        if raw.value is None:
+            raise _Invalid(Reason.NOT_AN_OBJECT, "message has no value")
+        if len(raw.value) > max_bytes:
+            raise _Invalid(Reason.MESSAGE_TOO_LARGE, f"{len(raw.value)} bytes > limit {max_bytes}")
+        try:
+            raw.value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Invalid(Reason.INVALID_ENCODING, f"value is not UTF-8: {exc.reason}") from None
+        try:
+            document = orjson.loads(raw.value)
+        except orjson.JSONDecodeError as exc:
+            raise _Invalid(Reason.INVALID_JSON, str(exc)[:200]) from None
+        return _validate(document, raw, registry)
+    except _Invalid as invalid:
+        return Rejection(
+            code=invalid.code,
+            message=invalid.message,
+            raw=raw,
+            mutation_id=_readable(document, "id", 128),
+            edge_node_id=_readable(document, "edge_node_id", 128),
+            entity_type=_readable(document, "entity_type", 256),
+            entity_id=_readable(document, "entity_id", 256),
+        )
+
+
+def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
+    if not isinstance(document, dict):
+        raise _Invalid(Reason.NOT_AN_OBJECT, "a mutation must be a JSON object")
+    missing = [name for name in FIELDS if name not in document]
+    if missing:
+        raise _Invalid(Reason.MISSING_FIELD, f"missing fields {missing}")
+    unknown = sorted(set(document) - set(FIELDS) - set(OPTIONAL_FIELDS))
+    if unknown:
+        raise _Invalid(Reason.UNKNOWN_FIELD, f"unknown fields {unknown[:10]}")
+    mutation_id = _string(document, "id", 128)
+    edge_node_id = _string(document, "edge_node_id", 128)
+    entity_id = _string(document, "entity_id", 256)
+    type_name = document["entity_type"]
+    if not isinstance(type_name, str):
+        raise _Invalid(Reason.INVALID_FIELD, "entity_type must be a string")
+    entity_type = registry.get(type_name)
+    if entity_type is None:
+        raise _Invalid(Reason.UNKNOWN_ENTITY_TYPE, f"entity type {type_name[:64]!r} is not declared")
+    try:
+        operation = Operation(document["operation_type"])
+    except (ValueError, TypeError):
+        raise _Invalid(Reason.INVALID_FIELD, "operation_type must be CREATE, UPDATE or DELETE") from None
+    base_version = _integer(document, "base_version", 0, 2**62)
+    if operation is Operation.CREATE and base_version != 0:
+        raise _Invalid(Reason.INVALID_FIELD, "base_version must be 0 for CREATE")
+    priority = _integer(document, "priority", 1, 10)
+    try:
+        timestamp = parse_rfc3339(document["timestamp"])
+    except CoercionError as exc:
+        raise _Invalid(Reason.INVALID_FIELD, f"timestamp: {exc}") from None
+    tenant_id = document.get("tenant_id")
+    if tenant_id is not None and not isinstance(tenant_id, str):
+        raise _Invalid(Reason.INVALID_FIELD, "tenant_id must be a string")
+    dependencies = document["dependencies"]
+    if not isinstance(dependencies, list) or len(dependencies) > MAX_DEPENDENCIES:
+        raise _Invalid(Reason.INVALID_FIELD, f"dependencies must be a list of at most {MAX_DEPENDENCIES} ids")
+    for dependency in dependencies:
+        if not isinstance(dependency, str) or not 1 <= len(dependency) <= 128:
+            raise _Invalid(Reason.INVALID_FIELD, "dependencies must be mutation ids (strings of 1..128)")
+    if mutation_id in dependencies:
+        raise _Invalid(Reason.DEPENDENCY_CYCLE, "a mutation cannot depend on itself")
+    raw_attributes = document["attributes"]
+    if not isinstance(raw_attributes, dict):
+        raise _Invalid(Reason.INVALID_FIELD, "attributes must be an object")
+    if operation is Operation.DELETE and raw_attributes:
+        raise _Invalid(Reason.INVALID_FIELD, "attributes must be empty for DELETE")
+    attributes: dict[str, Any] = {}
+    for name, value in raw_attributes.items():
+        attribute = entity_type.attributes.get(name)
+        if attribute is None:
+            raise _Invalid(Reason.UNKNOWN_ATTRIBUTE, f"{type_name}.{name[:64]} is not declared")
+        try:
+            coerced = coerce(attribute.type, value)
+        except CoercionError as exc:
+            raise _Invalid(Reason.INVALID_ATTRIBUTE_VALUE, f"{name}: {exc}") from None
+        if coerced is None and attribute.strategy == "sum" and operation is Operation.UPDATE:
+            raise _Invalid(Reason.INVALID_ATTRIBUTE_VALUE, f"{name}: a sum delta cannot be null")
+        attributes[name] = coerced
+    if raw.key is not None and raw.key != f"{type_name}:{entity_id}".encode():
+        raise _Invalid(Reason.KEY_MISMATCH, "message key does not match entity_type:entity_id")
+    return Mutation(
+        id=mutation_id,
+        edge_node_id=edge_node_id,
+        entity_type=type_name,
+        entity_id=entity_id,
+        operation=operation,
+        attributes=attributes,
+        base_version=base_version,
+        timestamp=timestamp,
+        priority=priority,
+        dependencies=tuple(dict.fromkeys(dependencies)),
+        tenant_id=tenant_id,
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        kafka_timestamp_ms=raw.timestamp_ms,
+        resolves=_resolves(raw),
+    )
+
+
+def _resolves(raw: RawMessage) -> tuple[str, ...]:
+    for name, value in raw.headers:
+        if name == RESOLVES_HEADER and value:
+            try:
+                return tuple(part for part in value.decode("utf-8").split(",") if part)
+            except UnicodeDecodeError:
+                raise _Invalid(Reason.INVALID_FIELD, f"header {name} is not UTF-8") from None
+    return ()

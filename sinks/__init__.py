@@ -1,0 +1,1 @@
+"""Sinks: each takes a batch, commits it atomically, and returns what was decided."""

@@ -1,0 +1,110 @@
+"""Acknowledgements to edge nodes and raw rejects to the DLQ, after the commit.
+
+Delivery is confirmed before `send` returns (bytewax's own KafkaSink would drop
+delivery errors); an undeliverable batch raises, the job stops, and the restart
+re-acknowledges from the ledger. Acks may repeat, never contradict: a repeat
+always carries the ledger's decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import orjson
+from confluent_kafka import KafkaError, Producer
+
+from schemas.errors import ServiceUnavailable
+from schemas.mutation import Rejection
+from sinks.postgres import Outcome
+
+log = logging.getLogger(__name__)
+
+
+def ack_value(outcome: Outcome) -> bytes:
+    return orjson.dumps(
+        {
+            "mutation_id": outcome.mutation_id,
+            "status": outcome.status,
+            "entity_type": outcome.entity_type,
+            "entity_id": outcome.entity_id,
+            "entity_version": outcome.version,
+            "reason": outcome.reason,
+            "conflict_ids": list(outcome.conflict_ids),
+            "batch_id": outcome.batch_id,
+            "processed_at": outcome.processed_at,
+        }
+    )
+
+
+def dlq_headers(rejection: Rejection) -> list[tuple[str, bytes]]:
+    raw = rejection.raw
+    return [
+        ("mutagg.error.code", rejection.code.encode()),
+        ("mutagg.error.message", rejection.message.encode("utf-8", "replace")[:4000]),
+        ("mutagg.source.topic", raw.topic.encode()),
+        ("mutagg.source.partition", str(raw.partition).encode()),
+        ("mutagg.source.offset", str(raw.offset).encode()),
+        ("mutagg.source.timestamp", str(raw.timestamp_ms).encode()),
+        *((f"mutagg.original.{name}", value or b"") for name, value in raw.headers),
+    ]
+
+
+class AckProducer:
+    """Produces acks (key: edge node id) and DLQ records, and waits for delivery."""
+
+    def __init__(
+        self, kafka_config: dict, status_topic: str, dlq_topic: str, deadline_s: float = 300.0
+    ):
+        self.status_topic = status_topic
+        self.dlq_topic = dlq_topic
+        self.deadline_s = deadline_s
+        self._producer = Producer(
+            {
+                **kafka_config,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "delivery.timeout.ms": int(deadline_s * 1000),
+                "message.max.bytes": 8 * 1024 * 1024,
+            }
+        )
+        self._errors: list[KafkaError] = []
+
+    def _on_delivery(self, error: KafkaError | None, _message) -> None:
+        if error is not None:
+            self._errors.append(error)
+
+    def send(self, outcomes: Iterable[Outcome]) -> int:
+        """Produce every ack and DLQ record for `outcomes`; return how many were sent."""
+        sent = 0
+        for outcome in outcomes:
+            if isinstance(outcome.source, Rejection):
+                self._produce(
+                    self.dlq_topic, outcome.source.raw.key, outcome.source.raw.value,
+                    dlq_headers(outcome.source),
+                )
+                sent += 1
+            if outcome.edge_node_id is not None and outcome.mutation_id is not None:
+                self._produce(self.status_topic, outcome.edge_node_id.encode(), ack_value(outcome), None)
+                sent += 1
+        self.flush()
+        return sent
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+
+    def flush(self) -> None:
+        remaining = self._producer.flush(self.deadline_s)
+        if remaining or self._errors:
+            errors, self._errors = self._errors, []
+            raise ServiceUnavailable(
+                f"acknowledgements not delivered to Kafka ({remaining} pending, "
+                f"errors: {[str(e) for e in errors[:3]]})"
+            )

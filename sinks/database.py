@@ -1,0 +1,55 @@
+"""PostgreSQL connections with bounded retries (DESIGN section 7: never hang forever)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+from psycopg import errors
+
+from schemas.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSIENT = (
+    psycopg.OperationalError,
+    errors.SerializationFailure,
+    errors.DeadlockDetected,
+    errors.AdminShutdown,
+    errors.CannotConnectNow,
+)
+
+
+def connect(url: str, deadline_s: float, application_name: str = "mutagg") -> psycopg.Connection:
+    """Connect, retrying with exponential backoff; `ServiceUnavailable` after the deadline."""
+    return retry_transient(
+        lambda: psycopg.connect(url, application_name=application_name, connect_timeout=10),
+        deadline_s,
+        what="PostgreSQL",
+    )
+
+
+def retry_transient(action: Callable[[], T], deadline_s: float, what: str) -> T:
+    """Run `action`, retrying transient database errors until `deadline_s` has passed."""
+    give_up_at = time.monotonic() + deadline_s
+    delay = 0.1
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return action()
+        except TRANSIENT as exc:
+            if time.monotonic() + delay > give_up_at:
+                raise ServiceUnavailable(
+                    f"{what} unreachable after {attempt} attempts over {deadline_s:.0f}s: {exc}"
+                ) from exc
+            log.warning(
+                "waiting for %s", what,
+                extra={"attempt": attempt, "retry_in_s": round(delay, 2), "error": str(exc).strip()},
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,218 @@
+"""The ledger (`mutation_log`), the conflict records and the duplicate log, as frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from operators.conflicts import ConflictRecord, Decision
+from operators.priority import adjusted_priority
+from schemas.ddl import CONFLICT_COLUMNS, LEDGER_COLUMNS
+from schemas.mutation import Mutation, Rejection, Status
+from schemas.registry import Registry
+from schemas.values import to_json_value
+from sinks.entity_rows import copy_frame
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the ledger holds for a decided mutation id (also re-acknowledged on replay)."""
+
+    mutation_id: str
+    status: str
+    reason: str | None
+    entity_type: str | None
+    entity_id: str | None
+    version: int | None
+    edge_node_id: str | None
+    batch_id: str | None
+    conflict_ids: tuple[str, ...]
+    decided_at: datetime
+    kafka_topic: str | None
+    kafka_partition: int | None
+    kafka_offset: int | None
+
+
+def lookup(cursor: psycopg.Cursor, mutation_ids: list[str]) -> dict[str, LedgerEntry]:
+    if not mutation_ids:
+        return {}
+    cursor.execute(
+        "SELECT mutation_id, status, reason, entity_type, entity_id, version, edge_node_id, "
+        "batch_id, conflict_ids, decided_at, kafka_topic, kafka_partition, kafka_offset "
+        "FROM mutation_log WHERE mutation_id = ANY(%s)",
+        (mutation_ids,),
+    )
+    return {
+        row[0]: LedgerEntry(*row[:8], tuple(row[8] or ()), *row[9:]) for row in cursor.fetchall()
+    }
+
+
+def _ms(timestamp_ms: int | None) -> str | None:
+    if timestamp_ms is None or timestamp_ms < 0:
+        return None
+    return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC).isoformat()
+
+
+def _array(values: tuple[str, ...] | list[str]) -> str:
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
+def ledger_row(
+    decision: Decision,
+    source: Mutation | Rejection,
+    registry: Registry,
+    batch_id: str,
+    decided_at: str,
+) -> dict[str, Any]:
+    if isinstance(source, Mutation):
+        topic, partition, offset = source.topic, source.partition, source.offset
+        kafka_ts, edge_ts = _ms(source.kafka_timestamp_ms), source.timestamp.isoformat()
+        operation, base_version = source.operation.value, source.base_version
+        priority = adjusted_priority(source, registry.entity_types[source.entity_type])
+    else:
+        raw = source.raw
+        topic, partition, offset, kafka_ts = raw.topic, raw.partition, raw.offset, _ms(raw.timestamp_ms)
+        edge_ts = operation = base_version = priority = None
+    detail = source.message if isinstance(source, Rejection) else None
+    return {
+        "mutation_id": decision.mutation_id,
+        "status": decision.status.value,
+        "reason": decision.reason,
+        "entity_type": decision.entity_type,
+        "entity_id": decision.entity_id,
+        "version": decision.version,
+        "edge_node_id": decision.edge_node_id,
+        "operation": operation,
+        "base_version": base_version,
+        "adjusted_priority": priority,
+        "batch_id": batch_id,
+        "kafka_topic": topic,
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+        "kafka_timestamp": kafka_ts,
+        "edge_timestamp": edge_ts,
+        "decided_at": decided_at,
+        "conflict_ids": _array([c.conflict_id for c in decision.conflicts]),
+        "detail": detail,
+        "held_attributes": _json(
+            {k: to_json_value(v) for k, v in source.attributes.items()}
+        ) if isinstance(source, Mutation) and decision.status is Status.CONFLICT else None,
+    }
+
+
+_LEDGER_SCHEMA = {
+    "mutation_id": pl.String, "status": pl.String, "reason": pl.String, "entity_type": pl.String,
+    "entity_id": pl.String, "version": pl.Int64, "edge_node_id": pl.String, "operation": pl.String,
+    "base_version": pl.Int64, "adjusted_priority": pl.Int64, "batch_id": pl.String,
+    "kafka_topic": pl.String, "kafka_partition": pl.Int64, "kafka_offset": pl.Int64,
+    "kafka_timestamp": pl.String, "edge_timestamp": pl.String, "decided_at": pl.String,
+    "conflict_ids": pl.String, "detail": pl.String, "held_attributes": pl.String,
+}
+
+_CONFLICT_SCHEMA = {
+    "conflict_id": pl.String, "entity_type": pl.String, "entity_id": pl.String,
+    "attributes": pl.String, "mutation_id": pl.String, "other_mutation_id": pl.String,
+    "incoming_edge_node_id": pl.String, "other_edge_node_id": pl.String, "strategy": pl.String,
+    "winner": pl.String, "status": pl.String, "incoming_values": pl.String,
+    "server_values": pl.String, "result_values": pl.String, "base_version": pl.Int64,
+    "entity_version": pl.Int64, "batch_id": pl.String, "detected_at": pl.String,
+}
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def conflict_row(record: ConflictRecord, batch_id: str, detected_at: str) -> dict[str, Any]:
+    return {
+        "conflict_id": record.conflict_id,
+        "entity_type": record.entity_type,
+        "entity_id": record.entity_id,
+        "attributes": _array(record.attributes),
+        "mutation_id": record.mutation_id,
+        "other_mutation_id": record.other_mutation_id,
+        "incoming_edge_node_id": record.incoming_edge_node_id,
+        "other_edge_node_id": record.other_edge_node_id,
+        "strategy": record.strategy,
+        "winner": record.winner,
+        "status": record.status,
+        "incoming_values": _json(record.incoming_values),
+        "server_values": _json(record.server_values),
+        "result_values": _json(record.result_values),
+        "base_version": record.base_version,
+        "entity_version": record.entity_version,
+        "batch_id": batch_id,
+        "detected_at": detected_at,
+    }
+
+
+def write(
+    cursor: psycopg.Cursor,
+    ledger_rows: list[dict[str, Any]],
+    conflict_rows: list[dict[str, Any]],
+) -> None:
+    """COPY the new ledger and conflict rows (ids are new: checked in this transaction)."""
+    if ledger_rows:
+        frame = pl.DataFrame(ledger_rows, schema=_LEDGER_SCHEMA).select(LEDGER_COLUMNS)
+        copy_frame(cursor, sql.Identifier("mutation_log"), frame)
+    if conflict_rows:
+        frame = pl.DataFrame(conflict_rows, schema=_CONFLICT_SCHEMA).select(CONFLICT_COLUMNS)
+        copy_frame(cursor, sql.Identifier("conflicts"), frame)
+
+
+def record_duplicates(
+    cursor: psycopg.Cursor, duplicates: list[Mutation | Rejection], batch_id: str
+) -> None:
+    """Note every duplicate delivery once (idempotent on its Kafka coordinates)."""
+    if not duplicates:
+        return
+    coordinates = [
+        (d.id if isinstance(d, Mutation) else d.mutation_id, *_coordinates(d)) for d in duplicates
+    ]
+    cursor.execute(
+        "INSERT INTO mutation_duplicates (mutation_id, kafka_topic, kafka_partition, kafka_offset, batch_id) "
+        "SELECT m, t, p, o, %s FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[]) AS u(m, t, p, o) "
+        "ON CONFLICT DO NOTHING",
+        (batch_id, *map(list, zip(*coordinates))),
+    )
+
+
+def _coordinates(source: Mutation | Rejection) -> tuple[str, int, int]:
+    if isinstance(source, Mutation):
+        return source.topic, source.partition, source.offset
+    return source.raw.topic, source.raw.partition, source.raw.offset
+
+
+def close_resolved(cursor: psycopg.Cursor, resolutions: list[tuple[str, str]]) -> None:
+    """Mark OPEN conflicts MANUALLY_RESOLVED by the mutation that carries the resolution."""
+    if not resolutions:
+        return
+    cursor.execute(
+        "UPDATE conflicts c SET status = 'MANUALLY_RESOLVED', resolved_at = clock_timestamp(), "
+        "resolved_by_mutation_id = u.m FROM unnest(%s::text[], %s::text[]) AS u(c, m) "
+        "WHERE c.conflict_id = u.c AND c.status = 'OPEN'",
+        tuple(map(list, zip(*resolutions))),
+    )
+
+
+def record_offsets(
+    cursor: psycopg.Cursor, offsets: dict[tuple[str, int], int], batch_id: str
+) -> None:
+    """Remember, per partition, the offset from which a restart without recovery data resumes."""
+    if not offsets:
+        return
+    topics, partitions, next_offsets = map(list, zip(*((t, p, o) for (t, p), o in sorted(offsets.items()))))
+    cursor.execute(
+        "INSERT INTO source_offsets (kafka_topic, kafka_partition, next_offset, batch_id) "
+        "SELECT t, p, o, %s FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o) "
+        "ON CONFLICT (kafka_topic, kafka_partition) DO UPDATE SET "
+        "next_offset = GREATEST(source_offsets.next_offset, EXCLUDED.next_offset), "
+        "batch_id = EXCLUDED.batch_id, updated_at = clock_timestamp()",
+        (batch_id, topics, partitions, next_offsets),
+    )

@@ -1,0 +1,304 @@
+"""The Postgres sink: take a micro-batch, decide it against the locked rows, and
+commit entity rows, ledger and conflicts in ONE transaction.
+
+Contract: `commit(batch)` returns one `Outcome` per item, in order, and only
+after the transaction that holds those outcomes has committed. Transient errors
+are retried with backoff (an ambiguous COMMIT is settled by the ledger on the
+retry); a batch that fails for a data reason is split until the bad mutations
+are isolated and marked FAILED, and the rest commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+
+from operators.conflicts import Decision, decide
+from operators.strategies import CustomStrategy
+from schemas.mutation import Mutation, Reason, Rejection, Status
+from schemas.registry import Registry
+from sinks import entity_rows, ledger
+from sinks.database import connect, retry_transient
+
+log = logging.getLogger(__name__)
+
+# Failures caused by the content of a batch: isolate the culprit, do not retry.
+DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, ValueError, ArithmeticError, TypeError)
+
+
+@dataclass(frozen=True, slots=True)
+class Unmet:
+    """A mutation the sequencer rejected before it reached its entity."""
+
+    mutation: Mutation
+    reason: str
+
+
+Item = Mutation | Rejection | Unmet
+
+
+@dataclass
+class Batch:
+    """Items in commit order, and the offsets a restart may resume from after it."""
+
+    items: list[Item]
+    resume_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The final answer for one delivered message, as acknowledged to its edge node."""
+
+    source: Mutation | Rejection
+    kind: str  # "decided", "replayed" (same message again) or "duplicate" (id seen before)
+    mutation_id: str | None
+    status: str
+    reason: str | None
+    entity_type: str | None
+    entity_id: str | None
+    version: int | None
+    edge_node_id: str | None
+    conflict_ids: tuple[str, ...]
+    batch_id: str | None
+    processed_at: str
+
+
+def _identity(item: Item) -> str | None:
+    if isinstance(item, Mutation):
+        return item.id
+    if isinstance(item, Unmet):
+        return item.mutation.id
+    return item.mutation_id
+
+
+def _source(item: Item) -> Mutation | Rejection:
+    return item.mutation if isinstance(item, Unmet) else item
+
+
+def _coordinates(source: Mutation | Rejection) -> tuple[str, int, int]:
+    if isinstance(source, Mutation):
+        return (source.topic, source.partition, source.offset)
+    return (source.raw.topic, source.raw.partition, source.raw.offset)
+
+
+class PostgresCommitter:
+    """Owns one connection; every `commit` is one transaction (or, on a data error, several)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        registry: Registry,
+        custom_strategies: Mapping[str, CustomStrategy],
+        deadline_s: float = 300.0,
+    ):
+        self.database_url = database_url
+        self.registry = registry
+        self.custom_strategies = custom_strategies
+        self.deadline_s = deadline_s
+        self._connection: psycopg.Connection | None = None
+
+    @property
+    def connection(self) -> psycopg.Connection:
+        if self._connection is None or self._connection.closed:
+            self._connection = connect(self.database_url, self.deadline_s, "mutagg-committer")
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def decided(self, mutation_ids: set[str]) -> set[str]:
+        """Which of these ids the ledger already holds."""
+        if not mutation_ids:
+            return set()
+
+        def query() -> set[str]:
+            try:
+                with self.connection.cursor() as cursor:
+                    found = ledger.lookup(cursor, sorted(mutation_ids))
+                self.connection.rollback()
+                return set(found)
+            except psycopg.OperationalError:
+                self.close()
+                raise
+
+        return retry_transient(query, self.deadline_s, "PostgreSQL")
+
+    def commit(self, batch: Batch, batch_id: str) -> list[Outcome]:
+        try:
+            return retry_transient(
+                lambda: self._attempt(batch, batch_id), self.deadline_s, "PostgreSQL"
+            )
+        except DATA_ERRORS as exc:
+            if len(batch.items) == 1:
+                return self._quarantine(batch.items[0], batch_id, exc)
+            middle = len(batch.items) // 2
+            log.warning(
+                "batch failed for a data reason; splitting",
+                extra={"batch_id": batch_id, "size": len(batch.items), "error": str(exc)[:300]},
+            )
+            first = self.commit(Batch(batch.items[:middle]), f"{batch_id}.1")
+            return first + self.commit(Batch(batch.items[middle:], batch.resume_offsets), f"{batch_id}.2")
+
+    def _attempt(self, batch: Batch, batch_id: str) -> list[Outcome]:
+        try:
+            return self._transaction(batch, batch_id)
+        except psycopg.OperationalError:
+            self.close()  # a broken connection is replaced on the retry
+            raise
+        except psycopg.errors.UniqueViolation as exc:
+            # Another instance committed one of these ids meanwhile: the retry sees it in the ledger.
+            raise psycopg.errors.SerializationFailure(str(exc)) from exc
+
+    def _transaction(self, batch: Batch, batch_id: str) -> list[Outcome]:
+        registry = self.registry
+        connection = self.connection
+        with connection.transaction(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL mutagg.writer = 'job'")
+            ids = sorted({i for i in map(_identity, batch.items) if i is not None})
+            known = ledger.lookup(cursor, ids)
+            wanted: dict[str, set[str]] = defaultdict(set)
+            for item in batch.items:
+                if isinstance(item, Mutation) and item.id not in known:
+                    wanted[item.entity_type].add(item.entity_id)
+            states = {
+                type_name: entity_rows.load_for_update(cursor, registry.entity_types[type_name], entity_ids)
+                for type_name, entity_ids in sorted(wanted.items())
+            }
+            initial_versions = {
+                (t, e): (s.version, s.deleted) for t, by_id in states.items() for e, s in by_id.items()
+            }
+            now = datetime.now(UTC).isoformat()
+            decided_here: dict[str, Outcome] = {}
+            outcomes: list[Outcome] = []
+            ledger_rows, conflict_rows, duplicates, resolutions = [], [], [], []
+            for item in batch.items:
+                source = _source(item)
+                mutation_id = _identity(item)
+                earlier = known.get(mutation_id) if mutation_id is not None else None
+                if earlier is not None:
+                    same = _coordinates(source) == (
+                        earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset
+                    )
+                    if not same:
+                        duplicates.append(source)
+                    outcomes.append(_from_ledger(source, earlier, "replayed" if same else "duplicate", now))
+                    continue
+                if mutation_id is not None and mutation_id in decided_here:
+                    duplicates.append(source)
+                    outcomes.append(_again(source, decided_here[mutation_id]))
+                    continue
+                decision = self._decide(item, states)
+                if mutation_id is not None:
+                    ledger_rows.append(ledger.ledger_row(decision, source, registry, batch_id, now))
+                    conflict_rows.extend(ledger.conflict_row(c, batch_id, now) for c in decision.conflicts)
+                    if isinstance(item, Mutation) and decision.status in (Status.APPLIED, Status.CONFLICT):
+                        resolutions.extend((cid, item.id) for cid in item.resolves)
+                outcome = _from_decision(source, decision, batch_id, now)
+                outcomes.append(outcome)
+                if mutation_id is not None:
+                    decided_here[mutation_id] = outcome
+            for type_name, by_id in states.items():
+                touched = {
+                    e: s for e, s in by_id.items() if initial_versions[(type_name, e)] != (s.version, s.deleted)
+                }
+                entity_rows.upsert(cursor, registry.entity_types[type_name], touched)
+            ledger.write(cursor, ledger_rows, conflict_rows)
+            ledger.record_duplicates(cursor, duplicates, batch_id)
+            ledger.close_resolved(cursor, resolutions)
+            ledger.record_offsets(cursor, batch.resume_offsets, batch_id)
+        return outcomes
+
+    def _decide(self, item: Item, states: dict[str, dict]) -> Decision:
+        if isinstance(item, Rejection):
+            return Decision(
+                item.mutation_id or "", Status.REJECTED, item.code, item.entity_type,
+                item.entity_id, None, item.edge_node_id,
+            )
+        if isinstance(item, Unmet):
+            m = item.mutation
+            return Decision(m.id, Status.REJECTED, item.reason, m.entity_type, m.entity_id, None, m.edge_node_id)
+        entity_type = self.registry.entity_types[item.entity_type]
+        state = states[item.entity_type][item.entity_id]
+        return decide(state, item, entity_type, self.custom_strategies)
+
+    def _quarantine(self, item: Item, batch_id: str, error: Exception) -> list[Outcome]:
+        """Record one mutation that fails on its own as FAILED, in a transaction of its own."""
+        source = _source(item)
+        mutation_id = _identity(item)
+        log.error(
+            "mutation quarantined after a database error",
+            extra={"mutation_id": mutation_id, "batch_id": batch_id, "error": str(error)[:500]},
+        )
+        decision = Decision(
+            mutation_id or "", Status.FAILED, Reason.DATABASE_ERROR,
+            getattr(source, "entity_type", None), getattr(source, "entity_id", None), None,
+            getattr(source, "edge_node_id", None),
+        )
+        now = datetime.now(UTC).isoformat()
+        if mutation_id is None:
+            return [_from_decision(source, decision, batch_id, now)]
+        row = ledger.ledger_row(decision, source, self.registry, batch_id, now)
+        row["detail"] = f"{type(error).__name__}: {error}"[:2000]
+
+        def write() -> list[Outcome]:
+            try:
+                with self.connection.transaction(), self.connection.cursor() as cursor:
+                    known = ledger.lookup(cursor, [mutation_id])
+                    if mutation_id in known:
+                        return [_from_ledger(source, known[mutation_id], "replayed", now)]
+                    ledger.write(cursor, [row], [])
+                return [_from_decision(source, decision, batch_id, now)]
+            except psycopg.OperationalError:
+                self.close()
+                raise
+
+        return retry_transient(write, self.deadline_s, "PostgreSQL")
+
+
+def _from_decision(source: Mutation | Rejection, decision: Decision, batch_id: str, now: str) -> Outcome:
+    return Outcome(
+        source=source,
+        kind="decided",
+        mutation_id=decision.mutation_id or None,
+        status=decision.status.value,
+        reason=decision.reason,
+        entity_type=decision.entity_type,
+        entity_id=decision.entity_id,
+        version=decision.version,
+        edge_node_id=decision.edge_node_id,
+        conflict_ids=tuple(c.conflict_id for c in decision.conflicts),
+        batch_id=batch_id,
+        processed_at=now,
+    )
+
+
+def _from_ledger(source: Mutation | Rejection, entry: ledger.LedgerEntry, kind: str, now: str) -> Outcome:
+    return Outcome(
+        source=source,
+        kind=kind,
+        mutation_id=entry.mutation_id,
+        status=entry.status,
+        reason=entry.reason,
+        entity_type=entry.entity_type,
+        entity_id=entry.entity_id,
+        version=entry.version,
+        edge_node_id=entry.edge_node_id,
+        conflict_ids=entry.conflict_ids,
+        batch_id=entry.batch_id,
+        processed_at=entry.decided_at.isoformat() if entry.decided_at else now,
+    )
+
+
+def _again(source: Mutation | Rejection, first: Outcome) -> Outcome:
+    return Outcome(
+        source, "duplicate", first.mutation_id, first.status, first.reason, first.entity_type,
+        first.entity_id, first.version, first.edge_node_id, first.conflict_ids, first.batch_id,
+        first.processed_at,
+    )

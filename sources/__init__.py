@@ -1,0 +1,1 @@
+"""Sources: where mutations enter the dataflow."""

@@ -1,0 +1,158 @@
+"""A Kafka source for Bytewax that reads whole polls as chunks, never blocks
+forever on an unreachable broker, resumes from recovery snapshots or, without
+them, from the offsets recorded in the database, and can stop once drained.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from schemas.errors import ConfigError, ServiceUnavailable
+from schemas.mutation import RawMessage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Consecutive records of one partition, in offset order."""
+
+    topic: str
+    partition: int
+    messages: list[RawMessage]
+
+
+def list_partitions(config: dict, topic: str, deadline_s: float) -> list[int]:
+    """Partition ids of `topic`, retrying an unreachable broker until `deadline_s`."""
+    consumer = Consumer({**config, "group.id": "mutagg-metadata", "enable.auto.commit": False})
+    give_up_at = time.monotonic() + deadline_s
+    delay = 0.5
+    try:
+        while True:
+            try:
+                metadata = consumer.list_topics(topic, timeout=min(10.0, max(1.0, deadline_s)))
+                described = metadata.topics.get(topic)
+                if described is not None and described.error is None:
+                    return sorted(described.partitions)
+                error = described.error if described is not None else "missing"
+                if described is not None and described.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise ConfigError(
+                        f"Kafka topic {topic!r} does not exist (create it with `mutagg topics create`)"
+                    )
+            except KafkaException as exc:
+                error = exc
+            if time.monotonic() + delay > give_up_at:
+                raise ServiceUnavailable(f"Kafka unreachable for topic {topic!r} after {deadline_s:.0f}s: {error}")
+            log.warning("waiting for Kafka", extra={"topic": topic, "error": str(error), "retry_in_s": delay})
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    finally:
+        consumer.close()
+
+
+class _Partition(StatefulSourcePartition[Chunk, int]):
+    def __init__(
+        self, config: dict, topic: str, partition: int, offset: int, batch_size: int,
+        stop_at_end: bool, deadline_s: float,
+    ):
+        self._consumer = Consumer({
+            **config,
+            "group.id": "mutagg-unused",  # offsets live in recovery snapshots and the database
+            "enable.auto.commit": False,
+            "enable.partition.eof": stop_at_end,
+            "fetch.wait.max.ms": 50,
+        })
+        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        self._topic = topic
+        self._partition = partition
+        self._offset = offset
+        self._batch_size = batch_size
+        self._stop_at_end = stop_at_end
+        self._deadline_s = deadline_s
+        self._at_end = False
+        self._last_healthy = time.monotonic()
+        self._idle = False
+
+    def next_batch(self) -> list[Chunk]:
+        if self._at_end:
+            raise StopIteration()
+        polled = self._consumer.consume(self._batch_size, 0.05)
+        messages: list[RawMessage] = []
+        for record in polled:
+            error = record.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    self._at_end = self._stop_at_end
+                    self._last_healthy = time.monotonic()
+                    break
+                if error.fatal() or time.monotonic() - self._last_healthy > self._deadline_s:
+                    raise ServiceUnavailable(
+                        f"Kafka partition {self._topic}[{self._partition}] failing for "
+                        f"{self._deadline_s:.0f}s: {error}"
+                    )
+                log.warning("Kafka consume error", extra={"partition": self._partition, "error": str(error)})
+                continue
+            self._last_healthy = time.monotonic()
+            _kind, timestamp_ms = record.timestamp()
+            messages.append(RawMessage(
+                topic=record.topic(), partition=record.partition(), offset=record.offset(),
+                key=record.key(), value=record.value(), timestamp_ms=timestamp_ms,
+                headers=tuple(record.headers() or ()),
+            ))
+        self._idle = not messages
+        if not messages:
+            return []
+        self._offset = messages[-1].offset + 1
+        return [Chunk(self._topic, self._partition, messages)]
+
+    def next_awake(self) -> datetime | None:
+        # Do not spin when the partition is idle.
+        return datetime.now(UTC) + timedelta(milliseconds=20) if self._idle else None
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class MutationSource(FixedPartitionedSource[Chunk, int]):
+    """One Bytewax partition per Kafka partition of the input topic."""
+
+    def __init__(
+        self,
+        config: dict,
+        topic: str,
+        batch_size: int,
+        stop_at_end: bool,
+        deadline_s: float,
+        stored_offsets: Callable[[], dict[int, int]],
+    ):
+        self._config = config
+        self._topic = topic
+        self._batch_size = batch_size
+        self._stop_at_end = stop_at_end
+        self._deadline_s = deadline_s
+        self._stored_offsets = stored_offsets
+
+    def list_parts(self) -> list[str]:
+        return [str(p) for p in list_partitions(self._config, self._topic, self._deadline_s)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+        partition = int(for_part)
+        if resume_state is None:
+            offset = self._stored_offsets().get(partition, OFFSET_BEGINNING)
+        else:
+            offset = resume_state
+        log.info("reading partition", extra={"partition": partition, "offset": offset})
+        return _Partition(
+            self._config, self._topic, partition, offset, self._batch_size,
+            self._stop_at_end, self._deadline_s,
+        )

@@ -1,0 +1,124 @@
+"""Real Kafka and PostgreSQL for integration tests: started once per session by
+the project's own script; every test gets its own topics and its own schema."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from mutagg.demo import url_with_schema
+from mutagg.migrate import migrate
+from mutagg.settings import Settings, load_settings, with_overrides
+from mutagg.topics import create_topics
+from operators.strategies import CUSTOM_STRATEGIES
+from schemas.registry import load_registry
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    subprocess.run(["bash", str(REPO / "services" / "services.sh"), "start"], check=True)
+    return load_settings(overrides={"service_deadline_s": 60.0})
+
+
+@pytest.fixture
+def settings(base_settings: Settings, request) -> Iterator[Settings]:
+    """Fresh schema (migrated) and fresh topics (4 partitions) for one test."""
+    suffix = uuid.uuid4().hex[:10]
+    schema = f"t_{suffix}"
+    with psycopg.connect(base_settings.database_url, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    settings = with_overrides(
+        base_settings,
+        database_url=url_with_schema(base_settings.database_url, schema),
+        topic_mutations=f"t-{suffix}.mutations",
+        topic_dlq=f"t-{suffix}.dlq",
+        topic_status=f"t-{suffix}.status",
+        topic_partitions=getattr(request, "param", 4),
+        batch_size=500,
+        window_ms=50,
+    )
+    registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
+    with psycopg.connect(settings.database_url) as connection:
+        migrate(connection, registry)
+    create_topics(settings)
+    yield settings
+    with psycopg.connect(base_settings.database_url, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "MUTAGG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "MUTAGG_DATABASE_URL": settings.database_url,
+        "MUTAGG_REGISTRY": settings.registry,
+        "MUTAGG_TOPIC_MUTATIONS": settings.topic_mutations,
+        "MUTAGG_TOPIC_DLQ": settings.topic_dlq,
+        "MUTAGG_TOPIC_STATUS": settings.topic_status,
+        "MUTAGG_BATCH_SIZE": str(settings.batch_size),
+        "MUTAGG_WINDOW_MS": str(settings.window_ms),
+        "MUTAGG_SERVICE_DEADLINE_S": str(settings.service_deadline_s),
+        "MUTAGG_LOG_LEVEL": "WARNING",
+    })
+    env.pop("MUTAGG_RECOVERY_DIR", None)
+    env.update(extra)
+    return env
+
+
+def run_job(settings: Settings, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """`mutagg run --until-idle` in its own process, as an operator would run it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mutagg.cli", "run", "--until-idle", *args],
+        env=settings_env(settings, **env), capture_output=True, text=True, timeout=timeout,
+    )
+    assert result.returncode == 0, f"job failed ({result.returncode}):\n{result.stderr[-4000:]}"
+    return result
+
+
+def mutagg(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "mutagg.cli", *args],
+        env=settings_env(settings), capture_output=True, text=True, timeout=120,
+    )
+    if check:
+        assert result.returncode == 0, f"mutagg {args} failed:\n{result.stderr[-4000:]}"
+    return result
+
+
+def read_topic(settings: Settings, topic: str) -> list:
+    """Every record of `topic`, read to its current end."""
+    config = settings.kafka_client_config()
+    consumer = Consumer({**config, "group.id": f"test-{uuid.uuid4()}", "enable.partition.eof": True,
+                         "enable.auto.commit": False})
+    metadata = consumer.list_topics(topic, timeout=30)
+    partitions = sorted(metadata.topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    records, finished = [], set()
+    try:
+        while len(finished) < len(partitions):
+            message = consumer.poll(10)
+            assert message is not None, f"timed out reading {topic}"
+            if message.error():
+                assert message.error().code() == KafkaError._PARTITION_EOF, message.error()
+                finished.add(message.partition())
+                continue
+            records.append(message)
+    finally:
+        consumer.close()
+    return records
+
+
+def query(settings: Settings, statement: str, params=()) -> list[tuple]:
+    with psycopg.connect(settings.database_url) as connection:
+        return connection.execute(statement, params).fetchall()
