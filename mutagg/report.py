@@ -27,7 +27,8 @@ def summary(connection: psycopg.Connection, registry: Registry) -> dict[str, Any
         rows[entity_type.table] = {"live": live, "deleted": deleted}
     span = connection.execute(
         "SELECT count(*), min(decided_at), max(decided_at), "
-        "percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM decided_at - kafka_timestamp)) "
+        "percentile_cont(ARRAY[0.5, 0.95, 0.99]) "
+        "WITHIN GROUP (ORDER BY extract(epoch FROM decided_at - kafka_timestamp)) "
         "FROM mutation_log WHERE kafka_timestamp IS NOT NULL"
     ).fetchone()
     duplicates = connection.execute("SELECT count(*) FROM mutation_duplicates").fetchone()[0]

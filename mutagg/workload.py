@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+ENTITY_TYPES = ("customer", "article", "stock_level", "sales_order", "order_line")
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -48,7 +50,7 @@ class Workload:
         node_ids = [
             f"{kind}-{i:02d}" for i, kind in zip(range(self.nodes), ["shop", "warehouse", "van"] * self.nodes)
         ]
-        entities: dict[str, list[_Entity]] = {t: [] for t in ("customer", "article", "stock_level", "sales_order", "order_line")}
+        entities: dict[str, list[_Entity]] = {t: [] for t in ENTITY_TYPES}
         messages: list[Message] = []
         clock = self.start
         serial = 0
@@ -97,7 +99,7 @@ class Workload:
                 create("customer", f"C{n:06d}", {
                     "name": f"Customer {n}", "email": f"c{n}@example.com", "segment": rng.choice(["retail", "b2b"]),
                     "credit_limit": f"{rng.randint(1, 50) * 100}.00", "balance": "0.00",
-                    "customer_since": "2024-0%d-1%d" % (rng.randint(1, 9), rng.randint(0, 9)),
+                    "customer_since": f"2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
                 })
             elif roll < 0.22 or not entities["article"]:
                 n = len(entities["article"])
@@ -144,7 +146,8 @@ class Workload:
         attributes = {
             "customer": lambda: rng.choice([
                 {"name": f"Customer {rng.randint(0, 999)}"}, {"credit_limit": f"{rng.randint(1, 90) * 100}.00"},
-                {"balance": f"{rng.randint(-500, 500)}.{rng.randint(0, 99):02d}"}, {"notes": rng.choice(["VIP", "late payer", "call first"])},
+                {"balance": f"{rng.randint(-500, 500)}.{rng.randint(0, 99):02d}"},
+                {"notes": rng.choice(["VIP", "late payer", "call first"])},
                 {"email": f"x{rng.randint(0, 99)}@example.com", "segment": "b2b"},
             ]),
             "article": lambda: rng.choice([

@@ -60,6 +60,14 @@ class Decision:
     written: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    """The other side of a delete conflict when it is not the current value's writer."""
+
+    mutation_id: str | None
+    edge_node_id: str | None = None
+
+
 def conflict_id(mutation_id: str, subject: str) -> str:
     """Deterministic id, so a replay or another run finds the same conflict."""
     digest = hashlib.blake2b(f"{mutation_id}\x00{subject}".encode(), digest_size=12).hexdigest()
@@ -126,7 +134,7 @@ class _Builder:
         self,
         subject: str,
         attributes: list[str],
-        other: Provenance | None,
+        other: Provenance | _Writer | None,
         strategy: str,
         winner: str | None,
         result: dict[str, Any] | None,
@@ -217,10 +225,10 @@ def _delete(builder: _Builder, entity_type: EntityType, priority: int) -> Decisi
         if name != TOMBSTONE and prov.written_by_other_after(mutation.edge_node_id, builder.base_version)
     )
     if changed:
-        latest = max((state.provenance[name] for name in changed), key=lambda p: p.version)
+        _, other_id = max(state.provenance[name].latest_by_other(mutation.edge_node_id) for name in changed)
         incoming_wins = entity_type.delete_rule == "delete_wins"
         builder.record(
-            "#delete", changed, latest, entity_type.delete_rule,
+            "#delete", changed, _Writer(other_id), entity_type.delete_rule,
             "incoming" if incoming_wins else "server", None,
         )
         if not incoming_wins:

@@ -26,6 +26,7 @@ class Provenance:
     timestamp: datetime | None
     priority: int | None
     other_version: int = 0
+    other_mutation_id: str | None = None
 
     def written_by_other_after(self, edge_node_id: str, base_version: int) -> bool:
         if self.edge_node_id != edge_node_id:
@@ -35,8 +36,17 @@ class Provenance:
     def succeeded_by(
         self, version: int, mutation_id: str, edge_node_id: str, timestamp: datetime, priority: int
     ) -> Provenance:
-        other = self.other_version if self.edge_node_id == edge_node_id else self.version
-        return Provenance(version, mutation_id, edge_node_id, timestamp, priority, other)
+        if self.edge_node_id == edge_node_id:
+            other = (self.other_version, self.other_mutation_id)
+        else:
+            other = (self.version, self.mutation_id)
+        return Provenance(version, mutation_id, edge_node_id, timestamp, priority, *other)
+
+    def latest_by_other(self, edge_node_id: str) -> tuple[int, str | None]:
+        """(version, mutation id) of the latest write by a writer other than `edge_node_id`."""
+        if self.edge_node_id != edge_node_id:
+            return (self.version, self.mutation_id)
+        return (self.other_version, self.other_mutation_id)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +56,7 @@ class Provenance:
             "t": self.timestamp.isoformat() if self.timestamp else None,
             "p": self.priority,
             "o": self.other_version,
+            "om": self.other_mutation_id,
         }
 
     @staticmethod
@@ -58,13 +69,14 @@ class Provenance:
             timestamp=parse_rfc3339(stamp) if stamp else None,
             priority=document.get("p"),
             other_version=int(document.get("o") or 0),
+            other_mutation_id=document.get("om"),
         )
 
 
 def first_write(
     version: int, mutation_id: str, edge_node_id: str, timestamp: datetime, priority: int
 ) -> Provenance:
-    return Provenance(version, mutation_id, edge_node_id, timestamp, priority, 0)
+    return Provenance(version, mutation_id, edge_node_id, timestamp, priority, 0, None)
 
 
 TOMBSTONE = "#deleted"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from schemas.mutation import Mutation, Operation
 from schemas.registry import EntityType
 
 _OPERATION_BONUS = {Operation.DELETE: 2, Operation.CREATE: 1, Operation.UPDATE: 0}
-_MINUTE_MS = 60_000
+_MINUTE_US = 60_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def adjusted_priority(mutation: Mutation, entity_type: EntityType) -> int:
@@ -15,9 +18,9 @@ def adjusted_priority(mutation: Mutation, entity_type: EntityType) -> int:
     Age runs from the edge timestamp to the Kafka message timestamp, never to
     "now", so a replay of the same log computes the same number.
     """
-    edge_ms = int(mutation.timestamp.timestamp() * 1000)
-    age_ms = mutation.kafka_timestamp_ms - edge_ms
-    age_bonus = 2 if age_ms > 60 * _MINUTE_MS else 1 if age_ms > 15 * _MINUTE_MS else 0
+    edge_us = (mutation.timestamp - _EPOCH) // timedelta(microseconds=1)
+    age_us = mutation.kafka_timestamp_ms * 1000 - edge_us  # exact integers: no float rounding at the edges
+    age_bonus = 2 if age_us > 60 * _MINUTE_US else 1 if age_us > 15 * _MINUTE_US else 0
     return (
         mutation.priority
         + entity_type.criticality_bonus

@@ -100,32 +100,22 @@ class Sequencer:
             worklist.extend(waiters.pop(mutation.id, ()))
 
         drain()
-        while True:
+        while any(queues.values()):
             stuck = [m for queue in queues.values() for m in queue]
-            if not stuck:
-                break
             seen = {m.id for m in stuck}
-            progressed = False
-            for mutation in _cycle_members(queues):
-                reject(mutation, Reason.DEPENDENCY_CYCLE)
-                progressed = True
-            for queue in list(queues.values()):
-                if not queue:
-                    continue
-                head = queue[0]
-                missing = [d for d in head.dependencies if d not in decided and d not in seen]
-                expired = self.watermark_ms >= head.kafka_timestamp_ms + self.dependency_timeout_ms
-                if missing and (at_end_of_input or expired):
-                    reject(head, Reason.MISSING_DEPENDENCY)
-                    progressed = True
-            if not progressed and at_end_of_input:
-                # Only chains through a mutation queued behind its own dependency remain.
-                for queue in list(queues.values()):
-                    if queue:
-                        reject(queue[0], Reason.MISSING_DEPENDENCY)
-                        progressed = True
-            if not progressed:
-                break
+            expired = [
+                m for m in stuck
+                if any(d not in decided and d not in seen for d in m.dependencies)
+                and (at_end_of_input or self.watermark_ms >= m.kafka_timestamp_ms + self.dependency_timeout_ms)
+            ]
+            for mutation in expired:
+                reject(mutation, Reason.MISSING_DEPENDENCY)
+            if not expired:
+                members = _cycle_members(queues, decided)
+                for mutation in members:
+                    reject(mutation, Reason.DEPENDENCY_CYCLE)
+                if not members:
+                    break
             drain()
         order = {id(m): i for i, m in enumerate(self.waiting)}
         self.waiting = sorted((m for q in queues.values() for m in q), key=lambda m: order[id(m)])
@@ -144,12 +134,15 @@ class Sequencer:
         return sequencer
 
 
-def _cycle_members(queues: dict[EntityKey, deque[Mutation]]) -> list[Mutation]:
+def _cycle_members(queues: dict[EntityKey, deque[Mutation]], decided: set[str]) -> list[Mutation]:
     """Waiting mutations on a dependency cycle that can never resolve.
 
     Edges: a mutation waits for each undecided dependency that is itself waiting,
     and for its predecessor on the same entity. A member is rejected only if it
     declared a dependency inside its cycle (an entity predecessor alone is innocent).
+    A cycle is only judged once it is closed: nothing in or after it still waits for
+    a mutation not yet seen (which could join it), so the verdict does not depend on
+    how much of the log had arrived.
     """
     nodes: dict[str, Mutation] = {}
     edges: dict[str, list[str]] = {}
@@ -158,16 +151,31 @@ def _cycle_members(queues: dict[EntityKey, deque[Mutation]]) -> list[Mutation]:
         for mutation in queue:
             nodes.setdefault(mutation.id, mutation)
             edges.setdefault(mutation.id, [])
-            if previous is not None:
+            if previous is not None and previous.id != mutation.id:
                 edges[mutation.id].append(previous.id)
             previous = mutation
+    waiting_on_unseen: list[str] = []
+    reverse: dict[str, list[str]] = {node: [] for node in nodes}
     for mutation_id, mutation in nodes.items():
-        edges[mutation_id].extend(d for d in mutation.dependencies if d in nodes)
+        for dependency in mutation.dependencies:
+            if dependency in nodes:
+                edges[mutation_id].append(dependency)
+            elif dependency not in decided:
+                waiting_on_unseen.append(mutation_id)
+        for successor in edges[mutation_id]:
+            reverse[successor].append(mutation_id)
+    open_nodes = set(waiting_on_unseen)
+    frontier = list(waiting_on_unseen)
+    while frontier:
+        for predecessor in reverse[frontier.pop()]:
+            if predecessor not in open_nodes:
+                open_nodes.add(predecessor)
+                frontier.append(predecessor)
     members: list[Mutation] = []
     for component in _strongly_connected(edges):
-        if len(component) < 2:
-            continue
         inside = set(component)
+        if len(component) < 2 or inside & open_nodes:
+            continue
         for mutation_id in component:
             mutation = nodes[mutation_id]
             if any(d in inside for d in mutation.dependencies):

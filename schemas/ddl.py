@@ -108,6 +108,11 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
             WHEN previous IS NULL OR jsonb_typeof(previous) <> 'object' THEN 0
             WHEN previous->>'n' IS NULL THEN COALESCE((previous->>'o')::bigint, 0)
             ELSE (previous->>'v')::bigint
+        END,
+        'om', CASE
+            WHEN previous IS NULL OR jsonb_typeof(previous) <> 'object' THEN NULL
+            WHEN previous->>'n' IS NULL THEN previous->'om'
+            ELSE previous->'m'
         END)
 $$;
 """

@@ -28,7 +28,8 @@ def test_every_message_is_decided_once_acknowledged_and_accounted_for(settings):
     produce(settings, messages)
     run_job(settings)
 
-    ledger = {row[0]: row[1:] for row in query(settings, "SELECT mutation_id, status, reason, version FROM mutation_log")}
+    rows = query(settings, "SELECT mutation_id, status, reason, version FROM mutation_log")
+    ledger = {row[0]: row[1:] for row in rows}
     documents = _documents(messages)
     ids = [d["id"] for d in documents if d and isinstance(d.get("id"), str)]
     assert set(ledger) == set(ids)  # one ledger row per readable id, nothing invented
@@ -91,7 +92,9 @@ def test_order_lines_wait_for_their_order_across_partitions(settings):
     }
     orphan = dict(line, id="l-2", entity_id="SO-9-0", dependencies=["never-sent"])
     # The line is produced BEFORE its order: it must wait, then commit after it.
-    produce(settings, [Message(f"{d['entity_type']}:{d['entity_id']}".encode(), orjson.dumps(d)) for d in (line, orphan, order)])
+    produce(settings, [
+        Message(f"{d['entity_type']}:{d['entity_id']}".encode(), orjson.dumps(d)) for d in (line, orphan, order)
+    ])
     run_job(settings)
     rows = dict(query(settings, "SELECT mutation_id, (status, reason, batch_id, decided_at) FROM mutation_log"))
     assert rows["o-1"][0] == "APPLIED" and rows["l-1"][0] == "APPLIED"

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mutagg.settings import DEFAULT_REGISTRY
+from schemas.mutation import Mutation, Operation, RawMessage, Reason, Rejection, decode
+from schemas.registry import load_registry
+
+REGISTRY = load_registry(DEFAULT_REGISTRY, custom_strategies=["max_value"])
+
+VALID = {
+    "id": "m-1", "edge_node_id": "shop-1", "entity_type": "customer", "entity_id": "C1",
+    "operation_type": "UPDATE", "attributes": {"name": "Ada", "credit_limit": "1500.50", "balance": -3},
+    "base_version": 4, "timestamp": "2026-11-26T10:00:00.123456789+01:00", "priority": 7,
+    "dependencies": ["m-0", "m-0"], "tenant_id": "acme",
+}
+
+
+def raw(document, key: bytes | None = b"customer:C1") -> RawMessage:
+    value = document if isinstance(document, bytes) else orjson.dumps(document)
+    return RawMessage("edge.mutations", 2, 41, key, value, 1_790_000_000_000)
+
+
+def test_valid_mutation_is_typed_and_coerced():
+    mutation = decode(raw(VALID), REGISTRY)
+    assert isinstance(mutation, Mutation)
+    assert mutation.operation is Operation.UPDATE
+    assert mutation.attributes == {"name": "Ada", "credit_limit": Decimal("1500.50"), "balance": Decimal(-3)}
+    assert mutation.dependencies == ("m-0",)
+    assert mutation.timestamp.utcoffset().total_seconds() == 3600
+    assert mutation.timestamp.microsecond == 123456
+    assert (mutation.partition, mutation.offset) == (2, 41)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"id": ""}, Reason.INVALID_FIELD),
+        ({"id": "x" * 129}, Reason.INVALID_FIELD),
+        ({"entity_type": "spaceship"}, Reason.UNKNOWN_ENTITY_TYPE),
+        ({"operation_type": "UPSERT"}, Reason.INVALID_FIELD),
+        ({"attributes": {"colour": "red"}}, Reason.UNKNOWN_ATTRIBUTE),
+        ({"attributes": {"credit_limit": "lots"}}, Reason.INVALID_ATTRIBUTE_VALUE),
+        ({"attributes": {"balance": None}}, Reason.INVALID_ATTRIBUTE_VALUE),
+        ({"attributes": {"customer_since": "2026-13-01"}}, Reason.INVALID_ATTRIBUTE_VALUE),
+        ({"base_version": -1}, Reason.INVALID_FIELD),
+        ({"base_version": True}, Reason.INVALID_FIELD),
+        ({"operation_type": "CREATE"}, Reason.INVALID_FIELD),  # CREATE needs base_version 0
+        ({"operation_type": "DELETE"}, Reason.INVALID_FIELD),  # DELETE needs empty attributes
+        ({"timestamp": "2026-11-26T10:00:00"}, Reason.INVALID_FIELD),  # no offset
+        ({"timestamp": "yesterday"}, Reason.INVALID_FIELD),
+        ({"priority": 0}, Reason.INVALID_FIELD),
+        ({"priority": 11}, Reason.INVALID_FIELD),
+        ({"dependencies": "m-0"}, Reason.INVALID_FIELD),
+        ({"dependencies": ["m-1"]}, Reason.DEPENDENCY_CYCLE),
+        ({"tenant_id": 5}, Reason.INVALID_FIELD),
+        ({"surprise": 1}, Reason.UNKNOWN_FIELD),
+    ],
+)
+def test_each_rule_rejects_with_its_reason(change, code):
+    result = decode(raw({**VALID, **change}), REGISTRY)
+    assert isinstance(result, Rejection)
+    assert result.code == code, result.message
+    assert result.mutation_id == (change.get("id", "m-1") if isinstance(change.get("id", "m-1"), str)
+                                  and 1 <= len(change.get("id", "m-1")) <= 128 else None)
+
+
+def test_missing_field_and_broken_bytes():
+    document = dict(VALID)
+    del document["priority"]
+    assert decode(raw(document), REGISTRY).code == Reason.MISSING_FIELD
+    assert decode(raw(b"{nope"), REGISTRY).code == Reason.INVALID_JSON
+    assert decode(raw(b"\xff\xfe"), REGISTRY).code == Reason.INVALID_ENCODING
+    assert decode(raw(b"[1, 2]"), REGISTRY).code == Reason.NOT_AN_OBJECT
+    assert decode(raw(VALID, key=b"customer:C2"), REGISTRY).code == Reason.KEY_MISMATCH
+    assert isinstance(decode(raw(VALID, key=None), REGISTRY), Mutation)
+
+
+def test_size_limit():
+    big = {**VALID, "attributes": {"name": "x" * 5000}}
+    assert decode(raw(big), REGISTRY, max_bytes=4096).code == Reason.MESSAGE_TOO_LARGE
+    assert isinstance(decode(raw(big), REGISTRY, max_bytes=1 << 20), Mutation)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise(value):
+    assert isinstance(decode(raw(value), REGISTRY), Mutation | Rejection)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from([*VALID, "x"]), json_values, max_size=12))
+def test_arbitrary_documents_never_raise(document):
+    result = decode(raw(document), REGISTRY)
+    assert isinstance(result, Mutation | Rejection)
