@@ -108,13 +108,16 @@ class Sequencer:
                 if any(d not in decided and d not in seen for d in m.dependencies)
                 and (at_end_of_input or self.watermark_ms >= m.kafka_timestamp_ms + self.dependency_timeout_ms)
             ]
-            for mutation in expired:
-                reject(mutation, Reason.MISSING_DEPENDENCY)
-            if not expired:
-                members = _cycle_members(queues, decided)
-                for mutation in members:
-                    reject(mutation, Reason.DEPENDENCY_CYCLE)
-                if not members:
+            # At the end of input every cycle is final, and is judged before the
+            # missing dependencies, as on the whole log; before the end only closed
+            # cycles are (see `_cycle_members`).
+            members = _cycle_members(queues, decided, final=at_end_of_input)
+            for mutation in members:
+                reject(mutation, Reason.DEPENDENCY_CYCLE)
+            if not members:
+                for mutation in expired:
+                    reject(mutation, Reason.MISSING_DEPENDENCY)
+                if not expired:
                     break
             drain()
         order = {id(m): i for i, m in enumerate(self.waiting)}
@@ -134,7 +137,9 @@ class Sequencer:
         return sequencer
 
 
-def _cycle_members(queues: dict[EntityKey, deque[Mutation]], decided: set[str]) -> list[Mutation]:
+def _cycle_members(
+    queues: dict[EntityKey, deque[Mutation]], decided: set[str], final: bool = False
+) -> list[Mutation]:
     """Waiting mutations on a dependency cycle that can never resolve.
 
     Edges: a mutation waits for each undecided dependency that is itself waiting,
@@ -174,7 +179,7 @@ def _cycle_members(queues: dict[EntityKey, deque[Mutation]], decided: set[str]) 
     members: list[Mutation] = []
     for component in _strongly_connected(edges):
         inside = set(component)
-        if len(component) < 2 or inside & open_nodes:
+        if len(component) < 2 or (inside & open_nodes and not final):
             continue
         for mutation_id in component:
             mutation = nodes[mutation_id]

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from operators.sequencer import Sequencer
 from schemas.mutation import Mutation, Operation, Reason
+from tests import model
 
 T0 = datetime(2026, 11, 26, tzinfo=UTC)
 
@@ -98,3 +99,14 @@ def test_missing_dependency_times_out_on_event_time():
     release = sequencer.release()
     assert [(m.id, r) for m, r in release.rejected] == [("a", Reason.MISSING_DEPENDENCY)]
     assert sorted(m.id for m in release.ready) == ["b", "c"]
+
+
+@settings(max_examples=300)
+@given(logs())
+def test_rejections_match_the_reference_model(case):
+    log, cuts = case
+    reference = [
+        model.ModelMutation(m.id, "n", "t", m.entity_id, "UPDATE", {}, 1, T0, 1, m.dependencies) for m in log
+    ]
+    _, expected = model.dependency_order(reference)
+    assert {i: r for i, r in run(log, cuts) if r is not None} == expected
