@@ -119,6 +119,6 @@ def read_topic(settings: Settings, topic: str) -> list:
     return records
 
 
-def query(settings: Settings, statement: str, params=()) -> list[tuple]:
+def query(settings: Settings, statement: str, params=None) -> list[tuple]:
     with psycopg.connect(settings.database_url) as connection:
         return connection.execute(statement, params).fetchall()

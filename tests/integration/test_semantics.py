@@ -148,11 +148,12 @@ def actual_state(settings: Settings):
                 columns, sql.Identifier(entity_type.table)).as_string()):
             values = {n: v for n, v in zip(names, row[1:-2], strict=True) if v is not None}
             entities[(entity_type.name, row[0])] = (row[-2], row[-1], values)
-    ledger = {r[0]: tuple(r[1:]) for r in query(settings, "SELECT mutation_id, status, reason, version FROM mutation_log")}
+    rows = query(settings, "SELECT mutation_id, status, reason, version FROM mutation_log")
+    ledger = {r[0]: tuple(r[1:]) for r in rows}
     conflicts = sorted(query(
         settings, "SELECT mutation_id, entity_type, entity_id, attributes, other_mutation_id, strategy, winner, status "
                   "FROM conflicts"), key=repr)
-    return entities, ledger, [tuple(c[:3]) + (tuple(c[3]),) + tuple(c[4:]) for c in conflicts]
+    return entities, ledger, [(*c[:3], tuple(c[3]), *c[4:]) for c in conflicts]
 
 
 def model_view(reference: model.Model):
@@ -167,7 +168,9 @@ def model_view(reference: model.Model):
 
 
 # No shrinking: each example is a real run of the job, and a failing one is printed whole.
-@settings(max_examples=6, suppress_health_check=list(HealthCheck), deadline=None, phases=[Phase.explicit, Phase.generate])
+@settings(
+    max_examples=6, suppress_health_check=list(HealthCheck), deadline=None, phases=[Phase.explicit, Phase.generate]
+)
 @given(log_phases=phases(), batch_size=st.sampled_from([1, 3, 1000]), workers=st.sampled_from([1, 2]))
 def test_pipeline_matches_reference_model(base_settings, log_phases, batch_size, workers):
     settings = fresh(base_settings)

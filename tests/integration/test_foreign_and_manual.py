@@ -1,0 +1,126 @@
+"""Writers outside the job, and a person resolving a held conflict."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import orjson
+import psycopg
+
+from mutagg.producer import produce
+from mutagg.workload import Message
+from tests.integration.conftest import mutagg, query, run_job, settings_env
+
+
+def mutation(mutation_id, node, entity_type, entity_id, operation, attributes, base, stamp="2026-11-26T09:00:00Z"):
+    document = {
+        "id": mutation_id, "edge_node_id": node, "entity_type": entity_type, "entity_id": entity_id,
+        "operation_type": operation, "attributes": attributes, "base_version": base, "timestamp": stamp,
+        "priority": 5, "dependencies": [],
+    }
+    return Message(f"{entity_type}:{entity_id}".encode(), orjson.dumps(document))
+
+
+def test_a_foreign_change_is_never_overwritten_unseen(settings):
+    produce(settings, [mutation("c1", "shop-1", "customer", "C1", "CREATE", {"name": "Ada", "balance": "10"}, 0)])
+    run_job(settings)
+    with psycopg.connect(settings.database_url) as connection:  # the central ERP edits the row
+        connection.execute("UPDATE customer SET name = 'Ada (ERP)', version = version + 1 WHERE id = 'C1'")
+        connection.execute("UPDATE customer SET balance = balance + 5 WHERE id = 'C1'")  # forgets the version bump
+    # An edge node that last saw version 1 renames and books a payment.
+    produce(settings, [mutation("u1", "van-2", "customer", "C1", "UPDATE", {"name": "Ada V", "balance": "-1"}, 1,
+                                stamp="2026-01-01T00:00:00Z")])
+    run_job(settings)
+    name, balance, version = query(settings, "SELECT name, balance, version FROM customer WHERE id = 'C1'")[0]
+    assert version == 4  # create, two foreign writes (one bumped by the trigger), the update's own
+    assert name == "Ada (ERP)"  # last_writer_wins: the ERP's change is newer than the van's
+    assert balance == 14  # sum: 10 + 5 (ERP) - 1 (van), both kept
+    conflicts = dict(query(settings, "SELECT strategy, (other_mutation_id, winner) FROM conflicts WHERE mutation_id = 'u1'"))
+    assert conflicts == {"last_writer_wins": (None, "server"), "sum": (None, "merged")}
+
+
+def test_concurrent_foreign_writer_while_the_job_runs(settings):
+    entity_ids = [f"S{i}" for i in range(20)]
+    produce(settings, [mutation(f"c-{e}", "wh-1", "stock_level", e, "CREATE", {"quantity": 100}, 0) for e in entity_ids])
+    job = subprocess.Popen([sys.executable, "-m", "mutagg.cli", "run"], env=settings_env(settings),
+                           stderr=subprocess.PIPE, text=True)
+    foreign_writes = {e: 0 for e in entity_ids}
+    stop = threading.Event()
+
+    def erp():
+        rng = random.Random(1)
+        with psycopg.connect(settings.database_url, autocommit=True) as connection:
+            while not stop.is_set():
+                entity_id = rng.choice(entity_ids)
+                done = connection.execute(
+                    "UPDATE stock_level SET reorder_point = %s WHERE id = %s RETURNING 1", (rng.randint(1, 99), entity_id)
+                ).fetchone()
+                foreign_writes[entity_id] += 1 if done else 0
+                time.sleep(0.002)
+
+    writer = threading.Thread(target=erp)
+    writer.start()
+    try:
+        rng = random.Random(2)
+        updates = [
+            mutation(f"u{i}", rng.choice(["van-1", "van-2"]), "stock_level", rng.choice(entity_ids), "UPDATE",
+                     rng.choice([{"quantity": rng.randint(-3, 3)}, {"reorder_point": rng.randint(1, 99)}]),
+                     rng.randint(1, 3))
+            for i in range(600)
+        ]
+        for start in range(0, len(updates), 100):
+            produce(settings, updates[start : start + 100])
+            time.sleep(0.2)
+        deadline = time.monotonic() + 120
+        while query(settings, "SELECT count(*) FROM mutation_log")[0][0] < 620:
+            assert job.poll() is None, job.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "the job did not decide every mutation in time"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        writer.join()
+        job.send_signal(signal.SIGINT)
+        job.wait(30)
+    writes_by_job = dict(query(
+        settings, "SELECT entity_id, count(*) FROM mutation_log WHERE status = 'APPLIED' "
+                  "AND reason IS DISTINCT FROM 'SUPERSEDED' GROUP BY 1"))
+    versions = dict(query(settings, "SELECT id, version FROM stock_level"))
+    for entity_id in entity_ids:  # every write by anyone is one version: none was lost or blindly overwritten
+        assert versions[entity_id] == writes_by_job[entity_id] + foreign_writes[entity_id]
+    assert query(settings, "SELECT count(*) FROM conflicts WHERE other_mutation_id IS NULL")[0][0] > 0
+
+
+def test_manual_conflict_is_held_then_resolved_through_the_pipeline(settings):
+    produce(settings, [
+        mutation("c1", "shop-1", "customer", "C7", "CREATE", {"name": "Eve", "notes": "new"}, 0),
+        mutation("u1", "shop-1", "customer", "C7", "UPDATE", {"notes": "pays late"}, 1),
+        mutation("u2", "van-3", "customer", "C7", "UPDATE", {"notes": "VIP", "name": "Eve K"}, 1),
+        mutation("c2", "shop-1", "customer", "C8", "CREATE", {"notes": "a"}, 0),
+        mutation("u3", "shop-1", "customer", "C8", "UPDATE", {"notes": "b"}, 1),
+        mutation("u4", "van-3", "customer", "C8", "UPDATE", {"notes": "c"}, 1),
+    ])
+    run_job(settings)
+    assert dict(query(settings, "SELECT mutation_id, status FROM mutation_log WHERE mutation_id IN ('u2', 'u4')")) == {
+        "u2": "CONFLICT", "u4": "CONFLICT"}
+    assert query(settings, "SELECT name, notes, version FROM customer WHERE id = 'C7'")[0] == ("Eve", "pays late", 2)
+    listing = mutagg(settings, "conflicts", "list", "--status", "OPEN").stdout
+    open_ids = {line.split()[0]: line for line in listing.splitlines()}
+    assert len(open_ids) == 2
+    by_mutation = {("u2" if "mutation=u2" in line else "u4"): cid for cid, line in open_ids.items()}
+
+    mutagg(settings, "conflicts", "resolve", by_mutation["u2"], "--accept")
+    mutagg(settings, "conflicts", "resolve", by_mutation["u4"], "--set", "notes=chosen by a person")
+    run_job(settings)
+    assert query(settings, "SELECT name, notes, version FROM customer WHERE id = 'C7'")[0] == ("Eve K", "VIP", 3)
+    assert query(settings, "SELECT notes FROM customer WHERE id = 'C8'")[0][0] == "chosen by a person"
+    closed = dict(query(settings, "SELECT mutation_id, (status, resolved_by_mutation_id) FROM conflicts "
+                                  "WHERE strategy = 'manual'"))
+    assert closed == {"u2": ("MANUALLY_RESOLVED", "u2:resolution:1"), "u4": ("MANUALLY_RESOLVED", "u4:resolution:1")}
+    assert dict(query(settings, "SELECT mutation_id, status FROM mutation_log WHERE mutation_id LIKE '%:resolution:%'"))\
+        == {"u2:resolution:1": "APPLIED", "u4:resolution:1": "APPLIED"}
+    assert mutagg(settings, "conflicts", "resolve", by_mutation["u2"], "--reject", check=False).returncode == 2
