@@ -40,13 +40,17 @@ def test_a_foreign_change_is_never_overwritten_unseen(settings):
     assert version == 4  # create, two foreign writes (one bumped by the trigger), the update's own
     assert name == "Ada (ERP)"  # last_writer_wins: the ERP's change is newer than the van's
     assert balance == 14  # sum: 10 + 5 (ERP) - 1 (van), both kept
-    conflicts = dict(query(settings, "SELECT strategy, (other_mutation_id, winner) FROM conflicts WHERE mutation_id = 'u1'"))
+    conflicts = dict(query(
+        settings, "SELECT strategy, (other_mutation_id, winner) FROM conflicts WHERE mutation_id = 'u1'"
+    ))
     assert conflicts == {"last_writer_wins": (None, "server"), "sum": (None, "merged")}
 
 
 def test_concurrent_foreign_writer_while_the_job_runs(settings):
     entity_ids = [f"S{i}" for i in range(20)]
-    produce(settings, [mutation(f"c-{e}", "wh-1", "stock_level", e, "CREATE", {"quantity": 100}, 0) for e in entity_ids])
+    produce(settings, [
+        mutation(f"c-{e}", "wh-1", "stock_level", e, "CREATE", {"quantity": 100}, 0) for e in entity_ids
+    ])
     job = subprocess.Popen([sys.executable, "-m", "mutagg.cli", "run"], env=settings_env(settings),
                            stderr=subprocess.PIPE, text=True)
     foreign_writes = {e: 0 for e in entity_ids}
@@ -58,7 +62,8 @@ def test_concurrent_foreign_writer_while_the_job_runs(settings):
             while not stop.is_set():
                 entity_id = rng.choice(entity_ids)
                 done = connection.execute(
-                    "UPDATE stock_level SET reorder_point = %s WHERE id = %s RETURNING 1", (rng.randint(1, 99), entity_id)
+                    "UPDATE stock_level SET reorder_point = %s WHERE id = %s RETURNING 1",
+                    (rng.randint(1, 99), entity_id),
                 ).fetchone()
                 foreign_writes[entity_id] += 1 if done else 0
                 time.sleep(0.002)
@@ -121,6 +126,6 @@ def test_manual_conflict_is_held_then_resolved_through_the_pipeline(settings):
     closed = dict(query(settings, "SELECT mutation_id, (status, resolved_by_mutation_id) FROM conflicts "
                                   "WHERE strategy = 'manual'"))
     assert closed == {"u2": ("MANUALLY_RESOLVED", "u2:resolution:1"), "u4": ("MANUALLY_RESOLVED", "u4:resolution:1")}
-    assert dict(query(settings, "SELECT mutation_id, status FROM mutation_log WHERE mutation_id LIKE '%:resolution:%'"))\
-        == {"u2:resolution:1": "APPLIED", "u4:resolution:1": "APPLIED"}
+    resolutions = query(settings, "SELECT mutation_id, status FROM mutation_log WHERE mutation_id LIKE '%:resolution:%'")
+    assert dict(resolutions) == {"u2:resolution:1": "APPLIED", "u4:resolution:1": "APPLIED"}
     assert mutagg(settings, "conflicts", "resolve", by_mutation["u2"], "--reject", check=False).returncode == 2
