@@ -38,6 +38,7 @@ def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
         stop_at_end=stop_at_end,
         deadline_s=settings.service_deadline_s,
         stored_offsets=lambda: stored_offsets(settings, settings.topic_mutations),
+        should_stop=runtime.stopping.is_set,
     )
     chunks = op.input(steps.INPUT, flow, source)
 

@@ -75,7 +75,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         return self.flush(at_end=False), self.RETAIN
 
     def on_eof(self) -> tuple[list[BatchReport], bool]:
-        return self.flush(at_end=True), self.RETAIN
+        # A stop request also ends the input, but is not the end of the log:
+        # what still waits for a dependency stays held (and is re-read on restart).
+        return self.flush(at_end=not self.runtime.stopping.is_set()), self.RETAIN
 
     def notify_at(self) -> datetime | None:
         if self.fresh or self.rejections:
@@ -113,6 +115,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             began = time.perf_counter()
             outcomes = committer.commit(Batch(part, resume if last else {}), batch_id)
             self.runtime.acks.send(outcomes)
+            self.runtime.faults.hit("after_acks")
             sequencer.mark_decided(o.mutation_id for o in outcomes if o.mutation_id)
             self.runtime.stats.record(outcomes)
             seconds = time.perf_counter() - began

@@ -15,6 +15,7 @@ from mutagg.settings import Settings
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.registry import Registry
 from sinks.acks import AckProducer
+from sinks.faults import FaultInjector
 from sinks.postgres import Outcome, PostgresCommitter
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class Runtime:
         self.settings = settings
         self.registry = registry
         self.stats = RunStats()
+        self.faults = FaultInjector(settings.fault_point)
+        self.stopping = threading.Event()  # set by SIGTERM: stop reading, finish the batch, exit 0
         self._lock = threading.Lock()
         self._committer: PostgresCommitter | None = None
         self._acks: AckProducer | None = None
@@ -58,7 +61,7 @@ class Runtime:
             if self._committer is None:
                 self._committer = PostgresCommitter(
                     self.settings.database_url, self.registry, CUSTOM_STRATEGIES,
-                    self.settings.service_deadline_s,
+                    self.settings.service_deadline_s, self.faults,
                 )
             return self._committer
 

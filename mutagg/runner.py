@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +44,11 @@ def run(
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
     runtime = Runtime(settings, registry)
     flow = build_flow(runtime, stop_at_end=until_idle)
+    def request_stop(signum, _frame) -> None:
+        log.info("stop requested; finishing the batch in flight", extra={"signal": signal.Signals(signum).name})
+        runtime.stopping.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     started = time.monotonic()
     log.info("dataflow starting", extra={"workers": workers, "until_idle": until_idle, "run_id": runtime.run_id})
     try:
@@ -55,6 +61,8 @@ def run(
             recovery_config=recovery_config(settings),
         )
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         runtime.close()
     runtime.stats.elapsed = time.monotonic() - started
     log.info(

@@ -33,6 +33,7 @@ class Settings:
     service_deadline_s: float = 120.0
     topic_partitions: int = 12
     log_level: str = "INFO"
+    fault_point: str | None = None  # crash tests only: "after_commit:3" kills the job there
     kafka_config: dict[str, Any] = field(default_factory=dict)
 
     def kafka_client_config(self) -> dict[str, Any]:
@@ -56,6 +57,7 @@ _ENV = {
     "MUTAGG_SERVICE_DEADLINE_S": "service_deadline_s",
     "MUTAGG_TOPIC_PARTITIONS": "topic_partitions",
     "MUTAGG_LOG_LEVEL": "log_level",
+    "MUTAGG_FAULT_POINT": "fault_point",
 }
 
 # Secrets may come from mounted files: MUTAGG_DATABASE_URL_FILE=/var/run/secrets/...
@@ -75,7 +77,7 @@ def _convert(name: str, value: Any) -> Any:
             return dict(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: {value!r} is not a valid {kind}") from exc
-    return None if value in (None, "") and name == "recovery_dir" else str(value)
+    return None if value in (None, "") and name in ("recovery_dir", "fault_point") else str(value)
 
 
 def load_settings(

@@ -75,7 +75,7 @@ def rows_frame(entity_type: EntityType, states: dict[str, EntityState]) -> pl.Da
     return pl.DataFrame(columns, schema=schema)
 
 
-def copy_frame(cursor: psycopg.Cursor, table: sql.Composable, frame: pl.DataFrame) -> None:
+def copy_frame(cursor: psycopg.Cursor, table: sql.Composable, frame: pl.DataFrame, on_copy=lambda: None) -> None:
     """COPY a frame into `table` (columns by name, CSV: unquoted empty is NULL)."""
     if frame.height == 0:
         return
@@ -86,9 +86,12 @@ def copy_frame(cursor: psycopg.Cursor, table: sql.Composable, frame: pl.DataFram
     )
     with cursor.copy(statement) as copy:
         copy.write(buffer.getbuffer())
+        on_copy()  # crash tests stop here: data sent, COPY not finished
 
 
-def upsert(cursor: psycopg.Cursor, entity_type: EntityType, states: dict[str, EntityState]) -> None:
+def upsert(
+    cursor: psycopg.Cursor, entity_type: EntityType, states: dict[str, EntityState], on_copy=lambda: None
+) -> None:
     """Write the final state of every touched entity: one COPY and one statement."""
     if not states:
         return
@@ -100,7 +103,7 @@ def upsert(cursor: psycopg.Cursor, entity_type: EntityType, states: dict[str, En
             "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         ).format(stage, table)
     )
-    copy_frame(cursor, stage, frame)
+    copy_frame(cursor, stage, frame, on_copy)
     columns = [sql.Identifier(c) for c in frame.columns]
     updates = [
         sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))

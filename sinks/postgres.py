@@ -24,6 +24,7 @@ from schemas.mutation import Mutation, Reason, Rejection, Status
 from schemas.registry import Registry
 from sinks import entity_rows, ledger
 from sinks.database import connect, retry_transient
+from sinks.faults import NO_FAULTS, FaultInjector
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,9 @@ class PostgresCommitter:
         registry: Registry,
         custom_strategies: Mapping[str, CustomStrategy],
         deadline_s: float = 300.0,
+        faults: FaultInjector = NO_FAULTS,
     ):
+        self.faults = faults
         self.database_url = database_url
         self.registry = registry
         self.custom_strategies = custom_strategies
@@ -148,7 +151,10 @@ class PostgresCommitter:
 
     def _attempt(self, batch: Batch, batch_id: str) -> list[Outcome]:
         try:
-            return self._transaction(batch, batch_id)
+            outcomes = self._transaction(batch, batch_id)
+            self.faults.hit("after_commit")
+            self.faults.hit("drop_after_commit")
+            return outcomes
         except psycopg.OperationalError:
             self.close()  # a broken connection is replaced on the retry
             raise
@@ -161,16 +167,18 @@ class PostgresCommitter:
         connection = self.connection
         with connection.transaction(), connection.cursor() as cursor:
             cursor.execute("SET LOCAL mutagg.writer = 'job'")
-            ids = sorted({i for i in map(_identity, batch.items) if i is not None})
-            known = ledger.lookup(cursor, ids)
             wanted: dict[str, set[str]] = defaultdict(set)
             for item in batch.items:
-                if isinstance(item, Mutation) and item.id not in known:
+                if isinstance(item, Mutation):
                     wanted[item.entity_type].add(item.entity_id)
+            # Rows first, ledger second: a second instance on the same input waits on
+            # the row locks and then finds the first one's decisions in the ledger.
             states = {
                 type_name: entity_rows.load_for_update(cursor, registry.entity_types[type_name], entity_ids)
                 for type_name, entity_ids in sorted(wanted.items())
             }
+            ids = sorted({i for i in map(_identity, batch.items) if i is not None})
+            known = ledger.lookup(cursor, ids)
             initial_versions = {
                 (t, e): (s.version, s.deleted) for t, by_id in states.items() for e, s in by_id.items()
             }
@@ -208,11 +216,14 @@ class PostgresCommitter:
                 touched = {
                     e: s for e, s in by_id.items() if initial_versions[(type_name, e)] != (s.version, s.deleted)
                 }
-                entity_rows.upsert(cursor, registry.entity_types[type_name], touched)
+                entity_rows.upsert(
+                    cursor, registry.entity_types[type_name], touched, lambda: self.faults.hit("mid_copy")
+                )
             ledger.write(cursor, ledger_rows, conflict_rows)
             ledger.record_duplicates(cursor, duplicates, batch_id)
             ledger.close_resolved(cursor, resolutions)
             ledger.record_offsets(cursor, batch.resume_offsets, batch_id)
+            self.faults.hit("before_commit")
         return outcomes
 
     def _decide(self, item: Item, states: dict[str, dict]) -> Decision:

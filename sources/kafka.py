@@ -60,8 +60,9 @@ def list_partitions(config: dict, topic: str, deadline_s: float) -> list[int]:
 class _Partition(StatefulSourcePartition[Chunk, int]):
     def __init__(
         self, config: dict, topic: str, partition: int, offset: int, batch_size: int,
-        stop_at_end: bool, deadline_s: float,
+        stop_at_end: bool, deadline_s: float, should_stop: Callable[[], bool],
     ):
+        self._should_stop = should_stop
         self._consumer = Consumer({
             **config,
             "group.id": "mutagg-unused",  # offsets live in recovery snapshots and the database
@@ -81,7 +82,7 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         self._idle = False
 
     def next_batch(self) -> list[Chunk]:
-        if self._at_end:
+        if self._at_end or self._should_stop():
             raise StopIteration()
         polled = self._consumer.consume(self._batch_size, 0.05)
         messages: list[RawMessage] = []
@@ -134,7 +135,9 @@ class MutationSource(FixedPartitionedSource[Chunk, int]):
         stop_at_end: bool,
         deadline_s: float,
         stored_offsets: Callable[[], dict[int, int]],
+        should_stop: Callable[[], bool] = lambda: False,
     ):
+        self._should_stop = should_stop
         self._config = config
         self._topic = topic
         self._batch_size = batch_size
@@ -154,5 +157,5 @@ class MutationSource(FixedPartitionedSource[Chunk, int]):
         log.info("reading partition", extra={"partition": partition, "offset": offset})
         return _Partition(
             self._config, self._topic, partition, offset, self._batch_size,
-            self._stop_at_end, self._deadline_s,
+            self._stop_at_end, self._deadline_s, self._should_stop,
         )

@@ -122,3 +122,36 @@ def read_topic(settings: Settings, topic: str) -> list:
 def query(settings: Settings, statement: str, params=None) -> list[tuple]:
     with psycopg.connect(settings.database_url) as connection:
         return connection.execute(statement, params).fetchall()
+
+
+DUMPS = {
+    "customer": "SELECT id, name, email, segment, credit_limit, balance, notes, customer_since, version, deleted, "
+                "provenance FROM customer ORDER BY id",
+    "stock_level": "SELECT id, quantity, reorder_point, version, deleted, provenance FROM stock_level ORDER BY id",
+    "sales_order": "SELECT id, status, total, version, deleted, provenance FROM sales_order ORDER BY id",
+    "order_line": "SELECT id, quantity, unit_price, version, deleted FROM order_line ORDER BY id",
+    "article": "SELECT sku, price, active, tags, max_discount_pct, version, deleted FROM article ORDER BY sku",
+    "mutation_log": "SELECT mutation_id, status, reason, entity_type, entity_id, version, adjusted_priority, "
+                    "kafka_partition, kafka_offset, conflict_ids FROM mutation_log ORDER BY mutation_id",
+    "conflicts": "SELECT conflict_id, attributes, mutation_id, other_mutation_id, strategy, winner, status, "
+                 "incoming_values, server_values, result_values FROM conflicts ORDER BY conflict_id",
+    "duplicates": "SELECT mutation_id, kafka_partition, kafka_offset FROM mutation_duplicates ORDER BY 2, 3",
+}
+
+
+def dump_database(settings: Settings) -> dict[str, list[tuple]]:
+    """Everything a run decided, minus batch ids and wall-clock times."""
+    return {name: query(settings, statement) for name, statement in DUMPS.items()}
+
+
+def acks_agree_with_ledger(settings: Settings) -> None:
+    """Every ledger row was acknowledged at least once, and no ack contradicts it."""
+    import orjson
+
+    ledger = {r[0]: r[1:] for r in query(settings, "SELECT mutation_id, status, reason, version FROM mutation_log")}
+    seen: dict[str, int] = {}
+    for record in read_topic(settings, settings.topic_status):
+        ack = orjson.loads(record.value())
+        assert (ack["status"], ack["reason"], ack["entity_version"]) == ledger[ack["mutation_id"]], ack
+        seen[ack["mutation_id"]] = seen.get(ack["mutation_id"], 0) + 1
+    assert set(seen) == set(ledger)

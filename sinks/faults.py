@@ -1,0 +1,38 @@
+"""Fault injection for crash tests: kill the process at a named point of the
+commit path, the n-th time it is reached. Off unless `fault_point` is set
+(MUTAGG_FAULT_POINT=name:n); production never sets it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+import psycopg
+
+POINTS = frozenset({"mid_copy", "before_commit", "after_commit", "after_acks", "drop_after_commit"})
+
+
+class FaultInjector:
+    def __init__(self, spec: str | None):
+        self.point, self.at = None, 0
+        if spec:
+            name, _, count = spec.partition(":")
+            if name not in POINTS:
+                raise ValueError(f"unknown fault point {name!r}; known: {sorted(POINTS)}")
+            self.point, self.at = name, int(count or 1)
+        self._seen: Counter = Counter()
+
+    def hit(self, point: str) -> None:
+        if point != self.point:
+            return
+        self._seen[point] += 1
+        if self._seen[point] != self.at:
+            return
+        if point == "drop_after_commit":
+            # The COMMIT went through but its answer is lost: the caller cannot know.
+            raise psycopg.OperationalError("injected: connection lost after COMMIT")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+NO_FAULTS = FaultInjector(None)
