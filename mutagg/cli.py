@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import psycopg
+from bytewax.errors import BytewaxRuntimeError
 
 from mutagg import logs
 from mutagg.settings import Settings, load_settings
@@ -85,6 +86,25 @@ def _print_json(document) -> None:
     print(orjson.dumps(document, default=str, option=orjson.OPT_INDENT_2).decode())
 
 
+EXIT_CODES = {"ServiceUnavailable": 3}
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """Bytewax wraps errors raised in steps; the first of ours in the chain is the one to report."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MutaggError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
+
+
+def _report(exc: MutaggError) -> int:
+    log.error(str(exc), extra={"error_type": type(exc).__name__})
+    print(f"mutagg: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return EXIT_CODES.get(type(exc).__name__, 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -92,9 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure(settings.log_level)
         return _dispatch(args, settings)
     except MutaggError as exc:
-        log.error(str(exc), extra={"error_type": type(exc).__name__})
-        print(f"mutagg: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return _report(exc)
+    except BytewaxRuntimeError as exc:
+        cause = _root_cause(exc)
+        if isinstance(cause, MutaggError):
+            return _report(cause)
+        raise
     except psycopg.OperationalError as exc:
         print(f"mutagg: PostgreSQL unreachable: {exc}", file=sys.stderr)
         return 2

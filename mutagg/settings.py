@@ -37,7 +37,11 @@ class Settings:
     kafka_config: dict[str, Any] = field(default_factory=dict)
 
     def kafka_client_config(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_config}
+        """librdkafka settings; its own logs go through Python logging (JSON, de-duplicated)."""
+        import logging
+
+        return {"bootstrap.servers": self.kafka_bootstrap, "logger": logging.getLogger("librdkafka"),
+                **self.kafka_config}
 
 
 _ENV = {

@@ -62,7 +62,8 @@ def rows_frame(entity_type: EntityType, states: dict[str, EntityState]) -> pl.Da
     columns: dict[str, list] = {entity_type.key: ids}
     schema: dict[str, pl.DataType] = {entity_type.key: pl.String}
     for name, attribute in entity_type.attributes.items():
-        if POLARS_TYPES[attribute.type] in (pl.Int64, pl.Float64, pl.Boolean):
+        # Integers travel as text too: PostgreSQL, not the frame builder, judges their range.
+        if POLARS_TYPES[attribute.type] in (pl.Float64, pl.Boolean):
             columns[name] = [states[i].values.get(name) for i in ids]
             schema[name] = POLARS_TYPES[attribute.type]
         else:
