@@ -137,3 +137,24 @@ def test_random_kills_over_a_large_log(settings, tmp_path):
     assert kills >= 10, f"only {kills} kills before the log was drained; use a larger MUTAGG_CRASH_MUTATIONS"
     assert dump_database(subject) == dump_database(reference)
     acks_agree_with_ledger(subject)
+
+
+@pytest.mark.parametrize("settings", [12], indirect=True)
+def test_resume_with_a_different_worker_count(settings, tmp_path):
+    """12 partitions; killed under 1 worker, resumed under 4, killed, finished under 2."""
+    produce(settings, Workload(seed=37).generate(30_000))
+    reference = variant(settings)
+    run_job(reference)
+    recovery = tmp_path / "recovery"
+    init_recovery(settings, recovery)
+    for workers, fault in [("1", "after_commit:4"), ("4", "mid_copy:3")]:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "mutagg.cli", "run", "--until-idle", "--workers", workers],
+            env=settings_env(settings, MUTAGG_RECOVERY_DIR=str(recovery), MUTAGG_FAULT_POINT=fault,
+                             MUTAGG_BATCH_SIZE="1000", MUTAGG_SNAPSHOT_INTERVAL_S="0.5"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        assert job.wait(120) == -signal.SIGKILL, job.stderr.read()[-3000:]
+    run_job(settings, "--workers", "2", MUTAGG_RECOVERY_DIR=str(recovery))
+    assert dump_database(settings) == dump_database(reference)
+    acks_agree_with_ledger(settings)

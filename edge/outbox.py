@@ -1,0 +1,330 @@
+"""The local outbox: an SQLite file that holds every local change from the moment
+it is recorded until the central job has decided it.
+
+Guarantees. `record` returns only after the change is durably committed
+(WAL, synchronous=FULL), so a crash or power loss right after it loses nothing.
+Reopening the file after a crash puts every entry whose delivery was unknown
+back to PENDING. Acks and the status-topic offsets they were read at commit in
+one transaction, so each ack is applied exactly once. One file belongs to one
+edge node.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge import transitions
+from edge.errors import InvalidMutation, OutboxError
+from edge.records import Ack, EdgeMutation, EntryState, OutboxEntry, encode
+from edge.transitions import Event
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    mutation_id TEXT NOT NULL UNIQUE,
+    entity_type TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    kafka_partition INTEGER,
+    kafka_offset INTEGER,
+    reason TEXT,
+    entity_version INTEGER,
+    conflict_ids TEXT NOT NULL DEFAULT '',
+    recorded_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, seq);
+CREATE TABLE IF NOT EXISTS entity_versions (
+    entity_type TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (entity_type, entity_id)
+);
+CREATE TABLE IF NOT EXISTS ack_offsets (
+    topic TEXT NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, kafka_partition)
+);
+"""
+
+_COLUMNS = (
+    "seq, mutation_id, entity_type, entity_id, payload, state, attempts, kafka_partition, kafka_offset, "
+    "reason, entity_version, conflict_ids"
+)
+
+
+def _entry(row: tuple) -> OutboxEntry:
+    return OutboxEntry(
+        seq=row[0], mutation_id=row[1], entity_type=row[2], entity_id=row[3], payload=bytes(row[4]),
+        state=EntryState(row[5]), attempts=row[6], partition=row[7], offset=row[8], reason=row[9],
+        entity_version=row[10], conflict_ids=tuple(c for c in row[11].split(",") if c),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AckReport:
+    """What one batch of acks did to the outbox."""
+
+    applied: int = 0
+    removed: int = 0
+    unknown: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+class Outbox:
+    """The SQLite outbox of one edge node. Not thread-safe: one owner thread."""
+
+    def __init__(self, path: str | Path, edge_node_id: str, clock=time.time):
+        self.path = Path(path)
+        self.edge_node_id = edge_node_id
+        self._clock = clock
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a recorded change survives power loss
+        self._db.executescript(_SCHEMA)  # idempotent; executescript commits on its own
+        self._bind()
+        self.recovered = self._recover()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _bind(self) -> None:
+        with self._transaction() as db:
+            rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            if "edge_node_id" not in rows:
+                db.execute("INSERT INTO meta VALUES ('edge_node_id', ?), ('schema_version', ?)",
+                           (self.edge_node_id, str(SCHEMA_VERSION)))
+                return
+        if rows["edge_node_id"] != self.edge_node_id:
+            raise OutboxError(f"{self.path} is the outbox of node {rows['edge_node_id']!r}, not {self.edge_node_id!r}")
+        if int(rows.get("schema_version", "0")) > SCHEMA_VERSION:
+            raise OutboxError(f"{self.path} has outbox schema {rows['schema_version']}, newer than this client")
+
+    def _recover(self) -> int:
+        """After a restart, a delivery that was in flight is unknown: send it again."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE outbox SET state = ?, updated_at = ? WHERE state = ?",
+                (transitions.after_event(EntryState.IN_FLIGHT, Event.RESTART), self._clock(), EntryState.IN_FLIGHT),
+            )
+            return cursor.rowcount
+
+    # -- recording -----------------------------------------------------------------
+
+    def record(self, mutation: EdgeMutation, max_bytes: int = 1 << 20) -> OutboxEntry:
+        """Persist `mutation` (committed when this returns) and return its entry.
+        Recording the same mutation again is a no-op; a different one under a used id raises."""
+        if mutation.edge_node_id != self.edge_node_id:
+            raise InvalidMutation("WRONG_NODE", f"this outbox belongs to {self.edge_node_id}", mutation.id)
+        payload = encode(mutation, max_bytes)
+        now = self._clock()
+        with self._transaction() as db:
+            existing = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE mutation_id = ?", (mutation.id,)).fetchone()
+            if existing is not None:
+                if bytes(existing[4]) != payload:
+                    raise InvalidMutation("DUPLICATE_ID", "another mutation was recorded under this id", mutation.id)
+                return _entry(existing)
+            cursor = db.execute(
+                "INSERT INTO outbox (mutation_id, entity_type, entity_id, payload, state, recorded_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (mutation.id, mutation.entity_type, mutation.entity_id, payload, EntryState.PENDING, now, now),
+            )
+            seq = cursor.lastrowid
+        return OutboxEntry(seq, mutation.id, mutation.entity_type, mutation.entity_id, payload, EntryState.PENDING)
+
+    # -- sending -------------------------------------------------------------------
+
+    def sendable(self, limit: int) -> list[OutboxEntry]:
+        """Up to `limit` entries that may be handed to the producer now (see `transitions.sendable`)."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE state IN (?, ?) ORDER BY seq",
+            (EntryState.PENDING, EntryState.IN_FLIGHT),
+        ).fetchall()
+        return transitions.sendable(_entry(row) for row in rows)[:limit]
+
+    def mark_sent(self, seqs: Sequence[int]) -> None:
+        self._apply_event(seqs, Event.SEND, count_attempt=True)
+
+    def mark_delivered(self, deliveries: Iterable[tuple[int, int, int]]) -> None:
+        """`(seq, partition, offset)` for each delivery the broker confirmed."""
+        deliveries = list(deliveries)
+        with self._transaction() as db:
+            for seq, partition, offset in deliveries:
+                state = self._state(db, seq)
+                if state is None:
+                    continue  # decided and removed before its delivery report was read
+                db.execute(
+                    "UPDATE outbox SET state = ?, kafka_partition = coalesce(kafka_partition, ?), "
+                    "kafka_offset = coalesce(kafka_offset, ?), updated_at = ? WHERE seq = ?",
+                    (transitions.after_event(state, Event.DELIVERED), partition, offset, self._clock(), seq),
+                )
+            if deliveries:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('delivered_any', '1')")
+
+    def mark_failed(self, seqs: Sequence[int]) -> None:
+        self._apply_event(seqs, Event.DELIVERY_FAILED)
+
+    def requeue_unacknowledged(self, older_than_s: float) -> int:
+        """Send again what the broker took but the job has not decided for `older_than_s`:
+        a belt for a broker that lost data. Safe: the job decides each id once."""
+        cutoff = self._clock() - older_than_s
+        seqs = [row[0] for row in self._db.execute(
+            "SELECT seq FROM outbox WHERE state = ? AND updated_at < ?", (EntryState.DELIVERED, cutoff))]
+        self._apply_event(seqs, Event.REQUEUE)
+        return len(seqs)
+
+    def _apply_event(self, seqs: Sequence[int], event: Event, count_attempt: bool = False) -> None:
+        with self._transaction() as db:
+            for seq in seqs:
+                state = self._state(db, seq)
+                if state is None:
+                    continue
+                db.execute(
+                    "UPDATE outbox SET state = ?, attempts = attempts + ?, updated_at = ? WHERE seq = ?",
+                    (transitions.after_event(state, event), int(count_attempt), self._clock(), seq),
+                )
+
+    @staticmethod
+    def _state(db: sqlite3.Connection, seq: int) -> EntryState | None:
+        row = db.execute("SELECT state FROM outbox WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else EntryState(row[0])
+
+    def ever_delivered(self) -> bool:
+        return self._db.execute("SELECT 1 FROM meta WHERE key = 'delivered_any'").fetchone() is not None
+
+    # -- acknowledgements ----------------------------------------------------------
+
+    def apply_acks(self, acks: Sequence[Ack], topic: str, next_offsets: dict[int, int]) -> AckReport:
+        """Apply the job's decisions and remember where the status topic was read up to,
+        in one transaction. Removes APPLIED entries and the conflicts their resolution closed."""
+        applied = removed = unknown = 0
+        by_status: Counter[str] = Counter()
+        now = self._clock()
+        with self._transaction() as db:
+            for ack in acks:
+                by_status[ack.status] += 1
+                if ack.entity_type is not None and ack.entity_id is not None:
+                    self._learn_version(db, ack.entity_type, ack.entity_id, ack.entity_version)
+                row = db.execute("SELECT seq, state FROM outbox WHERE mutation_id = ?", (ack.mutation_id,)).fetchone()
+                if row is None:
+                    unknown += 1
+                    held = transitions.resolved_mutation_id(ack.mutation_id)
+                    if held is not None and ack.status == "APPLIED":
+                        removed += db.execute(
+                            "DELETE FROM outbox WHERE mutation_id = ? AND state = ?", (held, EntryState.CONFLICT)
+                        ).rowcount
+                    continue
+                seq, state = row[0], EntryState(row[1])
+                new_state = transitions.after_ack(state, ack.status)
+                if new_state == state:
+                    continue
+                applied += 1
+                if new_state in transitions.REMOVABLE:
+                    db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+                    removed += 1
+                    continue
+                db.execute(
+                    "UPDATE outbox SET state = ?, reason = ?, entity_version = ?, conflict_ids = ?, updated_at = ? "
+                    "WHERE seq = ?",
+                    (new_state, ack.reason, ack.entity_version, ",".join(ack.conflict_ids), now, seq),
+                )
+            for partition, offset in next_offsets.items():
+                db.execute(
+                    "INSERT INTO ack_offsets VALUES (?, ?, ?) ON CONFLICT (topic, kafka_partition) "
+                    "DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)",
+                    (topic, partition, offset),
+                )
+        return AckReport(applied, removed, unknown, dict(by_status))
+
+    def ack_offsets(self, topic: str) -> dict[int, int]:
+        rows = self._db.execute("SELECT kafka_partition, next_offset FROM ack_offsets WHERE topic = ?", (topic,))
+        return dict(rows.fetchall())
+
+    # -- entity versions -----------------------------------------------------------
+
+    def known_version(self, entity_type: str, entity_id: str) -> int:
+        """The latest version of the entity this node has seen (0 = never seen)."""
+        row = self._db.execute(
+            "SELECT version FROM entity_versions WHERE entity_type = ? AND entity_id = ?", (entity_type, entity_id)
+        ).fetchone()
+        return 0 if row is None else row[0]
+
+    def observe(self, entity_type: str, entity_id: str, version: int) -> None:
+        """Learn a version from elsewhere (a snapshot of the central ERP synced down)."""
+        with self._transaction() as db:
+            self._learn_version(db, entity_type, entity_id, version)
+
+    @staticmethod
+    def _learn_version(db: sqlite3.Connection, entity_type: str, entity_id: str, version: int | None) -> None:
+        if version is None:
+            return
+        row = db.execute(
+            "SELECT version FROM entity_versions WHERE entity_type = ? AND entity_id = ?", (entity_type, entity_id)
+        ).fetchone()
+        merged = transitions.known_version(None if row is None else row[0], version)
+        db.execute(
+            "INSERT INTO entity_versions VALUES (?, ?, ?) ON CONFLICT (entity_type, entity_id) "
+            "DO UPDATE SET version = excluded.version",
+            (entity_type, entity_id, merged),
+        )
+
+    # -- inspection ----------------------------------------------------------------
+
+    def entries(self, states: Iterable[EntryState] | None = None) -> list[OutboxEntry]:
+        if states is None:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY seq").fetchall()
+        else:
+            wanted = [EntryState(s).value for s in states]
+            marks = ",".join("?" * len(wanted))
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE state IN ({marks}) ORDER BY seq", wanted
+            ).fetchall()
+        return [_entry(row) for row in rows]
+
+    def counts(self) -> dict[EntryState, int]:
+        rows = self._db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()
+        return {EntryState(state): n for state, n in rows}
+
+    def dismiss(self, mutation_ids: Iterable[str]) -> int:
+        """Drop decided entries the user has seen (REJECTED, FAILED, CONFLICT); never undecided ones."""
+        ids = list(mutation_ids)
+        final = [s.value for s in transitions.FINAL]
+        with self._transaction() as db:
+            return sum(
+                db.execute(
+                    f"DELETE FROM outbox WHERE mutation_id = ? AND state IN ({','.join('?' * len(final))})",
+                    (mutation_id, *final),
+                ).rowcount
+                for mutation_id in ids
+            )
