@@ -23,7 +23,7 @@ from schemas.values import add_numeric, to_json_value
 _EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConflictRecord:
     """One detected conflict: which attributes, both sides, and who won."""
 
@@ -45,7 +45,7 @@ class ConflictRecord:
     entity_version: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """The final status of one mutation, as it goes to the ledger and the ack."""
 
@@ -60,7 +60,7 @@ class Decision:
     written: tuple[str, ...] = field(default=())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Writer:
     """The other side of a delete conflict when it is not the current value's writer."""
 

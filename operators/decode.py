@@ -8,7 +8,7 @@ from schemas.mutation import Mutation, RawMessage, Rejection, decode
 from schemas.registry import Registry
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DecodedChunk:
     """The decoded records of one chunk, and the offset after its last record."""
 

@@ -7,10 +7,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from schemas.values import parse_rfc3339
 
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Provenance:
     """Who wrote an attribute's current value, and when another writer last did.
 
@@ -27,6 +25,8 @@ class Provenance:
     priority: int | None
     other_version: int = 0
     other_mutation_id: str | None = None
+    stored: list[Any] | None = field(default=None, compare=False, repr=False)
+    """The entry as read from the row, written back as is when the attribute is untouched."""
 
     def written_by_other_after(self, edge_node_id: str, base_version: int) -> bool:
         if self.edge_node_id != edge_node_id:
@@ -48,28 +48,22 @@ class Provenance:
             return (self.version, self.mutation_id)
         return (self.other_version, self.other_mutation_id)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "v": self.version,
-            "m": self.mutation_id,
-            "n": self.edge_node_id,
-            "t": self.timestamp.isoformat() if self.timestamp else None,
-            "p": self.priority,
-            "o": self.other_version,
-            "om": self.other_mutation_id,
-        }
+    def to_json(self) -> list[Any]:
+        """Compact form stored in the row: [version, mutation, node, time, priority, other version, other mutation]."""
+        if self.stored is not None:
+            return self.stored
+        return [
+            self.version, self.mutation_id, self.edge_node_id,
+            self.timestamp.isoformat() if self.timestamp else None,
+            self.priority, self.other_version, self.other_mutation_id,
+        ]
 
     @staticmethod
-    def from_json(document: dict[str, Any]) -> Provenance:
-        stamp = document.get("t")
+    def from_json(entry: list[Any]) -> Provenance:
+        version, mutation_id, edge_node_id, stamp, priority, other_version, other_mutation_id = entry
         return Provenance(
-            version=int(document.get("v") or 0),
-            mutation_id=document.get("m"),
-            edge_node_id=document.get("n"),
-            timestamp=parse_rfc3339(stamp) if stamp else None,
-            priority=document.get("p"),
-            other_version=int(document.get("o") or 0),
-            other_mutation_id=document.get("om"),
+            version, mutation_id, edge_node_id, datetime.fromisoformat(stamp) if stamp else None,
+            priority, other_version or 0, other_mutation_id, entry,
         )
 
 

@@ -100,19 +100,23 @@ CREATE TABLE IF NOT EXISTS source_offsets (
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (kafka_topic, kafka_partition)
 );
+-- Provenance entries are arrays:
+--   [version, mutation_id, edge_node_id, timestamp, adjusted_priority, other_version, other_mutation_id]
+-- where "other" is the latest write by a writer other than this entry's writer.
+-- A foreign writer has no mutation id and no edge node (NULL).
 CREATE OR REPLACE FUNCTION mutagg_foreign_provenance(previous jsonb, new_version bigint)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
-        'v', new_version, 'm', NULL, 'n', NULL, 't', to_jsonb(clock_timestamp()), 'p', NULL,
-        'o', CASE
-            WHEN previous IS NULL OR jsonb_typeof(previous) <> 'object' THEN 0
-            WHEN previous->>'n' IS NULL THEN COALESCE((previous->>'o')::bigint, 0)
-            ELSE (previous->>'v')::bigint
+    SELECT jsonb_build_array(
+        new_version, NULL, NULL, to_jsonb(clock_timestamp()), NULL,
+        CASE
+            WHEN previous IS NULL OR jsonb_typeof(previous) <> 'array' THEN 0
+            WHEN previous->>2 IS NULL THEN COALESCE((previous->>5)::bigint, 0)
+            ELSE (previous->>0)::bigint
         END,
-        'om', CASE
-            WHEN previous IS NULL OR jsonb_typeof(previous) <> 'object' THEN NULL
-            WHEN previous->>'n' IS NULL THEN previous->'om'
-            ELSE previous->'m'
+        CASE
+            WHEN previous IS NULL OR jsonb_typeof(previous) <> 'array' THEN NULL
+            WHEN previous->>2 IS NULL THEN previous->6
+            ELSE previous->1
         END)
 $$;
 """

@@ -59,7 +59,7 @@ MAX_DEPENDENCIES = 1000
 RESOLVES_HEADER = "mutagg-resolves"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RawMessage:
     """One Kafka record as read, kept byte-for-byte for the DLQ."""
 
@@ -72,7 +72,7 @@ class RawMessage:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Mutation:
     """A validated mutation with attribute values coerced to their declared types."""
 
@@ -99,7 +99,7 @@ class Mutation:
         return (self.entity_type, self.entity_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rejection:
     """A message that could not be accepted, with whatever identity was readable."""
 

@@ -7,12 +7,16 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import orjson
 import psycopg
 from psycopg import errors
+from psycopg.types.json import set_json_dumps, set_json_loads
 
 from schemas.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
+set_json_loads(orjson.loads)
+set_json_dumps(orjson.dumps)
 T = TypeVar("T")
 
 TRANSIENT = (

@@ -50,7 +50,7 @@ def load_for_update(
             provenance={
                 name: Provenance.from_json(entry)
                 for name, entry in (provenance or {}).items()
-                if isinstance(entry, dict)
+                if isinstance(entry, list)
             },
         )
     return states

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, ValueError, ArithmeticError, TypeError)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Unmet:
     """A mutation the sequencer rejected before it reached its entity."""
 
@@ -51,7 +51,7 @@ class Batch:
     resume_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """The final answer for one delivered message, as acknowledged to its edge node."""
 

@@ -20,7 +20,7 @@ from schemas.mutation import RawMessage
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Chunk:
     """Consecutive records of one partition, in offset order."""
 
