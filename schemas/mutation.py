@@ -4,7 +4,7 @@ precise rejection out (DESIGN section 2)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -42,6 +42,7 @@ class Reason:
     UNKNOWN_ATTRIBUTE = "UNKNOWN_ATTRIBUTE"
     INVALID_ATTRIBUTE_VALUE = "INVALID_ATTRIBUTE_VALUE"
     KEY_MISMATCH = "KEY_MISMATCH"
+    TIMESTAMP_OUT_OF_RANGE = "TIMESTAMP_OUT_OF_RANGE"
     FUTURE_BASE_VERSION = "FUTURE_BASE_VERSION"
     ENTITY_NOT_FOUND = "ENTITY_NOT_FOUND"
     MISSING_DEPENDENCY = "MISSING_DEPENDENCY"
@@ -121,8 +122,8 @@ class _Invalid(Exception):
 
 def _string(document: dict, name: str, max_len: int) -> str:
     value = document[name]
-    if not isinstance(value, str) or not 1 <= len(value) <= max_len:
-        raise _Invalid(Reason.INVALID_FIELD, f"{name} must be a string of 1..{max_len} characters")
+    if not isinstance(value, str) or not 1 <= len(value) <= max_len or "\x00" in value:
+        raise _Invalid(Reason.INVALID_FIELD, f"{name} must be a string of 1..{max_len} characters (no NUL)")
     return value
 
 
@@ -136,7 +137,7 @@ def _integer(document: dict, name: str, low: int, high: int) -> int:
 def _readable(document: Any, name: str, max_len: int) -> str | None:
     if isinstance(document, dict):
         value = document.get(name)
-        if isinstance(value, str) and 1 <= len(value) <= max_len:
+        if isinstance(value, str) and 1 <= len(value) <= max_len and "\x00" not in value:
             return value
     return None
 
@@ -161,7 +162,7 @@ def decode(raw: RawMessage, registry: Registry, max_bytes: int = 1 << 20) -> Mut
     except _Invalid as invalid:
         return Rejection(
             code=invalid.code,
-            message=invalid.message,
+            message=invalid.message.replace("\x00", "\\x00"),
             raw=raw,
             mutation_id=_readable(document, "id", 128),
             edge_node_id=_readable(document, "edge_node_id", 128),
@@ -200,14 +201,15 @@ def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
         timestamp = parse_rfc3339(document["timestamp"])
     except CoercionError as exc:
         raise _Invalid(Reason.INVALID_FIELD, f"timestamp: {exc}") from None
+    _check_time_range(timestamp, raw.timestamp_ms)
     tenant_id = document.get("tenant_id")
-    if tenant_id is not None and not isinstance(tenant_id, str):
+    if tenant_id is not None and (not isinstance(tenant_id, str) or "\x00" in tenant_id or len(tenant_id) > 256):
         raise _Invalid(Reason.INVALID_FIELD, "tenant_id must be a string")
     dependencies = document["dependencies"]
     if not isinstance(dependencies, list) or len(dependencies) > MAX_DEPENDENCIES:
         raise _Invalid(Reason.INVALID_FIELD, f"dependencies must be a list of at most {MAX_DEPENDENCIES} ids")
     for dependency in dependencies:
-        if not isinstance(dependency, str) or not 1 <= len(dependency) <= 128:
+        if not isinstance(dependency, str) or not 1 <= len(dependency) <= 128 or "\x00" in dependency:
             raise _Invalid(Reason.INVALID_FIELD, "dependencies must be mutation ids (strings of 1..128)")
     if mutation_id in dependencies:
         raise _Invalid(Reason.DEPENDENCY_CYCLE, "a mutation cannot depend on itself")
@@ -248,6 +250,20 @@ def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
         kafka_timestamp_ms=raw.timestamp_ms,
         resolves=_resolves(raw),
     )
+
+
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_FUTURE_SKEW = timedelta(days=366)
+
+
+def _check_time_range(timestamp: datetime, kafka_timestamp_ms: int) -> None:
+    """An edge clock may be off, and a van offline for weeks; a year ahead of the broker is not a clock."""
+    if timestamp < _EARLIEST:
+        raise _Invalid(Reason.TIMESTAMP_OUT_OF_RANGE, "timestamp is before 1970")
+    if kafka_timestamp_ms > 0:
+        broker_time = datetime.fromtimestamp(kafka_timestamp_ms / 1000, tz=UTC)
+        if timestamp - broker_time > MAX_FUTURE_SKEW:
+            raise _Invalid(Reason.TIMESTAMP_OUT_OF_RANGE, "timestamp is more than a year after the Kafka timestamp")
 
 
 def _resolves(raw: RawMessage) -> tuple[str, ...]:

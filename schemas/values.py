@@ -94,8 +94,12 @@ def coerce(attr_type: str, value: Any) -> Any:
             number = Decimal(str(value))
         except InvalidOperation as exc:
             raise CoercionError("expected a decimal number") from exc
-        if not number.is_finite() or len(number.as_tuple().digits) > MAX_DECIMAL_DIGITS:
-            raise CoercionError("decimal is not finite or too long")
+        if (
+            not number.is_finite()
+            or len(number.as_tuple().digits) > MAX_DECIMAL_DIGITS
+            or not -1000 <= number.adjusted() <= 1000
+        ):
+            raise CoercionError("decimal is not finite, too long, or out of range")
         return number
     if attr_type == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -118,6 +122,8 @@ def coerce(attr_type: str, value: Any) -> Any:
         except ValueError as exc:
             raise CoercionError(str(exc)) from exc
     if attr_type == "json":
+        if b"\\u0000" in orjson.dumps(value):
+            raise CoercionError("JSON values may not contain NUL (PostgreSQL jsonb cannot store it)")
         return value
     raise CoercionError(f"unknown type {attr_type!r}")
 

@@ -257,6 +257,8 @@ class PostgresCommitter:
             return [_from_decision(source, decision, batch_id, now)]
         row = ledger.ledger_row(decision, source, self.registry, batch_id, now)
         row["detail"] = f"{type(error).__name__}: {error}"[:2000]
+        # The row that records a failure must not fail for the same reason.
+        row = {k: v.replace("\x00", "\\x00") if isinstance(v, str) else v for k, v in row.items()}
 
         def write() -> list[Outcome]:
             try:

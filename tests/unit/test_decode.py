@@ -105,3 +105,34 @@ json_values = st.recursive(
 def test_arbitrary_documents_never_raise(document):
     result = decode(raw(document), REGISTRY)
     assert isinstance(result, Mutation | Rejection)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"entity_id": "C\x001"}, Reason.INVALID_FIELD),
+        ({"edge_node_id": "n\x00"}, Reason.INVALID_FIELD),
+        ({"dependencies": ["a\x00"]}, Reason.INVALID_FIELD),
+        ({"attributes": {"name": "a\x00b"}}, Reason.INVALID_ATTRIBUTE_VALUE),
+        ({"attributes": {"credit_limit": "1e5000"}}, Reason.INVALID_ATTRIBUTE_VALUE),
+        ({"timestamp": "1969-12-31T23:59:59Z"}, Reason.TIMESTAMP_OUT_OF_RANGE),
+        ({"timestamp": "2099-01-01T00:00:00Z"}, Reason.TIMESTAMP_OUT_OF_RANGE),
+        ({"base_version": 2**63}, Reason.INVALID_FIELD),
+        ({"dependencies": [f"d{i}" for i in range(1001)]}, Reason.INVALID_FIELD),
+    ],
+)
+def test_hostile_values_are_rejected_before_they_reach_the_database(change, code):
+    result = decode(raw({**VALID, **change}), REGISTRY)
+    assert isinstance(result, Rejection)
+    assert result.code == code, result.message
+
+
+def test_json_attributes_cannot_smuggle_nul():
+    article = {**VALID, "entity_type": "article", "attributes": {"tags": {"k": ["x\x00"]}}}
+    result = decode(raw(article, key=b"article:C1"), REGISTRY)
+    assert isinstance(result, Rejection) and result.code == Reason.INVALID_ATTRIBUTE_VALUE
+
+
+def test_deep_nesting_is_rejected_not_crashing():
+    deep = b'{"a":' * 2000 + b"1" + b"}" * 2000
+    assert decode(raw(deep), REGISTRY).code == Reason.INVALID_JSON
