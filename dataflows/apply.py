@@ -58,6 +58,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.next_offsets = dict(state.next_offsets)
         self.window_closes: datetime | None = None
         self.fresh = 0
+        self.held_back = False
+        share = settings.node_share
+        self.node_budget = max(1, int(share * self.batch_size)) if 0 < share < 1 else None
 
     def on_batch(self, values: list[DecodedChunk]) -> tuple[list[BatchReport], bool]:
         for chunk in values:
@@ -80,6 +83,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         return self.flush(at_end=not self.runtime.stopping.is_set()), self.RETAIN
 
     def notify_at(self) -> datetime | None:
+        if self.held_back:
+            return datetime.now(UTC)
         if self.fresh or self.rejections:
             return self.window_closes or datetime.now(UTC)
         if self.sequencer.waiting:
@@ -93,16 +98,28 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         """Commit everything that may go now, in batches, and acknowledge it."""
         self.window_closes = None
         self.fresh = 0
+        reports: list[BatchReport] = []
+        while True:
+            release = self._release(at_end)
+            reports += self._commit([*self.rejections, *(Unmet(m, r) for m, r in release.rejected), *release.ready])
+            self.rejections = []
+            self.held_back = bool(release.deferred)
+            self.runtime.stats.deferred.update(release.deferred)
+            if not (at_end and release.deferred):
+                return reports  # a flooding node's excess goes in the next flush, due at once
+
+    def _release(self, at_end: bool):
         sequencer = self.sequencer
-        committer = self.runtime.committer
         unknown = sequencer.unknown_dependencies()
         if unknown:
-            sequencer.mark_decided(committer.decided(unknown))
+            sequencer.mark_decided(self.runtime.committer.decided(unknown))
         sequencer.mark_decided(r.mutation_id for r in self.rejections if r.mutation_id)
-        release = sequencer.release(at_end_of_input=at_end)
-        items = [*self.rejections, *(Unmet(m, r) for m, r in release.rejected), *release.ready]
+        return sequencer.release(at_end_of_input=at_end, node_budget=self.node_budget)
+
+    def _commit(self, items: list) -> list[BatchReport]:
         if not items:
             return []
+        sequencer, committer = self.sequencer, self.runtime.committer
         resume = dict(self.next_offsets)
         for mutation in sequencer.waiting:
             key = (mutation.topic, mutation.partition)
@@ -121,5 +138,4 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             seconds = time.perf_counter() - began
             log.info("batch committed", extra={"batch_id": batch_id, "size": len(part), "seconds": round(seconds, 4)})
             reports.append(BatchReport(batch_id, len(part), seconds))
-        self.rejections = []
         return reports

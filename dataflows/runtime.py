@@ -30,6 +30,7 @@ class RunStats:
     by_kind: Counter = field(default_factory=Counter)
     batches: int = 0
     messages: int = 0
+    deferred: Counter = field(default_factory=Counter)  # per edge node: held back by its fair share
     elapsed: float = 0.0
 
     def record(self, outcomes: list[Outcome]) -> None:

@@ -68,6 +68,7 @@ def run(
     log.info(
         "dataflow finished",
         extra={"messages": runtime.stats.messages, "batches": runtime.stats.batches,
-               "by_status": dict(runtime.stats.by_status), "seconds": round(runtime.stats.elapsed, 3)},
+               "by_status": dict(runtime.stats.by_status), "seconds": round(runtime.stats.elapsed, 3),
+               "held_back_by_node": dict(runtime.stats.deferred)},
     )
     return runtime.stats

@@ -28,6 +28,7 @@ class Settings:
     max_message_bytes: int = 1 << 20
     batch_size: int = 5000
     window_ms: int = 200
+    node_share: float = 0.5  # at most this share of a batch for one edge node while others wait
     dependency_timeout_s: float = 600.0
     snapshot_interval_s: float = 10.0
     service_deadline_s: float = 120.0
@@ -56,6 +57,7 @@ _ENV = {
     "MUTAGG_MAX_MESSAGE_BYTES": "max_message_bytes",
     "MUTAGG_BATCH_SIZE": "batch_size",
     "MUTAGG_WINDOW_MS": "window_ms",
+    "MUTAGG_NODE_SHARE": "node_share",
     "MUTAGG_DEPENDENCY_TIMEOUT_S": "dependency_timeout_s",
     "MUTAGG_SNAPSHOT_INTERVAL_S": "snapshot_interval_s",
     "MUTAGG_SERVICE_DEADLINE_S": "service_deadline_s",

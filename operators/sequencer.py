@@ -23,6 +23,8 @@ class Release:
 
     ready: list[Mutation]
     rejected: list[tuple[Mutation, str]]
+    deferred: dict[str, int] = field(default_factory=dict)
+    """Per edge node, how many ready mutations were held back by its budget."""
 
 
 @dataclass
@@ -62,11 +64,14 @@ class Sequencer:
             if dependency not in self._decided and dependency not in waiting_ids
         }
 
-    def release(self, at_end_of_input: bool = False) -> Release:
+    def release(self, at_end_of_input: bool = False, node_budget: int | None = None) -> Release:
         """Take every mutation that may be committed now out of the waiting room.
 
         With `at_end_of_input`, nothing more can arrive: whatever still waits for a
-        dependency that was never seen is rejected, so the room ends empty.
+        dependency that was never seen is rejected. With `node_budget`, no edge node
+        gets more than that many mutations into this release; the rest of a flooding
+        node's mutations wait (delayed, never dropped) so the others are not starved.
+        Holding back never changes an outcome: entity order and dependencies still hold.
         """
         decided = set(self._decided)
         queues: dict[EntityKey, deque[Mutation]] = {}
@@ -76,6 +81,8 @@ class Sequencer:
         rejected: list[tuple[Mutation, str]] = []
         waiters: dict[str, list[EntityKey]] = {}
         worklist: deque[EntityKey] = deque(queues)
+        taken: dict[str, int] = {}
+        deferred: dict[str, int] = {}
 
         def drain() -> None:
             while worklist:
@@ -87,6 +94,11 @@ class Sequencer:
                     if pending is not None:
                         waiters.setdefault(pending, []).append(key)
                         break
+                    node = head.edge_node_id
+                    if node_budget is not None and taken.get(node, 0) >= node_budget:
+                        deferred[node] = deferred.get(node, 0) + 1
+                        break
+                    taken[node] = taken.get(node, 0) + 1
                     queue.popleft()
                     ready.append(head)
                     decided.add(head.id)
@@ -122,7 +134,7 @@ class Sequencer:
             drain()
         order = {id(m): i for i, m in enumerate(self.waiting)}
         self.waiting = sorted((m for q in queues.values() for m in q), key=lambda m: order[id(m)])
-        return Release(ready, rejected)
+        return Release(ready, rejected, deferred)
 
     def snapshot(self) -> tuple[list[Mutation], int]:
         return (list(self.waiting), self.watermark_ms)

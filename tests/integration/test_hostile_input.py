@@ -113,3 +113,25 @@ def test_a_flood_of_hostile_messages_is_accounted_for(settings):
     assert query(settings, "SELECT count(*), min(version), max(version) FROM article")[0] == (len(valid_ids), 1, 1)
     assert query(settings, "SELECT count(*) FROM customer")[0][0] == 0
     assert query(settings, "SELECT count(*) FROM conflicts")[0][0] == 0
+
+
+def test_a_flooding_node_cannot_starve_the_others(settings):
+    """One node floods a hot entity; a quiet node's few changes still go in early."""
+    def change(mutation_id: str, node: str, entity_id: str, operation: str, base: int) -> Message:
+        document = {
+            "id": mutation_id, "edge_node_id": node, "entity_type": "stock_level", "entity_id": entity_id,
+            "operation_type": operation, "attributes": {"quantity": 1}, "base_version": base,
+            "timestamp": "2026-11-26T08:00:00Z", "priority": 5, "dependencies": [],
+        }
+        return Message(f"stock_level:{entity_id}".encode(), orjson.dumps(document))
+
+    flood = [change("f0", "flooder", "HOT", "CREATE", 0)] + [
+        change(f"f{i}", "flooder", "HOT", "UPDATE", i) for i in range(1, 6000)
+    ]
+    quiet = [change(f"q{i}", "quiet", f"Q{i}", "CREATE", 0) for i in range(20)]
+    produce(settings, flood + quiet)  # the quiet node's changes queue behind the whole flood
+    run_job(settings, MUTAGG_BATCH_SIZE="200", MUTAGG_NODE_SHARE="0.5", MUTAGG_LOG_LEVEL="INFO")
+    order = [row[0] for row in query(settings, "SELECT mutation_id FROM mutation_log ORDER BY batch_id, kafka_offset")]
+    last_quiet = max(order.index(f"q{i}") for i in range(20))
+    assert last_quiet < len(order) - 1000, "the quiet node waited for (nearly) the whole flood"
+    assert query(settings, "SELECT quantity, version FROM stock_level WHERE id = 'HOT'")[0] == (6000, 6000)

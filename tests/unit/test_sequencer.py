@@ -110,3 +110,46 @@ def test_rejections_match_the_reference_model(case):
     ]
     _, expected = model.dependency_order(reference)
     assert {i: r for i, r in run(log, cuts) if r is not None} == expected
+
+
+def run_with_budget(log: list[Mutation], budget: int) -> list[tuple[str, str | None]]:
+    sequencer = Sequencer(dependency_timeout_ms=10**12)
+    sequencer.add(log)
+    decided: list[tuple[str, str | None]] = []
+    for _ in range(len(log) + 2):
+        release = sequencer.release(at_end_of_input=True, node_budget=budget)
+        per_node: dict[str, int] = {}
+        for m in release.ready:
+            per_node[m.edge_node_id] = per_node.get(m.edge_node_id, 0) + 1
+        assert all(n <= budget for n in per_node.values())
+        decided += [(m.id, r) for m, r in release.rejected] + [(m.id, None) for m in release.ready]
+        sequencer.mark_decided(i for i, _ in decided)
+        if not sequencer.waiting:
+            return decided
+    raise AssertionError("the waiting room never emptied")
+
+
+@settings(max_examples=200)
+@given(logs(), st.integers(1, 3))
+def test_a_node_budget_delays_but_never_changes_an_outcome(case, budget):
+    log, _ = case
+    log = [Mutation(**{**{s: getattr(m, s) for s in Mutation.__slots__}, "edge_node_id": f"n{i % 2}"})
+           for i, m in enumerate(log)]
+    with_budget = run_with_budget(log, budget)
+    assert sorted(with_budget) == sorted(run(log, []))
+    position = {mutation_id: n for n, (mutation_id, _) in enumerate(with_budget)}
+    by_id = {m.id: m for m in log}
+    for mutation_id, reason in with_budget:
+        if reason is None:
+            assert all(position[d] < position[mutation_id] for d in by_id[mutation_id].dependencies)
+
+
+def test_a_flooding_node_does_not_starve_the_others():
+    flood = [mutation(f"f{i}", "hot") for i in range(100)]
+    flood = [Mutation(**{**{s: getattr(m, s) for s in Mutation.__slots__}, "edge_node_id": "flooder"}) for m in flood]
+    quiet = [mutation(f"q{i}", f"e{i}") for i in range(5)]
+    sequencer = Sequencer()
+    sequencer.add(flood + quiet)
+    release = sequencer.release(node_budget=10)
+    assert [m.id for m in release.ready].count("q0") == 1 and len(release.ready) == 15
+    assert release.deferred == {"flooder": 1}
