@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     dlq = commands.add_parser("dlq", help="the dead-letter topic").add_subparsers(dest="action", required=True)
     dlq_list = dlq.add_parser("list")
     dlq_list.add_argument("--limit", type=int, default=50)
+    replay = dlq.add_parser("replay", help="re-submit DLQ records to the input topic (each at most once)")
+    replay.add_argument("--code", action="append", help="only records rejected with this reason code")
+    replay.add_argument("--limit", type=int, default=1_000_000)
+    replay.add_argument("--dry-run", action="store_true")
 
     commands.add_parser("status", help="ledger, conflicts and tables at a glance")
     recovery = commands.add_parser("recovery", help="Bytewax recovery partitions").add_subparsers(
@@ -164,8 +168,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"resolution {mutation['id']} submitted; it closes the conflict when the job applies it")
         return 0
     if args.command == "dlq":
-        from mutagg.dlq import read_dlq
+        from mutagg.dlq import read_dlq, replay_dlq
 
+        if args.action == "replay":
+            chosen = replay_dlq(settings, set(args.code) if args.code else None, args.limit, args.dry_run)
+            verb = "would re-submit" if args.dry_run else "re-submitted"
+            print(f"{verb} {len(chosen)} DLQ records to {settings.topic_mutations}")
+            return 0
         for record in read_dlq(settings, args.limit):
             print(f"{record['source']}  {record['code']}: {record['message']}  {record['value'][:80]!r}")
         return 0

@@ -83,6 +83,22 @@ CREATE TABLE IF NOT EXISTS conflicts (
 );
 CREATE INDEX IF NOT EXISTS conflicts_open ON conflicts (status) WHERE status = 'OPEN';
 CREATE INDEX IF NOT EXISTS conflicts_mutation ON conflicts (mutation_id);
+CREATE TABLE IF NOT EXISTS mutation_log_history (
+    LIKE mutation_log,
+    revised_at timestamptz NOT NULL,
+    revised_by_batch text
+);
+CREATE INDEX IF NOT EXISTS mutation_log_history_id ON mutation_log_history (mutation_id);
+CREATE TABLE IF NOT EXISTS dlq_replays (
+    dlq_topic text NOT NULL,
+    dlq_partition integer NOT NULL,
+    dlq_offset bigint NOT NULL,
+    error_code text,
+    mutation_id text,
+    replayed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    replayed_by text,
+    PRIMARY KEY (dlq_topic, dlq_partition, dlq_offset)
+);
 CREATE TABLE IF NOT EXISTS mutation_duplicates (
     mutation_id text NOT NULL,
     kafka_topic text NOT NULL,

@@ -58,6 +58,19 @@ FIELDS = (
 OPTIONAL_FIELDS = ("tenant_id",)
 MAX_DEPENDENCIES = 1000
 RESOLVES_HEADER = "mutagg-resolves"
+REPLAY_HEADER = "mutagg-replay-of"
+"""Set by `mutagg dlq replay`: the DLQ coordinates this message was re-submitted from."""
+
+VALIDATION_REASONS = frozenset({
+    "MESSAGE_TOO_LARGE", "INVALID_ENCODING", "INVALID_JSON", "NOT_AN_OBJECT", "MISSING_FIELD", "UNKNOWN_FIELD",
+    "INVALID_FIELD", "UNKNOWN_ENTITY_TYPE", "UNKNOWN_ATTRIBUTE", "INVALID_ATTRIBUTE_VALUE", "KEY_MISMATCH",
+    "TIMESTAMP_OUT_OF_RANGE",
+})
+"""Rejections of the message itself: a DLQ replay after a registry change may decide these anew."""
+
+
+def is_dlq_replay(raw: RawMessage) -> bool:
+    return any(name == REPLAY_HEADER for name, _ in raw.headers)
 
 
 @dataclass(slots=True)
@@ -93,6 +106,8 @@ class Mutation:
     offset: int
     kafka_timestamp_ms: int
     resolves: tuple[str, ...] = field(default=())
+    replayed: bool = False
+    """Re-submitted from the DLQ: an earlier validation rejection of its id may be revised."""
     """Conflict ids this mutation closes (set by `mutagg conflicts resolve`)."""
 
     @property
@@ -249,6 +264,7 @@ def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
         offset=raw.offset,
         kafka_timestamp_ms=raw.timestamp_ms,
         resolves=_resolves(raw),
+        replayed=is_dlq_replay(raw),
     )
 
 

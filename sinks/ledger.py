@@ -210,6 +210,17 @@ def close_resolved(cursor: psycopg.Cursor, resolutions: list[tuple[str, str]]) -
     )
 
 
+def revise(cursor: psycopg.Cursor, mutation_ids: list[str], batch_id: str) -> None:
+    """Move superseded ledger rows to `mutation_log_history` before their ids are decided anew."""
+    if not mutation_ids:
+        return
+    cursor.execute(
+        "WITH gone AS (DELETE FROM mutation_log WHERE mutation_id = ANY(%s) RETURNING *) "
+        "INSERT INTO mutation_log_history SELECT gone.*, clock_timestamp(), %s FROM gone",
+        (mutation_ids, batch_id),
+    )
+
+
 def record_offsets(
     cursor: psycopg.Cursor, offsets: dict[tuple[str, int], int], batch_id: str
 ) -> None:

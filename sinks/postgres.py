@@ -20,7 +20,7 @@ import psycopg
 
 from operators.conflicts import Decision, decide
 from operators.strategies import CustomStrategy
-from schemas.mutation import Mutation, Reason, Rejection, Status
+from schemas.mutation import VALIDATION_REASONS, Mutation, Reason, Rejection, Status, is_dlq_replay
 from schemas.registry import Registry
 from sinks import entity_rows, ledger
 from sinks.database import connect, retry_transient
@@ -185,11 +185,14 @@ class PostgresCommitter:
             now = datetime.now(UTC).isoformat()
             decided_here: dict[str, Outcome] = {}
             outcomes: list[Outcome] = []
-            ledger_rows, conflict_rows, duplicates, resolutions = [], [], [], []
+            ledger_rows, conflict_rows, duplicates, resolutions, revised = [], [], [], [], []
             for item in batch.items:
                 source = _source(item)
                 mutation_id = _identity(item)
                 earlier = known.get(mutation_id) if mutation_id is not None else None
+                if earlier is not None and _revisable(item, earlier):
+                    revised.append(mutation_id)
+                    earlier = None
                 if earlier is not None:
                     same = _coordinates(source) == (
                         earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset
@@ -219,6 +222,7 @@ class PostgresCommitter:
                 entity_rows.upsert(
                     cursor, registry.entity_types[type_name], touched, lambda: self.faults.hit("mid_copy")
                 )
+            ledger.revise(cursor, revised, batch_id)
             ledger.write(cursor, ledger_rows, conflict_rows)
             ledger.record_duplicates(cursor, duplicates, batch_id)
             ledger.close_resolved(cursor, resolutions)
@@ -273,6 +277,16 @@ class PostgresCommitter:
                 raise
 
         return retry_transient(write, self.deadline_s, "PostgreSQL")
+
+
+def _revisable(item: Item, earlier: ledger.LedgerEntry) -> bool:
+    """A DLQ replay may decide anew an id whose message was rejected as invalid (e.g. before a registry fix)."""
+    replayed = item.replayed if isinstance(item, Mutation) else isinstance(item, Rejection) and is_dlq_replay(item.raw)
+    this_message = _coordinates(_source(item)) == (earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset)
+    return (
+        replayed and not this_message  # a crash replay of the re-submission itself changes nothing
+        and earlier.status == Status.REJECTED.value and earlier.reason in VALIDATION_REASONS
+    )
 
 
 def _from_decision(source: Mutation | Rejection, decision: Decision, batch_id: str, now: str) -> Outcome:
