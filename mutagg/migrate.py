@@ -67,7 +67,7 @@ def _check_types(entity_type, existing: dict[str, str]) -> None:
                 f"{entity_type.table}.{attribute.name} is {found} in the database but "
                 f"{attribute.type} ({wanted}) in the registry; change the column by hand first"
             )
-    for column in ("version", "deleted", "provenance", entity_type.key):
+    for column in ("version", "deleted", "mutagg_provenance", entity_type.key):
         if column not in existing:
             raise RegistryError(
                 f"table {entity_type.table} exists but lacks column {column}; it is not a mutagg table"

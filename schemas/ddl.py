@@ -152,8 +152,8 @@ def entity_table(entity_type: EntityType) -> sql.Composable:
     columns += [
         sql.SQL("version bigint NOT NULL DEFAULT 1"),
         sql.SQL("deleted boolean NOT NULL DEFAULT false"),
-        sql.SQL("provenance jsonb NOT NULL DEFAULT '{}'"),
-        sql.SQL("updated_at timestamptz NOT NULL DEFAULT now()"),
+        sql.SQL("mutagg_provenance jsonb NOT NULL DEFAULT '{}'"),
+        sql.SQL("mutagg_updated_at timestamptz NOT NULL DEFAULT now()"),
     ]
     return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
         sql.Identifier(entity_type.table), sql.SQL(", ").join(columns)
@@ -202,15 +202,15 @@ BEGIN
     IF current_setting('mutagg.writer', true) = 'job' THEN RETURN NEW; END IF;
     IF TG_OP = 'UPDATE' THEN
         IF NEW.version IS NULL OR NEW.version <= OLD.version THEN NEW.version := OLD.version + 1; END IF;
-        prov := COALESCE(OLD.provenance, '{{}}'::jsonb);
+        prov := COALESCE(OLD.mutagg_provenance, '{{}}'::jsonb);
         {on_update}
     ELSE
         IF NEW.version IS NULL OR NEW.version < 1 THEN NEW.version := 1; END IF;
         prov := '{{}}'::jsonb;
         {on_insert}
     END IF;
-    NEW.provenance := prov;
-    NEW.updated_at := now();
+    NEW.mutagg_provenance := prov;
+    NEW.mutagg_updated_at := now();
     RETURN NEW;
 END
 $fn$"""

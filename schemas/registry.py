@@ -27,9 +27,9 @@ DELETE_RULES = frozenset({"delete_wins", "update_wins"})
 NUMERIC_TYPES = frozenset({"integer", "decimal", "float"})
 
 # Columns the job owns on every entity table; an attribute may not take these names.
-RESERVED_COLUMNS = frozenset({"version", "deleted", "provenance", "updated_at"})
+RESERVED_COLUMNS = frozenset({"version", "deleted", "mutagg_provenance", "mutagg_updated_at"})
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")  # always quoted, so case is kept
 _TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -120,8 +120,8 @@ def parse_registry(
 def _identifier(value: Any, what: str, source: str) -> str:
     if not isinstance(value, str) or not _IDENTIFIER.match(value):
         raise RegistryError(
-            f"{source}: {what} {value!r} must be a lower-case SQL identifier "
-            "([a-z_][a-z0-9_]*, at most 63 characters)"
+            f"{source}: {what} {value!r} must be an SQL identifier "
+            "([A-Za-z_][A-Za-z0-9_]*, at most 63 characters)"
         )
     return value
 

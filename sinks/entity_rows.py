@@ -33,7 +33,7 @@ def load_for_update(
         return states
     names = list(entity_type.attributes)
     query = sql.SQL(
-        "SELECT {key}, {attrs}version, deleted, provenance FROM {table} "
+        "SELECT {key}, {attrs}version, deleted, mutagg_provenance FROM {table} "
         "WHERE {key} = ANY(%s) ORDER BY {key} FOR UPDATE"
     ).format(
         key=sql.Identifier(entity_type.key),
@@ -71,8 +71,8 @@ def rows_frame(entity_type: EntityType, states: dict[str, EntityState]) -> pl.Da
             schema[name] = pl.String
     columns["version"] = [states[i].version for i in ids]
     columns["deleted"] = [states[i].deleted for i in ids]
-    columns["provenance"] = [orjson.dumps(states[i].provenance_json()).decode() for i in ids]
-    schema.update(version=pl.Int64, deleted=pl.Boolean, provenance=pl.String)
+    columns["mutagg_provenance"] = [orjson.dumps(states[i].provenance_json()).decode() for i in ids]
+    schema.update(version=pl.Int64, deleted=pl.Boolean, mutagg_provenance=pl.String)
     return pl.DataFrame(columns, schema=schema)
 
 
@@ -114,7 +114,7 @@ def upsert(
     cursor.execute(
         sql.SQL(
             "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} "
-            "ON CONFLICT ({key}) DO UPDATE SET {updates}, updated_at = now()"
+            "ON CONFLICT ({key}) DO UPDATE SET {updates}, mutagg_updated_at = now()"
         ).format(
             table=table,
             cols=sql.SQL(", ").join(columns),

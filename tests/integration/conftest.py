@@ -126,9 +126,9 @@ def query(settings: Settings, statement: str, params=None) -> list[tuple]:
 
 DUMPS = {
     "customer": "SELECT id, name, email, segment, credit_limit, balance, notes, customer_since, version, deleted, "
-                "provenance FROM customer ORDER BY id",
-    "stock_level": "SELECT id, quantity, reorder_point, version, deleted, provenance FROM stock_level ORDER BY id",
-    "sales_order": "SELECT id, status, total, version, deleted, provenance FROM sales_order ORDER BY id",
+                "mutagg_provenance FROM customer ORDER BY id",
+    "stock_level": "SELECT id, quantity, reorder_point, version, deleted, mutagg_provenance FROM stock_level ORDER BY id",
+    "sales_order": "SELECT id, status, total, version, deleted, mutagg_provenance FROM sales_order ORDER BY id",
     "order_line": "SELECT id, quantity, unit_price, version, deleted FROM order_line ORDER BY id",
     "article": "SELECT sku, price, active, tags, max_discount_pct, version, deleted FROM article ORDER BY sku",
     "mutation_log": "SELECT mutation_id, status, reason, entity_type, entity_id, version, adjusted_priority, "

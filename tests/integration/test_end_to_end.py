@@ -112,3 +112,37 @@ def test_second_run_over_the_same_log_changes_nothing(settings):
     run_job(settings)
     after = [query(settings, tables.format(t))[0][0] for t in ("customer", "stock_level", "mutation_log", "conflicts")]
     assert before == after
+
+
+def test_a_registry_with_mixed_case_names(settings, tmp_path):
+    """Names as ERP teams write them: case is kept (identifiers are always quoted)."""
+    import psycopg
+
+    from mutagg.migrate import migrate
+    from mutagg.settings import with_overrides
+    from operators.strategies import CUSTOM_STRATEGIES
+    from schemas.registry import load_registry
+
+    registry_file = tmp_path / "registry.yaml"
+    registry_file.write_text(
+        "entity_types:\n"
+        "  SalesOrder:\n"
+        "    key: orderId\n"
+        "    attributes:\n"
+        "      creditLimit: {type: decimal, strategy: priority}\n"
+        "      updated_at: {type: timestamp}\n"
+        "      Note: {type: string}\n"
+    )
+    settings = with_overrides(settings, registry=str(registry_file))
+    with psycopg.connect(settings.database_url) as connection:
+        migrate(connection, load_registry(registry_file, custom_strategies=CUSTOM_STRATEGIES))
+    document = {
+        "id": "m1", "edge_node_id": "shop-1", "entity_type": "SalesOrder", "entity_id": "SO-1",
+        "operation_type": "CREATE", "attributes": {"creditLimit": "12.5", "updated_at": "2026-11-26T08:00:00Z",
+                                                  "Note": "hi"},
+        "base_version": 0, "timestamp": "2026-11-26T08:00:00Z", "priority": 5, "dependencies": [],
+    }
+    produce(settings, [Message(b"SalesOrder:SO-1", orjson.dumps(document))])
+    run_job(settings)
+    row = query(settings, 'SELECT "orderId", "creditLimit", "Note", version FROM "SalesOrder"')
+    assert [(r[0], str(r[1]), r[2], r[3]) for r in row] == [("SO-1", "12.5", "hi", 1)]

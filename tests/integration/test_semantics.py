@@ -110,7 +110,7 @@ def foreign_write(settings: Settings, entity_type: str, entity_id: str) -> model
     value = {"customer": "ERP", "stock_level": 99}[entity_type]
     with psycopg.connect(settings.database_url) as connection:
         row = connection.execute(
-            sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s RETURNING provenance").format(
+            sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s RETURNING mutagg_provenance").format(
                 sql.Identifier(table.table), sql.Identifier(column), sql.Identifier(table.key)),
             (value, entity_id),
         ).fetchone()
