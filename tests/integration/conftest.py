@@ -127,7 +127,8 @@ def query(settings: Settings, statement: str, params=None) -> list[tuple]:
 DUMPS = {
     "customer": "SELECT id, name, email, segment, credit_limit, balance, notes, customer_since, version, deleted, "
                 "mutagg_provenance FROM customer ORDER BY id",
-    "stock_level": "SELECT id, quantity, reorder_point, version, deleted, mutagg_provenance FROM stock_level ORDER BY id",
+    "stock_level": "SELECT id, quantity, reorder_point, version, deleted, mutagg_provenance "
+                   "FROM stock_level ORDER BY id",
     "sales_order": "SELECT id, status, total, version, deleted, mutagg_provenance FROM sales_order ORDER BY id",
     "order_line": "SELECT id, quantity, unit_price, version, deleted FROM order_line ORDER BY id",
     "article": "SELECT sku, price, active, tags, max_discount_pct, version, deleted FROM article ORDER BY sku",

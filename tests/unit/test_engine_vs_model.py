@@ -152,7 +152,7 @@ def run_model(items):
     return entities, dict(reference.ledger), sorted(conflicts, key=repr)
 
 
-@settings(max_examples=1000)
+@settings(max_examples=500)
 @given(logs())
 def test_engine_matches_reference_model(items):
     engine_entities, engine_ledger, engine_conflicts = run_engine(items)
