@@ -10,6 +10,7 @@ their ratio. Bounded state means the ratio stays near 1 while N grows 50-fold.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -62,6 +63,15 @@ def prepare(base: Settings, entities: int) -> Settings:
     return settings
 
 
+_MEASURE = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.call([sys.executable, "-m", "mutagg.cli", "run", "--until-idle"])
+assert code == 0, code
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+"""
+
+
 def peak_rss_of_run(settings: Settings) -> tuple[float, float]:
     """(seconds, peak RSS in MiB) of `mutagg run --until-idle` in a child process."""
     env = {
@@ -70,14 +80,9 @@ def peak_rss_of_run(settings: Settings) -> tuple[float, float]:
         "MUTAGG_TOPIC_STATUS": settings.topic_status, "MUTAGG_LOG_LEVEL": "WARNING",
     }
     # Measure the job alone: a fresh interpreter whose only child is the job.
-    code = (
-        "import resource, subprocess, sys, time, os\n"
-        "start = time.perf_counter()\n"
-        "code = subprocess.call([sys.executable, '-m', 'mutagg.cli', 'run', '--until-idle'], env={**os.environ, **%r})\n"
-        "assert code == 0, code\n"
-        "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n"
-    ) % env
-    output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    output = subprocess.run(
+        [sys.executable, "-c", _MEASURE], env={**os.environ, **env}, check=True, capture_output=True, text=True
+    ).stdout
     seconds, rss = map(float, output.split())
     return seconds, rss
 

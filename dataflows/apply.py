@@ -131,11 +131,13 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             batch_id = self.runtime.next_batch_id()
             began = time.perf_counter()
             outcomes = committer.commit(Batch(part, resume if last else {}), batch_id)
+            self.runtime.audit.export_outcomes(outcomes)  # before the acks: an ack never precedes its audit row
             self.runtime.acks.send(outcomes)
             self.runtime.faults.hit("after_acks")
             sequencer.mark_decided(o.mutation_id for o in outcomes if o.mutation_id)
             self.runtime.stats.record(outcomes)
             seconds = time.perf_counter() - began
+            self.runtime.metrics.record_batch(outcomes, seconds, committer.connection)
             log.info("batch committed", extra={"batch_id": batch_id, "size": len(part), "seconds": round(seconds, 4)})
             reports.append(BatchReport(batch_id, len(part), seconds))
         return reports

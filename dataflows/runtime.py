@@ -11,10 +11,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from mutagg.metrics import JobMetrics
 from mutagg.settings import Settings
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.registry import Registry
 from sinks.acks import AckProducer
+from sinks.audit import AuditExporter
 from sinks.faults import FaultInjector
 from sinks.postgres import Outcome, PostgresCommitter
 
@@ -53,6 +55,8 @@ class Runtime:
         self._lock = threading.Lock()
         self._committer: PostgresCommitter | None = None
         self._acks: AckProducer | None = None
+        self._audit: AuditExporter | None = None
+        self.metrics = JobMetrics(t.name for t in registry)
         self._batch_numbers = itertools.count(1)
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
@@ -76,6 +80,15 @@ class Runtime:
                 )
             return self._acks
 
+    @property
+    def audit(self) -> AuditExporter:
+        with self._lock:
+            if self._audit is None:
+                self._audit = AuditExporter(
+                    self.settings.database_url, self.settings.audit_uri, self.settings.service_deadline_s
+                )
+            return self._audit
+
     def next_batch_id(self) -> str:
         return f"{self.run_id}-{next(self._batch_numbers):07d}"
 
@@ -84,3 +97,5 @@ class Runtime:
             self._committer.close()
         if self._acks is not None:
             self._acks.flush()
+        if self._audit is not None:
+            self._audit.close()

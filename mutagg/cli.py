@@ -11,7 +11,7 @@ import orjson
 import psycopg
 from bytewax.errors import BytewaxRuntimeError
 
-from mutagg import logs
+from mutagg import logs, roles, security
 from mutagg.settings import Settings, load_settings
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.errors import MutaggError
@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", dest="log_level")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("migrate", help="create or upgrade tables for the registry (idempotent)")
+    migrate = commands.add_parser("migrate", help="create or upgrade tables for the registry (idempotent)")
+    migrate.add_argument("--grant-to", metavar="ROLE", help="then give ROLE exactly the job's privileges")
+    roles.add_commands(commands)
     topics = commands.add_parser("topics", help="Kafka topics").add_subparsers(dest="action", required=True)
     create = topics.add_parser("create", help="create the input, DLQ and status topics (idempotent)")
     create.add_argument("--partitions", type=int)
@@ -67,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true")
 
     commands.add_parser("status", help="ledger, conflicts and tables at a glance")
+    from mutagg import audit_cmd
+
+    audit_cmd.add_parser(commands)
     recovery = commands.add_parser("recovery", help="Bytewax recovery partitions").add_subparsers(
         dest="action", required=True
     )
@@ -76,6 +81,25 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the whole job on a built-in workload")
     demo.add_argument("--mutations", type=int, default=20_000)
     demo.add_argument("--no-services", action="store_true", help="do not start local Kafka/PostgreSQL")
+
+    bench = commands.add_parser("bench", help="pipeline vs limit, naive baseline and peer, on one workload")
+    bench.add_argument("--mutations", type=int, help="workload size (default 1,000,000; --quick: 100,000)")
+    bench.add_argument("--quick", action="store_true", help="a smoke run: 100,000 mutations, naive slice 5,000")
+    bench.add_argument("--naive-slice", type=int, help="mutations for the row-by-row baseline (default 20,000)")
+    bench.add_argument("--peer", action="store_true", default=True, help="run the Debezium JDBC sink peer (default)")
+    bench.add_argument("--no-peer", action="store_false", dest="peer", help="skip the peer (Kafka Connect + Debezium)")
+    bench.add_argument("--partitions", type=int, default=4, help="input topic partitions (default 4)")
+    bench.add_argument("--workers", type=int, default=1, help="worker threads of the job")
+    bench.add_argument("--recovery", action="store_true", help="run the job with Bytewax recovery on")
+    bench.add_argument("--seed", type=int, default=7, help="workload seed")
+    bench.add_argument("--keep", action="store_true", help="keep the bench schemas and topics")
+    bench.add_argument("--json", help="also write the results as JSON to this file")
+    bench.add_argument("--latency", action="store_true", help="latency at a fixed offered rate instead")
+    bench.add_argument("--rate", type=float, default=10_000.0, help="offered mutations/s with --latency")
+    bench.add_argument("--duration", type=float, help="seconds of offered load with --latency (default 30)")
+    bench.add_argument("--batch-size", type=int, dest="batch_size", help="the job's micro-batch size")
+    bench.add_argument("--window-ms", type=int, dest="window_ms", help="the job's window in ms")
+    bench.add_argument("--profile", metavar="PATH", help="record the pipeline run with py-spy (raw) into PATH")
     return parser
 
 
@@ -123,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             return _report(cause)
         raise
     except psycopg.OperationalError as exc:
+        failure = security.database_failure(exc, settings.database_url)  # credentials, certificate
+        if failure is not None:
+            return _report(failure)
         print(f"mutagg: PostgreSQL unreachable: {exc}", file=sys.stderr)
         return 2
 
@@ -135,10 +162,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         with psycopg.connect(settings.database_url) as connection:
             done = migrate(connection, registry)
         print("\n".join(done) or "schema up to date")
+        if args.grant_to:
+            return roles.run_command(argparse.Namespace(action="grant", role=args.grant_to), settings, registry)
         return 0
+    if args.command == "roles":
+        return roles.run_command(args, settings, registry)
     if args.command == "topics":
         from mutagg.topics import create_topics
 
+        security.check_kafka(settings)
         created = create_topics(settings, args.partitions)
         print("\n".join(f"created {name}" for name in created) or "topics exist")
         return 0
@@ -146,6 +178,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from mutagg import runner
 
         addresses = args.addresses.split(",") if args.addresses else None
+        security.preflight(settings)  # rejected credentials or certificates fail now, with their cause
         runner.run(settings, args.until_idle, args.workers, args.process_id, addresses)
         return 0
     if args.command == "conflicts":
@@ -196,6 +229,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         init_db_dir(Path(settings.recovery_dir), args.partitions)
         print(f"created {args.partitions} recovery partitions in {settings.recovery_dir}")
         return 0
+    if args.command == "bench":
+        from bench.cli import main as bench_main
+
+        return bench_main(args, settings)
+    if args.command == "audit":
+        from mutagg import audit_cmd
+
+        return audit_cmd.run(args, settings)
     if args.command == "demo":
         from mutagg.demo import demo
 

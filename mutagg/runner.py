@@ -13,6 +13,7 @@ from bytewax.recovery import RecoveryConfig
 
 from dataflows.aggregator import build_flow
 from dataflows.runtime import RunStats, Runtime
+from mutagg.metrics import serve_job_metrics
 from mutagg.settings import Settings
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.errors import ConfigError
@@ -49,9 +50,12 @@ def run(
         runtime.stopping.set()
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    metrics_service = serve_job_metrics(runtime.metrics, settings, settings.metrics_port, process_id)
     started = time.monotonic()
     log.info("dataflow starting", extra={"workers": workers, "until_idle": until_idle, "run_id": runtime.run_id})
     try:
+        if not process_id:
+            runtime.audit.catch_up()  # batches a crash left without audit files
         cli_main(
             flow,
             workers_per_process=workers,
@@ -64,6 +68,8 @@ def run(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         runtime.close()
+        if metrics_service is not None:
+            metrics_service.close()
     runtime.stats.elapsed = time.monotonic() - started
     log.info(
         "dataflow finished",

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from mutagg.security import kafka_security_config
 from schemas.errors import ConfigError
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "schemas" / "example_registry.yaml"
@@ -28,6 +29,7 @@ class Settings:
     max_message_bytes: int = 1 << 20
     batch_size: int = 5000
     window_ms: int = 200
+    metrics_port: int = 9464  # Prometheus endpoint; 0 turns it off
     node_share: float = 0.5  # at most this share of a batch for one edge node while others wait
     dependency_timeout_s: float = 600.0
     snapshot_interval_s: float = 10.0
@@ -36,13 +38,19 @@ class Settings:
     log_level: str = "INFO"
     fault_point: str | None = None  # crash tests only: "after_commit:3" kills the job there
     kafka_config: dict[str, Any] = field(default_factory=dict)
+    # Kafka security (mutagg/security.py maps them to librdkafka; README "Security")
+    kafka_security_protocol: str | None = None  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    kafka_sasl_mechanism: str | None = None  # default SCRAM-SHA-512 with a SASL protocol
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_ca_file: str | None = None  # PEM bundle of the CA(s) that signed the broker's certificate
 
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings; its own logs go through Python logging (JSON, de-duplicated)."""
         import logging
 
         return {"bootstrap.servers": self.kafka_bootstrap, "logger": logging.getLogger("librdkafka"),
-                **self.kafka_config}
+                **kafka_security_config(self), **self.kafka_config}
 
 
 _ENV = {
@@ -58,13 +66,24 @@ _ENV = {
     "MUTAGG_BATCH_SIZE": "batch_size",
     "MUTAGG_WINDOW_MS": "window_ms",
     "MUTAGG_NODE_SHARE": "node_share",
+    "MUTAGG_METRICS_PORT": "metrics_port",
     "MUTAGG_DEPENDENCY_TIMEOUT_S": "dependency_timeout_s",
     "MUTAGG_SNAPSHOT_INTERVAL_S": "snapshot_interval_s",
     "MUTAGG_SERVICE_DEADLINE_S": "service_deadline_s",
     "MUTAGG_TOPIC_PARTITIONS": "topic_partitions",
     "MUTAGG_LOG_LEVEL": "log_level",
     "MUTAGG_FAULT_POINT": "fault_point",
+    "MUTAGG_KAFKA_SECURITY_PROTOCOL": "kafka_security_protocol",
+    "MUTAGG_KAFKA_SASL_MECHANISM": "kafka_sasl_mechanism",
+    "MUTAGG_KAFKA_SASL_USERNAME": "kafka_sasl_username",
+    "MUTAGG_KAFKA_SASL_PASSWORD": "kafka_sasl_password",
+    "MUTAGG_KAFKA_SSL_CA_FILE": "kafka_ssl_ca_file",
 }
+
+_OPTIONAL = (
+    "recovery_dir", "fault_point", "kafka_security_protocol", "kafka_sasl_mechanism",
+    "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file",
+)
 
 # Secrets may come from mounted files: MUTAGG_DATABASE_URL_FILE=/var/run/secrets/...
 _FILE_SUFFIX = "_FILE"
@@ -83,7 +102,7 @@ def _convert(name: str, value: Any) -> Any:
             return dict(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: {value!r} is not a valid {kind}") from exc
-    return None if value in (None, "") and name in ("recovery_dir", "fault_point") else str(value)
+    return None if value in (None, "") and name in _OPTIONAL else str(value)
 
 
 def load_settings(
@@ -116,6 +135,7 @@ def load_settings(
     settings = Settings(**{name: _convert(name, value) for name, value in values.items()})
     if settings.batch_size < 1 or settings.window_ms < 0 or settings.max_message_bytes < 1:
         raise ConfigError("batch_size and max_message_bytes must be positive, window_ms >= 0")
+    kafka_security_config(settings)  # inconsistent Kafka security settings fail here, not at first use
     return settings
 
 

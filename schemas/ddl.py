@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS mutation_log (
 );
 CREATE INDEX IF NOT EXISTS mutation_log_entity ON mutation_log (entity_type, entity_id);
 CREATE INDEX IF NOT EXISTS mutation_log_decided_at ON mutation_log (decided_at);
+CREATE INDEX IF NOT EXISTS mutation_log_batch ON mutation_log (batch_id);
 CREATE TABLE IF NOT EXISTS conflicts (
     conflict_id text PRIMARY KEY,
     entity_type text NOT NULL,
@@ -83,6 +84,9 @@ CREATE TABLE IF NOT EXISTS conflicts (
 );
 CREATE INDEX IF NOT EXISTS conflicts_open ON conflicts (status) WHERE status = 'OPEN';
 CREATE INDEX IF NOT EXISTS conflicts_mutation ON conflicts (mutation_id);
+CREATE INDEX IF NOT EXISTS conflicts_batch ON conflicts (batch_id);
+CREATE INDEX IF NOT EXISTS conflicts_resolved_by ON conflicts (resolved_by_mutation_id)
+    WHERE resolved_by_mutation_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS mutation_log_history (
     LIKE mutation_log,
     revised_at timestamptz NOT NULL,

@@ -490,6 +490,12 @@ main() {
     local cmd=${1:-} which=${2:-all}
     [[ $which == all || $which == kafka || $which == postgres ]] ||
         die "unknown service '$which' (expected kafka or postgres)"
+    if [[ $cmd == start || $cmd == stop ]]; then
+        # One start/stop at a time: concurrent test runs would otherwise race on pid files.
+        mkdir -p "$STATE_DIR"
+        exec 9>"$STATE_DIR/.lock"
+        flock -w 300 9 || die "another services.sh start/stop holds $STATE_DIR/.lock"
+    fi
     case $cmd in
     start)
         [[ $which == postgres ]] || kafka_start
@@ -510,4 +516,7 @@ main() {
     esac
 }
 
-main "$@"
+# Run only when executed; services/secure.sh sources this file for its helpers.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import orjson
 from confluent_kafka import KafkaError, Producer
 
+from mutagg.security import KafkaErrorWatch
 from schemas.errors import ServiceUnavailable
 from schemas.mutation import Rejection
 from sinks.postgres import Outcome
@@ -59,9 +60,11 @@ class AckProducer:
         self.status_topic = status_topic
         self.dlq_topic = dlq_topic
         self.deadline_s = deadline_s
+        self._watch = KafkaErrorWatch.for_config(kafka_config)
         self._producer = Producer(
             {
                 **kafka_config,
+                "error_cb": self._watch,
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
@@ -103,6 +106,7 @@ class AckProducer:
     def flush(self) -> None:
         remaining = self._producer.flush(self.deadline_s)
         if remaining or self._errors:
+            self._watch.raise_if_failed()  # the cause, if the broker rejected our credentials or certificate
             errors, self._errors = self._errors, []
             raise ServiceUnavailable(
                 f"acknowledgements not delivered to Kafka ({remaining} pending, "

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from hashlib import sha256
 from typing import BinaryIO
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -31,7 +31,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from schemas.audit import COMPRESSION, COMPRESSION_LEVEL, SCHEMA_VERSION
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, MutaggError
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 PART_PREFIX = "part-"
@@ -41,6 +41,10 @@ TEMP_SUFFIX = ".tmp"
 _PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _SAFE_BATCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 _SPOOL_BYTES = 64 << 20
+
+
+class AuditError(MutaggError):
+    """The audit data set could not be written or compacted as asked."""
 
 
 def partition_value(entity_type: str | None) -> str:
@@ -75,6 +79,7 @@ class AuditFile:
     name: str
     partition: str
     """Directory of the file (``<root>/<data set>/date=.../entity_type=...``)."""
+    modified: datetime | None = None
 
     @property
     def is_part(self) -> bool:
@@ -206,7 +211,7 @@ class AuditStore:
         for info in infos:
             if info.type == pafs.FileType.File:
                 parent, name = info.path.rsplit("/", 1)
-                files.append(AuditFile(info.path, name, parent))
+                files.append(AuditFile(info.path, name, parent, info.mtime))
         return sorted(files, key=lambda f: f.path)
 
     def list_children(self, directory: str) -> list[str]:

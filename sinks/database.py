@@ -12,6 +12,7 @@ import psycopg
 from psycopg import errors
 from psycopg.types.json import set_json_dumps, set_json_loads
 
+from mutagg.security import database_failure
 from schemas.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,22 @@ TRANSIENT = (
 
 
 def connect(url: str, deadline_s: float, application_name: str = "mutagg") -> psycopg.Connection:
-    """Connect, retrying with exponential backoff; `ServiceUnavailable` after the deadline."""
-    return retry_transient(
-        lambda: psycopg.connect(url, application_name=application_name, connect_timeout=10),
-        deadline_s,
-        what="PostgreSQL",
-    )
+    """Connect, retrying with exponential backoff; `ServiceUnavailable` after the deadline.
+
+    Rejected credentials or an untrusted certificate raise `AuthenticationError` or
+    `CertificateError` at once: no retry fixes them.
+    """
+
+    def attempt() -> psycopg.Connection:
+        try:
+            return psycopg.connect(url, application_name=application_name, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            failure = database_failure(exc, url)
+            if failure is not None:
+                raise failure from exc
+            raise
+
+    return retry_transient(attempt, deadline_s, what="PostgreSQL")
 
 
 def retry_transient(action: Callable[[], T], deadline_s: float, what: str) -> T:

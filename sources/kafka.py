@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from mutagg.security import KafkaErrorWatch
 from schemas.errors import ConfigError, ServiceUnavailable
 from schemas.mutation import RawMessage
 
@@ -31,7 +32,8 @@ class Chunk:
 
 def list_partitions(config: dict, topic: str, deadline_s: float) -> list[int]:
     """Partition ids of `topic`, retrying an unreachable broker until `deadline_s`."""
-    consumer = Consumer({**config, "group.id": "mutagg-metadata", "enable.auto.commit": False})
+    watch = KafkaErrorWatch.for_config(config)  # rejected credentials/certificates: no retry fixes them
+    consumer = Consumer({**config, "group.id": "mutagg-metadata", "enable.auto.commit": False, "error_cb": watch})
     give_up_at = time.monotonic() + deadline_s
     delay = 0.5
     try:
@@ -48,6 +50,8 @@ def list_partitions(config: dict, topic: str, deadline_s: float) -> list[int]:
                     )
             except KafkaException as exc:
                 error = exc
+                consumer.poll(0)  # serves error_cb
+                watch.raise_if_failed()
             if time.monotonic() + delay > give_up_at:
                 raise ServiceUnavailable(f"Kafka unreachable for topic {topic!r} after {deadline_s:.0f}s: {error}")
             log.warning("waiting for Kafka", extra={"topic": topic, "error": str(error), "retry_in_s": delay})
@@ -63,8 +67,10 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         stop_at_end: bool, deadline_s: float, should_stop: Callable[[], bool],
     ):
         self._should_stop = should_stop
+        self._watch = KafkaErrorWatch.for_config(config)
         self._consumer = Consumer({
             **config,
+            "error_cb": self._watch,
             "group.id": "mutagg-unused",  # offsets live in recovery snapshots and the database
             "enable.auto.commit": False,
             "enable.partition.eof": stop_at_end,
@@ -85,6 +91,7 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         if self._at_end or self._should_stop():
             raise StopIteration()
         polled = self._consumer.consume(self._batch_size, 0.05)
+        self._watch.raise_if_failed()  # e.g. the password was rotated under a running job
         messages: list[RawMessage] = []
         for record in polled:
             error = record.error()

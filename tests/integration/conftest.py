@@ -32,7 +32,7 @@ def base_settings() -> Settings:
 
 
 @pytest.fixture
-def settings(base_settings: Settings, request) -> Iterator[Settings]:
+def settings(base_settings: Settings, request, tmp_path) -> Iterator[Settings]:
     """Fresh schema (migrated) and fresh topics (4 partitions) for one test."""
     suffix = uuid.uuid4().hex[:10]
     schema = f"t_{suffix}"
@@ -47,6 +47,7 @@ def settings(base_settings: Settings, request) -> Iterator[Settings]:
         topic_partitions=getattr(request, "param", 4),
         batch_size=500,
         window_ms=50,
+        audit_uri=str(tmp_path / "audit"),
     )
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
     with psycopg.connect(settings.database_url) as connection:
@@ -70,6 +71,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         "MUTAGG_WINDOW_MS": str(settings.window_ms),
         "MUTAGG_SERVICE_DEADLINE_S": str(settings.service_deadline_s),
         "MUTAGG_LOG_LEVEL": "WARNING",
+        "MUTAGG_AUDIT_URI": settings.audit_uri,
+        "MUTAGG_METRICS_PORT": "0",
     })
     env.pop("MUTAGG_RECOVERY_DIR", None)
     env.update(extra)

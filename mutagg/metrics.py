@@ -1,0 +1,270 @@
+"""Prometheus metrics of a running job (DESIGN section 8), served over HTTP.
+
+One `JobMetrics` per process, on its own registry. The apply step makes one call
+after each commit, `record_batch(outcomes, seconds, connection)`; a
+`StateRefresher` thread keeps the gauges that come from outside the flow: the
+consumer lag per partition (broker high watermark minus the committed position in
+`source_offsets`) and the open manual conflicts (from the database).
+`start_metrics(metrics, settings, port)` starts both and returns a handle to close.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+import psycopg
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from mutagg.settings import Settings
+from schemas.mutation import Mutation, Rejection
+from sinks.postgres import Outcome
+
+log = logging.getLogger(__name__)
+
+OTHER = "_other"
+"""Label for an entity type the registry does not declare (or none): bounds label cardinality."""
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
+BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class JobMetrics:
+    """The job's metrics on a private registry (several jobs may live in one test process)."""
+
+    def __init__(self, entity_types: Iterable[str], registry: CollectorRegistry | None = None):
+        self.entity_types = frozenset(entity_types)
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.mutations = Counter(
+            "mutagg_mutations", "Messages decided, by final status (DUPLICATE: id decided before)",
+            ["entity_type", "status"], registry=r)
+        self.messages = Counter(
+            "mutagg_messages", "Messages acknowledged, by kind (decided, replayed, duplicate)",
+            ["kind"], registry=r)
+        self.latency = Histogram(
+            "mutagg_end_to_end_latency_seconds", "From the edge timestamp or the Kafka timestamp to commit",
+            ["since", "entity_type"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "mutagg_batch_size", "Messages per committed micro-batch", buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.batch_duration = Histogram(
+            "mutagg_batch_duration_seconds", "Commit and acknowledgement time of a micro-batch",
+            buckets=DURATION_BUCKETS, registry=r)
+        self.last_commit = Gauge(
+            "mutagg_last_commit_timestamp_seconds", "When the last batch committed (process start before)",
+            registry=r)
+        self.conflicts = Counter(
+            "mutagg_conflicts", "Conflicts detected, by strategy and winner (open: held for a person)",
+            ["entity_type", "strategy", "winner"], registry=r)
+        self.dlq = Counter("mutagg_dlq_messages", "Messages sent to the dead-letter topic", ["reason"], registry=r)
+        self.lag = Gauge(
+            "mutagg_consumer_lag_messages", "High watermark minus committed position", ["topic", "partition"],
+            registry=r)
+        self.open_conflicts = Gauge(
+            "mutagg_open_manual_conflicts", "Conflicts held for a person (status OPEN)", ["entity_type"], registry=r)
+        self.refresh_errors = Counter(
+            "mutagg_metrics_errors", "Failed metric lookups (database or broker)", ["source"], registry=r)
+        self.last_commit.set(time.time())
+
+    def entity_label(self, entity_type: str | None) -> str:
+        return entity_type if entity_type in self.entity_types else OTHER
+
+    def record_batch(
+        self,
+        outcomes: Sequence[Outcome],
+        batch_seconds: float,
+        connection: psycopg.Connection | None = None,
+        committed_at: float | None = None,
+    ) -> None:
+        """Count one committed batch: the `Outcome`s `PostgresCommitter.commit` returned.
+
+        With `connection` (e.g. the committer's), the new conflicts are counted by
+        strategy and winner (one primary-key lookup); metrics never fail the batch.
+        """
+        committed_at = time.time() if committed_at is None else committed_at
+        self.batch_size.observe(len(outcomes))
+        self.batch_duration.observe(batch_seconds)
+        self.last_commit.set(committed_at)
+        new_conflicts: list[str] = []
+        for outcome in outcomes:
+            self.messages.labels(outcome.kind).inc()
+            if isinstance(outcome.source, Rejection):
+                self.dlq.labels(outcome.source.code).inc()
+            if outcome.kind == "replayed":
+                continue
+            entity = self.entity_label(outcome.entity_type)
+            status = "DUPLICATE" if outcome.kind == "duplicate" else outcome.status
+            self.mutations.labels(entity, status).inc()
+            if outcome.kind != "decided":
+                continue
+            new_conflicts.extend(outcome.conflict_ids)
+            for since, seconds in _latencies(outcome.source, committed_at):
+                self.latency.labels(since, entity).observe(seconds)
+        if new_conflicts and connection is not None:
+            try:
+                for entity_type, strategy, winner, count in conflict_breakdown(connection, new_conflicts):
+                    self.conflicts.labels(self.entity_label(entity_type), strategy, winner).inc(count)
+            except psycopg.Error as exc:
+                self.refresh_errors.labels("database").inc()
+                log.warning("conflict metrics skipped", extra={"error": str(exc)[:300]})
+
+    def set_consumer_lag(self, topic: str, partition: int, high_watermark: int, position: int) -> None:
+        """Lag of one partition: messages the job has not committed yet."""
+        self.lag.labels(topic, str(partition)).set(max(0, high_watermark - position))
+
+    def set_open_conflicts(self, counts: dict[str, int]) -> None:
+        for entity_type in self.entity_types | set(counts):
+            self.open_conflicts.labels(self.entity_label(entity_type)).set(counts.get(entity_type, 0))
+
+
+def _latencies(source: Mutation | Rejection, committed_at: float) -> list[tuple[str, float]]:
+    found = []
+    if isinstance(source, Mutation):
+        found.append(("edge", committed_at - source.timestamp.timestamp()))
+        kafka_ms = source.kafka_timestamp_ms
+    else:
+        kafka_ms = source.raw.timestamp_ms
+    if kafka_ms is not None and kafka_ms >= 0:
+        found.append(("kafka", committed_at - kafka_ms / 1000))
+    return [(since, max(0.0, seconds)) for since, seconds in found]  # clocks disagree: clamp
+
+
+def conflict_breakdown(connection: psycopg.Connection, conflict_ids: list[str]) -> list[tuple[str, str, str, int]]:
+    """(entity type, strategy, winner or "open", count) of these conflicts."""
+    with connection.transaction(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT entity_type, strategy, COALESCE(winner, 'open'), count(*) FROM conflicts "
+            "WHERE conflict_id = ANY(%s) GROUP BY 1, 2, 3",
+            (sorted(set(conflict_ids)),),
+        )
+        return cursor.fetchall()
+
+
+class StateRefresher:
+    """Refreshes lag and open-conflict gauges every `interval_s` in a daemon thread."""
+
+    def __init__(self, metrics: JobMetrics, settings: Settings, interval_s: float = 15.0):
+        self.metrics = metrics
+        self.settings = settings
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mutagg-metrics", daemon=True)
+        self._connection: psycopg.Connection | None = None
+        self._consumer: Consumer | None = None
+
+    def start(self) -> StateRefresher:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop soon; a lookup in flight (bounded by its timeouts) is not waited for long."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.refresh_once()
+                self._stop.wait(self.interval_s)
+        finally:  # the thread owns its clients
+            if self._connection is not None:
+                self._connection.close()
+            if self._consumer is not None:
+                self._consumer.close()
+
+    def refresh_once(self) -> None:
+        """One refresh; a failure is logged and counted, and tried again next time."""
+        try:
+            positions = self._database()
+        except psycopg.Error as exc:
+            self.metrics.refresh_errors.labels("database").inc()
+            log.warning("metrics: database lookup failed", extra={"error": str(exc)[:300]})
+            if self._connection is not None:
+                self._connection.close()
+            self._connection = None
+            return
+        try:
+            self._lag(positions)
+        except KafkaException as exc:
+            self.metrics.refresh_errors.labels("kafka").inc()
+            log.warning("metrics: broker lookup failed", extra={"error": str(exc)[:300]})
+
+    def _database(self) -> dict[int, int]:
+        if self._connection is None or self._connection.closed:
+            self._connection = psycopg.connect(
+                self.settings.database_url, autocommit=True, connect_timeout=10, application_name="mutagg-metrics")
+        connection = self._connection
+        counts = dict(connection.execute(
+            "SELECT entity_type, count(*) FROM conflicts WHERE status = 'OPEN' GROUP BY 1").fetchall())
+        self.metrics.set_open_conflicts(counts)
+        return dict(connection.execute(
+            "SELECT kafka_partition, next_offset FROM source_offsets WHERE kafka_topic = %s",
+            (self.settings.topic_mutations,)).fetchall())
+
+    def _lag(self, positions: dict[int, int]) -> None:
+        if self._consumer is None:
+            self._consumer = Consumer({
+                **self.settings.kafka_client_config(), "group.id": "mutagg-metrics", "enable.auto.commit": False,
+            })
+        topic = self.settings.topic_mutations
+        described = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if described is None or described.error is not None:
+            return
+        for partition in sorted(described.partitions):
+            low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            self.metrics.set_consumer_lag(topic, partition, high, positions.get(partition, low))
+
+
+@dataclass
+class MetricsService:
+    """The HTTP endpoint and the refresher thread; `close()` stops both."""
+
+    server: WSGIServer
+    thread: threading.Thread
+    refresher: StateRefresher | None
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def close(self) -> None:
+        if self.refresher is not None:
+            self.refresher.close()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def start_metrics(
+    metrics: JobMetrics,
+    settings: Settings | None,
+    port: int,
+    address: str = "0.0.0.0",
+    refresh_interval_s: float = 15.0,
+) -> MetricsService:
+    """Serve `/metrics` on `port` (0: any free port) and, given settings, refresh the gauges."""
+    server, thread = start_http_server(port, addr=address, registry=metrics.registry)
+    refresher = StateRefresher(metrics, settings, refresh_interval_s).start() if settings is not None else None
+    log.info("metrics endpoint listening", extra={"port": server.server_address[1]})
+    return MetricsService(server, thread, refresher)
+
+
+def serve_job_metrics(
+    metrics: JobMetrics, settings: Settings, port: int, process_id: int | None = None
+) -> MetricsService | None:
+    """The job's endpoint: `port` (+ the process index, so a cluster on one host does not
+    collide); 0 disables it. A port already taken is logged, not fatal: metrics must
+    never stop the job."""
+    if not port:
+        return None
+    try:
+        return start_metrics(metrics, settings, port + (process_id or 0))
+    except OSError as exc:
+        log.warning("metrics endpoint not started", extra={"port": port, "error": str(exc)})
+        return None

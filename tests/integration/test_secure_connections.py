@@ -1,0 +1,181 @@
+"""Secure connections, for real: the job against a Kafka broker that only speaks
+SASL_SSL (SCRAM-SHA-512) and a PostgreSQL server that only accepts TLS with
+scram-sha-256, both started by services/secure.sh with certificates made by openssl.
+The job runs as a least-privileged role; rejected credentials and untrusted
+certificates fail fast with a typed error that names the cause."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from mutagg.demo import url_with_schema
+from mutagg.producer import produce
+from mutagg.settings import Settings, load_settings
+from mutagg.topics import create_topics
+from mutagg.workload import Workload
+from tests.integration.conftest import acks_agree_with_ledger, query, run_job
+
+REPO = Path(__file__).resolve().parents[2]
+SECURE_SCRIPT = REPO / "services" / "secure.sh"
+JOB_ROLE = "mutagg_job"
+pytestmark = pytest.mark.integration
+
+
+def _script_env(role: str) -> dict[str, str]:
+    """The `export` lines of `secure.sh env ROLE` as a dict."""
+    lines = subprocess.run(
+        ["bash", str(SECURE_SCRIPT), "env", role], check=True, capture_output=True, text=True, timeout=30
+    ).stdout.splitlines()
+    return dict(shlex.split(line)[1].split("=", 1) for line in lines if line.startswith("export "))
+
+
+@pytest.fixture(scope="module")
+def secure_env() -> dict[str, dict[str, str]]:
+    """Start the secure broker and server (idempotent); the job's and the owner's variables."""
+    subprocess.run(["bash", str(SECURE_SCRIPT), "start"], check=True, timeout=300)
+    return {"job": _script_env("job"), "owner": _script_env("owner")}
+
+
+@pytest.fixture(scope="module")
+def untrusted_ca(tmp_path_factory) -> Path:
+    """A second CA, made here: it signed nothing the services present."""
+    directory = tmp_path_factory.mktemp("untrusted-ca")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=untrusted test CA",
+         "-keyout", str(directory / "ca.key"), "-out", str(directory / "ca.pem")],
+        check=True, capture_output=True, timeout=60,
+    )
+    return directory / "ca.pem"
+
+
+@dataclass
+class Secure:
+    settings: Settings  # the job's: SASL_SSL user mutagg, PostgreSQL role mutagg_job over TLS
+    env: dict[str, str]  # the same as variables for a `mutagg` process
+    owner_url: str
+
+
+@pytest.fixture
+def secure(secure_env, tmp_path) -> Iterator[Secure]:
+    """A fresh schema, migrated by the owner with grants for the job's role, and fresh topics."""
+    suffix = uuid.uuid4().hex[:10]
+    schema = f"s_{suffix}"
+    owner_url = url_with_schema(secure_env["owner"]["MUTAGG_DATABASE_URL"], schema)
+    with psycopg.connect(owner_url, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    env = {
+        **secure_env["job"],
+        "MUTAGG_DATABASE_URL": url_with_schema(secure_env["job"]["MUTAGG_DATABASE_URL"], schema),
+        "MUTAGG_TOPIC_MUTATIONS": f"s-{suffix}.mutations",
+        "MUTAGG_TOPIC_DLQ": f"s-{suffix}.dlq",
+        "MUTAGG_TOPIC_STATUS": f"s-{suffix}.status",
+        "MUTAGG_TOPIC_PARTITIONS": "2",
+        "MUTAGG_BATCH_SIZE": "200",
+        "MUTAGG_WINDOW_MS": "50",
+        "MUTAGG_SERVICE_DEADLINE_S": "30",
+        "MUTAGG_AUDIT_URI": str(tmp_path / "audit"),
+    }
+    settings = load_settings(environ=env)
+    migrated = _mutagg(env, "migrate", "--grant-to", JOB_ROLE, MUTAGG_DATABASE_URL=owner_url)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    assert f"role {JOB_ROLE}: exactly the job's privileges" in migrated.stdout
+    create_topics(settings)
+    yield Secure(settings, env, owner_url)
+    with psycopg.connect(owner_url, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _mutagg(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedProcess:
+    """`mutagg ARGS` with exactly these MUTAGG_* variables."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MUTAGG_")}
+    return subprocess.run(
+        [sys.executable, "-m", "mutagg.cli", *args], env={**inherited, "MUTAGG_LOG_LEVEL": "WARNING", **env, **extra},
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def _changed(url: str, **params: str | None) -> str:
+    """`url` with these query parameters set (None: removed)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in params]
+    query += [(k, v) for k, v in params.items() if v is not None]
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+def _fails_fast(env: dict[str, str], *args: str, **extra: str) -> str:
+    """Run `mutagg ARGS`; it must exit 2 well before the service deadline. Returns stderr."""
+    began = time.monotonic()
+    result = _mutagg(env, *args, **extra)
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    assert time.monotonic() - began < 25, "a rejected credential or certificate must not wait for the deadline"
+    return result.stderr
+
+
+def test_job_runs_end_to_end_over_sasl_ssl_and_verified_tls_as_the_job_role(secure):
+    messages = Workload(seed=21).generate(300)
+    produce(secure.settings, messages)  # the project's producer, over SASL_SSL
+    run_job(secure.settings, **secure.env)
+
+    ledger = dict(query(secure.settings, "SELECT mutation_id, status FROM mutation_log"))
+    assert len(ledger) > 250 and set(ledger.values()) <= {"APPLIED", "CONFLICT", "REJECTED"}
+    assert "APPLIED" in ledger.values()
+    assert query(secure.settings, "SELECT count(*) FROM customer")[0][0] > 0
+    acks_agree_with_ledger(secure.settings)  # acks read back over SASL_SSL
+    with psycopg.connect(secure.settings.database_url) as connection:
+        ssl, user = connection.execute(
+            "SELECT ssl, current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ).fetchone()
+    assert (ssl, user) == (True, JOB_ROLE)
+
+
+def test_postgres_refuses_connections_without_tls(secure):
+    url = _changed(secure.settings.database_url, sslmode="disable")
+    with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry.*no encryption"):
+        psycopg.connect(url, connect_timeout=10)
+
+
+def test_wrong_kafka_password_fails_with_an_authentication_error(secure, tmp_path):
+    wrong = tmp_path / "kafka-password"
+    wrong.write_text("not-the-password\n")
+    stderr = _fails_fast(secure.env, "run", "--until-idle", MUTAGG_KAFKA_SASL_PASSWORD_FILE=str(wrong))
+    assert "AuthenticationError: Kafka authentication failed" in stderr
+    assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in stderr
+    assert "not-the-password" not in stderr
+
+
+def test_wrong_postgres_password_fails_with_an_authentication_error(secure, tmp_path):
+    # The URL as a mounted secret: user and password inside it, no passfile.
+    url = secure.settings.database_url.replace(f"{JOB_ROLE}@", f"{JOB_ROLE}:not-the-password@")
+    secret = tmp_path / "database-url"
+    secret.write_text(_changed(url, passfile=None) + "\n")
+    env = {k: v for k, v in secure.env.items() if k != "MUTAGG_DATABASE_URL"}
+    stderr = _fails_fast(env, "run", "--until-idle", MUTAGG_DATABASE_URL_FILE=str(secret))
+    assert "AuthenticationError: PostgreSQL authentication failed" in stderr
+    assert f'password authentication failed for user "{JOB_ROLE}"' in stderr
+    assert "not-the-password" not in stderr
+
+
+def test_untrusted_kafka_certificate_fails_with_a_certificate_error(secure, untrusted_ca):
+    stderr = _fails_fast(secure.env, "run", "--until-idle", MUTAGG_KAFKA_SSL_CA_FILE=str(untrusted_ca))
+    assert "CertificateError: Kafka TLS certificate verification failed" in stderr
+    assert "certificate verify failed" in stderr
+
+
+def test_untrusted_postgres_certificate_fails_with_a_certificate_error(secure, untrusted_ca):
+    untrusted_url = _changed(secure.settings.database_url, sslrootcert=str(untrusted_ca))
+    for command in (("run", "--until-idle"), ("migrate",)):
+        stderr = _fails_fast(secure.env, *command, MUTAGG_DATABASE_URL=untrusted_url)
+        assert "CertificateError: PostgreSQL TLS certificate verification failed" in stderr
+        assert "certificate verify failed" in stderr
