@@ -75,6 +75,8 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
             "enable.auto.commit": False,
             "enable.partition.eof": stop_at_end,
             "fetch.wait.max.ms": 50,
+            # librdkafka prefetches up to 64 MiB per partition by default: bound it, the job reads ahead enough.
+            "queued.max.messages.kbytes": 8192,
         })
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._topic = topic
