@@ -15,6 +15,7 @@ from dataflows.aggregator import build_flow
 from dataflows.runtime import RunStats, Runtime
 from mutagg.metrics import serve_job_metrics
 from mutagg.settings import Settings
+from mutagg.topics import ensure_output_topics
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.errors import ConfigError
 from schemas.registry import load_registry
@@ -43,6 +44,9 @@ def run(
 ) -> RunStats:
     """Run until the input is drained (`until_idle`) or forever; return this process's counts."""
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
+    created = ensure_output_topics(settings)
+    if created:
+        log.info("created output topics", extra={"topics": created})
     runtime = Runtime(settings, registry)
     flow = build_flow(runtime, stop_at_end=until_idle)
     def request_stop(signum, _frame) -> None:

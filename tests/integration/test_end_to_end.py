@@ -146,3 +146,16 @@ def test_a_registry_with_mixed_case_names(settings, tmp_path):
     run_job(settings)
     row = query(settings, 'SELECT "orderId", "creditLimit", "Note", version FROM "SalesOrder"')
     assert [(r[0], str(r[1]), r[2], r[3]) for r in row] == [("SO-1", "12.5", "hi", 1)]
+
+
+def test_the_job_creates_missing_output_topics(settings):
+    from confluent_kafka.admin import AdminClient
+
+    from mutagg.settings import with_overrides
+
+    settings = with_overrides(settings, topic_status=settings.topic_status + ".new", topic_dlq=settings.topic_dlq + ".new")
+    produce(settings, Workload(seed=2).generate(50))
+    run_job(settings)
+    topics = AdminClient(settings.kafka_client_config()).list_topics(timeout=10).topics
+    assert settings.topic_status in topics and settings.topic_dlq in topics
+    assert len(read_topic(settings, settings.topic_status)) >= 40
