@@ -153,7 +153,9 @@ def test_the_job_creates_missing_output_topics(settings):
 
     from mutagg.settings import with_overrides
 
-    settings = with_overrides(settings, topic_status=settings.topic_status + ".new", topic_dlq=settings.topic_dlq + ".new")
+    settings = with_overrides(
+        settings, topic_status=settings.topic_status + ".new", topic_dlq=settings.topic_dlq + ".new"
+    )
     produce(settings, Workload(seed=2).generate(50))
     run_job(settings)
     topics = AdminClient(settings.kafka_client_config()).list_topics(timeout=10).topics
