@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from mutagg.metrics import JobMetrics
 from mutagg.settings import Settings
 from operators.strategies import CUSTOM_STRATEGIES
+from schemas.mutation import Rejection
 from schemas.registry import Registry
 from sinks.acks import AckProducer
 from sinks.audit import AuditExporter
@@ -32,6 +33,7 @@ class RunStats:
     by_kind: Counter = field(default_factory=Counter)
     batches: int = 0
     messages: int = 0
+    dead_lettered: int = 0
     deferred: Counter = field(default_factory=Counter)  # per edge node: held back by its fair share
     elapsed: float = 0.0
 
@@ -39,6 +41,7 @@ class RunStats:
         self.batches += 1
         self.messages += len(outcomes)
         for outcome in outcomes:
+            self.dead_lettered += isinstance(outcome.source, Rejection)
             self.by_kind[outcome.kind] += 1
             self.by_status["DUPLICATE" if outcome.kind == "duplicate" else outcome.status] += 1
 

@@ -14,63 +14,16 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge import transitions
+from edge import store, transitions
 from edge.errors import InvalidMutation, OutboxError
 from edge.records import Ack, EdgeMutation, EntryState, OutboxEntry, encode
+from edge.store import COLUMNS, entry_from_row
 from edge.transitions import Event
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    mutation_id TEXT NOT NULL UNIQUE,
-    entity_type TEXT NOT NULL,
-    entity_id TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    kafka_partition INTEGER,
-    kafka_offset INTEGER,
-    reason TEXT,
-    entity_version INTEGER,
-    conflict_ids TEXT NOT NULL DEFAULT '',
-    recorded_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, seq);
-CREATE TABLE IF NOT EXISTS entity_versions (
-    entity_type TEXT NOT NULL,
-    entity_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    PRIMARY KEY (entity_type, entity_id)
-);
-CREATE TABLE IF NOT EXISTS ack_offsets (
-    topic TEXT NOT NULL,
-    kafka_partition INTEGER NOT NULL,
-    next_offset INTEGER NOT NULL,
-    PRIMARY KEY (topic, kafka_partition)
-);
-"""
-
-_COLUMNS = (
-    "seq, mutation_id, entity_type, entity_id, payload, state, attempts, kafka_partition, kafka_offset, "
-    "reason, entity_version, conflict_ids"
-)
-
-
-def _entry(row: tuple) -> OutboxEntry:
-    return OutboxEntry(
-        seq=row[0], mutation_id=row[1], entity_type=row[2], entity_id=row[3], payload=bytes(row[4]),
-        state=EntryState(row[5]), attempts=row[6], partition=row[7], offset=row[8], reason=row[9],
-        entity_version=row[10], conflict_ids=tuple(c for c in row[11].split(",") if c),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +39,11 @@ class AckReport:
 class Outbox:
     """The SQLite outbox of one edge node. Not thread-safe: one owner thread."""
 
-    def __init__(self, path: str | Path, edge_node_id: str, clock=time.time):
+    def __init__(self, path: str | Path, edge_node_id: str, clock: Callable[[], float] = time.time):
         self.path = Path(path)
         self.edge_node_id = edge_node_id
         self._clock = clock
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a recorded change survives power loss
-        self._db.executescript(_SCHEMA)  # idempotent; executescript commits on its own
+        self._db = store.connect(self.path)
         self._bind()
         self.recovered = self._recover()
 
@@ -109,26 +58,19 @@ class Outbox:
     def __exit__(self, *_exc) -> None:
         self.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return store.transaction(self._db)
 
     def _bind(self) -> None:
         with self._transaction() as db:
             rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if "edge_node_id" not in rows:
                 db.execute("INSERT INTO meta VALUES ('edge_node_id', ?), ('schema_version', ?)",
-                           (self.edge_node_id, str(SCHEMA_VERSION)))
+                           (self.edge_node_id, str(store.SCHEMA_VERSION)))
                 return
         if rows["edge_node_id"] != self.edge_node_id:
             raise OutboxError(f"{self.path} is the outbox of node {rows['edge_node_id']!r}, not {self.edge_node_id!r}")
-        if int(rows.get("schema_version", "0")) > SCHEMA_VERSION:
+        if int(rows.get("schema_version", "0")) > store.SCHEMA_VERSION:
             raise OutboxError(f"{self.path} has outbox schema {rows['schema_version']}, newer than this client")
 
     def _recover(self) -> int:
@@ -150,11 +92,11 @@ class Outbox:
         payload = encode(mutation, max_bytes)
         now = self._clock()
         with self._transaction() as db:
-            existing = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE mutation_id = ?", (mutation.id,)).fetchone()
+            existing = db.execute(f"SELECT {COLUMNS} FROM outbox WHERE mutation_id = ?", (mutation.id,)).fetchone()
             if existing is not None:
                 if bytes(existing[4]) != payload:
                     raise InvalidMutation("DUPLICATE_ID", "another mutation was recorded under this id", mutation.id)
-                return _entry(existing)
+                return entry_from_row(existing)
             cursor = db.execute(
                 "INSERT INTO outbox (mutation_id, entity_type, entity_id, payload, state, recorded_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -168,13 +110,16 @@ class Outbox:
     def sendable(self, limit: int) -> list[OutboxEntry]:
         """Up to `limit` entries that may be handed to the producer now (see `transitions.sendable`)."""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE state IN (?, ?) ORDER BY seq",
+            f"SELECT {COLUMNS} FROM outbox WHERE state IN (?, ?) ORDER BY seq",
             (EntryState.PENDING, EntryState.IN_FLIGHT),
         ).fetchall()
-        return transitions.sendable(_entry(row) for row in rows)[:limit]
+        return transitions.sendable(entry_from_row(row) for row in rows)[:limit]
 
     def mark_sent(self, seqs: Sequence[int]) -> None:
         self._apply_event(seqs, Event.SEND, count_attempt=True)
+        if seqs:
+            with self._transaction() as db:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('sent_any', '1')")
 
     def mark_delivered(self, deliveries: Iterable[tuple[int, int, int]]) -> None:
         """`(seq, partition, offset)` for each delivery the broker confirmed."""
@@ -189,8 +134,6 @@ class Outbox:
                     "kafka_offset = coalesce(kafka_offset, ?), updated_at = ? WHERE seq = ?",
                     (transitions.after_event(state, Event.DELIVERED), partition, offset, self._clock(), seq),
                 )
-            if deliveries:
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('delivered_any', '1')")
 
     def mark_failed(self, seqs: Sequence[int]) -> None:
         self._apply_event(seqs, Event.DELIVERY_FAILED)
@@ -220,8 +163,9 @@ class Outbox:
         row = db.execute("SELECT state FROM outbox WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else EntryState(row[0])
 
-    def ever_delivered(self) -> bool:
-        return self._db.execute("SELECT 1 FROM meta WHERE key = 'delivered_any'").fetchone() is not None
+    def ever_sent(self) -> bool:
+        """Has anything of this node ever been handed to a producer (so acks may exist)?"""
+        return self._db.execute("SELECT 1 FROM meta WHERE key = 'sent_any'").fetchone() is not None
 
     # -- acknowledgements ----------------------------------------------------------
 
@@ -235,7 +179,7 @@ class Outbox:
             for ack in acks:
                 by_status[ack.status] += 1
                 if ack.entity_type is not None and ack.entity_id is not None:
-                    self._learn_version(db, ack.entity_type, ack.entity_id, ack.entity_version)
+                    store.learn_version(db, ack.entity_type, ack.entity_id, ack.entity_version)
                 row = db.execute("SELECT seq, state FROM outbox WHERE mutation_id = ?", (ack.mutation_id,)).fetchone()
                 if row is None:
                     unknown += 1
@@ -275,42 +219,34 @@ class Outbox:
 
     def known_version(self, entity_type: str, entity_id: str) -> int:
         """The latest version of the entity this node has seen (0 = never seen)."""
-        row = self._db.execute(
-            "SELECT version FROM entity_versions WHERE entity_type = ? AND entity_id = ?", (entity_type, entity_id)
-        ).fetchone()
-        return 0 if row is None else row[0]
+        return store.known_version(self._db, entity_type, entity_id)
 
-    def observe(self, entity_type: str, entity_id: str, version: int) -> None:
-        """Learn a version from elsewhere (a snapshot of the central ERP synced down)."""
+    def known_versions(self) -> dict[tuple[str, str], int]:
+        return store.known_versions(self._db)
+
+    def observe(self, versions: Mapping[tuple[str, str], int]) -> None:
+        """Learn versions from elsewhere (a snapshot of the central ERP synced down); never lowers one."""
         with self._transaction() as db:
-            self._learn_version(db, entity_type, entity_id, version)
-
-    @staticmethod
-    def _learn_version(db: sqlite3.Connection, entity_type: str, entity_id: str, version: int | None) -> None:
-        if version is None:
-            return
-        row = db.execute(
-            "SELECT version FROM entity_versions WHERE entity_type = ? AND entity_id = ?", (entity_type, entity_id)
-        ).fetchone()
-        merged = transitions.known_version(None if row is None else row[0], version)
-        db.execute(
-            "INSERT INTO entity_versions VALUES (?, ?, ?) ON CONFLICT (entity_type, entity_id) "
-            "DO UPDATE SET version = excluded.version",
-            (entity_type, entity_id, merged),
-        )
+            for (entity_type, entity_id), version in versions.items():
+                store.learn_version(db, entity_type, entity_id, version)
 
     # -- inspection ----------------------------------------------------------------
 
     def entries(self, states: Iterable[EntryState] | None = None) -> list[OutboxEntry]:
         if states is None:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY seq").fetchall()
+            rows = self._db.execute(f"SELECT {COLUMNS} FROM outbox ORDER BY seq").fetchall()
         else:
             wanted = [EntryState(s).value for s in states]
             marks = ",".join("?" * len(wanted))
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE state IN ({marks}) ORDER BY seq", wanted
+                f"SELECT {COLUMNS} FROM outbox WHERE state IN ({marks}) ORDER BY seq", wanted
             ).fetchall()
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
+
+    def entry(self, mutation_id: str) -> OutboxEntry | None:
+        """The entry of `mutation_id`, or None once it was confirmed and removed (or never recorded)."""
+        row = self._db.execute(f"SELECT {COLUMNS} FROM outbox WHERE mutation_id = ?", (mutation_id,)).fetchone()
+        return None if row is None else entry_from_row(row)
 
     def counts(self) -> dict[EntryState, int]:
         rows = self._db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()

@@ -19,10 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from edge.backoff import Backoff
 from edge.outbox import Outbox
+from edge.records import OutboxEntry
 
 log = logging.getLogger(__name__)
 
@@ -115,30 +116,42 @@ class Sender:
                 reports[seq] = (error, message.partition(), message.offset())
             return delivered
 
-        for entry in batch:
-            while True:
-                try:
-                    self._producer.produce(self.topic, key=entry.kafka_key, value=entry.payload,
-                                           on_delivery=on_delivery(entry.seq))
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
-        # Every report arrives within message.timeout.ms; the margin covers callback dispatch.
-        self._producer.flush(self.delivery_timeout_s + 10.0)
-        delivered = [(seq, p, o) for seq, (error, p, o) in reports.items() if error is None]
-        failed = [entry.seq for entry in batch if entry.seq not in reports or reports[entry.seq][0] is not None]
+        try:
+            for entry in batch:
+                self._produce(entry, on_delivery(entry.seq), reports)
+            # Every report arrives within message.timeout.ms; the margin covers callback dispatch.
+            self._producer.flush(self.delivery_timeout_s + 10.0)
+        finally:
+            # Whatever happened, no entry stays IN_FLIGHT past the round: it would hold its entity.
+            delivered = [(seq, p, o) for seq, (error, p, o) in reports.items() if error is None]
+            failed = [e.seq for e in batch if e.seq not in reports or reports[e.seq][0] is not None]
+            self.outbox.mark_delivered(delivered)
+            self.outbox.mark_failed(failed)
+            if failed:
+                self._drop_producer()
         errors = tuple(sorted({str(error) for error, _, _ in reports.values() if error is not None}))
-        self.outbox.mark_delivered(delivered)
-        self.outbox.mark_failed(failed)
-        if failed:
-            self._drop_producer()
-            if len(reports) < len(batch):
-                errors += (f"{len(batch) - len(reports)} delivery reports missing",)
+        if len(reports) < len(batch):
+            errors += (f"{len(batch) - len(reports)} delivery reports missing",)
         return RoundResult(len(batch), len(delivered), len(failed), errors)
 
-    def send(self, deadline_s: float) -> SendReport:
+    def _produce(
+        self, entry: OutboxEntry, on_delivery: Callable[[KafkaError | None, Message], None],
+        reports: dict[int, tuple[KafkaError | None, int, int]],
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, key=entry.kafka_key, value=entry.payload, on_delivery=on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+            except KafkaException as exc:  # refused before sending (e.g. too large for the client)
+                reports[entry.seq] = (exc.args[0], -1, -1)
+                return
+
+    def send(self, deadline_s: float, pause_s: float = 0.0) -> SendReport:
         """Send rounds until nothing is sendable or `deadline_s` has passed; never longer
-        than the deadline plus one delivery timeout. Backs off between failed rounds."""
+        than the deadline plus one delivery timeout. Backs off between failed rounds;
+        `pause_s` paces successful ones (a constrained uplink)."""
         report = SendReport()
         give_up_at = self._clock() + deadline_s
         while True:
@@ -166,4 +179,4 @@ class Sender:
                             extra={"failed": result.failed, "retry_in_s": round(delay, 3), "errors": result.errors})
             else:
                 self.consecutive_failures = 0
-                self._not_before = 0.0
+                self._not_before = self._clock() + pause_s

@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the whole job on a built-in workload")
     demo.add_argument("--mutations", type=int, default=20_000)
     demo.add_argument("--no-services", action="store_true", help="do not start local Kafka/PostgreSQL")
+    demo.add_argument("--workload", choices=["classic", "fleet"], default="classic",
+                      help="classic: mutagg.workload (default); fleet: the edge simulator's ERP nodes (edge.erp)")
 
     bench = commands.add_parser("bench", help="pipeline vs limit, naive baseline and peer, on one workload")
     bench.add_argument("--mutations", type=int, help="workload size (default 1,000,000; --quick: 100,000)")
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if failure is not None:
             return _report(failure)
         print(f"mutagg: PostgreSQL unreachable: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CODES["ServiceUnavailable"]
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -240,7 +242,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         from mutagg.demo import demo
 
-        demo(settings, args.mutations, start_services=not args.no_services)
+        demo(settings, args.mutations, start_services=not args.no_services, workload=args.workload)
         return 0
     raise AssertionError(args.command)
 

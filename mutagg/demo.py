@@ -21,7 +21,7 @@ from mutagg.producer import produce
 from mutagg.report import format_summary, summary
 from mutagg.settings import Settings, with_overrides
 from mutagg.topics import create_topics
-from mutagg.workload import Workload
+from mutagg.workload import Workload, fleet_workload
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.registry import load_registry
 
@@ -42,7 +42,9 @@ def reset_schema(database_url: str, schema: str) -> None:
         connection.execute(f'CREATE SCHEMA "{schema}"')
 
 
-def demo(settings: Settings, mutations: int, start_services: bool, out=sys.stdout) -> dict:
+def demo(
+    settings: Settings, mutations: int, start_services: bool, out=sys.stdout, workload: str = "classic"
+) -> dict:
     if start_services and SERVICES_SCRIPT.exists():
         print("Starting local Kafka and PostgreSQL ...", file=out, flush=True)
         subprocess.run(["bash", str(SERVICES_SCRIPT), "start"], check=True)
@@ -63,14 +65,14 @@ def demo(settings: Settings, mutations: int, start_services: bool, out=sys.stdou
         migrate(connection, registry)
     create_topics(settings)
     print(f"Schema '{schema}' migrated; topics {settings.topic_mutations} (+ .dlq, status) created.", file=out)
-    messages = Workload(seed=11).generate(mutations)
+    messages = fleet_workload(mutations) if workload == "fleet" else Workload(seed=11).generate(mutations)
     produce(settings, messages)
     print(f"Produced {len(messages)} edge mutations from 12 edge nodes; running the dataflow until idle ...",
           file=out, flush=True)
     stats = runner.run(settings, until_idle=True)
     with psycopg.connect(settings.database_url) as connection:
         report = summary(connection, registry)
-    print(format_summary(report, stats.elapsed, stats.messages), file=out)
+    print(format_summary(report, stats.elapsed, stats.messages, stats.dead_lettered), file=out)
     print(f"(acknowledgements on {settings.topic_status}; rejects on {settings.topic_dlq}; "
           f"tables in schema '{schema}')", file=out)
     return {"report": report, "stats": stats, "settings": settings, "produced": len(messages)}

@@ -45,7 +45,10 @@ def summary(connection: psycopg.Connection, registry: Registry) -> dict[str, Any
     }
 
 
-def format_summary(report: dict[str, Any], elapsed_s: float | None = None, delivered: int | None = None) -> str:
+def format_summary(
+    report: dict[str, Any], elapsed_s: float | None = None, delivered: int | None = None,
+    dead_lettered: int | None = None,
+) -> str:
     lines = ["Mutations by status (ledger):"]
     for status, reason, count in report["by_status"]:
         lines.append(f"  {status:<9} {reason or '':<22} {count:>9}")
@@ -59,9 +62,11 @@ def format_summary(report: dict[str, Any], elapsed_s: float | None = None, deliv
     for table, counts in report["rows"].items():
         lines.append(f"  {table:<14} live={counts['live']:>7} deleted={counts['deleted']:>6}")
     lines.append(f"Open manual conflicts: {report['open_conflicts']}")
+    if dead_lettered is not None:
+        lines.append(f"Dead-lettered (DLQ, with reasons in headers): {dead_lettered}")
     if elapsed_s and delivered is not None:
         lines.append(
             f"Throughput: {delivered} messages in {elapsed_s:.2f}s = {delivered / elapsed_s:,.0f} messages/s "
-            "(Kafka read to commit and acknowledgement)"
+            "(whole run: job start-up, Kafka read, commit, audit export, acknowledgement; see `mutagg bench`)"
         )
     return "\n".join(lines)

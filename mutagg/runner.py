@@ -54,7 +54,11 @@ def run(
         runtime.stopping.set()
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    metrics_service = serve_job_metrics(runtime.metrics, settings, settings.metrics_port, process_id)
+    # Processes on one host (addresses sharing a host) take port + index; pods each have their own IP.
+    same_host = bool(addresses) and len({a.rsplit(":", 1)[0] for a in addresses}) == 1
+    metrics_service = serve_job_metrics(
+        runtime.metrics, settings, settings.metrics_port, process_id if same_host else None
+    )
     started = time.monotonic()
     log.info("dataflow starting", extra={"workers": workers, "until_idle": until_idle, "run_id": runtime.run_id})
     try:

@@ -136,12 +136,15 @@ class Workload:
             return
         # Hot entities: a few get most of the traffic.
         entity = pool[min(int(rng.paretovariate(1.2)) - 1, len(pool) - 1)] if rng.random() < 0.5 else rng.choice(pool)
+        if entity.deleted and rng.random() < 0.9:
+            return  # edge nodes mostly learn of a deletion; a few still edit (a delete conflict)
         stale = rng.random() < self.stale_rate and entity.version > 1
         base = max(1, entity.version - rng.randint(1, 3)) if stale else entity.version
         if rng.random() < 0.03:
             emit(mutation(node, entity, "DELETE", {}, base))
+            if not entity.deleted:
+                entity.version += 1
             entity.deleted = True
-            entity.version += 1
             return
         attributes = {
             "customer": lambda: rng.choice([
@@ -165,8 +168,25 @@ class Workload:
             "order_line": lambda: {"quantity": rng.randint(1, 9)},
         }[entity.entity_type]()
         emit(mutation(node, entity, "UPDATE", attributes, base))
-        if not stale:
+        if not stale and not entity.deleted:
             entity.version += 1
+
+
+def fleet_workload(
+    count: int, seed: int = 11, invalid_rate: float = 0.01, duplicate_rate: float = 0.01
+) -> list[Message]:
+    """The edge simulator's ERP fleet (edge.erp), plus what real networks add: broken and re-sent messages."""
+    from edge.erp import fleet_messages
+
+    rng = random.Random(seed)
+    messages: list[Message] = []
+    for serial, (key, value) in enumerate(fleet_messages(count, nodes=12, seed=seed)):
+        if rng.random() < invalid_rate:
+            messages.append(_broken(rng, serial))
+        messages.append(Message(key, value))
+        if rng.random() < duplicate_rate:
+            messages.append(Message(key, value))
+    return messages[:count]
 
 
 def _broken(rng: random.Random, serial: int) -> Message:
