@@ -58,7 +58,6 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.next_offsets = dict(state.next_offsets)
         self.window_closes: datetime | None = None
         self.fresh = 0
-        self.held_back = False
         share = settings.node_share
         self.node_budget = max(1, int(share * self.batch_size)) if 0 < share < 1 else None
 
@@ -83,8 +82,6 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         return self.flush(at_end=not self.runtime.stopping.is_set()), self.RETAIN
 
     def notify_at(self) -> datetime | None:
-        if self.held_back:
-            return datetime.now(UTC)
         if self.fresh or self.rejections:
             return self.window_closes or datetime.now(UTC)
         if self.sequencer.waiting:
@@ -98,15 +95,11 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         """Commit everything that may go now, in batches, and acknowledge it."""
         self.window_closes = None
         self.fresh = 0
-        reports: list[BatchReport] = []
-        while True:
-            release = self._release(at_end)
-            reports += self._commit([*self.rejections, *(Unmet(m, r) for m, r in release.rejected), *release.ready])
-            self.rejections = []
-            self.held_back = bool(release.deferred)
-            self.runtime.stats.deferred.update(release.deferred)
-            if not (at_end and release.deferred):
-                return reports  # a flooding node's excess goes in the next flush, due at once
+        release = self._release(at_end)
+        self.runtime.stats.deferred.update(release.deferred)
+        reports = self._commit([*self.rejections, *(Unmet(m, r) for m, r in release.rejected), *release.ready])
+        self.rejections = []
+        return reports
 
     def _release(self, at_end: bool):
         sequencer = self.sequencer

@@ -24,7 +24,7 @@ class Release:
     ready: list[Mutation]
     rejected: list[tuple[Mutation, str]]
     deferred: dict[str, int] = field(default_factory=dict)
-    """Per edge node, how many ready mutations were held back by its budget."""
+    """Per edge node, how many times its budget pushed its mutations to a later round."""
 
 
 @dataclass
@@ -68,10 +68,11 @@ class Sequencer:
         """Take every mutation that may be committed now out of the waiting room.
 
         With `at_end_of_input`, nothing more can arrive: whatever still waits for a
-        dependency that was never seen is rejected. With `node_budget`, no edge node
-        gets more than that many mutations into this release; the rest of a flooding
-        node's mutations wait (delayed, never dropped) so the others are not starved.
-        Holding back never changes an outcome: entity order and dependencies still hold.
+        dependency that was never seen is rejected. With `node_budget`, the release is
+        ordered in rounds in which no edge node takes more than that many mutations, so a
+        flooding node's backlog goes after the others' changes instead of ahead of them
+        (work-conserving: everything ready is still released). Reordering never changes
+        an outcome: entity order and dependencies still hold.
         """
         decided = set(self._decided)
         queues: dict[EntityKey, deque[Mutation]] = {}
@@ -84,7 +85,18 @@ class Sequencer:
         taken: dict[str, int] = {}
         deferred: dict[str, int] = {}
 
+        next_round: list[EntityKey] = []
+
         def drain() -> None:
+            while True:
+                drain_round()
+                if not next_round:
+                    return
+                taken.clear()  # a new round: every node has its budget again
+                worklist.extend(next_round)
+                next_round.clear()
+
+        def drain_round() -> None:
             while worklist:
                 key = worklist.popleft()
                 queue = queues[key]
@@ -97,6 +109,7 @@ class Sequencer:
                     node = head.edge_node_id
                     if node_budget is not None and taken.get(node, 0) >= node_budget:
                         deferred[node] = deferred.get(node, 0) + 1
+                        next_round.append(key)
                         break
                     taken[node] = taken.get(node, 0) + 1
                     queue.popleft()

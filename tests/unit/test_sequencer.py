@@ -115,18 +115,9 @@ def test_rejections_match_the_reference_model(case):
 def run_with_budget(log: list[Mutation], budget: int) -> list[tuple[str, str | None]]:
     sequencer = Sequencer(dependency_timeout_ms=10**12)
     sequencer.add(log)
-    decided: list[tuple[str, str | None]] = []
-    for _ in range(len(log) + 2):
-        release = sequencer.release(at_end_of_input=True, node_budget=budget)
-        per_node: dict[str, int] = {}
-        for m in release.ready:
-            per_node[m.edge_node_id] = per_node.get(m.edge_node_id, 0) + 1
-        assert all(n <= budget for n in per_node.values())
-        decided += [(m.id, r) for m, r in release.rejected] + [(m.id, None) for m in release.ready]
-        sequencer.mark_decided(i for i, _ in decided)
-        if not sequencer.waiting:
-            return decided
-    raise AssertionError("the waiting room never emptied")
+    release = sequencer.release(at_end_of_input=True, node_budget=budget)
+    assert not sequencer.waiting  # work-conserving: a budget reorders, it never holds back
+    return [(m.id, r) for m, r in release.rejected] + [(m.id, None) for m in release.ready]
 
 
 @settings(max_examples=200)
@@ -151,5 +142,6 @@ def test_a_flooding_node_does_not_starve_the_others():
     sequencer = Sequencer()
     sequencer.add(flood + quiet)
     release = sequencer.release(node_budget=10)
-    assert [m.id for m in release.ready].count("q0") == 1 and len(release.ready) == 15
-    assert release.deferred == {"flooder": 1}
+    assert len(release.ready) == 105 and not sequencer.waiting  # work-conserving: nothing left behind
+    assert {m.id for m in release.ready[:15]} >= {f"q{i}" for i in range(5)}  # the quiet node goes first
+    assert release.deferred == {"flooder": 9}
