@@ -49,5 +49,5 @@ def create_topics(settings: Settings, partitions: int | None = None, outputs_onl
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     for name in created:  # wait until the metadata shows them
-        list_partitions(settings.kafka_client_config(), name, settings.service_deadline_s)
+        list_partitions(settings.kafka_client_config(), name, settings.service_deadline_s, must_exist=False)
     return created

@@ -30,8 +30,12 @@ class Chunk:
     messages: list[RawMessage]
 
 
-def list_partitions(config: dict, topic: str, deadline_s: float) -> list[int]:
-    """Partition ids of `topic`, retrying an unreachable broker until `deadline_s`."""
+def list_partitions(config: dict, topic: str, deadline_s: float, must_exist: bool = True) -> list[int]:
+    """Partition ids of `topic`, retrying an unreachable broker until `deadline_s`.
+
+    A missing topic is a `ConfigError` at once, unless `must_exist` is False (a topic
+    just created may take a moment to appear in the metadata): then it is waited for.
+    """
     watch = KafkaErrorWatch.for_config(config)  # rejected credentials/certificates: no retry fixes them
     consumer = Consumer({**config, "group.id": "mutagg-metadata", "enable.auto.commit": False, "error_cb": watch})
     give_up_at = time.monotonic() + deadline_s
@@ -44,7 +48,8 @@ def list_partitions(config: dict, topic: str, deadline_s: float) -> list[int]:
                 if described is not None and described.error is None:
                     return sorted(described.partitions)
                 error = described.error if described is not None else "missing"
-                if described is not None and described.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                unknown = described is not None and described.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                if unknown and must_exist:
                     raise ConfigError(
                         f"Kafka topic {topic!r} does not exist (create it with `mutagg topics create`)"
                     )
