@@ -43,7 +43,9 @@ def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
     chunks = op.input(steps.INPUT, flow, source)
 
     def decode(chunk: Chunk):
-        return decode_chunk(chunk.topic, chunk.partition, chunk.messages, registry, settings.max_message_bytes)
+        return decode_chunk(
+            chunk.topic, chunk.partition, chunk.messages, registry, settings.max_message_bytes, chunk.caught_up_ms
+        )
 
     decoded = op.map(steps.DECODE, chunks, decode)
     # One committer sees every partition: dependencies and the end of input are global.

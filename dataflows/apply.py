@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class ApplyState:
     """What survives a crash: held mutations, unsent rejections, read positions."""
 
-    waiting: tuple[list[Mutation], int]
+    waiting: tuple[list[Mutation], dict[tuple[str, int], int]]
     rejections: list[Rejection]
     next_offsets: dict[tuple[str, int], int]
 
@@ -64,8 +64,10 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def on_batch(self, values: list[DecodedChunk]) -> tuple[list[BatchReport], bool]:
         for chunk in values:
             self.sequencer.add(chunk.mutations)
+            self.sequencer.observe(chunk.topic, chunk.partition, chunk.event_time_ms)
             self.rejections.extend(chunk.rejections)
-            self.next_offsets[(chunk.topic, chunk.partition)] = chunk.next_offset
+            if chunk.next_offset is not None:
+                self.next_offsets[(chunk.topic, chunk.partition)] = chunk.next_offset
             self.fresh += len(chunk.mutations) + len(chunk.rejections)
         if self.fresh >= self.batch_size:
             return self.flush(at_end=False), self.RETAIN
@@ -77,9 +79,13 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         return self.flush(at_end=False), self.RETAIN
 
     def on_eof(self) -> tuple[list[BatchReport], bool]:
-        # A stop request also ends the input, but is not the end of the log:
-        # what still waits for a dependency stays held (and is re-read on restart).
-        return self.flush(at_end=not self.runtime.stopping.is_set()), self.RETAIN
+        if self.runtime.stopping.is_set():
+            # A stop request (SIGTERM) also ends the input, but not the log. Commits are
+            # synchronous, so no batch is in flight here: what is held is left uncommitted,
+            # and the restart re-reads it from the offsets the last commit recorded (or
+            # from the recovery snapshot). Stopping stays fast whatever was read ahead.
+            return [], self.RETAIN
+        return self.flush(at_end=True), self.RETAIN
 
     def notify_at(self) -> datetime | None:
         if self.fresh or self.rejections:
@@ -97,9 +103,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.fresh = 0
         release = self._release(at_end)
         self.runtime.stats.deferred.update(release.deferred)
-        reports = self._commit([*self.rejections, *(Unmet(m, r) for m, r in release.rejected), *release.ready])
+        items = [*self.rejections, *(Unmet(m, r) for m, r in release.rejected), *release.ready]
         self.rejections = []
-        return reports
+        return self._commit(items)
 
     def _release(self, at_end: bool):
         sequencer = self.sequencer
@@ -108,6 +114,13 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             sequencer.mark_decided(self.runtime.committer.decided(unknown))
         sequencer.mark_decided(r.mutation_id for r in self.rejections if r.mutation_id)
         return sequencer.release(at_end_of_input=at_end, node_budget=self.node_budget)
+
+    def _hold(self, items: list) -> None:
+        """Put released but uncommitted items back, ahead of what waits (entity order is kept),
+        so the snapshot and the recorded resume offsets still cover them."""
+        self.rejections = [i for i in items if isinstance(i, Rejection)] + self.rejections
+        held = [i.mutation if isinstance(i, Unmet) else i for i in items if not isinstance(i, Rejection)]
+        self.sequencer.waiting = held + self.sequencer.waiting
 
     def _commit(self, items: list) -> list[BatchReport]:
         if not items:
@@ -119,6 +132,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             resume[key] = min(resume.get(key, mutation.offset), mutation.offset)
         reports = []
         for start in range(0, len(items), self.batch_size):
+            if start and self.runtime.stopping.is_set():
+                self._hold(items[start:])  # SIGTERM: the batch in flight is done; the rest waits
+                break
             part = items[start : start + self.batch_size]
             last = start + self.batch_size >= len(items)
             batch_id = self.runtime.next_batch_id()

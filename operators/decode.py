@@ -14,17 +14,23 @@ class DecodedChunk:
 
     topic: str
     partition: int
-    next_offset: int
+    next_offset: int | None
     mutations: list[Mutation]
     rejections: list[Rejection]
+    event_time_ms: int
+    """The latest event time the partition has shown with this chunk."""
 
 
 def decode_chunk(
-    topic: str, partition: int, messages: list[RawMessage], registry: Registry, max_bytes: int
+    topic: str, partition: int, messages: list[RawMessage], registry: Registry, max_bytes: int,
+    caught_up_ms: int | None = None,
 ) -> DecodedChunk:
+    if not messages:  # a caught-up heartbeat
+        return DecodedChunk(topic, partition, None, [], [], caught_up_ms or 0)
     mutations: list[Mutation] = []
     rejections: list[Rejection] = []
     for message in messages:
         result = decode(message, registry, max_bytes)
         (mutations if isinstance(result, Mutation) else rejections).append(result)
-    return DecodedChunk(topic, partition, messages[-1].offset + 1, mutations, rejections)
+    event_time = max(m.timestamp_ms for m in messages)
+    return DecodedChunk(topic, partition, messages[-1].offset + 1, mutations, rejections, event_time)

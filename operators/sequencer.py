@@ -34,14 +34,26 @@ class Sequencer:
     dependency_timeout_ms: int = 600_000
     remembered: int = 200_000
     waiting: list[Mutation] = field(default_factory=list)
-    watermark_ms: int = 0
+    partition_marks: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Per input partition, the latest event time (Kafka timestamp) it has shown."""
     _decided: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def add(self, mutations: Iterable[Mutation]) -> None:
         for mutation in mutations:
             self.waiting.append(mutation)
-            if mutation.kafka_timestamp_ms > self.watermark_ms:
-                self.watermark_ms = mutation.kafka_timestamp_ms
+            self.observe(mutation.topic, mutation.partition, mutation.kafka_timestamp_ms)
+
+    def observe(self, topic: str, partition: int, timestamp_ms: int) -> None:
+        """A partition has shown event time `timestamp_ms` (a message, or a caught-up heartbeat)."""
+        key = (topic, partition)
+        if timestamp_ms > self.partition_marks.get(key, -1):
+            self.partition_marks[key] = timestamp_ms
+
+    @property
+    def watermark_ms(self) -> int:
+        """Event time every partition has reached: a dependency's timeout is judged against
+        the slowest partition, so it does not depend on how partitions were interleaved."""
+        return min(self.partition_marks.values(), default=0)
 
     def mark_decided(self, mutation_ids: Iterable[str]) -> None:
         """Remember ids whose decision is committed (a bounded cache; the ledger is the truth)."""
@@ -149,16 +161,16 @@ class Sequencer:
         self.waiting = sorted((m for q in queues.values() for m in q), key=lambda m: order[id(m)])
         return Release(ready, rejected, deferred)
 
-    def snapshot(self) -> tuple[list[Mutation], int]:
-        return (list(self.waiting), self.watermark_ms)
+    def snapshot(self) -> tuple[list[Mutation], dict[tuple[str, int], int]]:
+        return (list(self.waiting), dict(self.partition_marks))
 
     @classmethod
     def restore(
-        cls, state: tuple[list[Mutation], int] | None, dependency_timeout_ms: int
+        cls, state: tuple[list[Mutation], dict[tuple[str, int], int]] | None, dependency_timeout_ms: int
     ) -> Sequencer:
         sequencer = cls(dependency_timeout_ms=dependency_timeout_ms)
         if state is not None:
-            sequencer.waiting, sequencer.watermark_ms = list(state[0]), state[1]
+            sequencer.waiting, sequencer.partition_marks = list(state[0]), dict(state[1])
         return sequencer
 
 

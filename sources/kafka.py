@@ -28,6 +28,8 @@ class Chunk:
     topic: str
     partition: int
     messages: list[RawMessage]
+    caught_up_ms: int | None = None
+    """Set on an empty chunk: the partition is at its end at this wall-clock time (a heartbeat)."""
 
 
 def list_partitions(config: dict, topic: str, deadline_s: float, must_exist: bool = True) -> list[int]:
@@ -78,7 +80,7 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
             "error_cb": self._watch,
             "group.id": "mutagg-unused",  # offsets live in recovery snapshots and the database
             "enable.auto.commit": False,
-            "enable.partition.eof": stop_at_end,
+            "enable.partition.eof": True,
             "fetch.wait.max.ms": 50,
             # librdkafka prefetches up to 64 MiB per partition by default: bound it, the job reads ahead enough.
             "queued.max.messages.kbytes": 8192,
@@ -91,6 +93,7 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         self._stop_at_end = stop_at_end
         self._deadline_s = deadline_s
         self._at_end = False
+        self._last_heartbeat_ms = 0
         self._last_healthy = time.monotonic()
         self._idle = False
 
@@ -100,12 +103,14 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         polled = self._consumer.consume(self._batch_size, 0.05)
         self._watch.raise_if_failed()  # e.g. the password was rotated under a running job
         messages: list[RawMessage] = []
+        caught_up = False
         for record in polled:
             error = record.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     self._at_end = self._stop_at_end
                     self._last_healthy = time.monotonic()
+                    caught_up = True
                     break
                 if error.fatal() or time.monotonic() - self._last_healthy > self._deadline_s:
                     raise ServiceUnavailable(
@@ -123,6 +128,11 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
             ))
         self._idle = not messages
         if not messages:
+            now_ms = int(time.time() * 1000)
+            if caught_up and not self._stop_at_end and now_ms - self._last_heartbeat_ms >= 1000:
+                # Caught up: any later message is stamped after now, so event time may advance.
+                self._last_heartbeat_ms = now_ms
+                return [Chunk(self._topic, self._partition, [], caught_up_ms=now_ms)]
             return []
         self._offset = messages[-1].offset + 1
         return [Chunk(self._topic, self._partition, messages)]

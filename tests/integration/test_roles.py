@@ -95,6 +95,7 @@ def test_the_whole_job_runs_as_the_least_privileged_role(roles):
         _customer("r-c", "shop-1", "CREATE", {"name": "Ada", "notes": "first"}, 0),
         _customer("r-u1", "shop-2", "UPDATE", {"notes": "second"}, 1),
         _customer("r-u2", "van-3", "UPDATE", {"notes": "third"}, 1),  # `notes` is manual: held, OPEN
+        _customer("r-c", "shop-1", "CREATE", {"name": "Ada", "notes": "first"}, 0),  # re-sent: a duplicate
     ])
     run_job(settings, MUTAGG_DATABASE_URL=settings.database_url)
     statuses = dict(query(settings, "SELECT mutation_id, status FROM mutation_log"))

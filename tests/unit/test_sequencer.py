@@ -145,3 +145,15 @@ def test_a_flooding_node_does_not_starve_the_others():
     assert len(release.ready) == 105 and not sequencer.waiting  # work-conserving: nothing left behind
     assert {m.id for m in release.ready[:15]} >= {f"q{i}" for i in range(5)}  # the quiet node goes first
     assert release.deferred == {"flooder": 9}
+
+
+def test_a_timeout_waits_for_the_slowest_partition():
+    """Event time is the minimum over partitions: a fast partition alone cannot expire a wait."""
+    sequencer = Sequencer(dependency_timeout_ms=1000)
+    waiting = mutation("a", "x", ["d"], kafka_ms=0)
+    sequencer.add([waiting])
+    sequencer.observe("in", 1, 0)  # the partition that may still deliver "d"
+    sequencer.observe("in", 0, 5000)
+    assert sequencer.release().rejected == []
+    sequencer.observe("in", 1, 1000)  # now every partition is past the timeout
+    assert [(m.id, r) for m, r in sequencer.release().rejected] == [("a", Reason.MISSING_DEPENDENCY)]

@@ -1,0 +1,116 @@
+"""The benchmark's results, the headline ratios, and the printed table."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# The issue's targets for the headline ratios (issue 5).
+TARGETS = {"pipeline/limit": 0.5, "pipeline/naive": 20.0, "pipeline/peer": 1.0}
+
+
+@dataclass
+class Result:
+    """One measured row: `items` handled in `seconds` of wall time."""
+
+    name: str
+    items: int
+    seconds: float
+    unit: str = "mutations"
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    peak_rss_mib: float | None = None
+    cpu_s: float | None = None
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Check:
+    """A consistency check on what a component left behind (never on speed)."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Report:
+    header: list[str]
+    results: dict[str, Result] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def check(self, name: str, actual: object, expected: object) -> None:
+        self.checks.append(Check(name, actual == expected, f"{actual!r} (expected {expected!r})"))
+
+    def ratios(self) -> dict[str, float]:
+        """pipeline/limit (slower of database and Kafka), pipeline/naive, pipeline/peer, where measured."""
+        results = self.results
+        if "pipeline" not in results:
+            return {}
+        pipeline = results["pipeline"].rate
+        ratios = {}
+        limits = [results[k].rate for k in ("limit_db", "limit_kafka") if k in results]
+        if limits:
+            ratios["pipeline/limit"] = pipeline / min(limits)
+        for key in ("naive", "peer"):
+            if key in results and results[key].rate > 0:
+                ratios[f"pipeline/{key}"] = pipeline / results[key].rate
+        return ratios
+
+    def as_dict(self) -> dict:
+        return {
+            "header": self.header,
+            "results": {k: {**asdict(v), "rate": v.rate} for k, v in self.results.items()},
+            "checks": [asdict(c) for c in self.checks],
+            "notes": self.notes,
+            "ratios": self.ratios(),
+        }
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def _opt(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def format_report(report: Report) -> str:
+    lines = [*report.header, ""]
+    columns = ("", "items", "seconds", "per second", "p50 ms", "p95 ms", "p99 ms", "peak RSS MiB", "CPU s")
+    rows = [columns]
+    for result in report.results.values():
+        rows.append((
+            result.name, f"{result.items:,} {result.unit}", f"{result.seconds:,.2f}", f"{result.rate:,.0f}",
+            _ms(result.p50_ms), _ms(result.p95_ms), _ms(result.p99_ms),
+            _opt(result.peak_rss_mib, ",.0f"), _opt(result.cpu_s, ",.1f"),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    for number, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if number == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    notes = [(r.name, r.note) for r in report.results.values() if r.note]
+    if notes:
+        lines.append("")
+        lines += [f"  {name}: {note}" for name, note in notes]
+    lines += [f"  {note}" for note in report.notes]
+    ratios = report.ratios()
+    if ratios:
+        lines.append("")
+        lines.append("Headline ratios (measured in this run):")
+        for name, value in ratios.items():
+            target = TARGETS.get(name)
+            verdict = "" if target is None else f"   target >= {target:g}: {'met' if value >= target else 'NOT met'}"
+            lines.append(f"  {name:<15} {value:8.2f}{verdict}")
+    if report.checks:
+        lines.append("")
+        lines.append("Consistency checks:")
+        lines += [f"  [{'ok' if c.ok else 'FAILED'}] {c.name}: {c.detail}" for c in report.checks]
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""The benchmark's machinery on a tiny workload: every row of the table is
+there and what each component left behind adds up. Never asserts on speed."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.report import format_report
+from bench.run import BenchOptions, run_bench
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_table_is_complete_and_consistent(base_settings):
+    report = run_bench(base_settings, BenchOptions(mutations=2_000, naive_slice=500, peer=False))
+
+    assert set(report.results) == {"pipeline", "limit_kafka", "limit_db", "naive"}
+    for result in report.results.values():
+        assert result.items > 0 and result.seconds > 0, result
+    pipeline = report.results["pipeline"]
+    assert pipeline.items == 2_000
+    assert None not in (pipeline.p50_ms, pipeline.p95_ms, pipeline.p99_ms)
+    assert pipeline.p50_ms <= pipeline.p95_ms <= pipeline.p99_ms
+    assert pipeline.peak_rss_mib > 0 and pipeline.cpu_s > 0
+    assert report.results["limit_kafka"].items == 2_000
+    assert report.results["naive"].items == 500
+
+    names = {check.name for check in report.checks}
+    assert "pipeline: ledger rows == distinct readable ids" in names
+    assert "pipeline: duplicate deliveries recorded" in names
+    assert all(check.ok for check in report.checks), [c for c in report.checks if not c.ok]
+
+    assert set(report.ratios()) == {"pipeline/limit", "pipeline/naive"}
+    table = format_report(report)
+    for label in ("pipeline", "limit: raw Kafka", "limit: database", "naive", "pipeline/limit", "pipeline/naive"):
+        assert label in table
