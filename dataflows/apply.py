@@ -103,6 +103,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.fresh = 0
         release = self._release(at_end)
         self.runtime.stats.deferred.update(release.deferred)
+        self.runtime.metrics.record_deferrals(release.deferred)
         items = [*self.rejections, *(Unmet(m, r) for m, r in release.rejected), *release.ready]
         self.rejections = []
         return self._commit(items)

@@ -214,12 +214,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{record['source']}  {record['code']}: {record['message']}  {record['value'][:80]!r}")
         return 0
     if args.command == "status":
-        from mutagg.report import format_summary, summary
+        from mutagg.report import format_live, format_summary, live_view, summary
 
         with psycopg.connect(settings.database_url) as connection:
             report = summary(connection, registry)
+            view = live_view(connection, settings)
+        print(format_live(view))
         print(format_summary(report))
-        print(f"Last decision: {report['last_decision']}")
         return 0
     if args.command == "recovery":
         from bytewax.recovery import init_db_dir

@@ -62,6 +62,11 @@ class JobMetrics:
             "mutagg_conflicts", "Conflicts detected, by strategy and winner (open: held for a person)",
             ["entity_type", "strategy", "winner"], registry=r)
         self.dlq = Counter("mutagg_dlq_messages", "Messages sent to the dead-letter topic", ["reason"], registry=r)
+        self.held_back = Counter(
+            "mutagg_fair_share_deferrals",
+            "Times an edge node's fair share pushed its mutations behind other nodes' (a flood)",
+            registry=r,
+        )
         self.lag = Gauge(
             "mutagg_consumer_lag_messages", "High watermark minus committed position", ["topic", "partition"],
             registry=r)
@@ -73,6 +78,12 @@ class JobMetrics:
 
     def entity_label(self, entity_type: str | None) -> str:
         return entity_type if entity_type in self.entity_types else OTHER
+
+    def record_deferrals(self, deferred: dict[str, int]) -> None:
+        """Fair-share reordering of one release (not labelled by node: node ids are unbounded)."""
+        total = sum(deferred.values())
+        if total:
+            self.held_back.inc(total)
 
     def record_batch(
         self,

@@ -70,3 +70,50 @@ def format_summary(
             "(whole run: job start-up, Kafka read, commit, audit export, acknowledgement; see `mutagg bench`)"
         )
     return "\n".join(lines)
+
+
+def live_view(connection: psycopg.Connection, settings) -> dict[str, Any]:
+    """What an operator wants now: lag per partition, last minute's throughput, DLQ size, last commit."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    view: dict[str, Any] = {}
+    view["last_minute"] = connection.execute(
+        "SELECT count(*) FROM mutation_log WHERE decided_at > clock_timestamp() - interval '1 minute'"
+    ).fetchone()[0]
+    view["last_commit"] = connection.execute("SELECT max(decided_at) FROM mutation_log").fetchone()[0]
+    positions = dict(connection.execute(
+        "SELECT kafka_partition, next_offset FROM source_offsets WHERE kafka_topic = %s",
+        (settings.topic_mutations,),
+    ).fetchall())
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "mutagg-status", "enable.auto.commit": False})
+    try:
+        lag, dlq = {}, 0
+        for topic in (settings.topic_mutations, settings.topic_dlq):
+            described = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if described is None or described.error is not None:
+                continue
+            for partition in sorted(described.partitions):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                if topic == settings.topic_dlq:
+                    dlq += high - low
+                else:
+                    lag[partition] = high - max(positions.get(partition, low), low)
+        view["lag"], view["dlq_size"] = lag, dlq
+    except KafkaException as exc:
+        view["kafka_error"] = str(exc)
+    finally:
+        consumer.close()
+    return view
+
+
+def format_live(view: dict[str, Any]) -> str:
+    lines = [f"Decided in the last minute: {view['last_minute']} ({view['last_minute'] / 60:,.1f}/s)",
+             f"Last commit: {view['last_commit']}"]
+    if "kafka_error" in view:
+        lines.append(f"Kafka: unreachable ({view['kafka_error']})")
+        return "\n".join(lines)
+    total = sum(view["lag"].values())
+    per_partition = ", ".join(f"{p}:{n}" for p, n in view["lag"].items())
+    lines.append(f"Consumer lag: {total} messages ({per_partition or 'no partitions'})")
+    lines.append(f"Dead-letter topic: {view['dlq_size']} messages")
+    return "\n".join(lines)

@@ -495,6 +495,9 @@ main() {
         mkdir -p "$STATE_DIR"
         exec 9>"$STATE_DIR/.lock"
         flock -w 300 9 || die "another services.sh start/stop holds $STATE_DIR/.lock"
+        # The daemons started below inherit fd 9: unlock the shared open file description
+        # explicitly on exit, or the lock would live as long as Kafka does.
+        trap 'flock -u 9' EXIT
     fi
     case $cmd in
     start)

@@ -158,3 +158,17 @@ def test_resume_with_a_different_worker_count(settings, tmp_path):
     run_job(settings, "--workers", "2", MUTAGG_RECOVERY_DIR=str(recovery))
     assert dump_database(settings) == dump_database(reference)
     acks_agree_with_ledger(settings)
+
+
+def test_two_instances_on_the_same_input_apply_nothing_twice(settings):
+    """A zombie: two jobs on the same partitions and database. The row locks and the ledger
+    (checked inside each transaction) fence them: the result equals a single run."""
+    produce(settings, Workload(seed=47).generate(8000))
+    reference = variant(settings)
+    run_job(reference)
+    first = start_job(settings, MUTAGG_BATCH_SIZE="300")
+    second = start_job(settings, MUTAGG_BATCH_SIZE="700")
+    assert first.wait(240) == 0, first.stderr.read()[-3000:]
+    assert second.wait(240) == 0, second.stderr.read()[-3000:]
+    assert dump_database(settings) == dump_database(reference)
+    acks_agree_with_ledger(settings)

@@ -161,3 +161,19 @@ def test_the_job_creates_missing_output_topics(settings):
     topics = AdminClient(settings.kafka_client_config()).list_topics(timeout=10).topics
     assert settings.topic_status in topics and settings.topic_dlq in topics
     assert len(read_topic(settings, settings.topic_status)) >= 40
+
+
+def test_status_shows_lag_throughput_dlq_and_conflicts(settings):
+    from tests.integration.conftest import mutagg
+
+    produce(settings, Workload(seed=4).generate(400))
+    before = mutagg(settings, "status").stdout
+    assert "Consumer lag: 400 messages" in before
+    run_job(settings)
+    after = mutagg(settings, "status").stdout
+    assert "Consumer lag: 0 messages" in after
+    dlq = len(read_topic(settings, settings.topic_dlq))
+    assert f"Dead-letter topic: {dlq} messages" in after
+    decided = query(settings, "SELECT count(*) FROM mutation_log")[0][0]
+    assert f"Decided in the last minute: {decided} " in after
+    assert "Open manual conflicts:" in after

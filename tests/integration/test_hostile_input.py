@@ -135,3 +135,28 @@ def test_a_flooding_node_cannot_starve_the_others(settings):
     last_quiet = max(order.index(f"q{i}") for i in range(20))
     assert last_quiet < len(order) - 1000, "the quiet node waited for (nearly) the whole flood"
     assert query(settings, "SELECT quantity, version FROM stock_level WHERE id = 'HOT'")[0] == (6000, 6000)
+
+
+def test_values_built_to_break_out_of_quoting_are_stored_verbatim(settings):
+    """No injection: ids and values travel as COPY data and parameters, never as SQL."""
+    nasty = [
+        "O'Brien", 'x"; DROP TABLE customer; --', "a\\'); DELETE FROM mutation_log; --", "$$;$$", "\\N", "",
+        "tab\there", "line\nbreak", "comma,quote\",", "{\"json\": 1}", "E'\\\\x41'",
+    ]
+    messages = []
+    for i, text in enumerate(nasty):
+        entity_id = text or "empty-name"
+        document = {
+            "id": f"inj-{i}-{text}"[:128], "edge_node_id": f"node'{i}", "entity_type": "customer",
+            "entity_id": entity_id, "operation_type": "CREATE",
+            "attributes": {"name": text, "notes": text, "segment": text}, "base_version": 0,
+            "timestamp": "2026-11-26T08:00:00Z", "priority": 5, "dependencies": [],
+        }
+        messages.append(Message(f"customer:{entity_id}".encode(), orjson.dumps(document)))
+    produce(settings, messages)
+    run_job(settings)
+    rows = {r[0]: r[1:] for r in query(settings, "SELECT id, name, notes, segment FROM customer")}
+    assert rows == {(t or "empty-name"): (t, t, t) for t in nasty}
+    statuses = {r[0] for r in query(settings, "SELECT status FROM mutation_log")}
+    assert statuses == {"APPLIED"}
+    assert query(settings, "SELECT count(*) FROM mutation_log")[0][0] == len(nasty)
