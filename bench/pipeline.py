@@ -48,22 +48,8 @@ class LedgerLatency:
 def job_env(settings: Settings, audit_dir: str, recovery_dir: str | None = None) -> dict[str, str]:
     """The environment that makes `mutagg run` use exactly `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUTAGG_")}
-    env.update({
-        "MUTAGG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "MUTAGG_DATABASE_URL": settings.database_url,
-        "MUTAGG_REGISTRY": settings.registry,
-        "MUTAGG_TOPIC_MUTATIONS": settings.topic_mutations,
-        "MUTAGG_TOPIC_DLQ": settings.topic_dlq,
-        "MUTAGG_TOPIC_STATUS": settings.topic_status,
-        "MUTAGG_BATCH_SIZE": str(settings.batch_size),
-        "MUTAGG_WINDOW_MS": str(settings.window_ms),
-        "MUTAGG_MAX_MESSAGE_BYTES": str(settings.max_message_bytes),
-        "MUTAGG_DEPENDENCY_TIMEOUT_S": str(settings.dependency_timeout_s),
-        "MUTAGG_SNAPSHOT_INTERVAL_S": str(settings.snapshot_interval_s),
-        "MUTAGG_SERVICE_DEADLINE_S": str(settings.service_deadline_s),
-        "MUTAGG_AUDIT_URI": audit_dir,
-        "MUTAGG_LOG_LEVEL": "WARNING",
-    })
+    env.update(settings.as_env(), MUTAGG_AUDIT_URI=audit_dir, MUTAGG_LOG_LEVEL="WARNING")
+    env.pop("MUTAGG_RECOVERY_DIR", None)
     if recovery_dir:
         env["MUTAGG_RECOVERY_DIR"] = recovery_dir
     return env

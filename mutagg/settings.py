@@ -45,6 +45,15 @@ class Settings:
     kafka_sasl_password: str | None = field(default=None, repr=False)
     kafka_ssl_ca_file: str | None = None  # PEM bundle of the CA(s) that signed the broker's certificate
 
+    def as_env(self) -> dict[str, str]:
+        """The MUTAGG_* variables that make a child `mutagg` process use exactly these settings."""
+        env = {}
+        for variable, name in _ENV.items():
+            value = getattr(self, name)
+            if value is not None:
+                env[variable] = str(value)
+        return env
+
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings; its own logs go through Python logging (JSON, de-duplicated)."""
         import logging

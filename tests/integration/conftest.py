@@ -59,22 +59,8 @@ def settings(base_settings: Settings, request, tmp_path) -> Iterator[Settings]:
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "MUTAGG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "MUTAGG_DATABASE_URL": settings.database_url,
-        "MUTAGG_REGISTRY": settings.registry,
-        "MUTAGG_TOPIC_MUTATIONS": settings.topic_mutations,
-        "MUTAGG_TOPIC_DLQ": settings.topic_dlq,
-        "MUTAGG_TOPIC_STATUS": settings.topic_status,
-        "MUTAGG_BATCH_SIZE": str(settings.batch_size),
-        "MUTAGG_WINDOW_MS": str(settings.window_ms),
-        "MUTAGG_SERVICE_DEADLINE_S": str(settings.service_deadline_s),
-        "MUTAGG_LOG_LEVEL": "WARNING",
-        "MUTAGG_AUDIT_URI": settings.audit_uri,
-        "MUTAGG_METRICS_PORT": "0",
-    })
-    env.pop("MUTAGG_RECOVERY_DIR", None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUTAGG_")}
+    env.update(settings.as_env(), MUTAGG_LOG_LEVEL="WARNING", MUTAGG_METRICS_PORT="0")
     env.update(extra)
     return env
 
