@@ -348,25 +348,7 @@ secure_main() {
         print_secure_env "${2:-job}"
         return 0
     fi
-    [[ $which == all || $which == kafka || $which == postgres ]] ||
-        die "unknown service '$which' (expected kafka or postgres)"
-    case $cmd in
-    start)
-        [[ $which == postgres ]] || secure_kafka_start
-        [[ $which == kafka ]] || secure_pg_start
-        ;;
-    stop)
-        [[ $which == postgres ]] || kafka_stop
-        [[ $which == kafka ]] || pg_stop
-        ;;
-    status)
-        local rc=0
-        if [[ $which != postgres ]]; then kafka_status || rc=3; fi
-        if [[ $which != kafka ]]; then pg_status || rc=3; fi
-        return "$rc"
-        ;;
-    *) secure_usage ;;
-    esac
+    dispatch secure_kafka_start secure_pg_start secure_usage "$cmd" "$which"
 }
 
 secure_main "$@"

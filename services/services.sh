@@ -486,23 +486,25 @@ usage() {
     exit 2
 }
 
-main() {
-    local cmd=${1:-} which=${2:-all}
+# dispatch START_KAFKA START_POSTGRES USAGE CMD [WHICH]: start/stop/status of a pair of
+# services (services/secure.sh reuses it with its own start functions and state dir).
+dispatch() {
+    local start_kafka=$1 start_pg=$2 usage_fn=$3 cmd=${4:-} which=${5:-all}
     [[ $which == all || $which == kafka || $which == postgres ]] ||
         die "unknown service '$which' (expected kafka or postgres)"
     if [[ $cmd == start || $cmd == stop ]]; then
         # One start/stop at a time: concurrent test runs would otherwise race on pid files.
         mkdir -p "$STATE_DIR"
         exec 9>"$STATE_DIR/.lock"
-        flock -w 300 9 || die "another services.sh start/stop holds $STATE_DIR/.lock"
+        flock -w 300 9 || die "another start/stop holds $STATE_DIR/.lock"
         # The daemons started below inherit fd 9: unlock the shared open file description
         # explicitly on exit, or the lock would live as long as Kafka does.
         trap 'flock -u 9' EXIT
     fi
     case $cmd in
     start)
-        [[ $which == postgres ]] || kafka_start
-        [[ $which == kafka ]] || pg_start
+        [[ $which == postgres ]] || "$start_kafka"
+        [[ $which == kafka ]] || "$start_pg"
         ;;
     stop)
         [[ $which == postgres ]] || kafka_stop
@@ -514,9 +516,16 @@ main() {
         if [[ $which != kafka ]]; then pg_status || rc=3; fi
         return "$rc"
         ;;
-    env) print_env ;;
-    *) usage ;;
+    *) "$usage_fn" ;;
     esac
+}
+
+main() {
+    if [[ ${1:-} == env ]]; then
+        print_env
+        return 0
+    fi
+    dispatch kafka_start pg_start usage "$@"
 }
 
 # Run only when executed; services/secure.sh sources this file for its helpers.
