@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import psycopg
-from psycopg import sql
 
 from schemas import ddl
 from schemas.errors import RegistryError
@@ -72,7 +71,3 @@ def _check_types(entity_type, existing: dict[str, str]) -> None:
             raise RegistryError(
                 f"table {entity_type.table} exists but lacks column {column}; it is not a mutagg table"
             )
-
-
-def drop_statement(table: str) -> sql.Composable:
-    return sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(table))

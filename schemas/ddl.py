@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from schemas.registry import EntityType, Registry
+from schemas.registry import EntityType
 from schemas.values import SQL_TYPES
 
 SCHEMA_VERSION = 1
@@ -227,7 +227,3 @@ $fn$"""
             "CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()"
         ).format(trigger, sql.Identifier(entity_type.table), function),
     ]
-
-
-def registry_tables(registry: Registry) -> list[EntityType]:
-    return list(registry)

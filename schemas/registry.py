@@ -7,7 +7,7 @@ column names); nothing that arrives in a message ever becomes an identifier.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,10 +169,3 @@ def _parse_entity_type(
             raise RegistryError(f"{where}: attribute {attr_name!r}: strategy sum needs a numeric type")
         attributes[attr_name] = Attribute(attr_name, attr_type, strategy)
     return EntityType(name, table, key, criticality, default_strategy, delete_rule, attributes)
-
-
-def check_custom_strategies(registry: Registry, known: Mapping[str, Callable[..., Any]]) -> None:
-    """Raise `RegistryError` if the registry names a strategy that is not registered."""
-    missing = registry.strategies() - BUILTIN_STRATEGIES - set(known)
-    if missing:
-        raise RegistryError(f"{registry.source}: unknown custom strategies {sorted(missing)}")

@@ -148,19 +148,6 @@ def to_json_value(value: Any) -> Any:
     return value
 
 
-def from_json_value(attr_type: str, value: Any) -> Any:
-    """Inverse of `to_json_value` for a value stored as JSON."""
-    if value is None:
-        return None
-    if attr_type == "decimal":
-        return Decimal(value)
-    if attr_type == "timestamp":
-        return datetime.fromisoformat(value)
-    if attr_type == "date":
-        return date.fromisoformat(value)
-    return value
-
-
 def to_copy_text(attr_type: str, value: Any) -> str | None:
     """A coerced value in the text form PostgreSQL's COPY reads for the column type."""
     if value is None:
@@ -175,7 +162,3 @@ def to_copy_text(attr_type: str, value: Any) -> str | None:
         return value.isoformat()
     return str(value)
 
-
-def values_equal(attr_type: str, left: Any, right: Any) -> bool:
-    """Equality as the database sees it (decimals by value, floats exactly)."""
-    return left == right
