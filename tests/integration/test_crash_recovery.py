@@ -124,7 +124,7 @@ def test_random_kills_over_a_large_log(settings, tmp_path):
     kills = 0
     while kills < 10:
         job = start_job(subject, recovery)
-        time.sleep(rng.uniform(0.5, 4.0))
+        time.sleep(rng.uniform(0.5, 4.0))  # not a wait for anything: this picks the moment of the kill
         if job.poll() is not None:
             break  # finished before this kill: enough of the log is behind us
         job.send_signal(signal.SIGKILL)

@@ -104,7 +104,7 @@ def test_connections_cut_mid_transaction(settings):
                 connection.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mutagg-committer'"
                 )
-                time.sleep(0.3)
+                time.sleep(0.3)  # spacing between cuts, so several land mid-batch
 
     _run_through(settings, cut)
 
@@ -112,7 +112,7 @@ def test_connections_cut_mid_transaction(settings):
 def test_postgres_restarted_while_a_batch_is_in_flight(settings):
     def restart() -> None:
         subprocess.run([*SERVICES, "stop", "postgres"], check=True, capture_output=True)
-        time.sleep(2)
+        time.sleep(2)  # the outage itself (how long the database stays down), not a wait
         subprocess.run([*SERVICES, "start", "postgres"], check=True, capture_output=True)
 
     _run_through(settings, restart)
@@ -121,7 +121,7 @@ def test_postgres_restarted_while_a_batch_is_in_flight(settings):
 def test_kafka_broker_stopped_and_started(settings):
     def restart() -> None:
         subprocess.run([*SERVICES, "stop", "kafka"], check=True, capture_output=True)
-        time.sleep(3)
+        time.sleep(3)  # the outage itself (how long the broker stays down), not a wait
         subprocess.run([*SERVICES, "start", "kafka"], check=True, capture_output=True)
 
     _run_through(settings, restart)

@@ -78,14 +78,18 @@ def test_concurrent_foreign_writer_while_the_job_runs(settings):
                      rng.randint(1, 3))
             for i in range(600)
         ]
+        deadline = time.monotonic() + 120
+
+        def wait_until_decided(count: int) -> None:
+            while query(settings, "SELECT count(*) FROM mutation_log")[0][0] < count:
+                assert job.poll() is None, job.stderr.read()[-3000:]
+                assert time.monotonic() < deadline, "the job did not decide every mutation in time"
+                time.sleep(0.05)
+
+        # In slices, each decided before the next is sent: many commits interleave with the ERP's writes.
         for start in range(0, len(updates), 100):
             produce(settings, updates[start : start + 100])
-            time.sleep(0.2)
-        deadline = time.monotonic() + 120
-        while query(settings, "SELECT count(*) FROM mutation_log")[0][0] < 620:
-            assert job.poll() is None, job.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "the job did not decide every mutation in time"
-            time.sleep(0.2)
+            wait_until_decided(20 + start + 100)
     finally:
         stop.set()
         writer.join()
