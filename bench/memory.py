@@ -15,16 +15,12 @@ import resource
 import subprocess
 import sys
 import time
-import uuid
 
 import orjson
-import psycopg
 
-from mutagg.demo import url_with_schema
-from mutagg.migrate import migrate
+from bench.workspace import Workspace
 from mutagg.producer import produce
-from mutagg.settings import Settings, load_settings, with_overrides
-from mutagg.topics import create_topics
+from mutagg.settings import Settings, load_settings
 from mutagg.workload import Message
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.registry import load_registry
@@ -47,18 +43,9 @@ def _message(mutation_id, entity_id, operation, attributes, base) -> Message:
     return Message(f"stock_level:{entity_id}".encode(), orjson.dumps(document))
 
 
-def prepare(base: Settings, entities: int) -> Settings:
-    suffix = uuid.uuid4().hex[:8]
-    with psycopg.connect(base.database_url, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "bench_{suffix}"')
-    settings = with_overrides(
-        base, database_url=url_with_schema(base.database_url, f"bench_{suffix}"),
-        topic_mutations=f"bench-{suffix}.in", topic_dlq=f"bench-{suffix}.dlq", topic_status=f"bench-{suffix}.st",
-        topic_partitions=4,
-    )
-    with psycopg.connect(settings.database_url) as connection:
-        migrate(connection, load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES))
-    create_topics(settings)
+def prepare(workspace: Workspace, entities: int) -> Settings:
+    """A fresh schema and topics (dropped with the workspace) holding the workload."""
+    settings = workspace.job_topics(workspace.schema(f"memory{entities}"), f"memory{entities}", partitions=4)
     produce(settings, messages(entities))
     return settings
 
@@ -92,12 +79,17 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=5_000_000)
     args = parser.parse_args()
     base = load_settings()
+    registry = load_registry(base.registry, custom_strategies=CUSTOM_STRATEGIES)
     rows = []
     for entities in (max(1000, args.entities // 50), args.entities):
-        began = time.perf_counter()
-        settings = prepare(base, entities)
-        produced = time.perf_counter() - began
-        seconds, rss = peak_rss_of_run(settings)
+        workspace = Workspace(base, registry)
+        try:
+            began = time.perf_counter()
+            settings = prepare(workspace, entities)
+            produced = time.perf_counter() - began
+            seconds, rss = peak_rss_of_run(settings)
+        finally:
+            workspace.close()
         mutations = entities + entities // 10
         rows.append((entities, mutations, produced, seconds, rss))
         print(f"entities={entities:>10,} mutations={mutations:>10,} produce={produced:7.1f}s "

@@ -62,7 +62,7 @@ class Workspace:
             future.result(timeout=60)
         self.topics += names
         for name in names:
-            list_partitions(self.base.kafka_client_config(), name, self.base.service_deadline_s)
+            list_partitions(self.base.kafka_client_config(), name, self.base.service_deadline_s, must_exist=False)
 
     def schema_name(self, part: str) -> str:
         return f"bench_{self.run_id}_{part}"
