@@ -1,0 +1,191 @@
+"""Commit speed: `PostgresCommitter` against the one at git revision 19fa5ba, on the
+same decoded and sequenced batches, each into a fresh schema; then a check that the
+two schemas hold the same rows (timestamps and nothing else excepted).
+
+Run: .venv/bin/python -m bench.commit [mutations] [--profile]
+(connection settings from MUTAGG_* as for `mutagg`; see `services/services.sh env`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from bench.workspace import Workspace
+from mutagg.settings import Settings, load_settings
+from mutagg.workload import Workload
+from operators.decode import decode_chunk
+from operators.sequencer import Sequencer
+from operators.strategies import CUSTOM_STRATEGIES
+from schemas.mutation import RawMessage
+from schemas.registry import Registry, load_registry
+from sinks.postgres import Batch, PostgresCommitter, Unmet
+
+REFERENCE = "19fa5ba"
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = "commit_reference"
+OWNED = (
+    "operators/entity_state.py", "operators/conflicts.py", "operators/priority.py", "operators/strategies.py",
+    "sinks/postgres.py", "sinks/entity_rows.py", "sinks/ledger.py",
+)
+TOPIC, PARTITIONS, CHUNK = "bench.commit", 4, 500
+_OWN_IMPORT = re.compile(
+    r"from (operators|sinks)\.(entity_state|conflicts|priority|strategies|postgres|entity_rows|ledger) "
+)
+# Columns that hold the time of processing, not a decision.
+_CLOCK_COLUMNS = {"decided_at", "detected_at", "seen_at", "updated_at", "mutagg_updated_at", "resolved_at",
+                  "migrated_at", "revised_at"}
+
+
+def reference_modules(directory: Path) -> tuple[type, dict]:
+    """The committer classes at REFERENCE, as package `commit_reference` in `directory`."""
+    for path in OWNED:
+        text = subprocess.run(["git", "show", f"{REFERENCE}:{path}"], cwd=REPO, check=True,
+                              capture_output=True, text=True).stdout
+        text = _OWN_IMPORT.sub(rf"from {PACKAGE}.\1.\2 ", text)
+        text = text.replace("from sinks import entity_rows, ledger", f"from {PACKAGE}.sinks import entity_rows, ledger")
+        target = directory / PACKAGE / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    for package in (directory / PACKAGE, directory / PACKAGE / "operators", directory / PACKAGE / "sinks"):
+        (package / "__init__.py").write_text("")
+    sys.path.insert(0, str(directory))
+    postgres = importlib.import_module(f"{PACKAGE}.sinks.postgres")
+    strategies = importlib.import_module(f"{PACKAGE}.operators.strategies")
+    return postgres, strategies.CUSTOM_STRATEGIES
+
+
+def batches(count: int, registry: Registry, batch_size: int) -> list[list]:
+    """The workload decoded per partition chunk and sequenced as the job does, cut into batches."""
+    messages = Workload(seed=7).generate(count)
+    stamp = int(datetime(2026, 11, 26, 9, 0, tzinfo=UTC).timestamp() * 1000)
+    by_partition: dict[int, list[RawMessage]] = {p: [] for p in range(PARTITIONS)}
+    for message in messages:
+        partition = hash_partition(message.key)
+        raw_list = by_partition[partition]
+        raw_list.append(RawMessage(TOPIC, partition, len(raw_list), message.key, message.value,
+                                   message.timestamp_ms or stamp + len(raw_list)))
+    sequencer = Sequencer()
+    items: list = []
+    cursors = dict.fromkeys(by_partition, 0)
+    while any(cursors[p] < len(by_partition[p]) for p in by_partition):
+        for partition, raws in by_partition.items():
+            chunk = raws[cursors[partition]: cursors[partition] + CHUNK]
+            cursors[partition] += len(chunk)
+            if not chunk:
+                continue
+            decoded = decode_chunk(TOPIC, partition, chunk, registry, 1 << 20)
+            sequencer.add(decoded.mutations)
+            sequencer.observe(TOPIC, partition, decoded.event_time_ms)
+            items += decoded.rejections
+        release = sequencer.release(at_end_of_input=all(cursors[p] >= len(by_partition[p]) for p in by_partition))
+        released = [*(Unmet(m, r) for m, r in release.rejected), *release.ready]
+        sequencer.mark_decided(m.id for m in [*release.ready, *(m for m, _ in release.rejected)])
+        items += released
+    return [items[i: i + batch_size] for i in range(0, len(items), batch_size)]
+
+
+def hash_partition(key: bytes) -> int:
+    return sum(key) % PARTITIONS  # stable across runs (Python's hash of bytes is salted)
+
+
+def table_rows(settings: Settings) -> dict[str, list[tuple]]:
+    """Every table's rows as text, in key order, without the columns that hold a clock."""
+    rows: dict[str, list[tuple]] = {}
+    with psycopg.connect(settings.database_url) as connection:
+        tables = connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+            "AND table_type = 'BASE TABLE' ORDER BY 1").fetchall()
+        for (table,) in tables:
+            columns = [c for (c,) in connection.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = %s ORDER BY ordinal_position", (table,)).fetchall() if c not in _CLOCK_COLUMNS]
+            listed = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
+            query = sql.SQL("SELECT {} FROM {} ORDER BY 1, 2, 3").format(listed, sql.Identifier(table))
+            rows[table] = connection.execute(query).fetchall()
+    return rows
+
+
+def measure(commit: Callable[[Batch, str], list], batch: list, batch_id: str, clock: dict[str, float]) -> list:
+    wall, cpu = time.perf_counter(), time.process_time()
+    outcomes = commit(Batch(batch, {(TOPIC, 0): int(batch_id[1:])}), batch_id)
+    clock["wall"] += time.perf_counter() - wall
+    clock["cpu"] += time.process_time() - cpu
+    return outcomes
+
+
+def outcome_values(outcomes: list) -> list[tuple]:
+    return [(o.kind, o.mutation_id, o.status, o.reason, o.entity_type, o.entity_id, o.version, o.edge_node_id,
+             o.conflict_ids, o.batch_id) for o in outcomes]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.commit")
+    parser.add_argument("mutations", nargs="?", type=int, default=50_000)
+    parser.add_argument("--only-new", action="store_true", help="skip the reference (e.g. under a profiler)")
+    parser.add_argument("--keep", action="store_true", help="keep the two schemas")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
+    work = batches(args.mutations, registry, settings.batch_size)
+    print(f"{args.mutations:,} messages -> {len(work)} batches of up to {settings.batch_size:,} items", flush=True)
+    workspace = Workspace(settings, registry, keep=args.keep)
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            committers = {"new": PostgresCommitter(workspace.schema("new").database_url, registry, CUSTOM_STRATEGIES)}
+            if not args.only_new:
+                reference, reference_strategies = reference_modules(Path(directory))
+                committers["old"] = reference.PostgresCommitter(
+                    workspace.schema("old").database_url, registry, reference_strategies)
+            clocks = {name: {"wall": 0.0, "cpu": 0.0} for name in committers}
+            mismatched = 0
+            for number, batch in enumerate(work, start=1):
+                batch_id = f"b{number:06d}"
+                # Alternate which goes first, so neither always meets a warmer server.
+                order = sorted(committers, reverse=number % 2 == 0)
+                results = {name: measure(committers[name].commit, batch, batch_id, clocks[name]) for name in order}
+                if "old" in results and outcome_values(results["old"]) != outcome_values(results["new"]):
+                    mismatched += 1
+            for committer in committers.values():
+                committer.close()
+        items = sum(len(b) for b in work)
+        for name in sorted(committers, reverse=True):
+            clock = clocks[name]
+            print(f"{name:>3}: {items / clock['wall']:>9,.0f} items/s wall, {clock['wall']:6.2f}s wall, "
+                  f"{clock['cpu']:6.2f}s Python CPU ({clock['cpu'] / len(work) * 1000:.1f} ms/batch)")
+        if "old" not in committers:
+            return 0
+        old, new = clocks["old"], clocks["new"]
+        print(f"new vs old: {old['wall'] / new['wall']:.2f}x wall rate, {old['cpu'] / new['cpu']:.2f}x less CPU")
+        old_rows, new_rows = table_rows(workspace_settings(workspace, "old")), table_rows(
+            workspace_settings(workspace, "new"))
+        different = [t for t in sorted(old_rows) if old_rows[t] != new_rows.get(t)]
+        print(f"outcomes: {'identical' if not mismatched else f'{mismatched} batches DIFFER'}; tables: "
+              + ("identical (" + ", ".join(f"{t} {len(old_rows[t])}" for t in sorted(old_rows)) + ")"
+                 if not different else f"DIFFER in {different}"))
+        return 0 if not different and not mismatched else 1
+    finally:
+        workspace.close()
+
+
+def workspace_settings(workspace: Workspace, part: str) -> Settings:
+    from mutagg.demo import url_with_schema
+    from mutagg.settings import with_overrides
+
+    return with_overrides(workspace.base, database_url=url_with_schema(workspace.base.database_url,
+                                                                          workspace.schema_name(part)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
