@@ -128,6 +128,12 @@ class Rejection:
     entity_id: str | None = None
 
 
+_OPERATIONS = {operation.value: operation for operation in Operation}
+_CREATE, _UPDATE, _DELETE = Operation.CREATE, Operation.UPDATE, Operation.DELETE  # ~100 ns less per use
+_EXACT_FIELDS = (frozenset(FIELDS), frozenset(FIELDS + OPTIONAL_FIELDS))
+"""A document with exactly these keys has every field and no other: `_check_fields` has nothing to say."""
+
+
 class _Invalid(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -160,17 +166,19 @@ def _readable(document: Any, name: str, max_len: int) -> str | None:
 def decode(raw: RawMessage, registry: Registry, max_bytes: int = 1 << 20) -> Mutation | Rejection:
     """Turn one Kafka record into a `Mutation`, or a `Rejection` saying exactly why not."""
     document: Any = None
+    value = raw.value
     try:
-        if raw.value is None:
+        if value is None:
             raise _Invalid(Reason.NOT_AN_OBJECT, "message has no value")
-        if len(raw.value) > max_bytes:
-            raise _Invalid(Reason.MESSAGE_TOO_LARGE, f"{len(raw.value)} bytes > limit {max_bytes}")
+        if len(value) > max_bytes:
+            raise _Invalid(Reason.MESSAGE_TOO_LARGE, f"{len(value)} bytes > limit {max_bytes}")
         try:
-            raw.value.decode("utf-8")
+            if not value.isascii():  # ASCII is UTF-8; only other bytes need the decoder's check
+                value.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _Invalid(Reason.INVALID_ENCODING, f"value is not UTF-8: {exc.reason}") from None
         try:
-            document = orjson.loads(raw.value)
+            document = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise _Invalid(Reason.INVALID_JSON, str(exc)[:200]) from None
         return _validate(document, raw, registry)
@@ -186,15 +194,20 @@ def decode(raw: RawMessage, registry: Registry, max_bytes: int = 1 << 20) -> Mut
         )
 
 
-def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
-    if not isinstance(document, dict):
-        raise _Invalid(Reason.NOT_AN_OBJECT, "a mutation must be a JSON object")
+def _check_fields(document: dict) -> None:
     missing = [name for name in FIELDS if name not in document]
     if missing:
         raise _Invalid(Reason.MISSING_FIELD, f"missing fields {missing}")
     unknown = sorted(set(document) - set(FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
         raise _Invalid(Reason.UNKNOWN_FIELD, f"unknown fields {unknown[:10]}")
+
+
+def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
+    if not isinstance(document, dict):
+        raise _Invalid(Reason.NOT_AN_OBJECT, "a mutation must be a JSON object")
+    if document.keys() not in _EXACT_FIELDS:
+        _check_fields(document)
     mutation_id = _string(document, "id", 128)
     edge_node_id = _string(document, "edge_node_id", 128)
     entity_id = _string(document, "entity_id", 256)
@@ -204,12 +217,12 @@ def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
     entity_type = registry.get(type_name)
     if entity_type is None:
         raise _Invalid(Reason.UNKNOWN_ENTITY_TYPE, f"entity type {type_name[:64]!r} is not declared")
-    try:
-        operation = Operation(document["operation_type"])
-    except (ValueError, TypeError):
-        raise _Invalid(Reason.INVALID_FIELD, "operation_type must be CREATE, UPDATE or DELETE") from None
+    operation_type = document["operation_type"]
+    operation = _OPERATIONS.get(operation_type) if isinstance(operation_type, str) else None
+    if operation is None:
+        raise _Invalid(Reason.INVALID_FIELD, "operation_type must be CREATE, UPDATE or DELETE")
     base_version = _integer(document, "base_version", 0, 2**62)
-    if operation is Operation.CREATE and base_version != 0:
+    if operation is _CREATE and base_version != 0:
         raise _Invalid(Reason.INVALID_FIELD, "base_version must be 0 for CREATE")
     priority = _integer(document, "priority", 1, 10)
     try:
@@ -231,7 +244,7 @@ def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
     raw_attributes = document["attributes"]
     if not isinstance(raw_attributes, dict):
         raise _Invalid(Reason.INVALID_FIELD, "attributes must be an object")
-    if operation is Operation.DELETE and raw_attributes:
+    if operation is _DELETE and raw_attributes:
         raise _Invalid(Reason.INVALID_FIELD, "attributes must be empty for DELETE")
     attributes: dict[str, Any] = {}
     for name, value in raw_attributes.items():
@@ -242,41 +255,41 @@ def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
             coerced = coerce(attribute.type, value)
         except CoercionError as exc:
             raise _Invalid(Reason.INVALID_ATTRIBUTE_VALUE, f"{name}: {exc}") from None
-        if coerced is None and attribute.strategy == "sum" and operation is Operation.UPDATE:
+        if coerced is None and attribute.strategy == "sum" and operation is _UPDATE:
             raise _Invalid(Reason.INVALID_ATTRIBUTE_VALUE, f"{name}: a sum delta cannot be null")
         attributes[name] = coerced
     if raw.key is not None and raw.key != f"{type_name}:{entity_id}".encode():
         raise _Invalid(Reason.KEY_MISMATCH, "message key does not match entity_type:entity_id")
+    headers = raw.headers
+    # In field order, positionally: binding 17 keywords costs more than the rest of the construction.
     return Mutation(
-        id=mutation_id,
-        edge_node_id=edge_node_id,
-        entity_type=type_name,
-        entity_id=entity_id,
-        operation=operation,
-        attributes=attributes,
-        base_version=base_version,
-        timestamp=timestamp,
-        priority=priority,
-        dependencies=tuple(dict.fromkeys(dependencies)),
-        tenant_id=tenant_id,
-        topic=raw.topic,
-        partition=raw.partition,
-        offset=raw.offset,
-        kafka_timestamp_ms=raw.timestamp_ms,
-        resolves=_resolves(raw),
-        replayed=is_dlq_replay(raw),
+        mutation_id, edge_node_id, type_name, entity_id, operation, attributes, base_version, timestamp, priority,
+        tuple(dict.fromkeys(dependencies)) if dependencies else (),
+        tenant_id, raw.topic, raw.partition, raw.offset, raw.timestamp_ms,
+        _resolves(raw) if headers else (),
+        is_dlq_replay(raw) if headers else False,
     )
 
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_FUTURE_SKEW = timedelta(days=366)
+_ZERO = timedelta(0)
+_MICROSECOND = timedelta(microseconds=1)
+_MAX_FUTURE_SKEW_US = MAX_FUTURE_SKEW // _MICROSECOND
+_EXACT_KAFKA_MS = 2**32 * 1000
+"""Below 2**32 s, ms / 1000 as a float is within half a microsecond: fromtimestamp gives exactly ms milliseconds."""
 
 
 def _check_time_range(timestamp: datetime, kafka_timestamp_ms: int) -> None:
     """An edge clock may be off, and a van offline for weeks; a year ahead of the broker is not a clock."""
-    if timestamp < _EARLIEST:
+    since_epoch = timestamp - _EARLIEST
+    if since_epoch < _ZERO:
         raise _Invalid(Reason.TIMESTAMP_OUT_OF_RANGE, "timestamp is before 1970")
-    if kafka_timestamp_ms > 0:
+    if 0 < kafka_timestamp_ms < _EXACT_KAFKA_MS:
+        # The check below in integer microseconds: cheaper, and the same result in this range.
+        if since_epoch // _MICROSECOND - kafka_timestamp_ms * 1000 > _MAX_FUTURE_SKEW_US:
+            raise _Invalid(Reason.TIMESTAMP_OUT_OF_RANGE, "timestamp is more than a year after the Kafka timestamp")
+    elif kafka_timestamp_ms > 0:
         broker_time = datetime.fromtimestamp(kafka_timestamp_ms / 1000, tz=UTC)
         if timestamp - broker_time > MAX_FUTURE_SKEW:
             raise _Invalid(Reason.TIMESTAMP_OUT_OF_RANGE, "timestamp is more than a year after the Kafka timestamp")
