@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from operators.entity_state import TOMBSTONE, EntityState, Provenance, first_write
+from operators.entity_state import TOMBSTONE, EntityState, Provenance
 from operators.priority import adjusted_priority
 from operators.strategies import ConflictContext, CustomStrategy, Resolution
 from schemas.mutation import Mutation, Operation, Reason, Status
@@ -58,6 +58,8 @@ class Decision:
     edge_node_id: str | None
     conflicts: tuple[ConflictRecord, ...] = ()
     written: tuple[str, ...] = field(default=())
+    priority: int | None = None
+    """The mutation's adjusted priority (None for an item never decided against an entity)."""
 
 
 @dataclass(slots=True)
@@ -124,10 +126,13 @@ def _resolve(
 class _Builder:
     """Collects the outcome of one mutation while `decide` walks the rules."""
 
-    def __init__(self, mutation: Mutation, state: EntityState, base_version: int):
+    __slots__ = ("base_version", "conflicts", "mutation", "priority", "state")
+
+    def __init__(self, mutation: Mutation, state: EntityState, base_version: int, priority: int):
         self.mutation = mutation
         self.state = state
         self.base_version = base_version
+        self.priority = priority
         self.conflicts: list[ConflictRecord] = []
 
     def record(
@@ -165,17 +170,10 @@ class _Builder:
         self, status: Status, reason: str | None = None, written: tuple[str, ...] = ()
     ) -> Decision:
         mutation = self.mutation
-        applied = status is Status.APPLIED
         return Decision(
-            mutation_id=mutation.id,
-            status=status,
-            reason=reason,
-            entity_type=mutation.entity_type,
-            entity_id=mutation.entity_id,
-            version=self.state.version if applied else None,
-            edge_node_id=mutation.edge_node_id,
-            conflicts=tuple(self.conflicts),
-            written=written,
+            mutation.id, status, reason, mutation.entity_type, mutation.entity_id,
+            self.state.version if status is Status.APPLIED else None, mutation.edge_node_id,
+            tuple(self.conflicts) if self.conflicts else (), written, self.priority,
         )
 
 
@@ -189,13 +187,13 @@ def decide(
     priority = adjusted_priority(mutation, entity_type)
     operation = mutation.operation
     if state.absent:
-        builder = _Builder(mutation, state, mutation.base_version)
+        builder = _Builder(mutation, state, mutation.base_version, priority)
         if operation is not Operation.CREATE:
             return builder.finish(Status.REJECTED, Reason.ENTITY_NOT_FOUND)
         return _write(builder, dict(mutation.attributes), tombstone=False, priority=priority)
 
     base_version = 0 if operation is Operation.CREATE else mutation.base_version
-    builder = _Builder(mutation, state, base_version)
+    builder = _Builder(mutation, state, base_version, priority)
     if base_version > state.version:
         return builder.finish(Status.REJECTED, Reason.FUTURE_BASE_VERSION)
 
@@ -205,7 +203,7 @@ def decide(
             return builder.finish(Status.APPLIED, Reason.SUPERSEDED)
         incoming_wins = entity_type.delete_rule == "update_wins"
         builder.record(
-            "#delete", sorted(mutation.attributes), state.provenance.get(TOMBSTONE),
+            "#delete", sorted(mutation.attributes), state.provenance_of(TOMBSTONE),
             entity_type.delete_rule, "incoming" if incoming_wins else "server", None,
         )
         if not incoming_wins:
@@ -221,7 +219,7 @@ def _delete(builder: _Builder, entity_type: EntityType, priority: int) -> Decisi
     mutation, state = builder.mutation, builder.state
     changed = sorted(
         name
-        for name, prov in state.provenance.items()
+        for name, prov in state.all_provenance().items()
         if name != TOMBSTONE and prov.written_by_other_after(mutation.edge_node_id, builder.base_version)
     )
     if changed:
@@ -253,7 +251,7 @@ def _update(
             incoming_value = add_numeric(attribute.type, state.values.get(name), incoming)
         else:
             incoming_value = incoming
-        prov = state.provenance.get(name)
+        prov = state.provenance_of(name)
         if prov is None or not prov.written_by_other_after(mutation.edge_node_id, builder.base_version):
             writes[name] = incoming_value
             continue
@@ -283,15 +281,19 @@ def _write(
     if not writes and tombstone is None:
         return builder.finish(Status.APPLIED, Reason.SUPERSEDED)
     version = state.version + 1
-    stamp = (version, mutation.id, mutation.edge_node_id, mutation.timestamp, priority)
+    mutation_id, edge_node_id, timestamp = mutation.id, mutation.edge_node_id, mutation.timestamp
     names = list(writes)
     if tombstone is not None:
         state.deleted = tombstone
         names.append(TOMBSTONE)
+    state.values.update(writes)
+    provenance = state.provenance
     for name in names:
-        if name in writes:
-            state.values[name] = writes[name]
-        previous = state.provenance.get(name)
-        state.provenance[name] = previous.succeeded_by(*stamp) if previous else first_write(*stamp)
+        previous = state.provenance_of(name)
+        provenance[name] = (
+            previous.succeeded_by(version, mutation_id, edge_node_id, timestamp, priority)
+            if previous is not None
+            else Provenance(version, mutation_id, edge_node_id, timestamp, priority)
+        )
     state.version = version
     return builder.finish(Status.APPLIED, None, tuple(sorted(writes)))

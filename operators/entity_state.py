@@ -58,6 +58,16 @@ class Provenance:
             self.priority, self.other_version, self.other_mutation_id,
         ]
 
+    def entry(self) -> list[Any]:
+        """`to_json` with the timestamp left a datetime, for orjson to render: it writes an
+        aware datetime exactly as `isoformat` does, at a fraction of the cost."""
+        if self.stored is not None:
+            return self.stored
+        return [
+            self.version, self.mutation_id, self.edge_node_id, self.timestamp,
+            self.priority, self.other_version, self.other_mutation_id,
+        ]
+
     @staticmethod
     def from_json(entry: list[Any]) -> Provenance:
         version, mutation_id, edge_node_id, stamp, priority, other_version, other_mutation_id = entry
@@ -79,12 +89,19 @@ TOMBSTONE = "#deleted"
 
 @dataclass(slots=True)
 class EntityState:
-    """Mutable working copy of one entity row; version 0 means absent."""
+    """Mutable working copy of one entity row; version 0 means absent.
+
+    A row read from the database keeps its provenance as read in `stored_provenance`;
+    an entry is parsed into `provenance` only when a mutation needs it (most rows in a
+    batch are touched on one or two attributes), so read `provenance_of` /
+    `all_provenance`, not `provenance`, for a loaded row.
+    """
 
     version: int = 0
     deleted: bool = False
     values: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Provenance] = field(default_factory=dict)
+    stored_provenance: dict[str, Any] | None = None
 
     @property
     def absent(self) -> bool:
@@ -93,5 +110,27 @@ class EntityState:
     def copy(self) -> EntityState:
         return replace(self, values=dict(self.values), provenance=dict(self.provenance))
 
+    def provenance_of(self, name: str) -> Provenance | None:
+        """The provenance of attribute (or `TOMBSTONE`) `name`; None if it was never written."""
+        found = self.provenance.get(name)
+        if found is None and self.stored_provenance:
+            entry = self.stored_provenance.get(name)
+            if isinstance(entry, list):  # anything else in the column is not ours: ignored, as always
+                found = self.provenance[name] = Provenance.from_json(entry)
+        return found
+
+    def all_provenance(self) -> dict[str, Provenance]:
+        """Every provenance entry, parsed."""
+        if self.stored_provenance:
+            for name in self.stored_provenance:
+                self.provenance_of(name)
+        return self.provenance
+
     def provenance_json(self) -> dict[str, Any]:
-        return {name: prov.to_json() for name, prov in sorted(self.provenance.items())}
+        """The provenance column's value, for orjson: entries as read, with the parsed (and
+        new) ones in their place (see `Provenance.entry`)."""
+        stored = self.stored_provenance
+        entries = {name: entry for name, entry in stored.items() if isinstance(entry, list)} if stored else {}
+        for name, prov in self.provenance.items():
+            entries[name] = prov.entry()
+        return entries

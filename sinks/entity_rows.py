@@ -1,125 +1,199 @@
 """Read entity rows for update, and write the coalesced rows back with COPY.
 
 Rows travel as Polars frames built from the registry's types, then as CSV into
-a temporary staging table, then one set-based upsert per entity type.
+a temporary staging table, then one set-based upsert per entity type. The SQL of
+each entity type is composed once (`TablePlan`), not per batch.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
 
 import orjson
 import polars as pl
 import psycopg
 from psycopg import sql
 
-from operators.entity_state import EntityState, Provenance
+from operators.entity_state import EntityState
 from schemas.registry import EntityType
 from schemas.values import POLARS_TYPES, to_copy_text
 
-
-def _quoted(entity_type: EntityType) -> dict[str, sql.Identifier]:
-    return {name: sql.Identifier(name) for name in (entity_type.key, *entity_type.attributes)}
+_dumps = orjson.dumps
 
 
-def load_for_update(
-    cursor: psycopg.Cursor, entity_type: EntityType, entity_ids: Iterable[str]
-) -> dict[str, EntityState]:
-    """Lock and read the rows of `entity_ids` (absent ones come back as version 0)."""
-    ids = sorted(set(entity_ids))
-    states = {entity_id: EntityState() for entity_id in ids}
-    if not ids:
-        return states
-    names = list(entity_type.attributes)
-    query = sql.SQL(
+def _json_text(value: Any) -> str:
+    return _dumps(value).decode()
+
+
+def text_array(values: list[str] | tuple[str, ...]) -> str:
+    """A `text[]` literal (also COPY's array form): for thousands of ids as one parameter this
+    is several times cheaper than psycopg's list adaptation."""
+    if not values:
+        return "{}"
+    joined = '","'.join(values)
+    if "\\" in joined or joined.count('"') != 2 * (len(values) - 1):
+        joined = '","'.join(v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return '{"' + joined + '"}'
+
+
+def _copy_text(attr_type: str) -> Callable[[Any], Any]:
+    """A one-type `to_copy_text` for a column of non-None values.
+
+    Values of a type have one Python class (coerced on decode), so the general
+    function's type tests can be decided once per column; anything else falls back to it.
+    """
+    if attr_type == "json":
+        return _json_text
+    if attr_type == "string":
+        return lambda value: value if type(value) is str else to_copy_text(attr_type, value)
+    if attr_type in ("integer", "decimal", "date", "timestamp"):
+        plain = {"integer": int, "decimal": Decimal, "date": date, "timestamp": datetime}[attr_type]
+        render = datetime.isoformat if attr_type == "timestamp" else str
+        # bool is an int; a datetime is a date: those go the general way, as before.
+        return lambda value: render(value) if type(value) is plain else to_copy_text(attr_type, value)
+    return lambda value: to_copy_text(attr_type, value)
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """Everything about one entity type's table that does not change from batch to batch."""
+
+    entity_type: EntityType
+    names: tuple[str, ...]
+    select: bytes
+    stage: bytes
+    copy: bytes
+    upsert: bytes
+    columns: tuple[tuple[str, Any, Callable[[Any], Any] | None], ...]
+    """(attribute, Polars dtype, text converter or None) in the table's column order."""
+    schema: dict[str, Any]
+
+
+def plan(entity_type: EntityType, context: psycopg.Connection | None = None) -> TablePlan:
+    names = tuple(entity_type.attributes)
+    key, table = sql.Identifier(entity_type.key), sql.Identifier(entity_type.table)
+    stage = sql.Identifier(f"_stage_{entity_type.table}")
+    select = sql.SQL(
         "SELECT {key}, {attrs}version, deleted, mutagg_provenance FROM {table} "
-        "WHERE {key} = ANY(%s) ORDER BY {key} FOR UPDATE"
+        "WHERE {key} = ANY(%s::text[]) ORDER BY {key} FOR UPDATE"
     ).format(
-        key=sql.Identifier(entity_type.key),
+        key=key,
         attrs=sql.SQL("").join(sql.SQL("{}, ").format(sql.Identifier(n)) for n in names),
-        table=sql.Identifier(entity_type.table),
+        table=table,
     )
-    cursor.execute(query, (ids,))
-    for row in cursor.fetchall():
-        entity_id, values, (version, deleted, provenance) = row[0], row[1:-3], row[-3:]
-        states[entity_id] = EntityState(
-            version=version,
-            deleted=deleted,
-            values={name: value for name, value in zip(names, values) if value is not None},
-            provenance={
-                name: Provenance.from_json(entry)
-                for name, entry in (provenance or {}).items()
-                if isinstance(entry, list)
-            },
-        )
-    return states
-
-
-def rows_frame(entity_type: EntityType, states: dict[str, EntityState]) -> pl.DataFrame:
-    """The coalesced rows of one entity type as a frame in the table's column order."""
-    ids = sorted(states)
-    columns: dict[str, list] = {entity_type.key: ids}
-    schema: dict[str, pl.DataType] = {entity_type.key: pl.String}
+    columns: list[tuple[str, Any, Callable[[Any], Any] | None]] = []
     for name, attribute in entity_type.attributes.items():
         # Integers travel as text too: PostgreSQL, not the frame builder, judges their range.
         if POLARS_TYPES[attribute.type] in (pl.Float64, pl.Boolean):
-            columns[name] = [states[i].values.get(name) for i in ids]
-            schema[name] = POLARS_TYPES[attribute.type]
+            columns.append((name, POLARS_TYPES[attribute.type], None))
         else:
-            columns[name] = [to_copy_text(attribute.type, states[i].values.get(name)) for i in ids]
-            schema[name] = pl.String
-    columns["version"] = [states[i].version for i in ids]
-    columns["deleted"] = [states[i].deleted for i in ids]
-    columns["mutagg_provenance"] = [orjson.dumps(states[i].provenance_json()).decode() for i in ids]
+            columns.append((name, pl.String, _copy_text(attribute.type)))
+    schema = {entity_type.key: pl.String, **{name: dtype for name, dtype, _ in columns}}
     schema.update(version=pl.Int64, deleted=pl.Boolean, mutagg_provenance=pl.String)
-    return pl.DataFrame(columns, schema=schema)
+    quoted = [sql.Identifier(c) for c in schema]
+    upsert = sql.SQL(
+        "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} "
+        "ON CONFLICT ({key}) DO UPDATE SET {updates}, mutagg_updated_at = now()"
+    ).format(
+        table=table, cols=sql.SQL(", ").join(quoted), stage=stage, key=key,
+        updates=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in quoted[1:]),
+    )
+    return TablePlan(
+        entity_type=entity_type,
+        names=names,
+        select=select.as_bytes(context),
+        stage=sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        ).format(stage, table).as_bytes(context),
+        copy=copy_statement(stage, tuple(schema)).as_bytes(context),
+        upsert=upsert.as_bytes(context),
+        columns=tuple(columns),
+        schema=schema,
+    )
 
 
-def copy_frame(cursor: psycopg.Cursor, table: sql.Composable, frame: pl.DataFrame, on_copy=lambda: None) -> None:
-    """COPY a frame into `table` (columns by name, CSV: unquoted empty is NULL)."""
+def load_for_update(
+    cursor: psycopg.Cursor, entity_type: EntityType | TablePlan, entity_ids: Iterable[str]
+) -> dict[str, EntityState]:
+    """Lock and read the rows of `entity_ids` (absent ones come back as version 0)."""
+    table = entity_type if isinstance(entity_type, TablePlan) else plan(entity_type, cursor.connection)
+    ids = sorted(set(entity_ids))
+    if not ids:
+        return {}
+    names = table.names
+    states: dict[str, EntityState] = {}
+    for row in cursor.execute(table.select, (text_array(ids),)).fetchall():
+        # Provenance stays as read; entries are parsed when a mutation needs them.
+        states[row[0]] = EntityState(
+            row[-3], row[-2], {name: value for name, value in zip(names, row[1:]) if value is not None},
+            {}, row[-1],
+        )
+    if len(states) < len(ids):
+        for entity_id in ids:
+            if entity_id not in states:
+                states[entity_id] = EntityState()
+    return states
+
+
+def rows_frame(entity_type: EntityType | TablePlan, states: dict[str, EntityState]) -> pl.DataFrame:
+    """The coalesced rows of one entity type as a frame in the table's column order."""
+    table = entity_type if isinstance(entity_type, TablePlan) else plan(entity_type)
+    ids = sorted(states)
+    rows = [states[i] for i in ids]
+    values = [state.values for state in rows]
+    columns: dict[str, list] = {table.entity_type.key: ids}
+    for name, _, convert in table.columns:
+        column = [v.get(name) for v in values]
+        if convert is not None:
+            column = [None if value is None else convert(value) for value in column]
+        columns[name] = column
+    columns["version"] = [state.version for state in rows]
+    columns["deleted"] = [state.deleted for state in rows]
+    columns["mutagg_provenance"] = [_dumps(state.provenance_json()).decode() for state in rows]
+    return pl.DataFrame(columns, schema=table.schema)
+
+
+def copy_statement(table: sql.Composable, columns: tuple[str, ...]) -> sql.Composed:
+    """COPY into `table` (columns by name, CSV: unquoted empty is NULL)."""
+    return sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        table, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+
+
+def copy_frame(
+    cursor: psycopg.Cursor, table: sql.Composable | bytes, frame: pl.DataFrame, on_copy=lambda: None
+) -> None:
+    """COPY a frame into `table` (a table name, or a whole COPY statement from `copy_statement`)."""
     if frame.height == 0:
         return
     buffer = io.BytesIO()
     frame.write_csv(buffer, include_header=False, float_precision=None)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-        table, sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
-    )
+    statement = table if isinstance(table, bytes) else copy_statement(table, tuple(frame.columns))
     with cursor.copy(statement) as copy:
         copy.write(buffer.getbuffer())
         on_copy()  # crash tests stop here: data sent, COPY not finished
 
 
 def upsert(
-    cursor: psycopg.Cursor, entity_type: EntityType, states: dict[str, EntityState], on_copy=lambda: None
+    cursor: psycopg.Cursor,
+    entity_type: EntityType | TablePlan,
+    states: dict[str, EntityState],
+    on_copy=lambda: None,
 ) -> None:
-    """Write the final state of every touched entity: one COPY and one statement."""
+    """Write the final state of every touched entity: one COPY and one statement.
+
+    With a `TablePlan`, its staging table must exist already (`plan.stage`, once per
+    connection); with a bare `EntityType` it is created here.
+    """
     if not states:
         return
-    frame = rows_frame(entity_type, states)
-    table = sql.Identifier(entity_type.table)
-    stage = sql.Identifier(f"_stage_{entity_type.table}")
-    cursor.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        ).format(stage, table)
-    )
-    copy_frame(cursor, stage, frame, on_copy)
-    columns = [sql.Identifier(c) for c in frame.columns]
-    updates = [
-        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-        for c in frame.columns
-        if c != entity_type.key
-    ]
-    cursor.execute(
-        sql.SQL(
-            "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} "
-            "ON CONFLICT ({key}) DO UPDATE SET {updates}, mutagg_updated_at = now()"
-        ).format(
-            table=table,
-            cols=sql.SQL(", ").join(columns),
-            stage=stage,
-            key=sql.Identifier(entity_type.key),
-            updates=sql.SQL(", ").join(updates),
-        )
-    )
+    table = entity_type if isinstance(entity_type, TablePlan) else plan(entity_type, cursor.connection)
+    if not isinstance(entity_type, TablePlan):
+        cursor.execute(table.stage)
+    copy_frame(cursor, table.copy, rows_frame(table, states), on_copy)
+    cursor.execute(table.upsert)

@@ -17,7 +17,7 @@ from schemas.ddl import CONFLICT_COLUMNS, LEDGER_COLUMNS
 from schemas.mutation import Mutation, Rejection, Status
 from schemas.registry import Registry
 from schemas.values import to_json_value
-from sinks.entity_rows import copy_frame
+from sinks.entity_rows import copy_frame, copy_statement, text_array
 
 
 @dataclass(slots=True)
@@ -45,8 +45,8 @@ def lookup(cursor: psycopg.Cursor, mutation_ids: list[str]) -> dict[str, LedgerE
     cursor.execute(
         "SELECT mutation_id, status, reason, entity_type, entity_id, version, edge_node_id, "
         "batch_id, conflict_ids, decided_at, kafka_topic, kafka_partition, kafka_offset "
-        "FROM mutation_log WHERE mutation_id = ANY(%s)",
-        (mutation_ids,),
+        "FROM mutation_log WHERE mutation_id = ANY(%s::text[])",
+        (text_array(mutation_ids),),
     )
     return {
         row[0]: LedgerEntry(*row[:8], tuple(row[8] or ()), *row[9:]) for row in cursor.fetchall()
@@ -61,8 +61,7 @@ def _ms(timestamp_ms: int | None) -> int | None:
     return None if timestamp_ms is None or timestamp_ms < 0 else timestamp_ms
 
 
-def _array(values: tuple[str, ...] | list[str]) -> str:
-    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+_array = text_array
 
 
 def ledger_row(
@@ -71,41 +70,31 @@ def ledger_row(
     registry: Registry,
     batch_id: str,
     decided_at: str,
-) -> dict[str, Any]:
+) -> tuple[Any, ...]:
+    """One `mutation_log` row, its values in `LEDGER_COLUMNS` order."""
     if isinstance(source, Mutation):
         topic, partition, offset = source.topic, source.partition, source.offset
         kafka_ts, edge_ts = _ms(source.kafka_timestamp_ms), (source.timestamp - _EPOCH) // _MICROSECOND
         operation, base_version = source.operation.value, source.base_version
-        priority = adjusted_priority(source, registry.entity_types[source.entity_type])
+        priority = decision.priority
+        if priority is None:  # not decided against its entity (rejected before, or failed)
+            priority = adjusted_priority(source, registry.entity_types[source.entity_type])
+        detail = None
+        held = _json(
+            {k: to_json_value(v) for k, v in source.attributes.items()}
+        ) if decision.status is Status.CONFLICT else None
     else:
         raw = source.raw
         topic, partition, offset, kafka_ts = raw.topic, raw.partition, raw.offset, _ms(raw.timestamp_ms)
-        edge_ts = operation = base_version = priority = None
-    detail = source.message if isinstance(source, Rejection) else None
-    return {
-        "mutation_id": decision.mutation_id,
-        "status": decision.status.value,
-        "reason": decision.reason,
-        "entity_type": decision.entity_type,
-        "entity_id": decision.entity_id,
-        "version": decision.version,
-        "edge_node_id": decision.edge_node_id,
-        "operation": operation,
-        "base_version": base_version,
-        "adjusted_priority": priority,
-        "batch_id": batch_id,
-        "kafka_topic": topic,
-        "kafka_partition": partition,
-        "kafka_offset": offset,
-        "kafka_timestamp": kafka_ts,
-        "edge_timestamp": edge_ts,
-        "decided_at": decided_at,
-        "conflict_ids": _array([c.conflict_id for c in decision.conflicts]),
-        "detail": detail,
-        "held_attributes": _json(
-            {k: to_json_value(v) for k, v in source.attributes.items()}
-        ) if isinstance(source, Mutation) and decision.status is Status.CONFLICT else None,
-    }
+        edge_ts = operation = base_version = priority = held = None
+        detail = source.message
+    conflicts = decision.conflicts
+    return (
+        decision.mutation_id, decision.status.value, decision.reason, decision.entity_type,
+        decision.entity_id, decision.version, decision.edge_node_id, operation, base_version, priority,
+        batch_id, topic, partition, offset, kafka_ts, edge_ts, decided_at,
+        _array([c.conflict_id for c in conflicts]) if conflicts else "{}", detail, held,
+    )
 
 
 _LEDGER_SCHEMA = {
@@ -127,52 +116,49 @@ _CONFLICT_SCHEMA = {
 }
 
 
+assert tuple(_LEDGER_SCHEMA) == LEDGER_COLUMNS and tuple(_CONFLICT_SCHEMA) == CONFLICT_COLUMNS
+_COPY_LEDGER = copy_statement(sql.Identifier("mutation_log"), LEDGER_COLUMNS).as_bytes(None)
+_COPY_CONFLICTS = copy_statement(sql.Identifier("conflicts"), CONFLICT_COLUMNS).as_bytes(None)
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def conflict_row(record: ConflictRecord, batch_id: str, detected_at: str) -> dict[str, Any]:
-    return {
-        "conflict_id": record.conflict_id,
-        "entity_type": record.entity_type,
-        "entity_id": record.entity_id,
-        "attributes": _array(record.attributes),
-        "mutation_id": record.mutation_id,
-        "other_mutation_id": record.other_mutation_id,
-        "incoming_edge_node_id": record.incoming_edge_node_id,
-        "other_edge_node_id": record.other_edge_node_id,
-        "strategy": record.strategy,
-        "winner": record.winner,
-        "status": record.status,
-        "incoming_values": _json(record.incoming_values),
-        "server_values": _json(record.server_values),
-        "result_values": _json(record.result_values),
-        "base_version": record.base_version,
-        "entity_version": record.entity_version,
-        "batch_id": batch_id,
-        "detected_at": detected_at,
-    }
+def conflict_row(record: ConflictRecord, batch_id: str, detected_at: str) -> tuple[Any, ...]:
+    """One `conflicts` row, its values in `CONFLICT_COLUMNS` order."""
+    return (
+        record.conflict_id, record.entity_type, record.entity_id, _array(record.attributes),
+        record.mutation_id, record.other_mutation_id, record.incoming_edge_node_id,
+        record.other_edge_node_id, record.strategy, record.winner, record.status,
+        _json(record.incoming_values), _json(record.server_values), _json(record.result_values),
+        record.base_version, record.entity_version, batch_id, detected_at,
+    )
+
+
+def _frame(rows: list[tuple[Any, ...]], schema: dict[str, Any]) -> pl.DataFrame:
+    """Row tuples as a frame, built column-wise (transposed in C, not dict by dict)."""
+    return pl.DataFrame(dict(zip(schema, map(list, zip(*rows)))), schema=schema)
 
 
 def write(
     cursor: psycopg.Cursor,
-    ledger_rows: list[dict[str, Any]],
-    conflict_rows: list[dict[str, Any]],
+    ledger_rows: list[tuple[Any, ...]],
+    conflict_rows: list[tuple[Any, ...]],
 ) -> None:
     """COPY the new ledger and conflict rows (ids are new: checked in this transaction)."""
     if ledger_rows:
         frame = (
-            pl.DataFrame(ledger_rows, schema=_LEDGER_SCHEMA)
+            _frame(ledger_rows, _LEDGER_SCHEMA)
             .with_columns(  # epoch numbers become timestamptz text in one vectorised step
                 pl.from_epoch("kafka_timestamp", time_unit="ms").dt.replace_time_zone("UTC"),
                 pl.from_epoch("edge_timestamp", time_unit="us").dt.replace_time_zone("UTC"),
             )
             .select(LEDGER_COLUMNS)
         )
-        copy_frame(cursor, sql.Identifier("mutation_log"), frame)
+        copy_frame(cursor, _COPY_LEDGER, frame)
     if conflict_rows:
-        frame = pl.DataFrame(conflict_rows, schema=_CONFLICT_SCHEMA).select(CONFLICT_COLUMNS)
-        copy_frame(cursor, sql.Identifier("conflicts"), frame)
+        copy_frame(cursor, _COPY_CONFLICTS, _frame(conflict_rows, _CONFLICT_SCHEMA))
 
 
 def record_duplicates(
