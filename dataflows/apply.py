@@ -1,10 +1,12 @@
 """The stateful step that windows decoded mutations, sequences them, commits
 micro-batches and acknowledges them.
 
-Exactly-once effect: the commit and the acks happen inside this step, so when
-Bytewax snapshots an epoch, everything the epoch read is either committed and
-acknowledged or still held in the snapshot; a replay of anything later is
-recognised by the ledger and only re-acknowledged.
+Exactly-once effect: the commit happens inside this step and its acks follow on
+the after-commit thread, which a snapshot waits for; so when Bytewax snapshots an
+epoch, everything the epoch read is either committed and acknowledged or still
+held in the snapshot. Offsets recorded with each commit stay before anything not
+yet acknowledged. A replay of anything later is recognised by the ledger and only
+re-acknowledged.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataflows.runtime import Runtime
 from operators.decode import DecodedChunk
 from operators.sequencer import Sequencer
 from schemas.mutation import Mutation, Rejection
+from sinks.after_commit import Committed, lowest_offsets, merge_lowest
 from sinks.postgres import Batch, Unmet
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.rejections = list(state.rejections)
             self.next_offsets = dict(state.next_offsets)
         self.window_closes: datetime | None = None
+        self.recorded_offsets: dict[tuple[str, int], int] = {}
         self.fresh = 0
         share = settings.node_share
         self.node_budget = max(1, int(share * self.batch_size)) if 0 < share < 1 else None
@@ -80,12 +84,15 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
 
     def on_eof(self) -> tuple[list[BatchReport], bool]:
         if self.runtime.stopping.is_set():
-            # A stop request (SIGTERM) also ends the input, but not the log. Commits are
-            # synchronous, so no batch is in flight here: what is held is left uncommitted,
-            # and the restart re-reads it from the offsets the last commit recorded (or
-            # from the recovery snapshot). Stopping stays fast whatever was read ahead.
+            # A stop request (SIGTERM) also ends the input, but not the log. The batch in
+            # flight has committed; what is held is left uncommitted, and the restart re-reads
+            # it from the offsets recorded here (or from the recovery snapshot). Stopping
+            # stays fast whatever was read ahead.
+            self._settle()
             return [], self.RETAIN
-        return self.flush(at_end=True), self.RETAIN
+        reports = self.flush(at_end=True)
+        self._settle()
+        return reports, self.RETAIN
 
     def notify_at(self) -> datetime | None:
         if self.fresh or self.rejections:
@@ -95,6 +102,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         return None
 
     def snapshot(self) -> ApplyState:
+        # What the snapshot no longer holds must be acknowledged before it is taken.
+        self._settle()
         return ApplyState(self.sequencer.snapshot(), list(self.rejections), dict(self.next_offsets))
 
     def flush(self, at_end: bool) -> list[BatchReport]:
@@ -123,31 +132,47 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         held = [i.mutation if isinstance(i, Unmet) else i for i in items if not isinstance(i, Rejection)]
         self.sequencer.waiting = held + self.sequencer.waiting
 
+    def _resume_offsets(self, uncommitted: list) -> dict[tuple[str, int], int]:
+        """Where a restart without recovery data resumes: before anything uncommitted (waiting,
+        about to be committed) or committed but not yet acknowledged; else after what was read."""
+        return merge_lowest(
+            self.next_offsets,
+            lowest_offsets(self.sequencer.waiting),
+            lowest_offsets(self.rejections),
+            lowest_offsets(uncommitted),
+            self.runtime.after_commit.pending_offsets(),
+        )
+
+    def _settle(self) -> None:
+        """Wait until every committed batch is exported and acknowledged, then record the
+        exact resume offsets, so that a restart re-reads nothing already acknowledged."""
+        self.runtime.after_commit.drain()
+        resume = self._resume_offsets([])
+        if resume and resume != self.recorded_offsets:
+            self.runtime.committer.commit(Batch([], resume), self.runtime.next_batch_id())
+            self.recorded_offsets = resume
+
     def _commit(self, items: list) -> list[BatchReport]:
         if not items:
             return []
-        sequencer, committer = self.sequencer, self.runtime.committer
-        resume = dict(self.next_offsets)
-        for mutation in sequencer.waiting:
-            key = (mutation.topic, mutation.partition)
-            resume[key] = min(resume.get(key, mutation.offset), mutation.offset)
+        sequencer, committer, after_commit = self.sequencer, self.runtime.committer, self.runtime.after_commit
         reports = []
         for start in range(0, len(items), self.batch_size):
             if start and self.runtime.stopping.is_set():
                 self._hold(items[start:])  # SIGTERM: the batch in flight is done; the rest waits
                 break
             part = items[start : start + self.batch_size]
-            last = start + self.batch_size >= len(items)
             batch_id = self.runtime.next_batch_id()
             began = time.perf_counter()
-            outcomes = committer.commit(Batch(part, resume if last else {}), batch_id)
-            self.runtime.audit.export_outcomes(outcomes)  # before the acks: an ack never precedes its audit row
-            self.runtime.acks.send(outcomes)
-            self.runtime.faults.hit("after_acks")
+            resume = self._resume_offsets(items[start:])
+            outcomes = committer.commit(Batch(part, resume), batch_id)
+            committed_at = time.time()
+            self.recorded_offsets = resume
             sequencer.mark_decided(o.mutation_id for o in outcomes if o.mutation_id)
-            self.runtime.stats.record(outcomes)
             seconds = time.perf_counter() - began
-            self.runtime.metrics.record_batch(outcomes, seconds, committer.connection)
+            # Audit export, acks and metrics follow in order on another thread, overlapping
+            # the next transaction; the offsets recorded meanwhile keep this batch re-readable.
+            after_commit.submit(Committed(batch_id, outcomes, lowest_offsets(part), seconds, committed_at))
             log.info("batch committed", extra={"batch_id": batch_id, "size": len(part), "seconds": round(seconds, 4)})
             reports.append(BatchReport(batch_id, len(part), seconds))
         return reports

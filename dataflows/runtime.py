@@ -17,6 +17,7 @@ from operators.strategies import CUSTOM_STRATEGIES
 from schemas.mutation import Rejection
 from schemas.registry import Registry
 from sinks.acks import AckProducer
+from sinks.after_commit import AfterCommit, Committed
 from sinks.audit import AuditExporter
 from sinks.faults import FaultInjector
 from sinks.postgres import Outcome, PostgresCommitter
@@ -59,6 +60,7 @@ class Runtime:
         self._committer: PostgresCommitter | None = None
         self._acks: AckProducer | None = None
         self._audit: AuditExporter | None = None
+        self._after_commit: AfterCommit | None = None
         self.metrics = JobMetrics(t.name for t in registry)
         self._batch_numbers = itertools.count(1)
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
@@ -92,10 +94,29 @@ class Runtime:
                 )
             return self._audit
 
+    @property
+    def after_commit(self) -> AfterCommit:
+        with self._lock:
+            if self._after_commit is None:
+                self._after_commit = AfterCommit(self._follow_commit)
+            return self._after_commit
+
+    def _follow_commit(self, committed: Committed) -> None:
+        """Runs on the after-commit thread, one committed batch at a time."""
+        outcomes = committed.outcomes
+        self.audit.export_outcomes(outcomes)  # before the acks: an ack never precedes its audit row
+        self.acks.send(outcomes)
+        self.faults.hit("after_acks")
+        self.stats.record(outcomes)
+        # The audit connection belongs to this thread; the committer's to the dataflow's.
+        self.metrics.record_batch(outcomes, committed.seconds, self.audit.connection, committed.committed_at)
+
     def next_batch_id(self) -> str:
         return f"{self.run_id}-{next(self._batch_numbers):07d}"
 
     def close(self) -> None:
+        if self._after_commit is not None:
+            self._after_commit.close()  # committed batches are still exported and acknowledged
         if self._committer is not None:
             self._committer.close()
         if self._acks is not None:
