@@ -103,10 +103,14 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         polled = self._consumer.consume(self._batch_size, 0.05)
         self._watch.raise_if_failed()  # e.g. the password was rotated under a running job
         messages: list[RawMessage] = []
+        append = messages.append
+        topic, partition = self._topic, self._partition  # the only partition assigned to this consumer
         caught_up = False
         for record in polled:
             error = record.error()
             if error is not None:
+                if messages:  # the records before this one count as healthy now
+                    self._last_healthy = time.monotonic()
                 if error.code() == KafkaError._PARTITION_EOF:
                     self._at_end = self._stop_at_end
                     self._last_healthy = time.monotonic()
@@ -119,13 +123,14 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
                     )
                 log.warning("Kafka consume error", extra={"partition": self._partition, "error": str(error)})
                 continue
-            self._last_healthy = time.monotonic()
-            _kind, timestamp_ms = record.timestamp()
-            messages.append(RawMessage(
-                topic=record.topic(), partition=record.partition(), offset=record.offset(),
-                key=record.key(), value=record.value(), timestamp_ms=timestamp_ms,
-                headers=tuple(record.headers() or ()),
+            headers = record.headers()
+            # Positionally, in field order: this loop runs once per record, and keywords cost more than the rest.
+            append(RawMessage(
+                topic, partition, record.offset(), record.key(), record.value(), record.timestamp()[1],
+                tuple(headers) if headers else (),
             ))
+        if messages:
+            self._last_healthy = time.monotonic()
         self._idle = not messages
         if not messages:
             now_ms = int(time.time() * 1000)
