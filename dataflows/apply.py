@@ -23,6 +23,7 @@ from operators.decode import DecodedChunk
 from operators.sequencer import Sequencer
 from schemas.mutation import Mutation, Rejection
 from sinks.after_commit import Committed, lowest_offsets, merge_lowest
+from sinks.offsets import record_offsets
 from sinks.postgres import Batch, Unmet
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.runtime.after_commit.drain()
         resume = self._resume_offsets([])
         if resume and resume != self.recorded_offsets:
-            self.runtime.committer.commit(Batch([], resume), self.runtime.next_batch_id())
+            record_offsets(self.runtime.committer, resume, f"{self.runtime.run_id}-settled")
             self.recorded_offsets = resume
 
     def _commit(self, items: list) -> list[BatchReport]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import psycopg
+
 from mutagg.settings import Settings
-from sinks.database import connect
+from sinks import ledger
+from sinks.database import connect, retry_transient
+from sinks.postgres import PostgresCommitter
 
 
 def stored_offsets(settings: Settings, topic: str) -> dict[int, int]:
@@ -12,3 +16,18 @@ def stored_offsets(settings: Settings, topic: str) -> dict[int, int]:
             "SELECT kafka_partition, next_offset FROM source_offsets WHERE kafka_topic = %s", (topic,)
         ).fetchall()
     return {partition: offset for partition, offset in rows}
+
+
+def record_offsets(committer: PostgresCommitter, offsets: dict[tuple[str, int], int], label: str) -> None:
+    """Record resume offsets on their own, outside any batch (e.g. once everything read is
+    acknowledged); `label` stands in the batch id column."""
+
+    def write() -> None:
+        try:
+            with committer.connection.transaction(), committer.connection.cursor() as cursor:
+                ledger.record_offsets(cursor, offsets, label)
+        except psycopg.OperationalError:
+            committer.close()
+            raise
+
+    retry_transient(write, committer.deadline_s, "PostgreSQL")

@@ -84,6 +84,18 @@ def test_kill_at_each_point_of_the_commit_path(settings, tmp_path, point, with_r
     acks_agree_with_ledger(subject)
 
 
+def test_a_kill_between_a_commit_and_its_acks_loses_no_ack(settings):
+    """Without recovery data the restart resumes from the offsets recorded with the commits:
+    they must stay before every batch not yet acknowledged, even the last one read."""
+    produce(settings, Workload(seed=29).generate(3000))
+    job = start_job(settings, MUTAGG_FAULT_POINT="after_commit:1", MUTAGG_BATCH_SIZE="20000")
+    assert job.wait(120) == -signal.SIGKILL, job.stderr.read()[-3000:]
+    assert query(settings, "SELECT count(*) FROM mutation_log")[0][0] > 0  # the kill came after a commit
+    restarted = start_job(settings)
+    assert restarted.wait(180) == 0, restarted.stderr.read()[-3000:]
+    acks_agree_with_ledger(settings)
+
+
 def test_ambiguous_commit_is_settled_by_the_ledger(settings):
     produce(settings, Workload(seed=19).generate(1200))
     reference = variant(settings)
