@@ -289,11 +289,18 @@ def _write(
     state.values.update(writes)
     provenance = state.provenance
     for name in names:
-        previous = state.provenance_of(name)
-        provenance[name] = (
-            previous.succeeded_by(version, mutation_id, edge_node_id, timestamp, priority)
-            if previous is not None
-            else Provenance(version, mutation_id, edge_node_id, timestamp, priority)
-        )
+        previous = provenance.get(name) or state.provenance_of(name)
+        # `Provenance.succeeded_by`, inlined: this loop runs for every attribute written.
+        if previous is None:
+            provenance[name] = Provenance(version, mutation_id, edge_node_id, timestamp, priority)
+        elif previous.edge_node_id == edge_node_id:
+            provenance[name] = Provenance(
+                version, mutation_id, edge_node_id, timestamp, priority,
+                previous.other_version, previous.other_mutation_id,
+            )
+        else:
+            provenance[name] = Provenance(
+                version, mutation_id, edge_node_id, timestamp, priority, previous.version, previous.mutation_id
+            )
     state.version = version
     return builder.finish(Status.APPLIED, None, tuple(sorted(writes)))

@@ -10,6 +10,7 @@ from schemas.registry import EntityType
 _OPERATION_BONUS = {Operation.DELETE: 2, Operation.CREATE: 1, Operation.UPDATE: 0}
 _MINUTE_US = 60_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def adjusted_priority(mutation: Mutation, entity_type: EntityType) -> int:
@@ -18,7 +19,7 @@ def adjusted_priority(mutation: Mutation, entity_type: EntityType) -> int:
     Age runs from the edge timestamp to the Kafka message timestamp, never to
     "now", so a replay of the same log computes the same number.
     """
-    edge_us = (mutation.timestamp - _EPOCH) // timedelta(microseconds=1)
+    edge_us = (mutation.timestamp - _EPOCH) // _MICROSECOND
     age_us = mutation.kafka_timestamp_ms * 1000 - edge_us  # exact integers: no float rounding at the edges
     age_bonus = 2 if age_us > 60 * _MINUTE_US else 1 if age_us > 15 * _MINUTE_US else 0
     return (

@@ -8,7 +8,7 @@ each entity type is composed once (`TablePlan`), not per batch.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -23,7 +23,7 @@ from operators.entity_state import EntityState
 from schemas.registry import EntityType
 from schemas.values import POLARS_TYPES, to_copy_text
 
-_dumps = orjson.dumps
+_dumps, _loads = orjson.dumps, orjson.loads
 
 
 def _json_text(value: Any) -> str:
@@ -41,22 +41,31 @@ def text_array(values: list[str] | tuple[str, ...]) -> str:
     return '{"' + joined + '"}'
 
 
-def _copy_text(attr_type: str) -> Callable[[Any], Any]:
-    """A one-type `to_copy_text` for a column of non-None values.
+_PLAIN = {"string": str, "integer": int, "decimal": Decimal, "date": date, "timestamp": datetime}
+_RENDER = {"integer": str, "decimal": Decimal.__str__, "date": date.isoformat, "timestamp": datetime.isoformat}
+
+
+class ColumnText:
+    """`to_copy_text` for a whole column of one attribute type.
 
     Values of a type have one Python class (coerced on decode), so the general
-    function's type tests can be decided once per column; anything else falls back to it.
+    function's type tests are decided once per column (the classes present are
+    found in C); a column holding anything else goes the general way, value by value.
     """
-    if attr_type == "json":
-        return _json_text
-    if attr_type == "string":
-        return lambda value: value if type(value) is str else to_copy_text(attr_type, value)
-    if attr_type in ("integer", "decimal", "date", "timestamp"):
-        plain = {"integer": int, "decimal": Decimal, "date": date, "timestamp": datetime}[attr_type]
-        render = datetime.isoformat if attr_type == "timestamp" else str
-        # bool is an int; a datetime is a date: those go the general way, as before.
-        return lambda value: render(value) if type(value) is plain else to_copy_text(attr_type, value)
-    return lambda value: to_copy_text(attr_type, value)
+
+    def __init__(self, attr_type: str):
+        self.attr_type = attr_type
+        self.plain = {_PLAIN.get(attr_type), type(None)}
+        self.render = _RENDER.get(attr_type)
+
+    def __call__(self, column: list[Any]) -> list[Any]:
+        if self.attr_type == "json":
+            return [None if value is None else _json_text(value) for value in column]
+        if set(map(type, column)) <= self.plain:  # exact classes: no bool as int, no datetime as date
+            render = self.render
+            return column if render is None else [None if value is None else render(value) for value in column]
+        attr_type = self.attr_type
+        return [to_copy_text(attr_type, value) for value in column]
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,8 @@ class TablePlan:
     stage: bytes
     copy: bytes
     upsert: bytes
-    columns: tuple[tuple[str, Any, Callable[[Any], Any] | None], ...]
-    """(attribute, Polars dtype, text converter or None) in the table's column order."""
+    columns: tuple[tuple[str, Any, ColumnText | None], ...]
+    """(attribute, Polars dtype, text rendering or None) in the table's column order."""
     schema: dict[str, Any]
 
 
@@ -79,20 +88,20 @@ def plan(entity_type: EntityType, context: psycopg.Connection | None = None) -> 
     key, table = sql.Identifier(entity_type.key), sql.Identifier(entity_type.table)
     stage = sql.Identifier(f"_stage_{entity_type.table}")
     select = sql.SQL(
-        "SELECT {key}, {attrs}version, deleted, mutagg_provenance FROM {table} "
+        "SELECT {key}, {attrs}version, deleted, mutagg_provenance::text FROM {table} "
         "WHERE {key} = ANY(%s::text[]) ORDER BY {key} FOR UPDATE"
     ).format(
         key=key,
         attrs=sql.SQL("").join(sql.SQL("{}, ").format(sql.Identifier(n)) for n in names),
         table=table,
     )
-    columns: list[tuple[str, Any, Callable[[Any], Any] | None]] = []
+    columns: list[tuple[str, Any, ColumnText | None]] = []
     for name, attribute in entity_type.attributes.items():
         # Integers travel as text too: PostgreSQL, not the frame builder, judges their range.
         if POLARS_TYPES[attribute.type] in (pl.Float64, pl.Boolean):
             columns.append((name, POLARS_TYPES[attribute.type], None))
         else:
-            columns.append((name, pl.String, _copy_text(attribute.type)))
+            columns.append((name, pl.String, ColumnText(attribute.type)))
     schema = {entity_type.key: pl.String, **{name: dtype for name, dtype, _ in columns}}
     schema.update(version=pl.Int64, deleted=pl.Boolean, mutagg_provenance=pl.String)
     quoted = [sql.Identifier(c) for c in schema]
@@ -128,10 +137,11 @@ def load_for_update(
     names = table.names
     states: dict[str, EntityState] = {}
     for row in cursor.execute(table.select, (text_array(ids),)).fetchall():
-        # Provenance stays as read; entries are parsed when a mutation needs them.
+        # Provenance comes as text (orjson called here directly is cheaper than psycopg's jsonb
+        # loader) and stays as read; its entries are parsed when a mutation needs them.
         states[row[0]] = EntityState(
             row[-3], row[-2], {name: value for name, value in zip(names, row[1:]) if value is not None},
-            {}, row[-1],
+            {}, None if row[-1] is None else _loads(row[-1]),
         )
     if len(states) < len(ids):
         for entity_id in ids:
@@ -145,13 +155,12 @@ def rows_frame(entity_type: EntityType | TablePlan, states: dict[str, EntityStat
     table = entity_type if isinstance(entity_type, TablePlan) else plan(entity_type)
     ids = sorted(states)
     rows = [states[i] for i in ids]
-    values = [state.values for state in rows]
+    names = table.names
+    # Row by row in C (map), then transposed (zip): no Python loop per cell.
+    cells = list(zip(*[tuple(map(state.values.get, names)) for state in rows])) if names else []
     columns: dict[str, list] = {table.entity_type.key: ids}
-    for name, _, convert in table.columns:
-        column = [v.get(name) for v in values]
-        if convert is not None:
-            column = [None if value is None else convert(value) for value in column]
-        columns[name] = column
+    for (name, _, text), column in zip(table.columns, cells):
+        columns[name] = list(column) if text is None else text(list(column))
     columns["version"] = [state.version for state in rows]
     columns["deleted"] = [state.deleted for state in rows]
     columns["mutagg_provenance"] = [_dumps(state.provenance_json()).decode() for state in rows]

@@ -71,11 +71,12 @@ def ledger_row(
     batch_id: str,
     decided_at: str,
 ) -> tuple[Any, ...]:
-    """One `mutation_log` row, its values in `LEDGER_COLUMNS` order."""
+    """One `mutation_log` row, its values in `LEDGER_COLUMNS` order (enum values read as
+    `_value_`: `.value` is a descriptor call, and this runs for every mutation)."""
     if isinstance(source, Mutation):
         topic, partition, offset = source.topic, source.partition, source.offset
         kafka_ts, edge_ts = _ms(source.kafka_timestamp_ms), (source.timestamp - _EPOCH) // _MICROSECOND
-        operation, base_version = source.operation.value, source.base_version
+        operation, base_version = source.operation._value_, source.base_version
         priority = decision.priority
         if priority is None:  # not decided against its entity (rejected before, or failed)
             priority = adjusted_priority(source, registry.entity_types[source.entity_type])
@@ -90,7 +91,7 @@ def ledger_row(
         detail = source.message
     conflicts = decision.conflicts
     return (
-        decision.mutation_id, decision.status.value, decision.reason, decision.entity_type,
+        decision.mutation_id, decision.status._value_, decision.reason, decision.entity_type,
         decision.entity_id, decision.version, decision.edge_node_id, operation, base_version, priority,
         batch_id, topic, partition, offset, kafka_ts, edge_ts, decided_at,
         _array([c.conflict_id for c in conflicts]) if conflicts else "{}", detail, held,

@@ -203,9 +203,11 @@ class PostgresCommitter:
             outcomes: list[Outcome] = []
             ledger_rows, conflict_rows, duplicates, resolutions, revised = [], [], [], [], []
             touched: dict[str, dict[str, EntityState]] = defaultdict(dict)
+            registry, custom = self.registry, self.custom_strategies
             for item in batch.items:
-                source = _source(item)
-                mutation_id = _identity(item)
+                is_mutation = isinstance(item, Mutation)
+                source = item if is_mutation else _source(item)
+                mutation_id = item.id if is_mutation else _identity(item)
                 earlier = known.get(mutation_id) if known and mutation_id is not None else None
                 if earlier is not None and _revisable(item, earlier):
                     revised.append(mutation_id)
@@ -222,18 +224,19 @@ class PostgresCommitter:
                     duplicates.append(source)
                     outcomes.append(_again(source, decided_here[mutation_id]))
                     continue
-                if isinstance(item, Mutation):
+                if is_mutation:
                     state = states[item.entity_type][item.entity_id]
                     version = state.version
-                    decision = decide(state, item, plans[item.entity_type].entity_type, self.custom_strategies)
+                    decision = decide(state, item, plans[item.entity_type].entity_type, custom)
                     if state.version != version:  # only a written change moves the version
                         touched[item.entity_type][item.entity_id] = state
                 else:
                     decision = _rejected(item)
                 if mutation_id is not None:
-                    ledger_rows.append(ledger.ledger_row(decision, source, self.registry, batch_id, now))
-                    conflict_rows.extend(ledger.conflict_row(c, batch_id, now) for c in decision.conflicts)
-                    if isinstance(item, Mutation) and item.resolves and decision.status in _RESOLVING:
+                    ledger_rows.append(ledger.ledger_row(decision, source, registry, batch_id, now))
+                    if decision.conflicts:
+                        conflict_rows.extend(ledger.conflict_row(c, batch_id, now) for c in decision.conflicts)
+                    if is_mutation and item.resolves and decision.status in _RESOLVING:
                         resolutions.extend((cid, item.id) for cid in item.resolves)
                 outcome = _from_decision(source, decision, batch_id, now)
                 outcomes.append(outcome)
@@ -334,19 +337,11 @@ def _revisable(item: Item, earlier: ledger.LedgerEntry) -> bool:
 
 
 def _from_decision(source: Mutation | Rejection, decision: Decision, batch_id: str, now: str) -> Outcome:
+    conflicts = decision.conflicts
     return Outcome(
-        source=source,
-        kind="decided",
-        mutation_id=decision.mutation_id or None,
-        status=decision.status.value,
-        reason=decision.reason,
-        entity_type=decision.entity_type,
-        entity_id=decision.entity_id,
-        version=decision.version,
-        edge_node_id=decision.edge_node_id,
-        conflict_ids=tuple(c.conflict_id for c in decision.conflicts),
-        batch_id=batch_id,
-        processed_at=now,
+        source, "decided", decision.mutation_id or None, decision.status._value_, decision.reason,
+        decision.entity_type, decision.entity_id, decision.version, decision.edge_node_id,
+        tuple(c.conflict_id for c in conflicts) if conflicts else (), batch_id, now,
     )
 
 
