@@ -186,7 +186,7 @@ def decide(
     """Decide `mutation` against `state` and apply its effect to `state` in place."""
     priority = adjusted_priority(mutation, entity_type)
     operation = mutation.operation
-    if state.absent:
+    if state.version == 0:  # absent (`state.absent`, without the property call)
         builder = _Builder(mutation, state, mutation.base_version, priority)
         if operation is not Operation.CREATE:
             return builder.finish(Status.REJECTED, Reason.ENTITY_NOT_FOUND)
@@ -287,9 +287,11 @@ def _write(
         state.deleted = tombstone
         names.append(TOMBSTONE)
     state.values.update(writes)
-    provenance = state.provenance
+    provenance, stored = state.provenance, state.stored_provenance
     for name in names:
-        previous = provenance.get(name) or state.provenance_of(name)
+        previous = provenance.get(name)
+        if previous is None and stored:
+            previous = state.provenance_of(name)
         # `Provenance.succeeded_by`, inlined: this loop runs for every attribute written.
         if previous is None:
             provenance[name] = Provenance(version, mutation_id, edge_node_id, timestamp, priority)

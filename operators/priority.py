@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from schemas.mutation import Mutation, Operation
 from schemas.registry import EntityType
 
-_OPERATION_BONUS = {Operation.DELETE: 2, Operation.CREATE: 1, Operation.UPDATE: 0}
+_OPERATION_BONUS = {Operation.DELETE.value: 2, Operation.CREATE.value: 1, Operation.UPDATE.value: 0}
+"""By the operation's value: an Enum member's hash is a Python call, its `_value_` a plain string."""
 _MINUTE_US = 60_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -25,6 +26,6 @@ def adjusted_priority(mutation: Mutation, entity_type: EntityType) -> int:
     return (
         mutation.priority
         + entity_type.criticality_bonus
-        + _OPERATION_BONUS[mutation.operation]
+        + _OPERATION_BONUS[mutation.operation._value_]
         + age_bonus
     )
