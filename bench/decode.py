@@ -29,7 +29,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 def reference_decoder(directory: Path) -> ModuleType:
     """`schemas/mutation.py` and `schemas/values.py` as at REFERENCE, loaded from `directory`."""
-    sys.path.insert(0, str(directory))
     for name in ("values", "mutation"):
         text = subprocess.run(
             ["git", "show", f"{REFERENCE}:schemas/{name}.py"], cwd=REPO, check=True, capture_output=True, text=True
@@ -72,7 +71,7 @@ def main() -> None:
     for raw in raws:
         old, new = reference.decode(raw, registry), mutation.decode(raw, registry)
         assert outcome(old) == outcome(new), (raw, old, new)
-    # Alternate rounds and keep each one's best, so that load from other processes hits both alike.
+    # CPU time, alternating rounds, each one's best: load from other processes should hit both alike.
     old, new = zip(*((seconds(reference.decode, raws, registry), seconds(mutation.decode, raws, registry))
                      for _ in range(5)))
     old_rate, new_rate = count / min(old), count / min(new)
