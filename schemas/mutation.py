@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -130,8 +131,8 @@ class Rejection:
 
 _OPERATIONS = {operation.value: operation for operation in Operation}
 _CREATE, _UPDATE, _DELETE = Operation.CREATE, Operation.UPDATE, Operation.DELETE  # ~100 ns less per use
-_EXACT_FIELDS = (frozenset(FIELDS), frozenset(FIELDS + OPTIONAL_FIELDS))
-"""A document with exactly these keys has every field and no other: `_check_fields` has nothing to say."""
+_FIELD_VALUES = itemgetter(*FIELDS)
+"""All required fields in one lookup: with the document's length, it shows that no field is missing or unknown."""
 
 
 class _Invalid(Exception):
@@ -141,15 +142,13 @@ class _Invalid(Exception):
         self.message = message
 
 
-def _string(document: dict, name: str, max_len: int) -> str:
-    value = document[name]
+def _string(value: Any, name: str, max_len: int) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= max_len or "\x00" in value:
         raise _Invalid(Reason.INVALID_FIELD, f"{name} must be a string of 1..{max_len} characters (no NUL)")
     return value
 
 
-def _integer(document: dict, name: str, low: int, high: int) -> int:
-    value = document[name]
+def _integer(value: Any, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _Invalid(Reason.INVALID_FIELD, f"{name} must be an integer in {low}..{high}")
     return value
@@ -206,34 +205,37 @@ def _check_fields(document: dict) -> None:
 def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
     if not isinstance(document, dict):
         raise _Invalid(Reason.NOT_AN_OBJECT, "a mutation must be a JSON object")
-    if document.keys() not in _EXACT_FIELDS:
-        _check_fields(document)
-    mutation_id = _string(document, "id", 128)
-    edge_node_id = _string(document, "edge_node_id", 128)
-    entity_id = _string(document, "entity_id", 256)
-    type_name = document["entity_type"]
+    try:
+        fields = _FIELD_VALUES(document)
+    except KeyError:
+        fields = None
+    if fields is None or len(document) != len(FIELDS) + (OPTIONAL_FIELDS[0] in document):
+        _check_fields(document)  # some field is missing, or one is unknown: say which
+    (mutation_id, edge_node_id, type_name, entity_id, operation_type, raw_attributes, base_version, timestamp_text,
+     priority, dependencies) = fields
+    mutation_id = _string(mutation_id, "id", 128)
+    edge_node_id = _string(edge_node_id, "edge_node_id", 128)
+    entity_id = _string(entity_id, "entity_id", 256)
     if not isinstance(type_name, str):
         raise _Invalid(Reason.INVALID_FIELD, "entity_type must be a string")
     entity_type = registry.get(type_name)
     if entity_type is None:
         raise _Invalid(Reason.UNKNOWN_ENTITY_TYPE, f"entity type {type_name[:64]!r} is not declared")
-    operation_type = document["operation_type"]
     operation = _OPERATIONS.get(operation_type) if isinstance(operation_type, str) else None
     if operation is None:
         raise _Invalid(Reason.INVALID_FIELD, "operation_type must be CREATE, UPDATE or DELETE")
-    base_version = _integer(document, "base_version", 0, 2**62)
+    base_version = _integer(base_version, "base_version", 0, 2**62)
     if operation is _CREATE and base_version != 0:
         raise _Invalid(Reason.INVALID_FIELD, "base_version must be 0 for CREATE")
-    priority = _integer(document, "priority", 1, 10)
+    priority = _integer(priority, "priority", 1, 10)
     try:
-        timestamp = parse_rfc3339(document["timestamp"])
+        timestamp = parse_rfc3339(timestamp_text)
     except CoercionError as exc:
         raise _Invalid(Reason.INVALID_FIELD, f"timestamp: {exc}") from None
     _check_time_range(timestamp, raw.timestamp_ms)
     tenant_id = document.get("tenant_id")
     if tenant_id is not None and (not isinstance(tenant_id, str) or "\x00" in tenant_id or len(tenant_id) > 256):
         raise _Invalid(Reason.INVALID_FIELD, "tenant_id must be a string")
-    dependencies = document["dependencies"]
     if not isinstance(dependencies, list) or len(dependencies) > MAX_DEPENDENCIES:
         raise _Invalid(Reason.INVALID_FIELD, f"dependencies must be a list of at most {MAX_DEPENDENCIES} ids")
     for dependency in dependencies:
@@ -241,7 +243,6 @@ def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
             raise _Invalid(Reason.INVALID_FIELD, "dependencies must be mutation ids (strings of 1..128)")
     if mutation_id in dependencies:
         raise _Invalid(Reason.DEPENDENCY_CYCLE, "a mutation cannot depend on itself")
-    raw_attributes = document["attributes"]
     if not isinstance(raw_attributes, dict):
         raise _Invalid(Reason.INVALID_FIELD, "attributes must be an object")
     if operation is _DELETE and raw_attributes:

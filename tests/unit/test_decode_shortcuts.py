@@ -6,24 +6,27 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from types import SimpleNamespace
 
+import orjson
 import pytest
 from confluent_kafka import KafkaError, Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.mutation import (
-    _EXACT_FIELDS,
     FIELDS,
     MAX_FUTURE_SKEW,
     OPTIONAL_FIELDS,
     RawMessage,
+    Rejection,
     _check_fields,
     _check_time_range,
     _Invalid,
+    decode,
 )
 from schemas.registry import ATTRIBUTE_TYPES
 from schemas.values import COERCERS, MAX_DECIMAL_DIGITS, CoercionError, _parse_any_rfc3339, coerce, parse_rfc3339
 from sources.kafka import _Partition
+from tests.unit.test_decode import REGISTRY, VALID
 
 
 def outcome(function, *args):
@@ -137,14 +140,17 @@ def test_every_registry_type_has_a_coercer():
 
 @settings(max_examples=500)
 @given(st.sets(st.sampled_from([*FIELDS, *OPTIONAL_FIELDS, "surprise", "Id"])))
-def test_exact_field_set_is_what_the_field_checks_pass(names):
-    document = dict.fromkeys(names, 1)
+def test_field_gate_rejects_exactly_what_the_field_checks_reject(names):
+    document = {name: VALID.get(name, 1) for name in names}
     try:
         _check_fields(document)
-        passes = True
-    except _Invalid:
-        passes = False
-    assert passes == (document.keys() in _EXACT_FIELDS)
+        expected = None
+    except _Invalid as invalid:
+        expected = (invalid.code, invalid.message)
+    result = decode(RawMessage("t", 0, 0, None, orjson.dumps(document), 1_790_000_000_000), REGISTRY)
+    rejected = isinstance(result, Rejection) and result.code in ("MISSING_FIELD", "UNKNOWN_FIELD")
+    found = (result.code, result.message) if rejected else None
+    assert found == expected
 
 
 def test_kafka_partition_turns_records_into_raw_messages():
