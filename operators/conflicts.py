@@ -288,13 +288,16 @@ def _write(
         names.append(TOMBSTONE)
     state.values.update(writes)
     provenance, stored = state.provenance, state.stored_provenance
+    first = None  # every first write of this version has the same provenance: one (immutable) object
     for name in names:
         previous = provenance.get(name)
         if previous is None and stored:
             previous = state.provenance_of(name)
         # `Provenance.succeeded_by`, inlined: this loop runs for every attribute written.
         if previous is None:
-            provenance[name] = Provenance(version, mutation_id, edge_node_id, timestamp, priority)
+            if first is None:
+                first = Provenance(version, mutation_id, edge_node_id, timestamp, priority)
+            provenance[name] = first
         elif previous.edge_node_id == edge_node_id:
             provenance[name] = Provenance(
                 version, mutation_id, edge_node_id, timestamp, priority,

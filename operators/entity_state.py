@@ -16,6 +16,7 @@ class Provenance:
     `other_version` is the latest version at which a writer *different from*
     `edge_node_id` wrote the attribute (0 if none): together the two answer
     "did anyone but node N write this after version b?" exactly.
+    Never changed in place (a write replaces it), so attributes may share one.
     """
 
     version: int
