@@ -162,7 +162,11 @@ def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions)
 
 def _py_spy(path: str) -> list[str]:
     py_spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
-    return [py_spy if os.path.exists(py_spy) else "py-spy", "record", "-o", path, "-f", "raw", "--"]
+    # --idle --threads: where each thread waits (PostgreSQL, Kafka, the GIL) shows too
+    return [
+        py_spy if os.path.exists(py_spy) else "py-spy",
+        "record", "--idle", "--threads", "-r", "200", "-o", path, "-f", "raw", "--",
+    ]
 
 
 def _peer(workspace: Workspace, registry: Registry, options: BenchOptions, messages, report: Report) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +28,9 @@ from sinks.offsets import record_offsets
 from sinks.postgres import Batch, Unmet
 
 log = logging.getLogger(__name__)
+
+WAITING_CHECK = timedelta(milliseconds=500)  # held mutations: dependency timeouts are checked this often
+IN_FLIGHT_POLL = timedelta(milliseconds=10)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.next_offsets = dict(state.next_offsets)
         self.window_closes: datetime | None = None
         self.recorded_offsets: dict[tuple[str, int], int] = {}
+        self.in_flight: tuple[str, list, Future] | None = None
+        self._flush_at: datetime | None = None
         self.fresh = 0
         share = settings.node_share
         self.node_budget = max(1, int(share * self.batch_size)) if 0 < share < 1 else None
@@ -78,10 +84,12 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             return self.flush(at_end=False), self.RETAIN
         if self.window_closes is None:
             self.window_closes = datetime.now(UTC) + self.window
-        return [], self.RETAIN
+        return self._collect(wait=False), self.RETAIN
 
     def on_notify(self) -> tuple[list[BatchReport], bool]:
-        return self.flush(at_end=False), self.RETAIN
+        if self._flush_at is not None and self._flush_at <= datetime.now(UTC):
+            return self.flush(at_end=False), self.RETAIN
+        return self._collect(wait=False), self.RETAIN  # only looking in on the batch in flight
 
     def on_eof(self) -> tuple[list[BatchReport], bool]:
         if self.runtime.stopping.is_set():
@@ -89,18 +97,22 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             # flight has committed; what is held is left uncommitted, and the restart re-reads
             # it from the offsets recorded here (or from the recovery snapshot). Stopping
             # stays fast whatever was read ahead.
-            self._settle()
-            return [], self.RETAIN
+            return self._settle(), self.RETAIN
         reports = self.flush(at_end=True)
-        self._settle()
-        return reports, self.RETAIN
+        return reports + self._settle(), self.RETAIN
 
     def notify_at(self) -> datetime | None:
+        now = datetime.now(UTC)
         if self.fresh or self.rejections:
-            return self.window_closes or datetime.now(UTC)
-        if self.sequencer.waiting:
-            return datetime.now(UTC) + max(self.window, timedelta(milliseconds=500))
-        return None
+            self._flush_at = self.window_closes or now
+        elif self.sequencer.waiting:
+            self._flush_at = self._flush_at or now + max(self.window, WAITING_CHECK)
+        else:
+            self._flush_at = None
+        if self.in_flight is None:
+            return self._flush_at
+        poll = now + IN_FLIGHT_POLL  # its acks should not wait for the next flush
+        return poll if self._flush_at is None else min(poll, self._flush_at)
 
     def snapshot(self) -> ApplyState:
         # What the snapshot no longer holds must be acknowledged before it is taken.
@@ -110,13 +122,15 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def flush(self, at_end: bool) -> list[BatchReport]:
         """Commit everything that may go now, in batches, and acknowledge it."""
         self.window_closes = None
+        self._flush_at = None
         self.fresh = 0
+        reports = self._collect()  # its outcomes may release what depends on them
         release = self._release(at_end)
         self.runtime.stats.deferred.update(release.deferred)
         self.runtime.metrics.record_deferrals(release.deferred)
         items = [*self.rejections, *(Unmet(m, r) for m, r in release.rejected), *release.ready]
         self.rejections = []
-        return self._commit(items)
+        return reports + self._commit(items)
 
     def _release(self, at_end: bool):
         sequencer = self.sequencer
@@ -144,36 +158,51 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.runtime.after_commit.pending_offsets(),
         )
 
-    def _settle(self) -> None:
-        """Wait until every committed batch is exported and acknowledged, then record the
+    def _settle(self) -> list[BatchReport]:
+        """Wait until every batch is committed, exported and acknowledged, then record the
         exact resume offsets, so that a restart re-reads nothing already acknowledged."""
+        reports = self._collect()
         self.runtime.after_commit.drain()
         resume = self._resume_offsets([])
         if resume and resume != self.recorded_offsets:
             record_offsets(self.runtime.committer, resume, f"{self.runtime.run_id}-settled")
             self.recorded_offsets = resume
+        return reports
 
     def _commit(self, items: list) -> list[BatchReport]:
-        if not items:
-            return []
-        sequencer, committer, after_commit = self.sequencer, self.runtime.committer, self.runtime.after_commit
-        reports = []
+        """Commit `items` in batches, one transaction at a time. The last batch is left in
+        flight: the dataflow reads and decodes on while it commits, and the next flush (or
+        settle) collects it first."""
+        reports = self._collect()
         for start in range(0, len(items), self.batch_size):
             if start and self.runtime.stopping.is_set():
                 self._hold(items[start:])  # SIGTERM: the batch in flight is done; the rest waits
                 break
+            reports += self._collect()
             part = items[start : start + self.batch_size]
-            batch_id = self.runtime.next_batch_id()
-            began = time.perf_counter()
             resume = self._resume_offsets(items[start:])
-            outcomes = committer.commit(Batch(part, resume), batch_id)
-            committed_at = time.time()
+            batch_id = self.runtime.next_batch_id()
+            self.in_flight = (batch_id, part, self.runtime.commits.submit(self._timed_commit, part, resume, batch_id))
             self.recorded_offsets = resume
-            sequencer.mark_decided(o.mutation_id for o in outcomes if o.mutation_id)
-            seconds = time.perf_counter() - began
-            # Audit export, acks and metrics follow in order on another thread, overlapping
-            # the next transaction; the offsets recorded meanwhile keep this batch re-readable.
-            after_commit.submit(Committed(batch_id, outcomes, lowest_offsets(part), seconds, committed_at))
-            log.info("batch committed", extra={"batch_id": batch_id, "size": len(part), "seconds": round(seconds, 4)})
-            reports.append(BatchReport(batch_id, len(part), seconds))
         return reports
+
+    def _timed_commit(self, part: list, resume: dict, batch_id: str) -> tuple[list, float, float]:
+        """Runs on the commit thread: (outcomes, seconds, committed at)."""
+        began = time.perf_counter()
+        outcomes = self.runtime.committer.commit(Batch(part, resume), batch_id)
+        return outcomes, time.perf_counter() - began, time.time()
+
+    def _collect(self, wait: bool = True) -> list[BatchReport]:
+        """Wait for the batch in flight, if any (or only look, unless `wait`); hand its
+        outcomes to the after-commit thread."""
+        if self.in_flight is None or not (wait or self.in_flight[2].done()):
+            return []
+        batch_id, part, future = self.in_flight
+        self.in_flight = None
+        outcomes, seconds, committed_at = future.result()  # a failed commit stops the job here
+        self.sequencer.mark_decided(o.mutation_id for o in outcomes if o.mutation_id)
+        # Audit export, acks and metrics follow in order on another thread, overlapping the
+        # next transaction; the offsets recorded meanwhile keep this batch re-readable.
+        self.runtime.after_commit.submit(Committed(batch_id, outcomes, lowest_offsets(part), seconds, committed_at))
+        log.info("batch committed", extra={"batch_id": batch_id, "size": len(part), "seconds": round(seconds, 4)})
+        return [BatchReport(batch_id, len(part), seconds)]

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from mutagg.metrics import JobMetrics
@@ -61,6 +62,8 @@ class Runtime:
         self._acks: AckProducer | None = None
         self._audit: AuditExporter | None = None
         self._after_commit: AfterCommit | None = None
+        # One transaction at a time, on its own thread, so the dataflow reads and decodes on meanwhile.
+        self.commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mutagg-commit")
         self.metrics = JobMetrics(t.name for t in registry)
         self._batch_numbers = itertools.count(1)
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
@@ -115,6 +118,7 @@ class Runtime:
         return f"{self.run_id}-{next(self._batch_numbers):07d}"
 
     def close(self) -> None:
+        self.commits.shutdown(wait=True)
         if self._after_commit is not None:
             self._after_commit.close()  # committed batches are still exported and acknowledged
         if self._committer is not None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter as Tally
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
@@ -115,6 +117,7 @@ class JobMetrics:
         by_reason: Tally = Tally()
         by_status: Tally = Tally()
         new_conflicts: list[str] = []
+        latencies: dict[tuple[str, str], list[float]] = defaultdict(list)
         for outcome in outcomes:
             by_kind[outcome.kind] += 1
             if isinstance(outcome.source, Rejection):
@@ -127,7 +130,9 @@ class JobMetrics:
                 continue
             new_conflicts.extend(outcome.conflict_ids)
             for since, seconds in _latencies(outcome.source, committed_at):
-                self._latency_child(since, entity).observe(seconds)
+                latencies[(since, entity)].append(seconds)
+        for (since, entity), values in latencies.items():
+            observe_many(self._latency_child(since, entity), values)
         for kind, count in by_kind.items():
             self.messages.labels(kind).inc(count)
         for reason, count in by_reason.items():
@@ -149,6 +154,16 @@ class JobMetrics:
     def set_open_conflicts(self, counts: dict[str, int]) -> None:
         for entity_type in self.entity_types | set(counts):
             self.open_conflicts.labels(self.entity_label(entity_type)).set(counts.get(entity_type, 0))
+
+
+def observe_many(child: Histogram, values: list[float]) -> None:
+    """`child.observe(v)` for every v, with one increment per bucket instead of per value.
+    Uses prometheus_client's histogram internals (0.2x); a unit test compares the result
+    with observing one value at a time."""
+    bounds = child._upper_bounds
+    for index, count in Tally(bisect_left(bounds, v) for v in values).items():
+        child._buckets[index].inc(count)
+    child._sum.inc(sum(values))
 
 
 def _latencies(source: Mutation | Rejection, committed_at: float) -> list[tuple[str, float]]:

@@ -8,8 +8,11 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
 
-from mutagg.metrics import OTHER, JobMetrics, serve_job_metrics, start_metrics
+from mutagg.metrics import LATENCY_BUCKETS, OTHER, JobMetrics, observe_many, serve_job_metrics, start_metrics
 from mutagg.settings import DEFAULT_REGISTRY, Settings
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.mutation import Mutation, RawMessage, Rejection, decode
@@ -114,3 +117,30 @@ def test_the_job_endpoint_is_optional_and_never_fatal():
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         assert serve_job_metrics(metrics, Settings(), taken.getsockname()[1]) is None  # logged, job goes on
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), max_size=200))
+@example([0.0, 0.01, 0.25, 1.0, 86400.0, 1e6])  # on the bucket bounds: `le` is inclusive
+def test_observe_many_equals_observing_one_by_one(values):
+    one_by_one, at_once = CollectorRegistry(), CollectorRegistry()
+    for registry, record in ((one_by_one, None), (at_once, observe_many)):
+        histogram = Histogram("h", "h", ["l"], buckets=LATENCY_BUCKETS, registry=registry)
+        child = histogram.labels("x")
+        if record is None:
+            for value in values:
+                child.observe(value)
+        else:
+            record(child, values)
+    assert samples(at_once) == samples(one_by_one)
+
+
+def samples(registry: CollectorRegistry) -> dict:
+    """Bucket and count samples exactly, the sum to float precision (summed in another order)."""
+    found = {}
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_created"):
+                continue
+            value = pytest.approx(sample.value, rel=1e-9) if sample.name.endswith("_sum") else sample.value
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = value
+    return found
