@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.mutation import Mutation, RawMessage, Rejection, decode
+from schemas.mutation import KAFKA_TIME_LIMIT_MS, Mutation, RawMessage, Rejection, decode
 from schemas.registry import Registry
 
 
@@ -32,5 +32,6 @@ def decode_chunk(
     for message in messages:
         result = decode(message, registry, max_bytes)
         (mutations if isinstance(result, Mutation) else rejections).append(result)
-    event_time = max(m.timestamp_ms for m in messages)
+    # A timestamp past any datetime is the producer's doing, not time passing.
+    event_time = max(m.timestamp_ms if m.timestamp_ms < KAFKA_TIME_LIMIT_MS else 0 for m in messages)
     return DecodedChunk(topic, partition, messages[-1].offset + 1, mutations, rejections, event_time)

@@ -70,6 +70,10 @@ VALIDATION_REASONS = frozenset({
 """Rejections of the message itself: a DLQ replay after a registry change may decide these anew."""
 
 
+KAFKA_TIME_LIMIT_MS = 253_402_300_800_000
+"""10000-01-01T00:00:00Z: Python's datetime (and so the ledger read back) ends before it."""
+
+
 def is_dlq_replay(raw: RawMessage) -> bool:
     return any(name == REPLAY_HEADER for name, _ in raw.headers)
 
@@ -180,6 +184,8 @@ def decode(raw: RawMessage, registry: Registry, max_bytes: int = 1 << 20) -> Mut
             document = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise _Invalid(Reason.INVALID_JSON, str(exc)[:200]) from None
+        if raw.timestamp_ms >= KAFKA_TIME_LIMIT_MS:  # a producer may set any CreateTime
+            raise _Invalid(Reason.TIMESTAMP_OUT_OF_RANGE, f"Kafka timestamp {raw.timestamp_ms} is after year 9999")
         return _validate(document, raw, registry)
     except _Invalid as invalid:
         return Rejection(

@@ -14,7 +14,7 @@ from psycopg import sql
 from operators.conflicts import ConflictRecord, Decision
 from operators.priority import adjusted_priority
 from schemas.ddl import CONFLICT_COLUMNS, LEDGER_COLUMNS
-from schemas.mutation import Mutation, Rejection, Status
+from schemas.mutation import KAFKA_TIME_LIMIT_MS, Mutation, Rejection, Status
 from schemas.registry import Registry
 from schemas.values import to_json_value
 from sinks.entity_rows import copy_frame, copy_statement, text_array
@@ -58,7 +58,10 @@ _MICROSECOND = timedelta(microseconds=1)
 
 
 def _ms(timestamp_ms: int | None) -> int | None:
-    return None if timestamp_ms is None or timestamp_ms < 0 else timestamp_ms
+    """A Kafka timestamp the ledger can hold (none, negative or past year 9999: NULL)."""
+    if timestamp_ms is None or not 0 <= timestamp_ms < KAFKA_TIME_LIMIT_MS:
+        return None
+    return timestamp_ms
 
 
 _array = text_array

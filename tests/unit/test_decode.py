@@ -8,8 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mutagg.settings import DEFAULT_REGISTRY
-from schemas.mutation import Mutation, Operation, RawMessage, Reason, Rejection, decode
+from operators.conflicts import Decision
+from schemas.ddl import LEDGER_COLUMNS
+from schemas.mutation import Mutation, Operation, RawMessage, Reason, Rejection, Status, decode
 from schemas.registry import load_registry
+from sinks.ledger import ledger_row
 
 REGISTRY = load_registry(DEFAULT_REGISTRY, custom_strategies=["max_value"])
 
@@ -136,3 +139,26 @@ def test_json_attributes_cannot_smuggle_nul():
 def test_deep_nesting_is_rejected_not_crashing():
     deep = b'{"a":' * 2000 + b"1" + b"}" * 2000
     assert decode(raw(deep), REGISTRY).code == Reason.INVALID_JSON
+
+
+@pytest.mark.parametrize("timestamp_ms", [253_402_300_800_000, 2**62, 2**63 - 1])
+def test_a_kafka_timestamp_past_year_9999_is_rejected_not_raised(timestamp_ms):
+    message = raw(VALID)
+    message.timestamp_ms = timestamp_ms  # a producer may set any CreateTime
+    result = decode(message, REGISTRY)
+    assert isinstance(result, Rejection) and result.code == Reason.TIMESTAMP_OUT_OF_RANGE
+    assert result.mutation_id == VALID["id"]
+    row = ledger_row(result_decision(result), result, REGISTRY, "b1", "2026-11-26T00:00:00+00:00")
+    assert row[LEDGER_COLUMNS.index("kafka_timestamp")] is None  # none the ledger could not read back
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_any_kafka_timestamp_decodes_without_raising(timestamp_ms):
+    message = raw(VALID)
+    message.timestamp_ms = timestamp_ms
+    assert isinstance(decode(message, REGISTRY), Mutation | Rejection)
+
+
+def result_decision(rejection: Rejection) -> Decision:
+    return Decision(rejection.mutation_id, Status.REJECTED, rejection.code, rejection.entity_type,
+                    rejection.entity_id, None, rejection.edge_node_id)
