@@ -223,7 +223,9 @@ $fn$"""
     return [
         body,
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, sql.Identifier(entity_type.table)),
+        # The WHEN clause spares the job's own writes a PL/pgSQL call per row (a fifth of its upsert).
         sql.SQL(
-            "CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()"
+            "CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW "
+            "WHEN (current_setting('mutagg.writer', true) IS DISTINCT FROM 'job') EXECUTE FUNCTION {}()"
         ).format(trigger, sql.Identifier(entity_type.table), function),
     ]
