@@ -23,7 +23,7 @@ from dataflows.runtime import Runtime
 from operators.decode import DecodedChunk
 from operators.sequencer import Sequencer
 from schemas.mutation import Mutation, Rejection
-from sinks.after_commit import Committed, lowest_offsets, merge_lowest
+from sinks.after_commit import Committed, Offsets, lowest_offsets, merge_lowest
 from sinks.offsets import record_offsets
 from sinks.postgres import Batch, Unmet
 
@@ -65,7 +65,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.rejections = list(state.rejections)
             self.next_offsets = dict(state.next_offsets)
         self.window_closes: datetime | None = None
-        self.recorded_offsets: dict[tuple[str, int], int] = {}
+        self.recorded_offsets: Offsets = {}
         self.in_flight: tuple[str, list, Future] | None = None
         self._flush_at: datetime | None = None
         self.fresh = 0
@@ -147,14 +147,14 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         held = [i.mutation if isinstance(i, Unmet) else i for i in items if not isinstance(i, Rejection)]
         self.sequencer.waiting = held + self.sequencer.waiting
 
-    def _resume_offsets(self, uncommitted: list) -> dict[tuple[str, int], int]:
+    def _resume_offsets(self, *uncommitted: Offsets) -> Offsets:
         """Where a restart without recovery data resumes: before anything uncommitted (waiting,
         about to be committed) or committed but not yet acknowledged; else after what was read."""
         return merge_lowest(
             self.next_offsets,
             lowest_offsets(self.sequencer.waiting),
             lowest_offsets(self.rejections),
-            lowest_offsets(uncommitted),
+            *uncommitted,
             self.runtime.after_commit.pending_offsets(),
         )
 
@@ -163,7 +163,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         exact resume offsets, so that a restart re-reads nothing already acknowledged."""
         reports = self._collect()
         self.runtime.after_commit.drain()
-        resume = self._resume_offsets([])
+        resume = self._resume_offsets()
         if resume and resume != self.recorded_offsets:
             record_offsets(self.runtime.committer, resume, f"{self.runtime.run_id}-settled")
             self.recorded_offsets = resume
@@ -174,13 +174,17 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         flight: the dataflow reads and decodes on while it commits, and the next flush (or
         settle) collects it first."""
         reports = self._collect()
-        for start in range(0, len(items), self.batch_size):
-            if start and self.runtime.stopping.is_set():
-                self._hold(items[start:])  # SIGTERM: the batch in flight is done; the rest waits
+        parts = [items[start : start + self.batch_size] for start in range(0, len(items), self.batch_size)]
+        # Per part, the lowest offsets of it and every part after it (all uncommitted when it commits).
+        ahead: list[Offsets] = [{}] * (len(parts) + 1)
+        for index in range(len(parts) - 1, -1, -1):
+            ahead[index] = merge_lowest(lowest_offsets(parts[index]), ahead[index + 1])
+        for index, part in enumerate(parts):
+            if index and self.runtime.stopping.is_set():
+                self._hold(items[index * self.batch_size :])  # SIGTERM: the batch in flight is done; the rest waits
                 break
             reports += self._collect()
-            part = items[start : start + self.batch_size]
-            resume = self._resume_offsets(items[start:])
+            resume = self._resume_offsets(ahead[index])
             batch_id = self.runtime.next_batch_id()
             self.in_flight = (batch_id, part, self.runtime.commits.submit(self._timed_commit, part, resume, batch_id))
             self.recorded_offsets = resume
