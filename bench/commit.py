@@ -1,9 +1,11 @@
 """Commit speed: `PostgresCommitter` against the one at git revision 19fa5ba, on the
-same decoded and sequenced batches, each into a fresh schema; then a check that the
-two schemas hold the same rows (timestamps and nothing else excepted).
+same decoded and sequenced batches, each pass into a fresh schema; then a check that
+both gave the same outcomes and left the same rows (clock columns excepted).
 
-Run: .venv/bin/python -m bench.commit [mutations] [--profile]
+Run: .venv/bin/python -m bench.commit [mutations, default 50000] [--rounds 3] [--only-new] [--keep]
 (connection settings from MUTAGG_* as for `mutagg`; see `services/services.sh env`).
+Python CPU is `time.process_time` of the whole process over a pass (the collector and
+Polars' threads included); the best of the rounds counts.
 """
 
 from __future__ import annotations
