@@ -114,7 +114,14 @@ class PostgresCommitter:
     @property
     def connection(self) -> psycopg.Connection:
         if self._connection is None or self._connection.closed:
-            self._connection = connect(self.database_url, self.deadline_s, "mutagg-committer")
+            connection = connect(self.database_url, self.deadline_s, "mutagg-committer")
+            # One snapshot per transaction: the ledger look-up must see what the row locks saw.
+            # Under READ COMMITTED a second instance could lock no row for an entity the first
+            # was creating, then find the creation in the ledger once committed, and decide the
+            # next update against the missing row. Now it retries (SerializationFailure or the
+            # ledger's primary key) and sees both.
+            connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            self._connection = connection
         return self._connection
 
     def close(self) -> None:
