@@ -112,10 +112,12 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
                 if messages:  # the records before this one count as healthy now
                     self._last_healthy = time.monotonic()
                 if error.code() == KafkaError._PARTITION_EOF:
+                    # Not `break`: records appended since may follow the event in this same batch,
+                    # and the consumer's position is already past them (a tailing job lost them).
                     self._at_end = self._stop_at_end
                     self._last_healthy = time.monotonic()
                     caught_up = True
-                    break
+                    continue
                 if error.fatal() or time.monotonic() - self._last_healthy > self._deadline_s:
                     raise ServiceUnavailable(
                         f"Kafka partition {self._topic}[{self._partition}] failing for "

@@ -173,3 +173,22 @@ def test_kafka_partition_turns_records_into_raw_messages():
         RawMessage("edge.mutations", 3, 11, None, None, 5, (("mutagg-replay-of", b"dlq:0:1"),)),
     ]
     assert partition.snapshot() == 12 and partition._at_end and partition._last_healthy > 0
+
+
+def test_records_after_an_end_of_partition_event_in_one_poll_are_kept():
+    """A tailing consumer gets [EOF, newly appended records] in one poll: none may be dropped."""
+    records = [
+        Message(topic="edge.mutations", partition=0, offset=5, error=KafkaError(KafkaError._PARTITION_EOF)),
+        Message(topic="edge.mutations", partition=0, offset=5, key=b"k", value=b"a", timestamp=(1, 7)),
+        Message(topic="edge.mutations", partition=0, offset=6, key=b"k", value=b"b", timestamp=(1, 8)),
+    ]
+    partition = _Partition.__new__(_Partition)
+    partition.__dict__.update(
+        _should_stop=lambda: False, _watch=SimpleNamespace(raise_if_failed=lambda: None),
+        _consumer=SimpleNamespace(consume=lambda count, timeout: records), _topic="edge.mutations", _partition=0,
+        _offset=5, _batch_size=100, _stop_at_end=False, _deadline_s=30.0, _at_end=False, _last_heartbeat_ms=0,
+        _last_healthy=0.0, _idle=False,
+    )
+    [chunk] = partition.next_batch()
+    assert [m.offset for m in chunk.messages] == [5, 6]
+    assert partition.snapshot() == 7 and not partition._at_end
