@@ -147,23 +147,21 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         held = [i.mutation if isinstance(i, Unmet) else i for i in items if not isinstance(i, Rejection)]
         self.sequencer.waiting = held + self.sequencer.waiting
 
-    def _resume_offsets(self, *uncommitted: Offsets) -> Offsets:
-        """Where a restart without recovery data resumes: before anything uncommitted (waiting,
+    def _held_offsets(self) -> Offsets:
+        """Lowest offsets of what this step holds uncommitted, else the next to read."""
+        return merge_lowest(self.next_offsets, lowest_offsets(self.sequencer.waiting), lowest_offsets(self.rejections))
+
+    def _resume_offsets(self, held: Offsets, uncommitted: Offsets | None = None) -> Offsets:
+        """Where a restart without recovery data resumes: before anything uncommitted (held,
         about to be committed) or committed but not yet acknowledged; else after what was read."""
-        return merge_lowest(
-            self.next_offsets,
-            lowest_offsets(self.sequencer.waiting),
-            lowest_offsets(self.rejections),
-            *uncommitted,
-            self.runtime.after_commit.pending_offsets(),
-        )
+        return merge_lowest(held, uncommitted or {}, self.runtime.after_commit.pending_offsets())
 
     def _settle(self) -> list[BatchReport]:
         """Wait until every batch is committed, exported and acknowledged, then record the
         exact resume offsets, so that a restart re-reads nothing already acknowledged."""
         reports = self._collect()
         self.runtime.after_commit.drain()
-        resume = self._resume_offsets()
+        resume = self._resume_offsets(self._held_offsets())
         if resume and resume != self.recorded_offsets:
             record_offsets(self.runtime.committer, resume, f"{self.runtime.run_id}-settled")
             self.recorded_offsets = resume
@@ -179,12 +177,13 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         ahead: list[Offsets] = [{}] * (len(parts) + 1)
         for index in range(len(parts) - 1, -1, -1):
             ahead[index] = merge_lowest(lowest_offsets(parts[index]), ahead[index + 1])
+        held = self._held_offsets()  # the parts' own offsets are in `ahead`; nothing here changes below
         for index, part in enumerate(parts):
             if index and self.runtime.stopping.is_set():
                 self._hold(items[index * self.batch_size :])  # SIGTERM: the batch in flight is done; the rest waits
                 break
             reports += self._collect()
-            resume = self._resume_offsets(ahead[index])
+            resume = self._resume_offsets(held, ahead[index])
             batch_id = self.runtime.next_batch_id()
             self.in_flight = (batch_id, part, self.runtime.commits.submit(self._timed_commit, part, resume, batch_id))
             self.recorded_offsets = resume

@@ -153,6 +153,18 @@ def test_field_gate_rejects_exactly_what_the_field_checks_reject(names):
     assert found == expected
 
 
+def partition_over(records: list, partition: int, offset: int, stop_at_end: bool) -> _Partition:
+    """A source partition whose consumer returns `records` on every poll (no broker)."""
+    source = _Partition.__new__(_Partition)
+    source.__dict__.update(
+        _should_stop=lambda: False, _watch=SimpleNamespace(raise_if_failed=lambda: None),
+        _consumer=SimpleNamespace(consume=lambda count, timeout: records), _topic="edge.mutations",
+        _partition=partition, _offset=offset, _batch_size=100, _stop_at_end=stop_at_end, _deadline_s=30.0,
+        _at_end=False, _last_heartbeat_ms=0, _last_healthy=0.0, _idle=False,
+    )
+    return source
+
+
 def test_kafka_partition_turns_records_into_raw_messages():
     records = [
         Message(topic="edge.mutations", partition=3, offset=10, key=b"k", value=b"v", timestamp=(1, 1_790_000_000_000)),
@@ -160,13 +172,7 @@ def test_kafka_partition_turns_records_into_raw_messages():
                 headers=[("mutagg-replay-of", b"dlq:0:1")]),
         Message(topic="edge.mutations", partition=3, offset=12, error=KafkaError(KafkaError._PARTITION_EOF)),
     ]
-    partition = _Partition.__new__(_Partition)
-    partition.__dict__.update(
-        _should_stop=lambda: False, _watch=SimpleNamespace(raise_if_failed=lambda: None),
-        _consumer=SimpleNamespace(consume=lambda count, timeout: records), _topic="edge.mutations", _partition=3,
-        _offset=0, _batch_size=100, _stop_at_end=True, _deadline_s=30.0, _at_end=False, _last_heartbeat_ms=0,
-        _last_healthy=0.0, _idle=False,
-    )
+    partition = partition_over(records, partition=3, offset=0, stop_at_end=True)
     [chunk] = partition.next_batch()
     assert chunk.messages == [
         RawMessage("edge.mutations", 3, 10, b"k", b"v", 1_790_000_000_000, ()),
@@ -182,13 +188,7 @@ def test_records_after_an_end_of_partition_event_in_one_poll_are_kept():
         Message(topic="edge.mutations", partition=0, offset=5, key=b"k", value=b"a", timestamp=(1, 7)),
         Message(topic="edge.mutations", partition=0, offset=6, key=b"k", value=b"b", timestamp=(1, 8)),
     ]
-    partition = _Partition.__new__(_Partition)
-    partition.__dict__.update(
-        _should_stop=lambda: False, _watch=SimpleNamespace(raise_if_failed=lambda: None),
-        _consumer=SimpleNamespace(consume=lambda count, timeout: records), _topic="edge.mutations", _partition=0,
-        _offset=5, _batch_size=100, _stop_at_end=False, _deadline_s=30.0, _at_end=False, _last_heartbeat_ms=0,
-        _last_healthy=0.0, _idle=False,
-    )
+    partition = partition_over(records, partition=0, offset=5, stop_at_end=False)
     [chunk] = partition.next_batch()
     assert [m.offset for m in chunk.messages] == [5, 6]
     assert partition.snapshot() == 7 and not partition._at_end
