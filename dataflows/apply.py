@@ -1,6 +1,11 @@
 """The stateful step that windows decoded mutations, sequences them, commits
 micro-batches and acknowledges them.
 
+Batches go to the commit thread in order, up to two at a time, so this step reads
+and sequences on while they commit; a batch handed over counts as decided for the
+sequencer (its dependants go in a later batch, and a batch never commits after one
+that failed).
+
 Exactly-once effect: the commit happens inside this step and its acks follow on
 the after-commit thread, which a snapshot waits for; so when Bytewax snapshots an
 epoch, everything the epoch read is either committed and acknowledged or still
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,15 +28,31 @@ from bytewax.operators import StatefulBatchLogic
 from dataflows.runtime import Runtime
 from operators.decode import DecodedChunk
 from operators.sequencer import Sequencer
+from schemas.errors import MutaggError
 from schemas.mutation import Mutation, Rejection
 from sinks.after_commit import Committed, Offsets, lowest_offsets, merge_lowest
 from sinks.offsets import record_offsets
-from sinks.postgres import Batch, Unmet
+from sinks.postgres import Batch, Unmet, item_id
 
 log = logging.getLogger(__name__)
 
 WAITING_CHECK = timedelta(milliseconds=500)  # held mutations: dependency timeouts are checked this often
 IN_FLIGHT_POLL = timedelta(milliseconds=10)
+IN_FLIGHT_LIMIT = 2  # batches handed to the commit thread and not yet collected: one commits, one waits
+
+
+class CommitAborted(MutaggError):
+    """A batch was not committed because an earlier one failed (its error stops the job)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A batch handed to the commit thread."""
+
+    batch_id: str
+    part: list
+    offsets: Offsets  # its lowest input offsets: uncommitted, or unacknowledged, until collected
+    future: Future
 
 
 @dataclass(frozen=True)
@@ -66,7 +88,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.next_offsets = dict(state.next_offsets)
         self.window_closes: datetime | None = None
         self.recorded_offsets: Offsets = {}
-        self.in_flight: tuple[str, list, Future] | None = None
+        self.in_flight: deque[InFlight] = deque()
+        self._commit_failed = False
         self._flush_at: datetime | None = None
         self.fresh = 0
         share = settings.node_share
@@ -109,7 +132,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self._flush_at = self._flush_at or now + max(self.window, WAITING_CHECK)
         else:
             self._flush_at = None
-        if self.in_flight is None:
+        if not self.in_flight:
             return self._flush_at
         poll = now + IN_FLIGHT_POLL  # its acks should not wait for the next flush
         return poll if self._flush_at is None else min(poll, self._flush_at)
@@ -124,7 +147,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.window_closes = None
         self._flush_at = None
         self.fresh = 0
-        reports = self._collect()  # its outcomes may release what depends on them
+        reports = self._collect(wait=False)  # what is in flight counts as decided already
         release = self._release(at_end)
         self.runtime.stats.deferred.update(release.deferred)
         self.runtime.metrics.record_deferrals(release.deferred)
@@ -136,7 +159,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         sequencer = self.sequencer
         unknown = sequencer.unknown_dependencies()
         if unknown:
-            sequencer.mark_decided(self.runtime.committer.decided(unknown))
+            # On the commit thread: the committer's connection is its own (this waits for the batches in flight).
+            sequencer.mark_decided(self.runtime.commits.submit(self.runtime.committer.decided, unknown).result())
         sequencer.mark_decided(r.mutation_id for r in self.rejections if r.mutation_id)
         return sequencer.release(at_end_of_input=at_end, node_budget=self.node_budget)
 
@@ -168,10 +192,14 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         return reports
 
     def _commit(self, items: list) -> list[BatchReport]:
-        """Commit `items` in batches, one transaction at a time. The last batch is left in
-        flight: the dataflow reads and decodes on while it commits, and the next flush (or
-        settle) collects it first."""
-        reports = self._collect()
+        """Hand `items` to the commit thread in batches, one transaction at a time, in order.
+        Up to IN_FLIGHT_LIMIT batches are left in flight: the dataflow reads, decodes and
+        sequences on while they commit, and a later flush (or settle) collects them.
+
+        What is handed over counts as decided for the sequencer at once: its dependants go
+        in a later batch, which the commit thread runs only after this one has committed
+        (if this one fails, no later batch commits and the job stops)."""
+        reports = self._collect(wait=False)
         parts = [items[start : start + self.batch_size] for start in range(0, len(items), self.batch_size)]
         # Per part, the lowest offsets of it and every part after it (all uncommitted when it commits).
         ahead: list[Offsets] = [{}] * (len(parts) + 1)
@@ -180,32 +208,47 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         held = self._held_offsets()  # the parts' own offsets are in `ahead`; nothing here changes below
         for index, part in enumerate(parts):
             if index and self.runtime.stopping.is_set():
-                self._hold(items[index * self.batch_size :])  # SIGTERM: the batch in flight is done; the rest waits
+                self._hold(items[index * self.batch_size :])  # SIGTERM: what is in flight ends; the rest waits
                 break
-            reports += self._collect()
-            resume = self._resume_offsets(held, ahead[index])
+            while len(self.in_flight) >= IN_FLIGHT_LIMIT:
+                reports += self._collect_one()
+            in_flight = merge_lowest(*(f.offsets for f in self.in_flight))  # committed before this, acked maybe not
+            resume = self._resume_offsets(held, merge_lowest(ahead[index], in_flight))
             batch_id = self.runtime.next_batch_id()
-            self.in_flight = (batch_id, part, self.runtime.commits.submit(self._timed_commit, part, resume, batch_id))
+            future = self.runtime.commits.submit(self._timed_commit, part, resume, batch_id)
+            self.in_flight.append(InFlight(batch_id, part, lowest_offsets(part), future))
+            self.sequencer.mark_decided(filter(None, map(item_id, part)))
             self.recorded_offsets = resume
         return reports
 
     def _timed_commit(self, part: list, resume: dict, batch_id: str) -> tuple[list, float, float]:
         """Runs on the commit thread: (outcomes, seconds, committed at)."""
+        if self._commit_failed:
+            raise CommitAborted(f"batch {batch_id} not committed: an earlier batch failed")
         began = time.perf_counter()
-        outcomes = self.runtime.committer.commit(Batch(part, resume), batch_id)
+        try:
+            outcomes = self.runtime.committer.commit(Batch(part, resume), batch_id)
+        except BaseException:
+            self._commit_failed = True  # its dependants, in later batches, must not commit
+            raise
         return outcomes, time.perf_counter() - began, time.time()
 
     def _collect(self, wait: bool = True) -> list[BatchReport]:
-        """Wait for the batch in flight, if any (or only look, unless `wait`); hand its
-        outcomes to the after-commit thread."""
-        if self.in_flight is None or not (wait or self.in_flight[2].done()):
-            return []
-        batch_id, part, future = self.in_flight
-        self.in_flight = None
-        outcomes, seconds, committed_at = future.result()  # a failed commit stops the job here
-        self.sequencer.mark_decided(o.mutation_id for o in outcomes if o.mutation_id)
+        """Collect the batches in flight, oldest first: all of them (`wait`), or those done."""
+        reports: list[BatchReport] = []
+        while self.in_flight and (wait or self.in_flight[0].future.done()):
+            reports += self._collect_one()
+        return reports
+
+    def _collect_one(self) -> list[BatchReport]:
+        """Wait for the oldest batch in flight; hand its outcomes to the after-commit thread."""
+        batch = self.in_flight[0]
+        outcomes, seconds, committed_at = batch.future.result()  # a failed commit stops the job here
+        self.in_flight.popleft()
         # Audit export, acks and metrics follow in order on another thread, overlapping the
         # next transaction; the offsets recorded meanwhile keep this batch re-readable.
-        self.runtime.after_commit.submit(Committed(batch_id, outcomes, lowest_offsets(part), seconds, committed_at))
-        log.info("batch committed", extra={"batch_id": batch_id, "size": len(part), "seconds": round(seconds, 4)})
-        return [BatchReport(batch_id, len(part), seconds)]
+        self.runtime.after_commit.submit(Committed(batch.batch_id, outcomes, batch.offsets, seconds, committed_at))
+        log.info("batch committed", extra={"batch_id": batch.batch_id, "size": len(batch.part),
+                                           "seconds": round(seconds, 4)})
+        return [BatchReport(batch.batch_id, len(batch.part), seconds)]
+

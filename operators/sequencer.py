@@ -86,10 +86,14 @@ class Sequencer:
         (work-conserving: everything ready is still released). Reordering never changes
         an outcome: entity order and dependencies still hold.
         """
-        decided = set(self._decided)
+        decided = _Decided(self._decided)  # the cache is not copied: it holds up to `remembered` ids
         queues: dict[EntityKey, deque[Mutation]] = {}
         for mutation in self.waiting:
-            queues.setdefault(mutation.entity_key, deque()).append(mutation)
+            key = (mutation.entity_type, mutation.entity_id)
+            queue = queues.get(key)
+            if queue is None:
+                queues[key] = queue = deque()
+            queue.append(mutation)
         ready: list[Mutation] = []
         rejected: list[tuple[Mutation, str]] = []
         waiters: dict[str, list[EntityKey]] = {}
@@ -108,16 +112,21 @@ class Sequencer:
                 worklist.extend(next_round)
                 next_round.clear()
 
+        released, cached = decided.now, decided.before
+
         def drain_round() -> None:
             while worklist:
                 key = worklist.popleft()
                 queue = queues[key]
                 while queue:
                     head = queue[0]
-                    pending = next((d for d in head.dependencies if d not in decided), None)
-                    if pending is not None:
-                        waiters.setdefault(pending, []).append(key)
-                        break
+                    if head.dependencies:
+                        pending = next(
+                            (d for d in head.dependencies if d not in released and d not in cached), None
+                        )
+                        if pending is not None:
+                            waiters.setdefault(pending, []).append(key)
+                            break
                     node = head.edge_node_id
                     if node_budget is not None and taken.get(node, 0) >= node_budget:
                         deferred[node] = deferred.get(node, 0) + 1
@@ -126,8 +135,9 @@ class Sequencer:
                     taken[node] = taken.get(node, 0) + 1
                     queue.popleft()
                     ready.append(head)
-                    decided.add(head.id)
-                    worklist.extend(waiters.pop(head.id, ()))
+                    released.add(head.id)
+                    if waiters:
+                        worklist.extend(waiters.pop(head.id, ()))
 
         def reject(mutation: Mutation, reason: str) -> None:
             queues[mutation.entity_key].remove(mutation)
@@ -174,8 +184,24 @@ class Sequencer:
         return sequencer
 
 
+class _Decided:
+    """Ids decided before a release (the cache, read in place) or during it."""
+
+    __slots__ = ("before", "now")
+
+    def __init__(self, before: OrderedDict[str, None]):
+        self.before = before
+        self.now: set[str] = set()
+
+    def __contains__(self, mutation_id: str) -> bool:
+        return mutation_id in self.now or mutation_id in self.before
+
+    def add(self, mutation_id: str) -> None:
+        self.now.add(mutation_id)
+
+
 def _cycle_members(
-    queues: dict[EntityKey, deque[Mutation]], decided: set[str], final: bool = False
+    queues: dict[EntityKey, deque[Mutation]], decided: _Decided, final: bool = False
 ) -> list[Mutation]:
     """Waiting mutations on a dependency cycle that can never resolve.
 

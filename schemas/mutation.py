@@ -111,9 +111,9 @@ class Mutation:
     offset: int
     kafka_timestamp_ms: int
     resolves: tuple[str, ...] = field(default=())
+    """Conflict ids this mutation closes (set by `mutagg conflicts resolve`)."""
     replayed: bool = False
     """Re-submitted from the DLQ: an earlier validation rejection of its id may be revised."""
-    """Conflict ids this mutation closes (set by `mutagg conflicts resolve`)."""
 
     @property
     def entity_key(self) -> tuple[str, str]:

@@ -73,7 +73,8 @@ class Outcome:
     processed_at: str
 
 
-def _identity(item: Item) -> str | None:
+def item_id(item: Item) -> str | None:
+    """The mutation id an item decides, if it has one."""
     if isinstance(item, Mutation):
         return item.id
     if isinstance(item, Unmet):
@@ -203,7 +204,7 @@ class PostgresCommitter:
                 type_name: entity_rows.load_for_update(cursor, plans[type_name], entity_ids)
                 for type_name, entity_ids in sorted(wanted.items())
             }
-            ids = sorted({i for i in map(_identity, batch.items) if i is not None})
+            ids = sorted({i for i in map(item_id, batch.items) if i is not None})
             known = ledger.lookup(cursor, ids)
             now = datetime.now(UTC).isoformat()
             decided_here: dict[str, Outcome] = {}
@@ -214,7 +215,7 @@ class PostgresCommitter:
             for item in batch.items:
                 is_mutation = isinstance(item, Mutation)
                 source = item if is_mutation else _source(item)
-                mutation_id = item.id if is_mutation else _identity(item)
+                mutation_id = item.id if is_mutation else item_id(item)
                 earlier = known.get(mutation_id) if known and mutation_id is not None else None
                 if earlier is not None and _revisable(item, earlier):
                     revised.append(mutation_id)
@@ -265,7 +266,7 @@ class PostgresCommitter:
     def _quarantine(self, item: Item, batch_id: str, error: Exception) -> list[Outcome]:
         """Record one mutation that fails on its own as FAILED, in a transaction of its own."""
         source = _source(item)
-        mutation_id = _identity(item)
+        mutation_id = item_id(item)
         log.error(
             "mutation quarantined after a database error",
             extra={"mutation_id": mutation_id, "batch_id": batch_id, "error": str(error)[:500]},
