@@ -33,7 +33,8 @@ from operators.sequencer import Sequencer
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.mutation import RawMessage
 from schemas.registry import Registry, load_registry
-from sinks.postgres import Batch, PostgresCommitter, Unmet
+from sinks.outcomes import Batch, Unmet
+from sinks.postgres import PostgresCommitter
 
 REFERENCE = "19fa5ba"
 REPO = Path(__file__).resolve().parent.parent

@@ -32,7 +32,7 @@ from schemas.errors import MutaggError
 from schemas.mutation import Mutation, Rejection
 from sinks.after_commit import Committed, Offsets, lowest_offsets, merge_lowest
 from sinks.offsets import record_offsets
-from sinks.postgres import Batch, Unmet, item_id
+from sinks.outcomes import Batch, Unmet, item_id
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from sinks.acks import AckProducer
 from sinks.after_commit import AfterCommit, Committed
 from sinks.audit import AuditExporter
 from sinks.faults import FaultInjector
-from sinks.postgres import Outcome, PostgresCommitter
+from sinks.outcomes import Outcome
+from sinks.postgres import PostgresCommitter
 
 log = logging.getLogger(__name__)
 

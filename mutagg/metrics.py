@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from mutagg.settings import Settings
 from schemas.mutation import Mutation, Rejection
-from sinks.postgres import Outcome
+from sinks.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 

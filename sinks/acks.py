@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError, Producer
 from mutagg.security import KafkaErrorWatch
 from schemas.errors import ServiceUnavailable
 from schemas.mutation import Rejection
-from sinks.postgres import Outcome
+from sinks.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 

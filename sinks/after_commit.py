@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from schemas.mutation import Rejection
-from sinks.postgres import Item, Outcome, Unmet
+from sinks.outcomes import Item, Outcome, Unmet
 
 log = logging.getLogger(__name__)
 

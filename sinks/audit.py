@@ -31,7 +31,7 @@ import psycopg
 from sinks.audit_rows import AuditPart, batches_between, expected_files, read_parts
 from sinks.audit_store import AuditError, AuditStore, part_name
 from sinks.database import connect
-from sinks.postgres import Outcome
+from sinks.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -15,7 +15,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
@@ -29,67 +28,23 @@ from schemas.registry import Registry
 from sinks import entity_rows, ledger
 from sinks.database import connect, retry_transient
 from sinks.faults import NO_FAULTS, FaultInjector
+from sinks.outcomes import (
+    Batch,
+    Item,
+    Outcome,
+    again,
+    coordinates,
+    from_decision,
+    from_ledger,
+    item_id,
+    rejected_decision,
+    source_of,
+)
 
 log = logging.getLogger(__name__)
 
 # Failures caused by the content of a batch: isolate the culprit, do not retry.
 DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, ValueError, ArithmeticError, TypeError)
-
-
-@dataclass(slots=True)
-class Unmet:
-    """A mutation the sequencer rejected before it reached its entity."""
-
-    mutation: Mutation
-    reason: str
-
-
-Item = Mutation | Rejection | Unmet
-
-
-@dataclass
-class Batch:
-    """Items in commit order, and the offsets a restart may resume from after it."""
-
-    items: list[Item]
-    resume_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """The final answer for one delivered message, as acknowledged to its edge node."""
-
-    source: Mutation | Rejection
-    kind: str  # "decided", "replayed" (same message again) or "duplicate" (id seen before)
-    mutation_id: str | None
-    status: str
-    reason: str | None
-    entity_type: str | None
-    entity_id: str | None
-    version: int | None
-    edge_node_id: str | None
-    conflict_ids: tuple[str, ...]
-    batch_id: str | None
-    processed_at: str
-
-
-def item_id(item: Item) -> str | None:
-    """The mutation id an item decides, if it has one."""
-    if isinstance(item, Mutation):
-        return item.id
-    if isinstance(item, Unmet):
-        return item.mutation.id
-    return item.mutation_id
-
-
-def _source(item: Item) -> Mutation | Rejection:
-    return item.mutation if isinstance(item, Unmet) else item
-
-
-def _coordinates(source: Mutation | Rejection) -> tuple[str, int, int]:
-    if isinstance(source, Mutation):
-        return (source.topic, source.partition, source.offset)
-    return (source.raw.topic, source.raw.partition, source.raw.offset)
 
 
 class PostgresCommitter:
@@ -214,23 +169,23 @@ class PostgresCommitter:
             registry, custom = self.registry, self.custom_strategies
             for item in batch.items:
                 is_mutation = isinstance(item, Mutation)
-                source = item if is_mutation else _source(item)
+                source = item if is_mutation else source_of(item)
                 mutation_id = item.id if is_mutation else item_id(item)
                 earlier = known.get(mutation_id) if known and mutation_id is not None else None
                 if earlier is not None and _revisable(item, earlier):
                     revised.append(mutation_id)
                     earlier = None
                 if earlier is not None:
-                    same = _coordinates(source) == (
+                    same = coordinates(source) == (
                         earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset
                     )
                     if not same:
                         duplicates.append(source)
-                    outcomes.append(_from_ledger(source, earlier, "replayed" if same else "duplicate", now))
+                    outcomes.append(from_ledger(source, earlier, "replayed" if same else "duplicate", now))
                     continue
                 if mutation_id is not None and mutation_id in decided_here:
                     duplicates.append(source)
-                    outcomes.append(_again(source, decided_here[mutation_id]))
+                    outcomes.append(again(source, decided_here[mutation_id]))
                     continue
                 if is_mutation:
                     state = states[item.entity_type][item.entity_id]
@@ -239,14 +194,14 @@ class PostgresCommitter:
                     if state.version != version:  # only a written change moves the version
                         touched[item.entity_type][item.entity_id] = state
                 else:
-                    decision = _rejected(item)
+                    decision = rejected_decision(item)
                 if mutation_id is not None:
                     ledger_rows.append(ledger.ledger_row(decision, source, registry, batch_id, now))
                     if decision.conflicts:
                         conflict_rows.extend(ledger.conflict_row(c, batch_id, now) for c in decision.conflicts)
                     if is_mutation and item.resolves and decision.status in _RESOLVING:
                         resolutions.extend((cid, item.id) for cid in item.resolves)
-                outcome = _from_decision(source, decision, batch_id, now)
+                outcome = from_decision(source, decision, batch_id, now)
                 outcomes.append(outcome)
                 if mutation_id is not None:
                     decided_here[mutation_id] = outcome
@@ -265,7 +220,7 @@ class PostgresCommitter:
 
     def _quarantine(self, item: Item, batch_id: str, error: Exception) -> list[Outcome]:
         """Record one mutation that fails on its own as FAILED, in a transaction of its own."""
-        source = _source(item)
+        source = source_of(item)
         mutation_id = item_id(item)
         log.error(
             "mutation quarantined after a database error",
@@ -278,7 +233,7 @@ class PostgresCommitter:
         )
         now = datetime.now(UTC).isoformat()
         if mutation_id is None:
-            return [_from_decision(source, decision, batch_id, now)]
+            return [from_decision(source, decision, batch_id, now)]
         row = dict(zip(LEDGER_COLUMNS, ledger.ledger_row(decision, source, self.registry, batch_id, now)))
         row["detail"] = f"{type(error).__name__}: {error}"[:2000]
         # The row that records a failure must not fail for the same reason.
@@ -289,9 +244,9 @@ class PostgresCommitter:
                 with self.connection.transaction(), self.connection.cursor() as cursor:
                     known = ledger.lookup(cursor, [mutation_id])
                     if mutation_id in known:
-                        return [_from_ledger(source, known[mutation_id], "replayed", now)]
+                        return [from_ledger(source, known[mutation_id], "replayed", now)]
                     ledger.write(cursor, [tuple(row.values())], [])
-                return [_from_decision(source, decision, batch_id, now)]
+                return [from_decision(source, decision, batch_id, now)]
             except psycopg.OperationalError:
                 self.close()
                 raise
@@ -323,56 +278,11 @@ _RESOLVING = (Status.APPLIED, Status.CONFLICT)
 """Statuses with which a mutation carrying a resolution closes its conflicts."""
 
 
-def _rejected(item: Rejection | Unmet) -> Decision:
-    """The decision for an item that never reaches its entity."""
-    if isinstance(item, Rejection):
-        return Decision(
-            item.mutation_id or "", Status.REJECTED, item.code, item.entity_type,
-            item.entity_id, None, item.edge_node_id,
-        )
-    m = item.mutation
-    return Decision(m.id, Status.REJECTED, item.reason, m.entity_type, m.entity_id, None, m.edge_node_id)
-
-
 def _revisable(item: Item, earlier: ledger.LedgerEntry) -> bool:
     """A DLQ replay may decide anew an id whose message was rejected as invalid (e.g. before a registry fix)."""
     replayed = item.replayed if isinstance(item, Mutation) else isinstance(item, Rejection) and is_dlq_replay(item.raw)
-    this_message = _coordinates(_source(item)) == (earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset)
+    this_message = coordinates(source_of(item)) == (earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset)
     return (
         replayed and not this_message  # a crash replay of the re-submission itself changes nothing
         and earlier.status == Status.REJECTED.value and earlier.reason in VALIDATION_REASONS
-    )
-
-
-def _from_decision(source: Mutation | Rejection, decision: Decision, batch_id: str, now: str) -> Outcome:
-    conflicts = decision.conflicts
-    return Outcome(
-        source, "decided", decision.mutation_id or None, decision.status._value_, decision.reason,
-        decision.entity_type, decision.entity_id, decision.version, decision.edge_node_id,
-        tuple(c.conflict_id for c in conflicts) if conflicts else (), batch_id, now,
-    )
-
-
-def _from_ledger(source: Mutation | Rejection, entry: ledger.LedgerEntry, kind: str, now: str) -> Outcome:
-    return Outcome(
-        source=source,
-        kind=kind,
-        mutation_id=entry.mutation_id,
-        status=entry.status,
-        reason=entry.reason,
-        entity_type=entry.entity_type,
-        entity_id=entry.entity_id,
-        version=entry.version,
-        edge_node_id=entry.edge_node_id,
-        conflict_ids=entry.conflict_ids,
-        batch_id=entry.batch_id,
-        processed_at=entry.decided_at.isoformat() if entry.decided_at else now,
-    )
-
-
-def _again(source: Mutation | Rejection, first: Outcome) -> Outcome:
-    return Outcome(
-        source, "duplicate", first.mutation_id, first.status, first.reason, first.entity_type,
-        first.entity_id, first.version, first.edge_node_id, first.conflict_ids, first.batch_id,
-        first.processed_at,
     )

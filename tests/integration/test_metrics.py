@@ -16,7 +16,8 @@ from mutagg.workload import Workload
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.mutation import Mutation, RawMessage, Rejection, decode
 from schemas.registry import load_registry
-from sinks.postgres import Batch, PostgresCommitter
+from sinks.outcomes import Batch
+from sinks.postgres import PostgresCommitter
 from tests.integration.conftest import query, read_topic
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from mutagg.settings import Settings
 from operators.decode import DecodedChunk
 from schemas.mutation import Mutation, Operation
 from sinks.after_commit import AfterCommit
-from sinks.postgres import Outcome, item_id
+from sinks.outcomes import Outcome, item_id
 
 T0 = datetime(2026, 11, 26, tzinfo=UTC)
 

@@ -17,7 +17,7 @@ from sinks.audit import batches_to_export
 from sinks.audit_compact import compact_day, compact_partition, plan_partition
 from sinks.audit_rows import to_parts
 from sinks.audit_store import HIVE_NULL, AuditError, AuditFile, AuditStore, compacted_name, part_name, partition_value
-from sinks.postgres import Outcome
+from sinks.outcomes import Outcome
 
 T0 = datetime(2026, 11, 25, 23, 59, 59, tzinfo=UTC)
 

@@ -17,7 +17,7 @@ from mutagg.settings import DEFAULT_REGISTRY, Settings
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.mutation import Mutation, RawMessage, Rejection, decode
 from schemas.registry import load_registry
-from sinks.postgres import Outcome
+from sinks.outcomes import Outcome
 
 EDGE = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 KAFKA_MS = int(EDGE.timestamp() * 1000) + 2_000

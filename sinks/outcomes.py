@@ -1,0 +1,111 @@
+"""What the committer takes (items, batches) and gives back (one `Outcome` per
+delivered message), and how an outcome is made from a decision or a ledger entry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from operators.conflicts import Decision
+from schemas.mutation import Mutation, Rejection, Status
+from sinks.ledger import LedgerEntry
+
+
+@dataclass(slots=True)
+class Unmet:
+    """A mutation the sequencer rejected before it reached its entity."""
+
+    mutation: Mutation
+    reason: str
+
+
+Item = Mutation | Rejection | Unmet
+
+
+@dataclass
+class Batch:
+    """Items in commit order, and the offsets a restart may resume from after it."""
+
+    items: list[Item]
+    resume_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The final answer for one delivered message, as acknowledged to its edge node."""
+
+    source: Mutation | Rejection
+    kind: str  # "decided", "replayed" (same message again) or "duplicate" (id seen before)
+    mutation_id: str | None
+    status: str
+    reason: str | None
+    entity_type: str | None
+    entity_id: str | None
+    version: int | None
+    edge_node_id: str | None
+    conflict_ids: tuple[str, ...]
+    batch_id: str | None
+    processed_at: str
+
+
+def item_id(item: Item) -> str | None:
+    """The mutation id an item decides, if it has one."""
+    if isinstance(item, Mutation):
+        return item.id
+    if isinstance(item, Unmet):
+        return item.mutation.id
+    return item.mutation_id
+
+
+def source_of(item: Item) -> Mutation | Rejection:
+    return item.mutation if isinstance(item, Unmet) else item
+
+
+def coordinates(source: Mutation | Rejection) -> tuple[str, int, int]:
+    if isinstance(source, Mutation):
+        return (source.topic, source.partition, source.offset)
+    return (source.raw.topic, source.raw.partition, source.raw.offset)
+
+
+def rejected_decision(item: Rejection | Unmet) -> Decision:
+    """The decision for an item that never reaches its entity."""
+    if isinstance(item, Rejection):
+        return Decision(
+            item.mutation_id or "", Status.REJECTED, item.code, item.entity_type,
+            item.entity_id, None, item.edge_node_id,
+        )
+    m = item.mutation
+    return Decision(m.id, Status.REJECTED, item.reason, m.entity_type, m.entity_id, None, m.edge_node_id)
+
+
+def from_decision(source: Mutation | Rejection, decision: Decision, batch_id: str, now: str) -> Outcome:
+    conflicts = decision.conflicts
+    return Outcome(
+        source, "decided", decision.mutation_id or None, decision.status._value_, decision.reason,
+        decision.entity_type, decision.entity_id, decision.version, decision.edge_node_id,
+        tuple(c.conflict_id for c in conflicts) if conflicts else (), batch_id, now,
+    )
+
+
+def from_ledger(source: Mutation | Rejection, entry: LedgerEntry, kind: str, now: str) -> Outcome:
+    return Outcome(
+        source=source,
+        kind=kind,
+        mutation_id=entry.mutation_id,
+        status=entry.status,
+        reason=entry.reason,
+        entity_type=entry.entity_type,
+        entity_id=entry.entity_id,
+        version=entry.version,
+        edge_node_id=entry.edge_node_id,
+        conflict_ids=entry.conflict_ids,
+        batch_id=entry.batch_id,
+        processed_at=entry.decided_at.isoformat() if entry.decided_at else now,
+    )
+
+
+def again(source: Mutation | Rejection, first: Outcome) -> Outcome:
+    return Outcome(
+        source, "duplicate", first.mutation_id, first.status, first.reason, first.entity_type,
+        first.entity_id, first.version, first.edge_node_id, first.conflict_ids, first.batch_id,
+        first.processed_at,
+    )
