@@ -14,17 +14,26 @@ from datetime import UTC, date, datetime
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.audit import CONFLICTS, CONFLICTS_SCHEMA, MUTATIONS, MUTATIONS_SCHEMA
+from sinks.audit_copy import ORDINAL, CsvQuery
 
-_MUTATIONS = """
-SELECT m.mutation_id, m.status, m.reason, m.entity_id, m.version, m.edge_node_id, m.operation,
-       m.base_version, m.adjusted_priority, m.batch_id, m.kafka_topic, m.kafka_partition,
-       m.kafka_offset, m.kafka_timestamp, m.edge_timestamp, m.decided_at,
-       extract(epoch FROM m.decided_at - m.kafka_timestamp)::float8,
-       extract(epoch FROM m.decided_at - m.edge_timestamp)::float8,
-       m.conflict_ids, COALESCE(r.ids, '{}'::text[]), m.detail, m.held_attributes::text,
-       m.entity_type
+_ENTITY_TYPE = pa.field("entity_type", pa.string())
+"""Read after the schema's columns: a partition column, in the path and not in the files."""
+
+_MUTATION_EXPRESSIONS = {
+    "kafka_latency_s": "extract(epoch FROM m.decided_at - m.kafka_timestamp)::float8",
+    "edge_latency_s": "extract(epoch FROM m.decided_at - m.edge_timestamp)::float8",
+    "resolved_conflict_ids": "COALESCE(r.ids, '{}'::text[])",
+    "held_attributes": "m.held_attributes::text",
+}
+_MUTATIONS = CsvQuery(
+    [
+        *((field, _MUTATION_EXPRESSIONS.get(field.name, f"m.{field.name}")) for field in MUTATIONS_SCHEMA),
+        (_ENTITY_TYPE, "m.entity_type"),
+    ],
+    """
 FROM mutation_log m
 LEFT JOIN (
     SELECT resolved_by_mutation_id AS mutation_id, array_agg(conflict_id ORDER BY conflict_id) AS ids
@@ -33,36 +42,36 @@ LEFT JOIN (
     GROUP BY 1
 ) r ON r.mutation_id = m.mutation_id
 WHERE m.batch_id = ANY(%(batches)s)
-"""
-# Sorted in Python (`_ledger_order`): the server's sort of these wide rows cost more than the query.
-_LEDGER_ORDER = tuple(
-    MUTATIONS_SCHEMA.get_field_index(name)
-    for name in ("batch_id", "kafka_topic", "kafka_partition", "kafka_offset", "mutation_id")
+""",
 )
+# Sorted in Arrow (`table_parts`), not by the server: its sort of these wide rows cost more than the query.
+_LEDGER_ORDER = ("batch_id", "kafka_topic", "kafka_partition", "kafka_offset", "mutation_id")
 
-_CONFLICTS = """
-SELECT c.conflict_id, c.entity_id, c.attributes, c.mutation_id, c.other_mutation_id,
-       c.incoming_edge_node_id, c.other_edge_node_id, c.strategy, c.winner, c.status,
-       c.incoming_values::text, c.server_values::text, c.result_values::text, c.base_version,
-       c.entity_version, c.batch_id, c.detected_at, c.resolved_at, c.resolved_by_mutation_id,
-       c.resolution, m.kafka_topic, m.kafka_partition, m.kafka_offset, m.kafka_timestamp,
-       m.edge_timestamp, o.edge_timestamp,
-       c.entity_type
+_CONFLICT_EXPRESSIONS = {
+    "incoming_values": "c.incoming_values::text", "server_values": "c.server_values::text",
+    "result_values": "c.result_values::text", "kafka_topic": "m.kafka_topic", "kafka_partition": "m.kafka_partition",
+    "kafka_offset": "m.kafka_offset", "kafka_timestamp": "m.kafka_timestamp", "edge_timestamp": "m.edge_timestamp",
+    "other_edge_timestamp": "o.edge_timestamp",
+}
+_CONFLICTS = CsvQuery(
+    [
+        *((field, _CONFLICT_EXPRESSIONS.get(field.name, f"c.{field.name}")) for field in CONFLICTS_SCHEMA),
+        (_ENTITY_TYPE, "c.entity_type"),
+    ],
+    """
 FROM conflicts c
 LEFT JOIN mutation_log m ON m.mutation_id = c.mutation_id
 LEFT JOIN mutation_log o ON o.mutation_id = c.other_mutation_id
 WHERE c.batch_id = ANY(%(batches)s)
-ORDER BY c.batch_id, c.conflict_id
-"""
+""",
+    order_by="c.batch_id, c.conflict_id",
+)
 
 # Batches whose conflict rows changed because a mutation of these batches closed one of them.
 _RESOLVED_BATCHES = """
 SELECT DISTINCT batch_id FROM conflicts
 WHERE conflict_id = ANY(%(conflict_ids)s) AND batch_id IS NOT NULL
 """
-
-
-_RESOLVED_INDEX = MUTATIONS_SCHEMA.get_field_index("resolved_conflict_ids")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +89,7 @@ def utc_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
-def _part_order(group: tuple[tuple[date, str | None, str], list]) -> tuple:
+def _part_order(group: tuple[tuple[date, str | None, str], object]) -> tuple:
     day, entity_type, batch_id = group[0]
     return (day, entity_type is None, entity_type or "", batch_id)
 
@@ -100,8 +109,36 @@ def to_parts(dataset: str, rows: Sequence[tuple], schema: pa.Schema, time_column
     return parts
 
 
-def _ledger_order(row: tuple) -> tuple:
-    return tuple((row[i] is None, row[i]) for i in _LEDGER_ORDER)  # NULLs last, as the server sorted
+def table_parts(
+    dataset: str, table: pa.Table, schema: pa.Schema, time_column: str, order: Sequence[str]
+) -> list[AuditPart]:
+    """The parts `to_parts` makes of these rows (schema columns, entity_type and the `order`
+    columns) once sorted by `order` (NULLs last, strings in code-point order). Pure; the
+    rows are grouped and taken in Arrow, not one by one."""
+    if table.num_rows == 0:
+        return []
+    group = [pc.cast(table[time_column], pa.date32()), table["entity_type"], table["batch_id"]]
+    keys = pa.Table.from_arrays([*group, *(table[name] for name in order)],
+                                names=[f"k{i}" for i in range(len(group) + len(order))])
+    # NULLs last: Arrow's default (`null_placement` moved into the sort keys in pyarrow 25).
+    indices = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in keys.column_names])
+    groups = _runs(keys.select(range(len(group))).take(indices))
+    rows = pa.Table.from_arrays(table.select(schema.names).take(indices).combine_chunks().columns, schema=schema)
+    return [AuditPart(dataset, day, entity_type, batch_id, rows.slice(start, count))
+            for (day, entity_type, batch_id), (start, count) in sorted(groups, key=_part_order)]
+
+
+def _runs(keys: pa.Table) -> list[tuple[tuple, tuple[int, int]]]:
+    """((key values), (start, length)) of each run of equal rows in `keys`; NULL equals NULL."""
+    change = None
+    for column in keys.columns:
+        after, before = column[1:], column[:-1]
+        differs = pc.fill_null(pc.not_equal(after, before), pc.not_equal(pc.is_null(after), pc.is_null(before)))
+        change = differs if change is None else pc.or_(change, differs)
+    starts = [0, *(i + 1 for i in pc.indices_nonzero(change).to_pylist())]
+    lengths = [end - start for start, end in zip(starts, [*starts[1:], keys.num_rows])]
+    firsts = keys.take(pa.array(starts, pa.int64())).to_pylist()
+    return [(tuple(first.values()), (start, length)) for first, start, length in zip(firsts, starts, lengths)]
 
 
 def read_parts(connection: psycopg.Connection, batch_ids: Iterable[str]) -> list[AuditPart]:
@@ -111,18 +148,16 @@ def read_parts(connection: psycopg.Connection, batch_ids: Iterable[str]) -> list
     if not batches:
         return []
     with connection.transaction(), connection.cursor() as cursor:
-        cursor.execute(_MUTATIONS, {"batches": batches})
-        mutation_rows = sorted(cursor.fetchall(), key=_ledger_order)
-        resolved = sorted({cid for row in mutation_rows for cid in row[_RESOLVED_INDEX]})
+        mutations = _MUTATIONS.read(cursor, {"batches": batches})
+        resolved = sorted(pc.unique(pc.list_flatten(mutations["resolved_conflict_ids"])).to_pylist())
         conflict_batches = set(batches)
         if resolved:
             cursor.execute(_RESOLVED_BATCHES, {"conflict_ids": resolved})
             conflict_batches.update(row[0] for row in cursor.fetchall())
-        cursor.execute(_CONFLICTS, {"batches": sorted(conflict_batches)})
-        conflict_rows = cursor.fetchall()
+        conflicts = _CONFLICTS.read(cursor, {"batches": sorted(conflict_batches)})
     return [
-        *to_parts(MUTATIONS, mutation_rows, MUTATIONS_SCHEMA, "decided_at"),
-        *to_parts(CONFLICTS, conflict_rows, CONFLICTS_SCHEMA, "detected_at"),
+        *table_parts(MUTATIONS, mutations, MUTATIONS_SCHEMA, "decided_at", _LEDGER_ORDER),
+        *table_parts(CONFLICTS, conflicts, CONFLICTS_SCHEMA, "detected_at", (ORDINAL.name,)),
     ]
 
 
