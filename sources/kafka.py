@@ -20,6 +20,9 @@ from schemas.mutation import RawMessage
 
 log = logging.getLogger(__name__)
 
+PAUSE = timedelta(milliseconds=20)  # a partition that gave fewer than TRICKLE records is polled again after this
+TRICKLE = 500
+
 
 @dataclass(slots=True)
 class Chunk:
@@ -95,12 +98,12 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         self._at_end = False
         self._last_heartbeat_ms = 0
         self._last_healthy = time.monotonic()
-        self._idle = False
+        self._slow = False
 
     def next_batch(self) -> list[Chunk]:
         if self._at_end or self._should_stop():
             raise StopIteration()
-        polled = self._consumer.consume(self._batch_size, 0.05)
+        polled = self._consumer.consume(self._batch_size, 0)
         self._watch.raise_if_failed()  # e.g. the password was rotated under a running job
         messages: list[RawMessage] = []
         append = messages.append
@@ -133,7 +136,7 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
             ))
         if messages:
             self._last_healthy = time.monotonic()
-        self._idle = not messages
+        self._slow = len(messages) < TRICKLE
         if not messages:
             now_ms = int(time.time() * 1000)
             if caught_up and not self._stop_at_end and now_ms - self._last_heartbeat_ms >= 1000:
@@ -145,8 +148,11 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         return [Chunk(self._topic, self._partition, messages)]
 
     def next_awake(self) -> datetime | None:
-        # Do not spin when the partition is idle.
-        return datetime.now(UTC) + timedelta(milliseconds=20) if self._idle else None
+        # The poll never blocks: a blocking poll (50 ms until `batch_size` records came) held up
+        # the other partitions and the apply step's window, ~170 ms of p50 latency at 2,000/s.
+        # A partition that is idle or only trickles is asked again after PAUSE instead, so
+        # light load does not spin the worker; a backlog is read without a pause.
+        return datetime.now(UTC) + PAUSE if self._slow else None
 
     def snapshot(self) -> int:
         return self._offset

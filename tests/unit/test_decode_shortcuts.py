@@ -25,7 +25,7 @@ from schemas.mutation import (
 )
 from schemas.registry import ATTRIBUTE_TYPES
 from schemas.values import COERCERS, MAX_DECIMAL_DIGITS, CoercionError, _parse_any_rfc3339, coerce, parse_rfc3339
-from sources.kafka import _Partition
+from sources.kafka import PAUSE, TRICKLE, _Partition
 from tests.unit.test_decode import REGISTRY, VALID
 
 
@@ -155,12 +155,16 @@ def test_field_gate_rejects_exactly_what_the_field_checks_reject(names):
 
 def partition_over(records: list, partition: int, offset: int, stop_at_end: bool) -> _Partition:
     """A source partition whose consumer returns `records` on every poll (no broker)."""
+    def consume(count: int, timeout: float) -> list:
+        assert timeout == 0, "the poll must not block the worker"
+        return records
+
     source = _Partition.__new__(_Partition)
     source.__dict__.update(
         _should_stop=lambda: False, _watch=SimpleNamespace(raise_if_failed=lambda: None),
-        _consumer=SimpleNamespace(consume=lambda count, timeout: records), _topic="edge.mutations",
+        _consumer=SimpleNamespace(consume=consume), _topic="edge.mutations",
         _partition=partition, _offset=offset, _batch_size=100, _stop_at_end=stop_at_end, _deadline_s=30.0,
-        _at_end=False, _last_heartbeat_ms=0, _last_healthy=0.0, _idle=False,
+        _at_end=False, _last_heartbeat_ms=0, _last_healthy=0.0, _slow=False,
     )
     return source
 
@@ -192,3 +196,17 @@ def test_records_after_an_end_of_partition_event_in_one_poll_are_kept():
     [chunk] = partition.next_batch()
     assert [m.offset for m in chunk.messages] == [5, 6]
     assert partition.snapshot() == 7 and not partition._at_end
+
+
+def test_a_partition_that_only_trickles_is_polled_again_later_and_a_backlog_at_once():
+    def polled(count: int) -> _Partition:
+        records = [Message(topic="edge.mutations", partition=0, offset=i, key=None, value=b"v", timestamp=(1, 5))
+                   for i in range(count)]
+        partition = partition_over(records, partition=0, offset=0, stop_at_end=False)
+        partition.next_batch()
+        return partition
+
+    for count in (0, 1, TRICKLE - 1):
+        awake = polled(count).next_awake()
+        assert awake is not None and timedelta(0) < awake - datetime.now(UTC) <= PAUSE
+    assert polled(TRICKLE).next_awake() is None
