@@ -1,0 +1,97 @@
+"""The job at two revisions, on one produced backlog, runs interleaved: the change
+measured against its base in the same run (absolute rates drift on a shared machine).
+
+Run: .venv/bin/python -m bench.ab BASE [--mutations 200000] [--rounds 2] [--partitions 4]
+BASE is a git revision; the subject is the working tree. Each run reads the same input
+topic into a fresh schema of its own (and fresh status/DLQ topics); the base runs from
+a temporary `git worktree`. Prints per run: rate, wall, CPU and peak RSS of the job
+process, then the best of each side and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.pipeline import Job, JobRun
+from bench.workspace import Workspace
+from mutagg.producer import produce
+from mutagg.settings import load_settings, with_overrides
+from mutagg.topics import create_topics
+from mutagg.workload import Workload
+from operators.strategies import CUSTOM_STRATEGIES
+from schemas.registry import load_registry
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Side:
+    name: str
+    directory: Path
+    runs: list[JobRun]
+
+
+def run_job(workspace: Workspace, base_settings, label: str, directory: Path) -> JobRun:
+    """`mutagg run --until-idle` from `directory`'s code over the shared input topic."""
+    settings = workspace.schema(label)
+    settings = with_overrides(
+        settings, topic_mutations=base_settings.topic_mutations, topic_partitions=base_settings.topic_partitions,
+        topic_dlq=f"{base_settings.topic_dlq}.{label}", topic_status=f"{base_settings.topic_status}.{label}",
+    )
+    workspace.topics += [settings.topic_dlq, settings.topic_status]
+    create_topics(settings)
+    previous = os.getcwd()
+    os.chdir(directory)  # `python -m mutagg.cli` imports the code of the current directory first
+    try:
+        run = Job(settings, until_idle=True).wait(timeout_s=1800)
+    finally:
+        os.chdir(previous)
+    if run.returncode != 0:
+        raise RuntimeError(f"{label}: mutagg run failed ({run.returncode}):\n{run.stderr_tail}")
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab")
+    parser.add_argument("base", help="git revision to compare the working tree with")
+    parser.add_argument("--mutations", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
+    workspace = Workspace(settings, registry)
+    with tempfile.TemporaryDirectory(prefix="mutagg-ab-") as scratch:
+        base_dir = Path(scratch) / "base"
+        subprocess.run(["git", "worktree", "add", "--detach", str(base_dir), args.base], cwd=REPO, check=True,
+                       capture_output=True)
+        sides = [Side(f"base {args.base}", base_dir, []), Side("working tree", REPO, [])]
+        try:
+            shared = workspace.job_topics(workspace.schema("input", migrated=False), "input", args.partitions)
+            produce(shared, Workload(seed=7).generate(args.mutations))
+            for round_ in range(args.rounds):
+                for index, side in enumerate(sides):
+                    run = run_job(workspace, shared, f"r{round_}s{index}", side.directory)
+                    side.runs.append(run)
+                    print(f"round {round_} {side.name:>24}: {args.mutations / run.seconds:8,.0f}/s "
+                          f"wall {run.seconds:6.1f}s cpu {run.cpu_s:6.1f}s rss {run.peak_rss_mib:5.0f} MiB",
+                          flush=True)
+        finally:
+            workspace.close()
+            subprocess.run(["git", "worktree", "remove", "--force", str(base_dir)], cwd=REPO, check=False,
+                           capture_output=True)
+    (base, subject) = (min(side.runs, key=lambda r: r.seconds) for side in sides)
+    print(f"best of {args.rounds}: base {args.mutations / base.seconds:,.0f}/s (cpu {base.cpu_s:.1f}s), "
+          f"working tree {args.mutations / subject.seconds:,.0f}/s (cpu {subject.cpu_s:.1f}s); "
+          f"working tree / base = {base.seconds / subject.seconds:.2f}x the rate, "
+          f"{subject.cpu_s / base.cpu_s:.2f}x the CPU")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
