@@ -251,4 +251,3 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         log.info("batch committed", extra={"batch_id": batch.batch_id, "size": len(batch.part),
                                            "seconds": round(seconds, 4)})
         return [BatchReport(batch.batch_id, len(batch.part), seconds)]
-
