@@ -171,18 +171,19 @@ def record_duplicates(
     """Note every duplicate delivery once (idempotent on its Kafka coordinates)."""
     if not duplicates:
         return
-    coordinates = [
-        (d.id if isinstance(d, Mutation) else d.mutation_id, *_coordinates(d)) for d in duplicates
+    deliveries = [
+        (d.id if isinstance(d, Mutation) else d.mutation_id, *coordinates(d)) for d in duplicates
     ]
     cursor.execute(
         "INSERT INTO mutation_duplicates (mutation_id, kafka_topic, kafka_partition, kafka_offset, batch_id) "
         "SELECT m, t, p, o, %s FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[]) AS u(m, t, p, o) "
         "ON CONFLICT DO NOTHING",
-        (batch_id, *map(list, zip(*coordinates))),
+        (batch_id, *map(list, zip(*deliveries))),
     )
 
 
-def _coordinates(source: Mutation | Rejection) -> tuple[str, int, int]:
+def coordinates(source: Mutation | Rejection) -> tuple[str, int, int]:
+    """Where a message was read: (topic, partition, offset)."""
     if isinstance(source, Mutation):
         return source.topic, source.partition, source.offset
     return source.raw.topic, source.raw.partition, source.raw.offset

@@ -60,12 +60,6 @@ def source_of(item: Item) -> Mutation | Rejection:
     return item.mutation if isinstance(item, Unmet) else item
 
 
-def coordinates(source: Mutation | Rejection) -> tuple[str, int, int]:
-    if isinstance(source, Mutation):
-        return (source.topic, source.partition, source.offset)
-    return (source.raw.topic, source.raw.partition, source.raw.offset)
-
-
 def rejected_decision(item: Rejection | Unmet) -> Decision:
     """The decision for an item that never reaches its entity."""
     if isinstance(item, Rejection):

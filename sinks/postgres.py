@@ -33,7 +33,6 @@ from sinks.outcomes import (
     Item,
     Outcome,
     again,
-    coordinates,
     from_decision,
     from_ledger,
     item_id,
@@ -176,7 +175,7 @@ class PostgresCommitter:
                     revised.append(mutation_id)
                     earlier = None
                 if earlier is not None:
-                    same = coordinates(source) == (
+                    same = ledger.coordinates(source) == (
                         earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset
                     )
                     if not same:
@@ -281,7 +280,8 @@ _RESOLVING = (Status.APPLIED, Status.CONFLICT)
 def _revisable(item: Item, earlier: ledger.LedgerEntry) -> bool:
     """A DLQ replay may decide anew an id whose message was rejected as invalid (e.g. before a registry fix)."""
     replayed = item.replayed if isinstance(item, Mutation) else isinstance(item, Rejection) and is_dlq_replay(item.raw)
-    this_message = coordinates(source_of(item)) == (earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset)
+    read_at = (earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset)
+    this_message = ledger.coordinates(source_of(item)) == read_at
     return (
         replayed and not this_message  # a crash replay of the re-submission itself changes nothing
         and earlier.status == Status.REJECTED.value and earlier.reason in VALIDATION_REASONS
