@@ -1,6 +1,7 @@
 """Commit speed: `PostgresCommitter` against the one at git revision 19fa5ba, on the
-same decoded and sequenced batches, each pass into a fresh schema; then a check that
-both gave the same outcomes and left the same rows (clock columns excepted).
+same decoded and sequenced batches, each pass into a fresh schema, and again with
+batches decided ahead (sinks/speculation.py); then a check that all three gave the
+same outcomes and left the same rows (clock columns excepted).
 
 Run: .venv/bin/python -m bench.commit [mutations, default 50000] [--rounds 3] [--only-new] [--keep]
 (connection settings from MUTAGG_* as for `mutagg`; see `services/services.sh env`).
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from schemas.mutation import RawMessage
 from schemas.registry import Registry, load_registry
 from sinks.outcomes import Batch, Unmet
 from sinks.postgres import PostgresCommitter
+from sinks.speculation import Speculator
 
 REFERENCE = "19fa5ba"
 REPO = Path(__file__).resolve().parent.parent
@@ -122,10 +125,15 @@ def table_rows(settings: Settings) -> dict[str, list[tuple]]:
 
 
 def run_pass(committer, work: list[list]) -> tuple[float, float, str]:
-    """Commit every batch; (wall seconds, CPU seconds, digest of the outcomes)."""
+    """Commit every batch; (wall seconds, CPU seconds, digest of the outcomes). A committer
+    with a speculator has every batch announced first, as the job announces them."""
     digest = hashlib.blake2b()
     gc.collect()  # nothing left over from the pass before is collected on this one's clock
     wall, cpu = time.perf_counter(), time.process_time()
+    speculator = getattr(committer, "speculator", None)
+    for number, batch in enumerate(work, start=1):
+        if speculator is not None:
+            speculator.announce(f"b{number:06d}", batch)
     for number, batch in enumerate(work, start=1):
         batch_id = f"b{number:06d}"
         outcomes = committer.commit(Batch(batch, {(TOPIC, 0): number}), batch_id)
@@ -154,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.mutations:,} messages -> {items:,} items in {len(work)} batches of up to {settings.batch_size:,}",
           flush=True)
     workspace = Workspace(settings, registry, keep=args.keep)
-    runs: dict[str, list[tuple[float, float, str]]] = {"old": [], "new": []}
+    runs: dict[str, list[tuple[float, float, str]]] = {"old": [], "new": [], "ahead": []}
+    ahead_stats: Counter[str] = Counter()
     try:
         with tempfile.TemporaryDirectory() as directory:
             reference = None if args.only_new else reference_modules(Path(directory))
@@ -167,19 +176,29 @@ def main(argv: list[str] | None = None) -> int:
                         workspace.schema(f"old{round_}").database_url, registry, strategies), work))
                 runs["new"].append(run_pass(PostgresCommitter(
                     workspace.schema(f"new{round_}").database_url, registry, CUSTOM_STRATEGIES), work))
+                url = workspace.schema(f"ahead{round_}").database_url
+                speculator = Speculator(url, registry, CUSTOM_STRATEGIES)
+                runs["ahead"].append(run_pass(PostgresCommitter(
+                    url, registry, CUSTOM_STRATEGIES, speculator=speculator), work))
+                ahead_stats.update(speculator.stats)
         best = {name: (min(r[0] for r in rs), min(r[1] for r in rs)) for name, rs in runs.items() if rs}
         print(f"best of {args.rounds} round(s), each into a fresh schema:")
         for name, (wall, cpu) in best.items():
             print(f"{name}: {items / wall:>8,.0f} mutations/s wall ({wall:6.2f}s), "
                   f"{cpu:6.2f}s Python CPU ({cpu / len(work) * 1000:5.1f} ms/batch, {items / cpu:,.0f} per CPU-s)")
+        others = sum(n for k, n in ahead_stats.items() if k not in ("used", "stale", "prepared"))
+        print(f"ahead: batches decided ahead and used / stale / not decided ahead: {ahead_stats['used']} / "
+              f"{ahead_stats['stale']} / {others} ({dict(ahead_stats)})")
         if not runs["old"]:
             return 0
         (old_wall, old_cpu), (new_wall, new_cpu) = best["old"], best["new"]
         print(f"new vs old: {old_wall / new_wall:.2f}x the rate, {old_cpu / new_cpu:.2f}x less Python CPU")
+        print(f"ahead vs new: {new_wall / best['ahead'][0]:.2f}x the rate")
         digests = {r[2] for rs in runs.values() for r in rs}
         old_rows = table_rows(workspace_settings(workspace, "old0"))
         new_rows = table_rows(workspace_settings(workspace, "new0"))
-        different = [t for t in sorted(old_rows) if old_rows[t] != new_rows.get(t)]
+        ahead_rows = table_rows(workspace_settings(workspace, "ahead0"))
+        different = [t for t in sorted(old_rows) if not old_rows[t] == new_rows.get(t) == ahead_rows.get(t)]
         print(f"outcomes: {'identical' if len(digests) == 1 else 'DIFFER'}; tables: "
               + ("identical (" + ", ".join(f"{t} {len(old_rows[t])}" for t in sorted(old_rows)) + " rows)"
                  if not different else f"DIFFER in {different}"))

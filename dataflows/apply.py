@@ -215,6 +215,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             in_flight = merge_lowest(*(f.offsets for f in self.in_flight))  # committed before this, acked maybe not
             resume = self._resume_offsets(held, merge_lowest(ahead[index], in_flight))
             batch_id = self.runtime.next_batch_id()
+            committer = self.runtime.committer
+            if committer.speculator is not None:
+                committer.speculator.announce(batch_id, part)  # decided ahead while the one before writes
             future = self.runtime.commits.submit(self._timed_commit, part, resume, batch_id)
             self.in_flight.append(InFlight(batch_id, part, lowest_offsets(part), future))
             self.sequencer.mark_decided(filter(None, map(item_id, part)))

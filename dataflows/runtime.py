@@ -23,6 +23,7 @@ from sinks.audit import AuditExporter
 from sinks.faults import FaultInjector
 from sinks.outcomes import Outcome
 from sinks.postgres import PostgresCommitter
+from sinks.speculation import Speculator
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,12 @@ class Runtime:
     def committer(self) -> PostgresCommitter:
         with self._lock:
             if self._committer is None:
+                settings = self.settings
+                ahead = Speculator(settings.database_url, self.registry, CUSTOM_STRATEGIES) \
+                    if settings.prepare_ahead else None
                 self._committer = PostgresCommitter(
-                    self.settings.database_url, self.registry, CUSTOM_STRATEGIES,
-                    self.settings.service_deadline_s, self.faults,
+                    settings.database_url, self.registry, CUSTOM_STRATEGIES,
+                    settings.service_deadline_s, self.faults, ahead,
                 )
             return self._committer
 

@@ -29,6 +29,7 @@ class Settings:
     max_message_bytes: int = 1 << 20
     batch_size: int = 5000
     window_ms: int = 200
+    prepare_ahead: bool = True  # decide the next batch while one writes (sinks/speculation.py)
     metrics_port: int = 9464  # Prometheus endpoint; 0 turns it off
     node_share: float = 0.5  # at most this share of a batch for one edge node while others wait
     dependency_timeout_s: float = 600.0
@@ -74,6 +75,7 @@ _ENV = {
     "MUTAGG_MAX_MESSAGE_BYTES": "max_message_bytes",
     "MUTAGG_BATCH_SIZE": "batch_size",
     "MUTAGG_WINDOW_MS": "window_ms",
+    "MUTAGG_PREPARE_AHEAD": "prepare_ahead",
     "MUTAGG_NODE_SHARE": "node_share",
     "MUTAGG_METRICS_PORT": "metrics_port",
     "MUTAGG_DEPENDENCY_TIMEOUT_S": "dependency_timeout_s",
@@ -94,6 +96,8 @@ _OPTIONAL = (
     "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file",
 )
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
 # Secrets may come from mounted files: MUTAGG_DATABASE_URL_FILE=/var/run/secrets/...
 _FILE_SUFFIX = "_FILE"
 
@@ -105,6 +109,12 @@ def _convert(name: str, value: Any) -> Any:
             return int(value)
         if kind == "float":
             return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in _BOOLEANS:
+                return _BOOLEANS[str(value).strip().lower()]
+            raise ValueError("expected true or false")
         if kind == "dict[str, Any]":
             if not isinstance(value, dict):
                 raise ValueError("expected a mapping")

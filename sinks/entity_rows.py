@@ -75,6 +75,10 @@ class TablePlan:
     entity_type: EntityType
     names: tuple[str, ...]
     select: bytes
+    read: bytes
+    """`select` without the lock, and with each row's `xmin` last (for speculation.py)."""
+    lock: bytes
+    """Lock rows reading only `(key, version, xmin)`: a prepared batch checks its assumptions with it."""
     stage: bytes
     copy: bytes
     upsert: bytes
@@ -87,13 +91,13 @@ def plan(entity_type: EntityType, context: psycopg.Connection | None = None) -> 
     names = tuple(entity_type.attributes)
     key, table = sql.Identifier(entity_type.key), sql.Identifier(entity_type.table)
     stage = sql.Identifier(f"_stage_{entity_type.table}")
-    select = sql.SQL(
-        "SELECT {key}, {attrs}version, deleted, mutagg_provenance::text FROM {table} "
-        "WHERE {key} = ANY(%s::text[]) ORDER BY {key} FOR UPDATE"
-    ).format(
-        key=key,
-        attrs=sql.SQL("").join(sql.SQL("{}, ").format(sql.Identifier(n)) for n in names),
-        table=table,
+    attrs = sql.SQL("").join(sql.SQL("{}, ").format(sql.Identifier(n)) for n in names)
+    rows = "SELECT {key}, {attrs}version, deleted, mutagg_provenance::text{xmin} FROM {table} "
+    where = "WHERE {key} = ANY(%s::text[]) ORDER BY {key}"
+    select = sql.SQL(rows + where + " FOR UPDATE").format(key=key, attrs=attrs, table=table, xmin=sql.SQL(""))
+    read = sql.SQL(rows + where).format(key=key, attrs=attrs, table=table, xmin=sql.SQL(", xmin::text"))
+    lock = sql.SQL("SELECT {key}, version, xmin::text FROM {table} " + where + " FOR UPDATE").format(
+        key=key, table=table
     )
     columns: list[tuple[str, Any, ColumnText | None]] = []
     for name, attribute in entity_type.attributes.items():
@@ -116,6 +120,8 @@ def plan(entity_type: EntityType, context: psycopg.Connection | None = None) -> 
         entity_type=entity_type,
         names=names,
         select=select.as_bytes(context),
+        read=read.as_bytes(context),
+        lock=lock.as_bytes(context),
         stage=sql.SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         ).format(stage, table).as_bytes(context),
@@ -134,9 +140,34 @@ def load_for_update(
     ids = sorted(set(entity_ids))
     if not ids:
         return {}
+    return _states(table, ids, cursor.execute(table.select, (text_array(ids),)).fetchall())
+
+
+def read_unlocked(
+    cursor: psycopg.Cursor, table: TablePlan, entity_ids: Iterable[str]
+) -> tuple[dict[str, EntityState], dict[str, tuple[int, str]]]:
+    """Read the rows of `entity_ids` without locking them: their states (absent ones as version
+    0) and, per present row, `(version, xmin)` to check later that it is still the same row."""
+    ids = sorted(set(entity_ids))
+    if not ids:
+        return {}, {}
+    rows = cursor.execute(table.read, (text_array(ids),)).fetchall()
+    stamps = {row[0]: (row[-4], row[-1]) for row in rows}
+    return _states(table, ids, [row[:-1] for row in rows]), stamps
+
+
+def lock_stamps(cursor: psycopg.Cursor, table: TablePlan, entity_ids: list[str]) -> dict[str, tuple[int, str]]:
+    """Lock the rows of `entity_ids` (sorted); `(version, xmin)` of each present one."""
+    if not entity_ids:
+        return {}
+    rows = cursor.execute(table.lock, (text_array(entity_ids),)).fetchall()
+    return {key: (version, xmin) for key, version, xmin in rows}
+
+
+def _states(table: TablePlan, ids: list[str], rows: list[tuple]) -> dict[str, EntityState]:
     names = table.names
     states: dict[str, EntityState] = {}
-    for row in cursor.execute(table.select, (text_array(ids),)).fetchall():
+    for row in rows:
         # Provenance comes as text (orjson called here directly is cheaper than psycopg's jsonb
         # loader) and stays as read; its entries are parsed when a mutation needs them.
         states[row[0]] = EntityState(
@@ -204,5 +235,10 @@ def upsert(
     table = entity_type if isinstance(entity_type, TablePlan) else plan(entity_type, cursor.connection)
     if not isinstance(entity_type, TablePlan):
         cursor.execute(table.stage)
-    copy_frame(cursor, table.copy, rows_frame(table, states), on_copy)
+    upsert_frame(cursor, table, rows_frame(table, states), on_copy)
+
+
+def upsert_frame(cursor: psycopg.Cursor, table: TablePlan, frame: pl.DataFrame, on_copy=lambda: None) -> None:
+    """`upsert` of rows already built by `rows_frame` (the staging table must exist)."""
+    copy_frame(cursor, table.copy, frame, on_copy)
     cursor.execute(table.upsert)

@@ -72,7 +72,7 @@ def ledger_row(
     source: Mutation | Rejection,
     registry: Registry,
     batch_id: str,
-    decided_at: str,
+    decided_at: str | None,
 ) -> tuple[Any, ...]:
     """One `mutation_log` row, its values in `LEDGER_COLUMNS` order (enum values read as
     `_value_`: `.value` is a descriptor call, and this runs for every mutation)."""
@@ -129,7 +129,7 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def conflict_row(record: ConflictRecord, batch_id: str, detected_at: str) -> tuple[Any, ...]:
+def conflict_row(record: ConflictRecord, batch_id: str, detected_at: str | None) -> tuple[Any, ...]:
     """One `conflicts` row, its values in `CONFLICT_COLUMNS` order."""
     return (
         record.conflict_id, record.entity_type, record.entity_id, _array(record.attributes),
@@ -145,24 +145,46 @@ def _frame(rows: list[tuple[Any, ...]], schema: dict[str, Any]) -> pl.DataFrame:
     return pl.DataFrame(dict(zip(schema, map(list, zip(*rows)))), schema=schema)
 
 
+def ledger_frame(ledger_rows: list[tuple[Any, ...]]) -> pl.DataFrame | None:
+    """The new ledger rows as the frame to COPY (their `decided_at` as the rows hold it)."""
+    if not ledger_rows:
+        return None
+    return (
+        _frame(ledger_rows, _LEDGER_SCHEMA)
+        .with_columns(  # epoch numbers become timestamptz text in one vectorised step
+            pl.from_epoch("kafka_timestamp", time_unit="ms").dt.replace_time_zone("UTC"),
+            pl.from_epoch("edge_timestamp", time_unit="us").dt.replace_time_zone("UTC"),
+        )
+        .select(LEDGER_COLUMNS)
+    )
+
+
+def conflict_frame(conflict_rows: list[tuple[Any, ...]]) -> pl.DataFrame | None:
+    return _frame(conflict_rows, _CONFLICT_SCHEMA) if conflict_rows else None
+
+
+def write_frames(
+    cursor: psycopg.Cursor, ledger: pl.DataFrame | None, conflicts: pl.DataFrame | None, now: str | None = None
+) -> None:
+    """COPY new ledger and conflict rows (ids are new: checked in this transaction), their
+    decision and detection times set to `now` if given."""
+    if ledger is not None:
+        if now is not None:
+            ledger = ledger.with_columns(pl.lit(now, pl.String).alias("decided_at"))
+        copy_frame(cursor, _COPY_LEDGER, ledger)
+    if conflicts is not None:
+        if now is not None:
+            conflicts = conflicts.with_columns(pl.lit(now, pl.String).alias("detected_at"))
+        copy_frame(cursor, _COPY_CONFLICTS, conflicts)
+
+
 def write(
     cursor: psycopg.Cursor,
     ledger_rows: list[tuple[Any, ...]],
     conflict_rows: list[tuple[Any, ...]],
 ) -> None:
-    """COPY the new ledger and conflict rows (ids are new: checked in this transaction)."""
-    if ledger_rows:
-        frame = (
-            _frame(ledger_rows, _LEDGER_SCHEMA)
-            .with_columns(  # epoch numbers become timestamptz text in one vectorised step
-                pl.from_epoch("kafka_timestamp", time_unit="ms").dt.replace_time_zone("UTC"),
-                pl.from_epoch("edge_timestamp", time_unit="us").dt.replace_time_zone("UTC"),
-            )
-            .select(LEDGER_COLUMNS)
-        )
-        copy_frame(cursor, _COPY_LEDGER, frame)
-    if conflict_rows:
-        copy_frame(cursor, _COPY_CONFLICTS, _frame(conflict_rows, _CONFLICT_SCHEMA))
+    """COPY the new ledger and conflict rows as they are."""
+    write_frames(cursor, ledger_frame(ledger_rows), conflict_frame(conflict_rows))
 
 
 def record_duplicates(

@@ -27,7 +27,7 @@ def record_offsets(committer: PostgresCommitter, offsets: dict[tuple[str, int], 
             with committer.connection.transaction(), committer.connection.cursor() as cursor:
                 ledger.record_offsets(cursor, offsets, label)
         except psycopg.OperationalError:
-            committer.close()
+            committer.drop_connection()
             raise
 
     retry_transient(write, committer.deadline_s, "PostgreSQL")

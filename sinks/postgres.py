@@ -10,35 +10,25 @@ are isolated and marked FAILED, and the rest commits.
 
 from __future__ import annotations
 
-import gc
 import logging
-from collections import defaultdict
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import psycopg
 
-from operators.conflicts import Decision, decide
-from operators.entity_state import EntityState
+from operators.conflicts import Decision
 from operators.strategies import CustomStrategy
 from schemas.ddl import LEDGER_COLUMNS
-from schemas.mutation import VALIDATION_REASONS, Mutation, Reason, Rejection, Status, is_dlq_replay
+from schemas.mutation import Reason, Status
 from schemas.registry import Registry
 from sinks import entity_rows, ledger
 from sinks.database import connect, retry_transient
+from sinks.decisions import BatchDecisions, decide_batch, wanted_entities
+from sinks.decisions import write as write_decisions
 from sinks.faults import NO_FAULTS, FaultInjector
-from sinks.outcomes import (
-    Batch,
-    Item,
-    Outcome,
-    again,
-    from_decision,
-    from_ledger,
-    item_id,
-    rejected_decision,
-    source_of,
-)
+from sinks.gc_pause import collector_paused
+from sinks.outcomes import Batch, Item, Outcome, from_decision, from_ledger, item_id, source_of
+from sinks.speculation import Base, Speculator, still_holds
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +46,12 @@ class PostgresCommitter:
         custom_strategies: Mapping[str, CustomStrategy],
         deadline_s: float = 300.0,
         faults: FaultInjector = NO_FAULTS,
+        speculator: Speculator | None = None,
     ):
+        """With a `speculator`, batches announced to it in commit order are decided ahead
+        (sinks/speculation.py); without, or for a batch not announced, in their transaction."""
         self.faults = faults
+        self.speculator = speculator
         self.database_url = database_url
         self.registry = registry
         self.custom_strategies = custom_strategies
@@ -80,6 +74,12 @@ class PostgresCommitter:
         return self._connection
 
     def close(self) -> None:
+        if self.speculator is not None:
+            self.speculator.close()
+        self.drop_connection()
+
+    def drop_connection(self) -> None:
+        """Close the connection (after an error on it): the next use opens a new one."""
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -96,7 +96,7 @@ class PostgresCommitter:
                 self.connection.rollback()
                 return set(found)
             except psycopg.OperationalError:
-                self.close()
+                self.drop_connection()
                 raise
 
         return retry_transient(query, self.deadline_s, "PostgreSQL")
@@ -119,13 +119,13 @@ class PostgresCommitter:
 
     def _attempt(self, batch: Batch, batch_id: str) -> list[Outcome]:
         try:
-            with _collector_paused():  # resumed after `_transaction` has let go of its working set
+            with collector_paused():  # resumed after `_transaction` has let go of its working set
                 outcomes = self._transaction(batch, batch_id)
             self.faults.hit("after_commit")
             self.faults.hit("drop_after_commit")
             return outcomes
         except psycopg.OperationalError:
-            self.close()  # a broken connection is replaced on the retry
+            self.drop_connection()  # a broken connection is replaced on the retry
             raise
         except psycopg.errors.UniqueViolation as exc:
             # Another instance committed one of these ids meanwhile: the retry sees it in the ledger.
@@ -144,75 +144,38 @@ class PostgresCommitter:
     def _transaction(self, batch: Batch, batch_id: str) -> list[Outcome]:
         connection = self.connection
         plans = self._prepare(connection)
+        prepared = self.speculator.take(batch_id, batch.items) if self.speculator else None
         with connection.transaction(), connection.cursor() as cursor:
             # Per transaction, not per session: a setting lost with a session (a pooler, a
             # reset) would make the trigger take the job's writes for foreign ones, silently.
-            cursor.execute("SET LOCAL mutagg.writer = 'job'")
-            wanted: dict[str, set[str]] = defaultdict(set)
-            for item in batch.items:
-                if isinstance(item, Mutation):
-                    wanted[item.entity_type].add(item.entity_id)
-            # Rows first, ledger second: a second instance on the same input waits on
-            # the row locks and then finds the first one's decisions in the ledger.
-            states = {
-                type_name: entity_rows.load_for_update(cursor, plans[type_name], entity_ids)
-                for type_name, entity_ids in sorted(wanted.items())
-            }
-            ids = sorted({i for i in map(item_id, batch.items) if i is not None})
-            known = ledger.lookup(cursor, ids)
-            now = datetime.now(UTC).isoformat()
-            decided_here: dict[str, Outcome] = {}
-            outcomes: list[Outcome] = []
-            ledger_rows, conflict_rows, duplicates, resolutions, revised = [], [], [], [], []
-            touched: dict[str, dict[str, EntityState]] = defaultdict(dict)
-            registry, custom = self.registry, self.custom_strategies
-            for item in batch.items:
-                is_mutation = isinstance(item, Mutation)
-                source = item if is_mutation else source_of(item)
-                mutation_id = item.id if is_mutation else item_id(item)
-                earlier = known.get(mutation_id) if known and mutation_id is not None else None
-                if earlier is not None and _revisable(item, earlier):
-                    revised.append(mutation_id)
-                    earlier = None
-                if earlier is not None:
-                    same = ledger.coordinates(source) == (
-                        earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset
-                    )
-                    if not same:
-                        duplicates.append(source)
-                    outcomes.append(from_ledger(source, earlier, "replayed" if same else "duplicate", now))
-                    continue
-                if mutation_id is not None and mutation_id in decided_here:
-                    duplicates.append(source)
-                    outcomes.append(again(source, decided_here[mutation_id]))
-                    continue
-                if is_mutation:
-                    state = states[item.entity_type][item.entity_id]
-                    version = state.version
-                    decision = decide(state, item, plans[item.entity_type].entity_type, custom)
-                    if state.version != version:  # only a written change moves the version
-                        touched[item.entity_type][item.entity_id] = state
-                else:
-                    decision = rejected_decision(item)
-                if mutation_id is not None:
-                    ledger_rows.append(ledger.ledger_row(decision, source, registry, batch_id, now))
-                    if decision.conflicts:
-                        conflict_rows.extend(ledger.conflict_row(c, batch_id, now) for c in decision.conflicts)
-                    if is_mutation and item.resolves and decision.status in _RESOLVING:
-                        resolutions.extend((cid, item.id) for cid in item.resolves)
-                outcome = from_decision(source, decision, batch_id, now)
-                outcomes.append(outcome)
-                if mutation_id is not None:
-                    decided_here[mutation_id] = outcome
-            for type_name in sorted(touched):
-                entity_rows.upsert(cursor, plans[type_name], touched[type_name], self._mid_copy)
-            ledger.revise(cursor, revised, batch_id)
-            ledger.write(cursor, ledger_rows, conflict_rows)
-            ledger.record_duplicates(cursor, duplicates, batch_id)
-            ledger.close_resolved(cursor, resolutions)
+            xid = cursor.execute(_BEGIN).fetchone()[1]
+            if prepared is not None and still_holds(cursor, prepared, plans):
+                decisions = prepared.decisions
+                self.speculator.stats["used"] += 1
+            else:
+                if prepared is not None:
+                    self.speculator.stats["stale"] += 1
+                decisions = self._decide(cursor, batch, batch_id, plans)
+            if self.speculator:
+                ids = frozenset(i for i in map(item_id, batch.items) if i is not None)
+                self.speculator.publish(Base(batch_id, str(int(xid) & 0xFFFFFFFF), decisions.touched, ids))
+            outcomes = write_decisions(cursor, decisions, plans, datetime.now(UTC).isoformat(), self._mid_copy)
             ledger.record_offsets(cursor, batch.resume_offsets, batch_id)
             self.faults.hit("before_commit")
         return outcomes
+
+    def _decide(
+        self, cursor: psycopg.Cursor, batch: Batch, batch_id: str, plans: dict[str, entity_rows.TablePlan]
+    ) -> BatchDecisions:
+        """Decide the batch inside its transaction: lock and read its rows, look up its ids."""
+        # Rows first, ledger second: a second instance on the same input waits on
+        # the row locks and then finds the first one's decisions in the ledger.
+        states = {
+            type_name: entity_rows.load_for_update(cursor, plans[type_name], entity_ids)
+            for type_name, entity_ids in sorted(wanted_entities(batch.items).items())
+        }
+        known = ledger.lookup(cursor, sorted({i for i in map(item_id, batch.items) if i is not None}))
+        return decide_batch(batch.items, states, known, plans, self.registry, self.custom_strategies, batch_id)
 
     def _mid_copy(self) -> None:
         self.faults.hit("mid_copy")
@@ -247,42 +210,11 @@ class PostgresCommitter:
                     ledger.write(cursor, [tuple(row.values())], [])
                 return [from_decision(source, decision, batch_id, now)]
             except psycopg.OperationalError:
-                self.close()
+                self.drop_connection()
                 raise
 
         return retry_transient(write, self.deadline_s, "PostgreSQL")
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for one transaction.
-
-    A batch allocates some 10^5 small objects (row states, provenance, decisions) that
-    all live until the transaction ends and then go by reference counting (they form no
-    cycles). With the collector on, they outlive several young collections, are promoted,
-    and set off full collections over the whole heap: about a third of the batch's CPU.
-    The collector resumes after the batch (never left off by this function; with several
-    committers in one process, the one that paused it resumes it).
-    """
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()
-
-
-_RESOLVING = (Status.APPLIED, Status.CONFLICT)
-"""Statuses with which a mutation carrying a resolution closes its conflicts."""
-
-
-def _revisable(item: Item, earlier: ledger.LedgerEntry) -> bool:
-    """A DLQ replay may decide anew an id whose message was rejected as invalid (e.g. before a registry fix)."""
-    replayed = item.replayed if isinstance(item, Mutation) else isinstance(item, Rejection) and is_dlq_replay(item.raw)
-    read_at = (earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset)
-    this_message = ledger.coordinates(source_of(item)) == read_at
-    return (
-        replayed and not this_message  # a crash replay of the re-submission itself changes nothing
-        and earlier.status == Status.REJECTED.value and earlier.reason in VALIDATION_REASONS
-    )
+_BEGIN = b"SELECT set_config('mutagg.writer', 'job', true), pg_current_xact_id()::text"
+"""Mark the transaction's writes as the job's (for the foreign-writer trigger); its id."""

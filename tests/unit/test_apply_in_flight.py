@@ -43,6 +43,11 @@ class Committer:
         self.batches: list[tuple[str, list[str], dict]] = []
         self.block, self.fail = block, fail
         self.started, self.release = threading.Event(), threading.Event()
+        self.announced: list[str] = []
+        self.speculator = self  # batches are announced to it in commit order, before they are handed over
+
+    def announce(self, batch_id: str, items: list) -> None:
+        self.announced.append(batch_id)
 
     def commit(self, batch, batch_id: str) -> list[Outcome]:
         number = len(self.batches) + 1
@@ -102,6 +107,7 @@ def test_a_dependant_is_released_while_its_dependency_commits(make_logic):
     committer.release.set()
     settle(logic)
     assert [ids for _b, ids, _o in committer.batches] == [["order", "other"], ["line", "more"]]
+    assert committer.announced == [b for b, _ids, _o in committer.batches]
     assert logic.runtime.handled == ["b1", "b2"]
 
 

@@ -1,0 +1,192 @@
+"""Deciding the next batch while this one writes.
+
+One transaction at a time keeps the committer simple and exact, but it leaves
+PostgreSQL idle while Python decides a batch and Python idle while PostgreSQL
+writes one. So while batch N writes, a prepare thread decides batch N+1 ahead of
+its transaction, on assumptions it can check cheaply later:
+
+* the states of N+1's entities are those N writes (N's decided states, handed
+  over as a `Base`) or, for entities N does not write, those read now without a
+  lock, each with the row's `(version, xmin)`;
+* the ledger entries of N+1's ids are those read now (and N+1 shares no id with N).
+
+N+1's transaction then locks its rows reading only `(version, xmin)` and checks
+every assumption: a row N wrote must carry N's transaction id as its `xmin`, any
+other row must be exactly the one read (or still absent), the ledger entries read
+must be unchanged, and an id assumed new must still be new (the ledger's primary
+key refuses it otherwise; the retry decides inside the transaction). If anything
+differs (a foreign writer, a second instance, N retried or split) the batch is
+decided inside its transaction as before, so the speculation can cost time but
+never change a decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import psycopg
+
+from operators.entity_state import EntityState
+from operators.strategies import CustomStrategy
+from schemas.registry import Registry
+from sinks import entity_rows, ledger
+from sinks.database import connect
+from sinks.decisions import BatchDecisions, decide_batch, render, wanted_entities
+from sinks.gc_pause import collector_paused
+from sinks.outcomes import Item, item_id
+
+log = logging.getLogger(__name__)
+
+Stamp = tuple[int, str]
+"""A row's `(version, xmin)`: while both are unchanged, so is the row."""
+
+
+@dataclass(frozen=True)
+class Base:
+    """What a batch's transaction writes, for deciding the batch after it."""
+
+    batch_id: str
+    xid: str  # the transaction's id as `xmin` shows it on every row it writes
+    written: Mapping[str, Mapping[str, EntityState]]  # entity type -> id -> state written
+    ids: frozenset[str]  # the mutation ids the batch decides
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch decided ahead of its transaction, and what the decision assumed."""
+
+    batch_id: str
+    items: list[Item]
+    decisions: BatchDecisions
+    expected: Mapping[str, Mapping[str, Stamp | None]]  # entity type -> id -> stamp (None: absent)
+    known: Mapping[str, ledger.LedgerEntry]  # ledger entries the decision used
+
+
+def still_holds(cursor: psycopg.Cursor, prepared: Prepared, plans: Mapping[str, entity_rows.TablePlan]) -> bool:
+    """In the batch's transaction: lock its rows (in the committer's lock order) and check
+    every assumption `prepared` was decided on."""
+    holds = True
+    for type_name in sorted(prepared.expected):
+        expected = prepared.expected[type_name]
+        ids = sorted(expected)
+        found = entity_rows.lock_stamps(cursor, plans[type_name], ids)
+        # Every row is locked even after a difference: the decision in the transaction needs them all.
+        holds = holds and all(found.get(entity_id) == expected[entity_id] for entity_id in ids)
+    if holds and prepared.known:
+        holds = ledger.lookup(cursor, sorted(prepared.known)) == prepared.known
+    return holds
+
+
+class Speculator:
+    """Decides announced batches ahead, each as soon as the batch before it has decided.
+
+    `announce` (in commit order) and `take` may be called from different threads than
+    `publish`; the decisions run on a thread of their own with a connection of their own.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        registry: Registry,
+        custom_strategies: Mapping[str, CustomStrategy],
+        connect_deadline_s: float = 10.0,
+    ):
+        self.database_url = database_url
+        self.registry = registry
+        self.custom_strategies = custom_strategies
+        self.connect_deadline_s = connect_deadline_s
+        self.stats: Counter[str] = Counter()  # how each batch went: used, stale, shares_ids, failed, ...
+        self._lock = threading.Lock()
+        self._last_announced: str | None = None
+        self._next: dict[str, tuple[str, list[Item]]] = {}  # batch id -> the batch announced after it
+        self._base: Base | None = None
+        self._futures: dict[str, Future[Prepared | None]] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mutagg-prepare")
+        self._connection: psycopg.Connection | None = None
+        self._plans: dict[str, entity_rows.TablePlan] = {}
+
+    def announce(self, batch_id: str, items: list[Item]) -> None:
+        """`batch_id` is the next batch the committer will be asked to commit."""
+        with self._lock:
+            previous, self._last_announced = self._last_announced, batch_id
+            if previous is None:
+                return
+            self._next[previous] = (batch_id, items)
+            if self._base is not None and self._base.batch_id == previous:
+                self._start(self._base, batch_id, items)
+
+    def publish(self, base: Base) -> None:
+        """`base.batch_id` has decided (in its transaction, not yet committed)."""
+        with self._lock:
+            self._base = base
+            following = self._next.pop(base.batch_id, None)
+            if following is not None and following[0] not in self._futures:
+                self._start(base, *following)
+
+    def take(self, batch_id: str, items: list[Item]) -> Prepared | None:
+        """The batch decided ahead, if it was (waits for its decision to finish)."""
+        with self._lock:
+            future = self._futures.pop(batch_id, None)
+            self._next = {k: v for k, v in self._next.items() if v[0] != batch_id}
+        if future is None:
+            self.stats["not_prepared"] += 1
+            return None
+        try:
+            prepared = future.result()
+        except Exception:
+            log.warning("deciding a batch ahead failed; it is decided in its transaction", exc_info=True,
+                        extra={"batch_id": batch_id})
+            self.stats["failed"] += 1
+            self._close_connection()
+            return None
+        if prepared is None or prepared.items is not items:
+            return None
+        return prepared
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._close_connection()
+        if self.stats:
+            log.info("batches decided ahead of their transaction", extra={"counts": dict(self.stats)})
+
+    def _start(self, base: Base, batch_id: str, items: list[Item]) -> None:
+        self._futures[batch_id] = self._executor.submit(self._prepare, base, batch_id, items)
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _prepare(self, base: Base, batch_id: str, items: list[Item]) -> Prepared | None:
+        ids = sorted({i for i in map(item_id, items) if i is not None})
+        if not base.ids.isdisjoint(ids):  # its ledger entries are not committed yet
+            self.stats["shares_ids"] += 1
+            return None
+        if self._connection is None or self._connection.closed:
+            self._connection = connect(self.database_url, self.connect_deadline_s, "mutagg-prepare")
+            self._connection.autocommit = True
+            self._plans = {n: entity_rows.plan(t, self._connection) for n, t in self.registry.entity_types.items()}
+        plans = self._plans
+        with collector_paused():
+            states: dict[str, dict[str, EntityState]] = {}
+            expected: dict[str, dict[str, Stamp | None]] = {}
+            with self._connection.cursor() as cursor:
+                for type_name, entity_ids in sorted(wanted_entities(items).items()):
+                    written = base.written.get(type_name, {})
+                    unwritten = [e for e in entity_ids if e not in written]
+                    states[type_name], stamps = entity_rows.read_unlocked(cursor, plans[type_name], unwritten)
+                    expected[type_name] = {e: stamps.get(e) for e in unwritten}
+                    for entity_id in entity_ids:
+                        if entity_id in written:
+                            state = states[type_name][entity_id] = written[entity_id].copy()
+                            expected[type_name][entity_id] = (state.version, base.xid)
+                known = ledger.lookup(cursor, ids)
+            decisions = decide_batch(items, states, known, plans, self.registry, self.custom_strategies, batch_id)
+            render(decisions, plans)
+        self.stats["prepared"] += 1
+        return Prepared(batch_id, items, decisions, expected, known)
