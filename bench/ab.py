@@ -2,7 +2,9 @@
 measured against its base in the same run (absolute rates drift on a shared machine).
 
 Run: .venv/bin/python -m bench.ab BASE [--mutations 200000] [--rounds 2] [--partitions 4]
-BASE is a git revision; the subject is the working tree. Each run reads the same input
+        [--base-setting NAME=VALUE ...] [--subject-setting NAME=VALUE ...]
+BASE is a git revision; the subject is the working tree (BASE may be HEAD with a different
+setting on each side, e.g. `--base-setting prepare_ahead=false`). Each run reads the same input
 topic into a fresh schema of its own (and fresh status/DLQ topics); the base runs from
 a temporary `git worktree`. Prints per run: rate, wall, CPU and peak RSS of the job
 process, then the best of each side and their ratio.
@@ -11,6 +13,7 @@ process, then the best of each side and their ratio.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import tempfile
@@ -20,7 +23,7 @@ from pathlib import Path
 from bench.pipeline import Job, JobRun
 from bench.workspace import Workspace
 from mutagg.producer import produce
-from mutagg.settings import load_settings, with_overrides
+from mutagg.settings import load_settings, parse_setting, with_overrides
 from mutagg.topics import create_topics
 from mutagg.workload import Workload
 from operators.strategies import CUSTOM_STRATEGIES
@@ -34,13 +37,15 @@ class Side:
     name: str
     directory: Path
     runs: list[JobRun]
+    changes: dict
 
 
-def run_job(workspace: Workspace, base_settings, label: str, directory: Path) -> JobRun:
+def run_job(workspace: Workspace, base_settings, label: str, directory: Path, changes: dict | None = None) -> JobRun:
     """`mutagg run --until-idle` from `directory`'s code over the shared input topic."""
     settings = workspace.schema(label)
     settings = with_overrides(
-        settings, topic_mutations=base_settings.topic_mutations, topic_partitions=base_settings.topic_partitions,
+        settings, **(changes or {}),
+        topic_mutations=base_settings.topic_mutations, topic_partitions=base_settings.topic_partitions,
         topic_dlq=f"{base_settings.topic_dlq}.{label}", topic_status=f"{base_settings.topic_status}.{label}",
     )
     workspace.topics += [settings.topic_dlq, settings.topic_status]
@@ -62,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutations", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--base-setting", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--subject-setting", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
     settings = load_settings()
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
@@ -70,17 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         base_dir = Path(scratch) / "base"
         subprocess.run(["git", "worktree", "add", "--detach", str(base_dir), args.base], cwd=REPO, check=True,
                        capture_output=True)
-        sides = [Side(f"base {args.base}", base_dir, []), Side("working tree", REPO, [])]
+        sides = [Side(f"base {args.base}", base_dir, [], _settings(args.base_setting)),
+                 Side("working tree", REPO, [], _settings(args.subject_setting))]
         try:
             shared = workspace.job_topics(workspace.schema("input", migrated=False), "input", args.partitions)
             produce(shared, Workload(seed=7).generate(args.mutations))
             for round_ in range(args.rounds):
                 for index, side in enumerate(sides):
-                    run = run_job(workspace, shared, f"r{round_}s{index}", side.directory)
+                    run = run_job(workspace, shared, f"r{round_}s{index}", side.directory, side.changes)
                     side.runs.append(run)
                     print(f"round {round_} {side.name:>24}: {args.mutations / run.seconds:8,.0f}/s "
-                          f"wall {run.seconds:6.1f}s cpu {run.cpu_s:6.1f}s rss {run.peak_rss_mib:5.0f} MiB",
-                          flush=True)
+                          f"wall {run.seconds:6.1f}s cpu {run.cpu_s:6.1f}s rss {run.peak_rss_mib:5.0f} MiB"
+                          f"{_ahead(run.stderr_tail)}", flush=True)
         finally:
             workspace.close()
             subprocess.run(["git", "worktree", "remove", "--force", str(base_dir)], cwd=REPO, check=False,
@@ -91,6 +99,25 @@ def main(argv: list[str] | None = None) -> int:
           f"working tree / base = {base.seconds / subject.seconds:.2f}x the rate, "
           f"{subject.cpu_s / base.cpu_s:.2f}x the CPU")
     return 0
+
+
+def _ahead(log: str) -> str:
+    """The job's count of batches decided ahead (sinks/speculation.py), if it logged one."""
+    for line in reversed(log.splitlines()):
+        if "decided ahead" in line:
+            try:
+                return f"  ahead {json.loads(line).get('counts')}"
+            except ValueError:
+                return ""
+    return ""
+
+
+def _settings(pairs: list[str]) -> dict:
+    changes = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        changes[name] = parse_setting(name, value)
+    return changes
 
 
 if __name__ == "__main__":

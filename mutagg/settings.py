@@ -102,6 +102,14 @@ _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "
 _FILE_SUFFIX = "_FILE"
 
 
+def parse_setting(name: str, value: Any) -> Any:
+    """`value` (e.g. text from the environment) as setting `name`'s type; ConfigError if it is none."""
+    kinds = {f.name: f.type for f in fields(Settings)}
+    if name not in kinds:
+        raise ConfigError(f"no setting {name!r}")
+    return _convert(name, value)
+
+
 def _convert(name: str, value: Any) -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
     try:

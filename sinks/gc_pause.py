@@ -1,38 +1,61 @@
-"""Pausing Python's cyclic garbage collector while a batch is decided and written."""
+"""Pausing Python's cyclic garbage collector while batches are decided and written."""
 
 from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+MAX_PAUSE_S = 10.0
+"""Longest the collector stays off while holders overlap (a backlog): then one full collection."""
 
 _lock = threading.Lock()
 _holders = 0
 _resume = False
+_paused_since = 0.0
+
+
+def hold() -> None:
+    """Pause the collector (until every `hold` has its `release`)."""
+    global _holders, _resume, _paused_since
+    with _lock:
+        if _holders == 0:
+            _resume = gc.isenabled()
+            _paused_since = time.monotonic()
+            gc.disable()
+        _holders += 1
+
+
+def release() -> None:
+    global _holders, _paused_since
+    with _lock:
+        _holders -= 1
+        if not _resume:
+            return
+        if _holders == 0:
+            gc.enable()
+        elif time.monotonic() - _paused_since > MAX_PAUSE_S:
+            _paused_since = time.monotonic()
+            gc.collect()  # cycles made meanwhile elsewhere in the process do not pile up
 
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """Pause the cyclic collector until the last of the threads that paused it is done.
+    """Pause the cyclic collector for a block (see `hold`).
 
     A batch allocates some 10^5 small objects (row states, provenance, decisions) that
     all live until it is written and then go by reference counting (they form no
-    cycles). With the collector on, they outlive several young collections, are promoted,
-    and set off full collections over the whole heap: about a third of the batch's CPU.
-    The committer and the thread that decides the next batch ahead pause it together; it
-    resumes when both are done, and only if it was on when the first of them paused it.
+    cycles: a full collection after a committer pass finds none). With the collector
+    on, they outlive several young collections, are promoted, and set off full
+    collections over the whole heap: about a third of the batch's CPU. The committer
+    pauses it for each transaction, and the thread that decides a batch ahead from the
+    start of that decision until the batch is taken for its transaction; it resumes when
+    no one holds it, and only if it was on when the first holder paused it.
     """
-    global _holders, _resume
-    with _lock:
-        if _holders == 0:
-            _resume = gc.isenabled()
-            gc.disable()
-        _holders += 1
+    hold()
     try:
         yield
     finally:
-        with _lock:
-            _holders -= 1
-            if _holders == 0 and _resume:
-                gc.enable()
+        release()

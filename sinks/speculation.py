@@ -34,10 +34,9 @@ import psycopg
 from operators.entity_state import EntityState
 from operators.strategies import CustomStrategy
 from schemas.registry import Registry
-from sinks import entity_rows, ledger
+from sinks import entity_rows, gc_pause, ledger
 from sinks.database import connect
 from sinks.decisions import BatchDecisions, decide_batch, render, wanted_entities
-from sinks.gc_pause import collector_paused
 from sinks.outcomes import Item, item_id
 
 log = logging.getLogger(__name__)
@@ -128,11 +127,24 @@ class Speculator:
             if following is not None and following[0] not in self._futures:
                 self._start(base, *following)
 
+    def wait(self, batch_id: str, timeout: float | None = None) -> bool:
+        """Wait for `batch_id` to be decided ahead; False if it is not (or not yet)."""
+        with self._lock:
+            future = self._futures.get(batch_id)
+        if future is None:
+            return False
+        try:
+            return future.result(timeout) is not None
+        except Exception:
+            return False
+
     def take(self, batch_id: str, items: list[Item]) -> Prepared | None:
         """The batch decided ahead, if it was (waits for its decision to finish)."""
         with self._lock:
             future = self._futures.pop(batch_id, None)
             self._next = {k: v for k, v in self._next.items() if v[0] != batch_id}
+        if future is not None:
+            future.add_done_callback(_released)  # its objects live on in the transaction, which holds its own
         if future is None:
             self.stats["not_prepared"] += 1
             return None
@@ -150,11 +162,17 @@ class Speculator:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for future in self._futures.values():
+                future.add_done_callback(_released)
+            self._futures.clear()
         self._close_connection()
         if self.stats:
             log.info("batches decided ahead of their transaction", extra={"counts": dict(self.stats)})
 
     def _start(self, base: Base, batch_id: str, items: list[Item]) -> None:
+        # The collector stays paused from here until the batch is taken (see sinks/gc_pause.py).
+        gc_pause.hold()
         self._futures[batch_id] = self._executor.submit(self._prepare, base, batch_id, items)
 
     def _close_connection(self) -> None:
@@ -172,21 +190,24 @@ class Speculator:
             self._connection.autocommit = True
             self._plans = {n: entity_rows.plan(t, self._connection) for n, t in self.registry.entity_types.items()}
         plans = self._plans
-        with collector_paused():
-            states: dict[str, dict[str, EntityState]] = {}
-            expected: dict[str, dict[str, Stamp | None]] = {}
-            with self._connection.cursor() as cursor:
-                for type_name, entity_ids in sorted(wanted_entities(items).items()):
-                    written = base.written.get(type_name, {})
-                    unwritten = [e for e in entity_ids if e not in written]
-                    states[type_name], stamps = entity_rows.read_unlocked(cursor, plans[type_name], unwritten)
-                    expected[type_name] = {e: stamps.get(e) for e in unwritten}
-                    for entity_id in entity_ids:
-                        if entity_id in written:
-                            state = states[type_name][entity_id] = written[entity_id].copy()
-                            expected[type_name][entity_id] = (state.version, base.xid)
-                known = ledger.lookup(cursor, ids)
-            decisions = decide_batch(items, states, known, plans, self.registry, self.custom_strategies, batch_id)
-            render(decisions, plans)
+        states: dict[str, dict[str, EntityState]] = {}
+        expected: dict[str, dict[str, Stamp | None]] = {}
+        with self._connection.cursor() as cursor:
+            for type_name, entity_ids in sorted(wanted_entities(items).items()):
+                written = base.written.get(type_name, {})
+                unwritten = [e for e in entity_ids if e not in written]
+                states[type_name], stamps = entity_rows.read_unlocked(cursor, plans[type_name], unwritten)
+                expected[type_name] = {e: stamps.get(e) for e in unwritten}
+                for entity_id in entity_ids:
+                    if entity_id in written:
+                        state = states[type_name][entity_id] = written[entity_id].copy()
+                        expected[type_name][entity_id] = (state.version, base.xid)
+            known = ledger.lookup(cursor, ids)
+        decisions = decide_batch(items, states, known, plans, self.registry, self.custom_strategies, batch_id)
+        render(decisions, plans)
         self.stats["prepared"] += 1
         return Prepared(batch_id, items, decisions, expected, known)
+
+
+def _released(_future: Future) -> None:
+    gc_pause.release()

@@ -1,0 +1,163 @@
+"""Batches decided ahead of their transaction (sinks/speculation.py) against the real
+server: the same outcomes and rows as deciding inside the transaction, and a fall
+back to that whenever an assumption no longer holds (a foreign write, an id decided
+meanwhile by another instance)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import orjson
+import psycopg
+import pytest
+
+from bench.commit import batches, outcome_values, table_rows
+from mutagg.demo import url_with_schema
+from mutagg.migrate import migrate
+from mutagg.settings import DEFAULT_REGISTRY, Settings, with_overrides
+from operators.strategies import CUSTOM_STRATEGIES
+from schemas.mutation import Mutation, RawMessage, Rejection, decode
+from schemas.registry import load_registry
+from sinks.outcomes import Batch
+from sinks.postgres import PostgresCommitter
+from sinks.speculation import Speculator
+
+pytestmark = pytest.mark.integration
+
+REGISTRY = load_registry(DEFAULT_REGISTRY, custom_strategies=CUSTOM_STRATEGIES)
+WAIT_S = 60.0  # a bound on waiting for the thread that decides ahead, not a pause
+
+
+@pytest.fixture
+def twin(settings: Settings) -> Iterator[Settings]:
+    """A second migrated schema next to `settings`' one: the same work decided in the transaction."""
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    twin = with_overrides(settings, database_url=url_with_schema(settings.database_url, schema))
+    with psycopg.connect(twin.database_url) as connection:
+        migrate(connection, REGISTRY)
+    yield twin
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def message(offset: int, mutation_id: str, node: str, entity_id: str, operation: str, attributes: dict,
+            base: int, entity_type: str = "customer") -> Mutation | Rejection:
+    document = {
+        "id": mutation_id, "edge_node_id": node, "entity_type": entity_type, "entity_id": entity_id,
+        "operation_type": operation, "attributes": attributes, "base_version": base,
+        "timestamp": f"2026-11-26T09:{offset // 60:02d}:{offset % 60:02d}Z", "priority": 5, "dependencies": [],
+    }
+    key = f"{entity_type}:{entity_id}".encode()
+    raw = RawMessage("in", 0, offset, key, orjson.dumps(document), 1_795_700_000_000 + offset)
+    return decode(raw, REGISTRY)
+
+
+def mutations(*items: Mutation | Rejection) -> list[Mutation]:
+    assert all(isinstance(i, Mutation) for i in items), items
+    return list(items)
+
+
+def committers(settings: Settings, twin: Settings) -> tuple[PostgresCommitter, PostgresCommitter]:
+    """(decides ahead, into `settings`' schema; decides in the transaction, into `twin`'s)."""
+    ahead = Speculator(settings.database_url, REGISTRY, CUSTOM_STRATEGIES)
+    return (PostgresCommitter(settings.database_url, REGISTRY, CUSTOM_STRATEGIES, speculator=ahead),
+            PostgresCommitter(twin.database_url, REGISTRY, CUSTOM_STRATEGIES))
+
+
+def on_both(settings: Settings, twin: Settings, statement: str) -> None:
+    """A writer outside the job (no `mutagg.writer`): the trigger bumps versions and provenance."""
+    for target in (settings, twin):
+        with psycopg.connect(target.database_url, autocommit=True) as connection:
+            connection.execute(statement)
+
+
+def test_a_workload_decided_ahead_commits_what_deciding_in_the_transaction_commits(settings, twin):
+    work = batches(4000, REGISTRY, 300)  # hot and cold entities, conflicts, deletes, duplicates, rejections
+    ahead, plain = committers(settings, twin)
+    for number, items in enumerate(work):
+        ahead.speculator.announce(f"b{number}", items)
+    try:
+        for number, items in enumerate(work):
+            first = ahead.commit(Batch(items, {("in", 0): number}), f"b{number}")
+            second = plain.commit(Batch(items, {("in", 0): number}), f"b{number}")
+            assert outcome_values(first) == outcome_values(second)
+            assert all(o.processed_at for o in first)
+        stats = dict(ahead.speculator.stats)
+    finally:
+        ahead.close()
+        plain.close()
+    assert stats.get("used", 0) >= len(work) // 2, stats  # the path under test was taken
+    assert stats.get("stale", 0) == 0, stats  # nothing wrote meanwhile: every assumption held
+    assert table_rows(settings) == table_rows(twin)
+
+
+@pytest.mark.parametrize("foreign", ["written by the batch before", "read ahead"])
+def test_a_foreign_write_after_deciding_ahead_is_seen(settings, twin, foreign):
+    setup = mutations(message(0, "c3", "shop-1", "C3", "CREATE", {"name": "Cy", "balance": "1"}, 0))
+    first = mutations(message(1, "c1", "shop-1", "C1", "CREATE", {"name": "Ada", "balance": "10"}, 0))
+    second = mutations(
+        message(2, "u1", "van-2", "C1", "UPDATE", {"name": "Ada V", "balance": "-1"}, 1),
+        message(3, "u3", "van-2", "C3", "UPDATE", {"name": "Cy V", "balance": "-1"}, 1),
+    )
+    ahead, plain = committers(settings, twin)
+    try:
+        for committer in (ahead, plain):
+            committer.commit(Batch(setup), "b0")
+        ahead.speculator.announce("b1", first)
+        ahead.speculator.announce("b2", second)
+        ahead.commit(Batch(first), "b1")
+        plain.commit(Batch(first), "b1")
+        assert ahead.speculator.wait("b2", WAIT_S)  # decided while b1 wrote
+        entity = "C1" if foreign == "written by the batch before" else "C3"
+        on_both(settings, twin, f"UPDATE customer SET name = 'ERP', version = version + 1 WHERE id = '{entity}'")
+        decided = ahead.commit(Batch(second), "b2")
+        expected = plain.commit(Batch(second), "b2")
+        stats = dict(ahead.speculator.stats)
+    finally:
+        ahead.close()
+        plain.close()
+    assert stats.get("stale") == 1 and "used" not in stats, stats
+    assert outcome_values(decided) == outcome_values(expected)
+    conflicted = {o.entity_id for o in decided if o.conflict_ids}
+    assert entity in conflicted  # the foreign rename was seen: the van's rename met it
+    assert customers(settings) == customers(twin)
+    tables, twin_tables = table_rows(settings), table_rows(twin)
+    # Entity rows hold the foreign writer's clock in their provenance: compared above without it.
+    assert {t: r for t, r in tables.items() if t != "customer"} == {
+        t: r for t, r in twin_tables.items() if t != "customer"}
+
+
+def customers(settings: Settings) -> list[tuple]:
+    with psycopg.connect(settings.database_url) as connection:
+        return connection.execute("SELECT id, name, balance, version, deleted FROM customer ORDER BY id").fetchall()
+
+
+def test_an_id_decided_meanwhile_by_another_instance_is_not_decided_twice(settings):
+    first = mutations(message(1, "c1", "shop-1", "C1", "CREATE", {"name": "Ada", "balance": "10"}, 0))
+    invalid = message(2, "bad-1", "van-2", "C9", "UPDATE", {"no_such_attribute": 1}, 1)
+    assert isinstance(invalid, Rejection) and invalid.mutation_id == "bad-1"
+    second = [invalid, *mutations(message(3, "u1", "van-2", "C1", "UPDATE", {"balance": "-1"}, 1))]
+    ahead = PostgresCommitter(settings.database_url, REGISTRY, CUSTOM_STRATEGIES,
+                              speculator=Speculator(settings.database_url, REGISTRY, CUSTOM_STRATEGIES))
+    other = PostgresCommitter(settings.database_url, REGISTRY, CUSTOM_STRATEGIES)
+    try:
+        ahead.speculator.announce("b1", first)
+        ahead.speculator.announce("b2", second)
+        ahead.commit(Batch(first), "b1")
+        assert ahead.speculator.wait("b2", WAIT_S)  # decided ahead, `bad-1` assumed new
+        other.commit(Batch([invalid]), "other-1")  # a second instance reads the same message first
+        outcomes = ahead.commit(Batch(second), "b2")
+    finally:
+        ahead.close()
+        other.close()
+    rejected, updated = outcomes
+    assert (rejected.kind, rejected.batch_id) == ("replayed", "other-1")  # recognised, not decided again
+    assert (updated.kind, updated.status, updated.version) == ("decided", "APPLIED", 2)
+    with psycopg.connect(settings.database_url) as connection:
+        ledger = connection.execute("SELECT mutation_id, batch_id FROM mutation_log ORDER BY 1").fetchall()
+        balance = connection.execute("SELECT balance, version FROM customer WHERE id = 'C1'").fetchone()
+    assert ledger == [("bad-1", "other-1"), ("c1", "b1"), ("u1", "b2")]
+    assert balance == (9, 2)
