@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 MAX_PAUSE_S = 10.0
-"""Longest the collector stays off while holders overlap (a backlog): then one full collection."""
+"""Longest the collector stays off while holders overlap (a backlog): then the young generations
+are collected (cycles made meanwhile elsewhere in the process do not pile up) without a pass over
+the whole heap, which the collector makes on its own once it is back on."""
 
 _lock = threading.Lock()
 _holders = 0
@@ -38,7 +40,7 @@ def release() -> None:
             gc.enable()
         elif time.monotonic() - _paused_since > MAX_PAUSE_S:
             _paused_since = time.monotonic()
-            gc.collect()  # cycles made meanwhile elsewhere in the process do not pile up
+            gc.collect(1)
 
 
 @contextmanager
