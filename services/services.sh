@@ -15,7 +15,7 @@
 #   MUTAGG_PG_PORT                PostgreSQL port        (default 15432)
 #   MUTAGG_CACHE_DIR   downloaded Kafka jars (default ~/.cache/mutation-aggregator)
 #   MUTAGG_STATE_DIR   data dirs, logs, pid files (default <repo>/.local/services)
-#   KAFKA_HEAP_OPTS    broker heap (default -Xmx512m -Xms256m)
+#   KAFKA_HEAP_OPTS    broker heap (default -Xmx1g -Xms256m)
 #
 # Kafka comes from Maven Central (services/kafka/pom.xml, fetched once with mvn);
 # PostgreSQL from Debian's `postgresql` package (installed with apt if missing).
@@ -254,7 +254,7 @@ kafka_start() {
     # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS is a list of options
     (
         cd "$KAFKA_DIR"
-        exec setsid nohup java ${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m} \
+        exec setsid nohup java ${KAFKA_HEAP_OPTS:--Xmx1g -Xms256m} \
             -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
             -Djava.awt.headless=true \
             -Dkafka.logs.dir="$KAFKA_LOGS" \

@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from mutagg.demo import url_with_schema
 from mutagg.migrate import migrate
@@ -56,6 +57,17 @@ def settings(base_settings: Settings, request, tmp_path) -> Iterator[Settings]:
     yield settings
     with psycopg.connect(base_settings.database_url, autocommit=True) as connection:
         connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    delete_topics(settings, f"t-{suffix}.")
+
+
+def delete_topics(settings: Settings, prefix: str) -> None:
+    """Delete the test's topics (every one named `prefix`...): a broker that keeps every test's
+    partitions from run to run runs out of heap in the end."""
+    admin = AdminClient(settings.kafka_client_config())
+    topics = [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix)]
+    if topics:
+        for future in admin.delete_topics(topics, operation_timeout=30).values():
+            future.result()
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
