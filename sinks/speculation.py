@@ -154,7 +154,6 @@ class Speculator:
             log.warning("deciding a batch ahead failed; it is decided in its transaction", exc_info=True,
                         extra={"batch_id": batch_id})
             self.stats["failed"] += 1
-            self._close_connection()
             return None
         if prepared is None or prepared.items is not items:
             return None
@@ -181,6 +180,13 @@ class Speculator:
             self._connection = None
 
     def _prepare(self, base: Base, batch_id: str, items: list[Item]) -> Prepared | None:
+        try:
+            return self._decide_ahead(base, batch_id, items)
+        except psycopg.Error:
+            self._close_connection()  # the next batch opens a new one
+            raise
+
+    def _decide_ahead(self, base: Base, batch_id: str, items: list[Item]) -> Prepared | None:
         ids = sorted({i for i in map(item_id, items) if i is not None})
         if not base.ids.isdisjoint(ids):  # its ledger entries are not committed yet
             self.stats["shares_ids"] += 1
