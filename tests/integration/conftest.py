@@ -37,11 +37,8 @@ def settings(base_settings: Settings, request, tmp_path) -> Iterator[Settings]:
     """Fresh schema (migrated) and fresh topics (4 partitions) for one test."""
     suffix = uuid.uuid4().hex[:10]
     schema = f"t_{suffix}"
-    with psycopg.connect(base_settings.database_url, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
     settings = with_overrides(
-        base_settings,
-        database_url=url_with_schema(base_settings.database_url, schema),
+        new_schema(base_settings, schema, migrated=False),
         topic_mutations=f"t-{suffix}.mutations",
         topic_dlq=f"t-{suffix}.dlq",
         topic_status=f"t-{suffix}.status",
@@ -50,14 +47,32 @@ def settings(base_settings: Settings, request, tmp_path) -> Iterator[Settings]:
         window_ms=50,
         audit_uri=str(tmp_path / "audit"),
     )
+    migrate_schema(settings)
+    create_topics(settings)
+    yield settings
+    drop_schema(base_settings, schema)
+    delete_topics(settings, f"t-{suffix}.")
+
+
+def new_schema(settings: Settings, schema: str, migrated: bool = True) -> Settings:
+    """`settings` on a new schema of the same database (migrated with the default registry)."""
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    moved = with_overrides(settings, database_url=url_with_schema(settings.database_url, schema))
+    if migrated:
+        migrate_schema(moved)
+    return moved
+
+
+def migrate_schema(settings: Settings) -> None:
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
     with psycopg.connect(settings.database_url) as connection:
         migrate(connection, registry)
-    create_topics(settings)
-    yield settings
-    with psycopg.connect(base_settings.database_url, autocommit=True) as connection:
+
+
+def drop_schema(settings: Settings, schema: str) -> None:
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
         connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    delete_topics(settings, f"t-{suffix}.")
 
 
 def delete_topics(settings: Settings, prefix: str) -> None:

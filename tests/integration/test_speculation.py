@@ -13,15 +13,14 @@ import psycopg
 import pytest
 
 from bench.commit import batches, outcome_values, table_rows
-from mutagg.demo import url_with_schema
-from mutagg.migrate import migrate
-from mutagg.settings import DEFAULT_REGISTRY, Settings, with_overrides
+from mutagg.settings import DEFAULT_REGISTRY, Settings
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.mutation import Mutation, RawMessage, Rejection, decode
 from schemas.registry import load_registry
 from sinks.outcomes import Batch
 from sinks.postgres import PostgresCommitter
 from sinks.speculation import Speculator
+from tests.integration.conftest import drop_schema, new_schema
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +32,8 @@ WAIT_S = 60.0  # a bound on waiting for the thread that decides ahead, not a pau
 def twin(settings: Settings) -> Iterator[Settings]:
     """A second migrated schema next to `settings`' one: the same work decided in the transaction."""
     schema = f"t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(settings.database_url, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-    twin = with_overrides(settings, database_url=url_with_schema(settings.database_url, schema))
-    with psycopg.connect(twin.database_url) as connection:
-        migrate(connection, REGISTRY)
-    yield twin
-    with psycopg.connect(settings.database_url, autocommit=True) as connection:
-        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    yield new_schema(settings, schema)
+    drop_schema(settings, schema)
 
 
 def message(offset: int, mutation_id: str, node: str, entity_id: str, operation: str, attributes: dict,
