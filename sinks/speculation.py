@@ -108,6 +108,7 @@ class Speculator:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mutagg-prepare")
         self._connection: psycopg.Connection | None = None
         self._plans: dict[str, entity_rows.TablePlan] = {}
+        self._closed = False
 
     def announce(self, batch_id: str, items: list[Item]) -> None:
         """`batch_id` is the next batch the committer will be asked to commit."""
@@ -143,11 +144,10 @@ class Speculator:
         with self._lock:
             future = self._futures.pop(batch_id, None)
             self._next = {k: v for k, v in self._next.items() if v[0] != batch_id}
-        if future is not None:
-            future.add_done_callback(_released)  # its objects live on in the transaction, which holds its own
         if future is None:
             self.stats["not_prepared"] += 1
             return None
+        future.add_done_callback(_released)  # its objects live on in the transaction, which holds its own
         try:
             prepared = future.result()
         except Exception:
@@ -160,6 +160,8 @@ class Speculator:
         return prepared
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True  # nothing is decided ahead from now on
         self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             for future in self._futures.values():
@@ -170,6 +172,8 @@ class Speculator:
             log.info("batches decided ahead of their transaction", extra={"counts": dict(self.stats)})
 
     def _start(self, base: Base, batch_id: str, items: list[Item]) -> None:
+        if self._closed:
+            return
         # The collector stays paused from here until the batch is taken (see sinks/gc_pause.py).
         gc_pause.hold()
         self._futures[batch_id] = self._executor.submit(self._prepare, base, batch_id, items)
