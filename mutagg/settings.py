@@ -96,6 +96,7 @@ _OPTIONAL = (
     "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file",
 )
 
+_KINDS = {f.name: f.type for f in fields(Settings)}
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 # Secrets may come from mounted files: MUTAGG_DATABASE_URL_FILE=/var/run/secrets/...
@@ -104,14 +105,13 @@ _FILE_SUFFIX = "_FILE"
 
 def parse_setting(name: str, value: Any) -> Any:
     """`value` (e.g. text from the environment) as setting `name`'s type; ConfigError if it is none."""
-    kinds = {f.name: f.type for f in fields(Settings)}
-    if name not in kinds:
+    if name not in _KINDS:
         raise ConfigError(f"no setting {name!r}")
     return _convert(name, value)
 
 
 def _convert(name: str, value: Any) -> Any:
-    kind = {f.name: f.type for f in fields(Settings)}[name]
+    kind = _KINDS[name]
     try:
         if kind == "int":
             return int(value)

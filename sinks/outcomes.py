@@ -56,6 +56,11 @@ def item_id(item: Item) -> str | None:
     return item.mutation_id
 
 
+def decided_ids(items: list[Item]) -> list[str]:
+    """The distinct mutation ids a batch decides, sorted (the order the ledger is read in)."""
+    return sorted({i for i in map(item_id, items) if i is not None})
+
+
 def source_of(item: Item) -> Mutation | Rejection:
     return item.mutation if isinstance(item, Unmet) else item
 

@@ -27,7 +27,7 @@ from sinks.decisions import BatchDecisions, decide_batch, wanted_entities
 from sinks.decisions import write as write_decisions
 from sinks.faults import NO_FAULTS, FaultInjector
 from sinks.gc_pause import collector_paused
-from sinks.outcomes import Batch, Item, Outcome, from_decision, from_ledger, item_id, source_of
+from sinks.outcomes import Batch, Item, Outcome, decided_ids, from_decision, from_ledger, item_id, source_of
 from sinks.speculation import Base, Speculator, still_holds
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ class PostgresCommitter:
         connection = self.connection
         plans = self._prepare(connection)
         prepared = self.speculator.take(batch_id, batch.items) if self.speculator else None
+        ids = decided_ids(batch.items)
         with connection.transaction(), connection.cursor() as cursor:
             # Per transaction, not per session: a setting lost with a session (a pooler, a
             # reset) would make the trigger take the job's writes for foreign ones, silently.
@@ -155,17 +156,18 @@ class PostgresCommitter:
             else:
                 if prepared is not None:
                     self.speculator.stats["stale"] += 1
-                decisions = self._decide(cursor, batch, batch_id, plans)
+                decisions = self._decide(cursor, batch, batch_id, ids, plans)
             if self.speculator:
-                ids = frozenset(i for i in map(item_id, batch.items) if i is not None)
-                self.speculator.publish(Base(batch_id, str(int(xid) & 0xFFFFFFFF), decisions.touched, ids))
+                xmin = str(int(xid) & 0xFFFFFFFF)  # `xmin` shows the low 32 bits of the id
+                self.speculator.publish(Base(batch_id, xmin, decisions.touched, frozenset(ids)))
             outcomes = write_decisions(cursor, decisions, plans, datetime.now(UTC).isoformat(), self._mid_copy)
             ledger.record_offsets(cursor, batch.resume_offsets, batch_id)
             self.faults.hit("before_commit")
         return outcomes
 
     def _decide(
-        self, cursor: psycopg.Cursor, batch: Batch, batch_id: str, plans: dict[str, entity_rows.TablePlan]
+        self, cursor: psycopg.Cursor, batch: Batch, batch_id: str, ids: list[str],
+        plans: dict[str, entity_rows.TablePlan],
     ) -> BatchDecisions:
         """Decide the batch inside its transaction: lock and read its rows, look up its ids."""
         # Rows first, ledger second: a second instance on the same input waits on
@@ -174,7 +176,7 @@ class PostgresCommitter:
             type_name: entity_rows.load_for_update(cursor, plans[type_name], entity_ids)
             for type_name, entity_ids in sorted(wanted_entities(batch.items).items())
         }
-        known = ledger.lookup(cursor, sorted({i for i in map(item_id, batch.items) if i is not None}))
+        known = ledger.lookup(cursor, ids)
         return decide_batch(batch.items, states, known, plans, self.registry, self.custom_strategies, batch_id)
 
     def _mid_copy(self) -> None:

@@ -37,7 +37,7 @@ from schemas.registry import Registry
 from sinks import entity_rows, gc_pause, ledger
 from sinks.database import connect
 from sinks.decisions import BatchDecisions, decide_batch, render, wanted_entities
-from sinks.outcomes import Item, item_id
+from sinks.outcomes import Item, decided_ids
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Speculator:
             raise
 
     def _decide_ahead(self, base: Base, batch_id: str, items: list[Item]) -> Prepared | None:
-        ids = sorted({i for i in map(item_id, items) if i is not None})
+        ids = decided_ids(items)
         if not base.ids.isdisjoint(ids):  # its ledger entries are not committed yet
             self.stats["shares_ids"] += 1
             return None
