@@ -113,14 +113,19 @@ def foreign_write(settings: Settings, entity_type: str, entity_id: str) -> model
     value = {"customer": "ERP", "stock_level": 99}[entity_type]
     with psycopg.connect(settings.database_url) as connection:
         row = connection.execute(
-            sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s RETURNING mutagg_provenance").format(
+            sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s RETURNING mutagg_provenance, version").format(
                 sql.Identifier(table.table), sql.Identifier(column), sql.Identifier(table.key)),
             (value, entity_id),
         ).fetchone()
     if row is None:
         return None
-    stamp = Provenance.from_json(row[0][column]).timestamp
-    return model.ForeignWrite(entity_type, entity_id, {column: value}, stamp)
+    provenance, version = row
+    entry = Provenance.from_json(provenance[column]) if isinstance(provenance.get(column), list) else None
+    if entry is None or entry.version != version:
+        # The column already held `value`: the trigger sees no change to attribute (it cannot see
+        # the SET list), so only the version moves. A foreign write changes what it changes.
+        return model.ForeignWrite(entity_type, entity_id, {}, entry.timestamp if entry else T0)
+    return model.ForeignWrite(entity_type, entity_id, {column: value}, entry.timestamp)
 
 
 def expected_state(log_phases) -> model.Model:
