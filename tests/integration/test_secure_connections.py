@@ -42,10 +42,18 @@ def _script_env(role: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def secure_env() -> dict[str, dict[str, str]]:
-    """Start the secure broker and server (idempotent); the job's and the owner's variables."""
+def secure_env() -> Iterator[dict[str, dict[str, str]]]:
+    """Start the secure broker and server (idempotent); the job's and the owner's variables.
+    What this module started it stops again: a second broker left running costs a shared
+    machine memory and CPU (and skews a benchmark run after the tests)."""
+    status = subprocess.run(["bash", str(SECURE_SCRIPT), "status"], capture_output=True, timeout=60)
+    was_running = status.returncode == 0
     subprocess.run(["bash", str(SECURE_SCRIPT), "start"], check=True, timeout=300)
-    return {"job": _script_env("job"), "owner": _script_env("owner")}
+    try:
+        yield {"job": _script_env("job"), "owner": _script_env("owner")}
+    finally:
+        if not was_running:
+            subprocess.run(["bash", str(SECURE_SCRIPT), "stop"], check=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
