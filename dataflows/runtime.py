@@ -76,6 +76,8 @@ class Runtime:
                 settings = self.settings
                 ahead = Speculator(settings.database_url, self.registry, CUSTOM_STRATEGIES) \
                     if settings.prepare_ahead else None
+                if ahead is not None:
+                    ahead.on_count = self.metrics.count_prepared
                 self._committer = PostgresCommitter(
                     settings.database_url, self.registry, CUSTOM_STRATEGIES,
                     settings.service_deadline_s, self.faults, ahead,

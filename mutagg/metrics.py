@@ -75,6 +75,12 @@ class JobMetrics:
             registry=r)
         self.open_conflicts = Gauge(
             "mutagg_open_manual_conflicts", "Conflicts held for a person (status OPEN)", ["entity_type"], registry=r)
+        self.prepared = Counter(
+            "mutagg_prepared_batches",
+            "Batches decided ahead of their transaction (prepared), and how each was taken: used; stale "
+            "(a row or ledger entry changed meanwhile, e.g. a foreign writer or a second instance: decided "
+            "again inside the transaction); not_prepared; shares_ids; failed",
+            ["result"], registry=r)
         self.refresh_errors = Counter(
             "mutagg_metrics_errors", "Failed metric lookups (database or broker)", ["source"], registry=r)
         self.last_commit.set(time.time())
@@ -88,6 +94,10 @@ class JobMetrics:
 
     def entity_label(self, entity_type: str | None) -> str:
         return entity_type if entity_type in self.entity_types else OTHER
+
+    def count_prepared(self, result: str) -> None:
+        """One batch decided ahead, or taken by its transaction (see `Speculator.count`)."""
+        self.prepared.labels(result).inc()
 
     def record_deferrals(self, deferred: dict[str, int]) -> None:
         """Fair-share reordering of one release (not labelled by node: node ids are unbounded)."""

@@ -152,10 +152,10 @@ class PostgresCommitter:
             xid = cursor.execute(_BEGIN).fetchone()[1]
             if prepared is not None and still_holds(cursor, prepared, plans):
                 decisions = prepared.decisions
-                self.speculator.stats["used"] += 1
+                self.speculator.count("used")
             else:
                 if prepared is not None:
-                    self.speculator.stats["stale"] += 1
+                    self.speculator.count("stale")
                 decisions = self._decide(cursor, batch, batch_id, ids, plans)
             if self.speculator:
                 xmin = str(int(xid) & 0xFFFFFFFF)  # `xmin` shows the low 32 bits of the id

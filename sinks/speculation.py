@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -100,6 +100,7 @@ class Speculator:
         self.custom_strategies = custom_strategies
         self.connect_deadline_s = connect_deadline_s
         self.stats: Counter[str] = Counter()  # how each batch went: used, stale, shares_ids, failed, ...
+        self.on_count: Callable[[str], None] | None = None  # e.g. a Prometheus counter (mutagg/metrics.py)
         self._lock = threading.Lock()
         self._last_announced: str | None = None
         self._next: dict[str, tuple[str, list[Item]]] = {}  # batch id -> the batch announced after it
@@ -109,6 +110,14 @@ class Speculator:
         self._connection: psycopg.Connection | None = None
         self._plans: dict[str, entity_rows.TablePlan] = {}
         self._closed = False
+
+    def count(self, result: str) -> None:
+        """One batch went this way: prepared (decided ahead); then, when its transaction takes it,
+        used, stale (an assumption no longer held: decided in the transaction), not_prepared,
+        shares_ids (an id of the batch before: not decided ahead) or failed."""
+        self.stats[result] += 1
+        if self.on_count is not None:
+            self.on_count(result)
 
     def announce(self, batch_id: str, items: list[Item]) -> None:
         """`batch_id` is the next batch the committer will be asked to commit."""
@@ -145,7 +154,7 @@ class Speculator:
             future = self._futures.pop(batch_id, None)
             self._next = {k: v for k, v in self._next.items() if v[0] != batch_id}
         if future is None:
-            self.stats["not_prepared"] += 1
+            self.count("not_prepared")
             return None
         future.add_done_callback(_released)  # its objects live on in the transaction, which holds its own
         try:
@@ -153,7 +162,7 @@ class Speculator:
         except Exception:
             log.warning("deciding a batch ahead failed; it is decided in its transaction", exc_info=True,
                         extra={"batch_id": batch_id})
-            self.stats["failed"] += 1
+            self.count("failed")
             return None
         if prepared is None or prepared.items is not items:
             return None
@@ -193,7 +202,7 @@ class Speculator:
     def _decide_ahead(self, base: Base, batch_id: str, items: list[Item]) -> Prepared | None:
         ids = decided_ids(items)
         if not base.ids.isdisjoint(ids):  # its ledger entries are not committed yet
-            self.stats["shares_ids"] += 1
+            self.count("shares_ids")
             return None
         if self._connection is None or self._connection.closed:
             self._connection = connect(self.database_url, self.connect_deadline_s, "mutagg-prepare")
@@ -215,7 +224,7 @@ class Speculator:
             known = ledger.lookup(cursor, ids)
         decisions = decide_batch(items, states, known, plans, self.registry, self.custom_strategies, batch_id)
         render(decisions, plans)
-        self.stats["prepared"] += 1
+        self.count("prepared")
         return Prepared(batch_id, items, decisions, expected, known)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 
+from mutagg.metrics import JobMetrics
 from mutagg.settings import DEFAULT_REGISTRY
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.mutation import RawMessage, Rejection, decode
@@ -48,3 +49,16 @@ def test_a_batch_sharing_an_id_with_the_one_before_is_not_decided_ahead():
         speculator.close()
     assert speculator.stats["shares_ids"] == 1 and "prepared" not in speculator.stats
     assert gc.isenabled()
+
+
+def test_each_count_also_reaches_the_metrics():
+    metrics = JobMetrics(entity_types=[t.name for t in REGISTRY])
+    speculator = Speculator(UNREACHABLE, REGISTRY, CUSTOM_STRATEGIES)
+    speculator.on_count = metrics.count_prepared
+    speculator.announce("b1", [])
+    assert speculator.take("b1", []) is None  # the first batch has none before it: decided in its transaction
+    speculator.count("stale")
+    speculator.close()
+    assert dict(speculator.stats) == {"not_prepared": 1, "stale": 1}
+    for result in ("not_prepared", "stale"):
+        assert metrics.registry.get_sample_value("mutagg_prepared_batches_total", {"result": result}) == 1
