@@ -44,7 +44,8 @@ def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
 
     def decode(chunk: Chunk):
         return decode_chunk(
-            chunk.topic, chunk.partition, chunk.messages, registry, settings.max_message_bytes, chunk.caught_up_ms
+            chunk.topic, chunk.partition, chunk.messages, registry, settings.max_message_bytes, chunk.caught_up_ms,
+            chunk.read_ms,
         )
 
     decoded = op.map(steps.DECODE, chunks, decode)

@@ -97,7 +97,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
 
     def on_batch(self, values: list[DecodedChunk]) -> tuple[list[BatchReport], bool]:
         for chunk in values:
-            self.sequencer.add(chunk.mutations)
+            # The chunk's event time, not each record's: it is bounded by the time of reading.
+            self.sequencer.add(chunk.mutations, observe=False)
             self.sequencer.observe(chunk.topic, chunk.partition, chunk.event_time_ms)
             self.rejections.extend(chunk.rejections)
             if chunk.next_offset is not None:

@@ -38,7 +38,12 @@ class Sequencer:
     """Per input partition, the latest event time (Kafka timestamp) it has shown."""
     _decided: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
-    def add(self, mutations: Iterable[Mutation]) -> None:
+    def add(self, mutations: Iterable[Mutation], observe: bool = True) -> None:
+        """Hold `mutations`; with `observe`, each one's Kafka timestamp also counts as its
+        partition's event time (the job observes whole chunks instead, see `observe`)."""
+        if not observe:
+            self.waiting.extend(mutations)
+            return
         for mutation in mutations:
             self.waiting.append(mutation)
             self.observe(mutation.topic, mutation.partition, mutation.kafka_timestamp_ms)

@@ -33,6 +33,8 @@ class Chunk:
     messages: list[RawMessage]
     caught_up_ms: int | None = None
     """Set on an empty chunk: the partition is at its end at this wall-clock time (a heartbeat)."""
+    read_ms: int | None = None
+    """Wall-clock time the records were read: event time is not taken to be later than that."""
 
 
 def list_partitions(config: dict, topic: str, deadline_s: float, must_exist: bool = True) -> list[int]:
@@ -145,7 +147,7 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
                 return [Chunk(self._topic, self._partition, [], caught_up_ms=now_ms)]
             return []
         self._offset = messages[-1].offset + 1
-        return [Chunk(self._topic, self._partition, messages)]
+        return [Chunk(self._topic, self._partition, messages, read_ms=int(time.time() * 1000))]
 
     def next_awake(self) -> datetime | None:
         # The poll never blocks: a blocking poll (50 ms until `batch_size` records came) held up
