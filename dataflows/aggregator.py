@@ -13,7 +13,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from dataflows import steps
 from dataflows.apply import ApplyLogic, BatchReport
 from dataflows.runtime import Runtime
-from operators.decode import decode_chunk
+from operators.decode import decode_chunk, event_time_cap
 from sinks.offsets import stored_offsets
 from sources.kafka import Chunk, MutationSource
 
@@ -45,7 +45,7 @@ def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
     def decode(chunk: Chunk):
         return decode_chunk(
             chunk.topic, chunk.partition, chunk.messages, registry, settings.max_message_bytes, chunk.caught_up_ms,
-            chunk.read_ms,
+            event_time_cap(chunk.read_ms, settings.event_time_lead_s),
         )
 
     decoded = op.map(steps.DECODE, chunks, decode)

@@ -33,6 +33,12 @@ class Settings:
     metrics_port: int = 9464  # Prometheus endpoint; 0 turns it off
     node_share: float = 0.5  # at most this share of a batch for one edge node while others wait
     dependency_timeout_s: float = 600.0
+    # Event time (what the dependency timeout is measured in) is the Kafka timestamps, which
+    # producers set. With a lead > 0, a timestamp more than `lead` seconds after its record was
+    # read counts only as read time + lead: one edge clock a year ahead then cannot time out every
+    # waiting dependency. 0 (default): the log alone decides, as DESIGN section 4 specifies, so a
+    # replay decides the same even for a log stamped ahead of the clock.
+    event_time_lead_s: float = 0.0
     snapshot_interval_s: float = 10.0
     service_deadline_s: float = 120.0
     topic_partitions: int = 12
@@ -79,6 +85,7 @@ _ENV = {
     "MUTAGG_NODE_SHARE": "node_share",
     "MUTAGG_METRICS_PORT": "metrics_port",
     "MUTAGG_DEPENDENCY_TIMEOUT_S": "dependency_timeout_s",
+    "MUTAGG_EVENT_TIME_LEAD_S": "event_time_lead_s",
     "MUTAGG_SNAPSHOT_INTERVAL_S": "snapshot_interval_s",
     "MUTAGG_SERVICE_DEADLINE_S": "service_deadline_s",
     "MUTAGG_TOPIC_PARTITIONS": "topic_partitions",
@@ -162,6 +169,8 @@ def load_settings(
     settings = Settings(**{name: _convert(name, value) for name, value in values.items()})
     if settings.batch_size < 1 or settings.window_ms < 0 or settings.max_message_bytes < 1:
         raise ConfigError("batch_size and max_message_bytes must be positive, window_ms >= 0")
+    if settings.event_time_lead_s < 0:
+        raise ConfigError(f"event_time_lead_s must be >= 0 (0: off), not {settings.event_time_lead_s}")
     kafka_security_config(settings)  # inconsistent Kafka security settings fail here, not at first use
     return settings
 

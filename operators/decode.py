@@ -7,11 +7,6 @@ from dataclasses import dataclass
 from schemas.mutation import KAFKA_TIME_LIMIT_MS, Mutation, RawMessage, Rejection, decode
 from schemas.registry import Registry
 
-EVENT_TIME_LEAD_MS = 60_000
-"""How far past the time of reading a record's Kafka timestamp still counts as event time.
-A producer sets any CreateTime: one edge node with its clock a year ahead would otherwise
-move every partition it writes to a year on, and with them the dependency timeouts."""
-
 
 @dataclass(slots=True)
 class DecodedChunk:
@@ -26,11 +21,17 @@ class DecodedChunk:
     """The latest event time the partition has shown with this chunk."""
 
 
+def event_time_cap(read_ms: int | None, lead_s: float) -> int | None:
+    """The latest event time a chunk read at `read_ms` may show (`Settings.event_time_lead_s`; 0: no cap)."""
+    return read_ms + int(lead_s * 1000) if lead_s > 0 and read_ms is not None else None
+
+
 def decode_chunk(
     topic: str, partition: int, messages: list[RawMessage], registry: Registry, max_bytes: int,
     caught_up_ms: int | None = None,
-    read_ms: int | None = None,
+    event_time_cap_ms: int | None = None,
 ) -> DecodedChunk:
+    """`event_time_cap_ms` (see Settings.event_time_lead_s): the latest event time this chunk may show."""
     if not messages:  # a caught-up heartbeat
         return DecodedChunk(topic, partition, None, [], [], caught_up_ms or 0)
     mutations: list[Mutation] = []
@@ -38,9 +39,8 @@ def decode_chunk(
     for message in messages:
         result = decode(message, registry, max_bytes)
         (mutations if isinstance(result, Mutation) else rejections).append(result)
-    # A timestamp past any datetime is the producer's doing, not time passing; so is one
-    # well ahead of the time the record was read (see EVENT_TIME_LEAD_MS).
+    # A timestamp past any datetime is the producer's doing, not time passing.
     event_time = max(m.timestamp_ms if m.timestamp_ms < KAFKA_TIME_LIMIT_MS else 0 for m in messages)
-    if read_ms is not None:
-        event_time = min(event_time, read_ms + EVENT_TIME_LEAD_MS)
+    if event_time_cap_ms is not None:
+        event_time = min(event_time, event_time_cap_ms)
     return DecodedChunk(topic, partition, messages[-1].offset + 1, mutations, rejections, event_time)

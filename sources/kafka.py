@@ -34,7 +34,7 @@ class Chunk:
     caught_up_ms: int | None = None
     """Set on an empty chunk: the partition is at its end at this wall-clock time (a heartbeat)."""
     read_ms: int | None = None
-    """Wall-clock time the records were read: event time is not taken to be later than that."""
+    """Wall-clock time the records were read (for `Settings.event_time_lead_s`)."""
 
 
 def list_partitions(config: dict, topic: str, deadline_s: float, must_exist: bool = True) -> list[int]:

@@ -1,17 +1,20 @@
 """Event time (what the dependency timeout is measured in) comes from Kafka timestamps,
-which producers set: a record stamped well after the time it was read moves its
-partition's event time only to that time plus `EVENT_TIME_LEAD_MS`."""
+which producers set. With `event_time_lead_s` set, the job caps a chunk's event time
+at its read time plus the lead (dataflows/aggregator.py): a record stamped well after
+it was read then moves its partition's event time only that far."""
 
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mutagg.settings import DEFAULT_REGISTRY
-from operators.decode import EVENT_TIME_LEAD_MS, decode_chunk
+from mutagg.settings import DEFAULT_REGISTRY, load_settings
+from operators.decode import decode_chunk, event_time_cap
 from operators.sequencer import Sequencer
 from operators.strategies import CUSTOM_STRATEGIES
+from schemas.errors import ConfigError
 from schemas.mutation import RawMessage, Reason
 from schemas.registry import load_registry
 
@@ -19,6 +22,8 @@ REGISTRY = load_registry(DEFAULT_REGISTRY, custom_strategies=CUSTOM_STRATEGIES)
 READ_MS = 1_795_700_000_000  # 2026-11-26
 YEAR_MS = 366 * 86_400_000
 TIMEOUT_MS = 600_000
+LEAD_MS = 60_000
+CAP = READ_MS + LEAD_MS
 
 
 def record(partition: int, offset: int, mutation_id: str, kafka_ms: int, dependencies=()) -> RawMessage:
@@ -31,30 +36,38 @@ def record(partition: int, offset: int, mutation_id: str, kafka_ms: int, depende
     return RawMessage("in", partition, offset, key, orjson.dumps(document), kafka_ms)
 
 
-@given(st.lists(st.integers(-1, READ_MS + EVENT_TIME_LEAD_MS), min_size=1, max_size=20))
-def test_timestamps_up_to_the_lead_are_event_time_as_they_are(stamps):
+@given(st.lists(st.integers(-1, CAP), min_size=1, max_size=20))
+def test_timestamps_up_to_the_cap_are_event_time_as_they_are(stamps):
     messages = [record(0, i, f"m{i}", ms) for i, ms in enumerate(stamps)]
-    chunk = decode_chunk("in", 0, messages, REGISTRY, 1 << 20, read_ms=READ_MS)
+    chunk = decode_chunk("in", 0, messages, REGISTRY, 1 << 20, event_time_cap_ms=CAP)
     assert chunk.event_time_ms == max(stamps)
-    assert decode_chunk("in", 0, messages, REGISTRY, 1 << 20).event_time_ms == max(stamps)  # no read time
+    assert decode_chunk("in", 0, messages, REGISTRY, 1 << 20).event_time_ms == max(stamps)  # no cap
 
 
-def test_a_timestamp_far_ahead_of_reading_moves_event_time_only_to_the_lead():
+def test_a_timestamp_far_ahead_of_reading_moves_event_time_only_to_the_cap():
     messages = [record(0, 0, "m0", READ_MS - 5), record(0, 1, "m1", READ_MS + YEAR_MS)]
-    chunk = decode_chunk("in", 0, messages, REGISTRY, 1 << 20, read_ms=READ_MS)
+    chunk = decode_chunk("in", 0, messages, REGISTRY, 1 << 20, event_time_cap_ms=CAP)
     assert len(chunk.mutations) == 2  # the records themselves are valid: only event time is bounded
-    assert chunk.event_time_ms == READ_MS + EVENT_TIME_LEAD_MS
+    assert chunk.event_time_ms == CAP
+    assert decode_chunk("in", 0, messages, REGISTRY, 1 << 20).event_time_ms == READ_MS + YEAR_MS  # off: the log
+
+
+def test_the_cap_is_the_read_time_plus_the_lead_and_none_when_off():
+    assert event_time_cap(READ_MS, 60.0) == CAP
+    assert event_time_cap(READ_MS, 0.0) is None
+    assert event_time_cap(None, 60.0) is None  # a heartbeat: no records read
 
 
 def test_an_edge_clock_a_year_ahead_does_not_time_out_a_waiting_dependency():
     """As the apply step feeds the sequencer: the mutations, then each chunk's event time."""
     sequencer = Sequencer(dependency_timeout_ms=TIMEOUT_MS)
-    chunks = [decode_chunk("in", 0, [record(0, 0, "waits", READ_MS, ["late"])], REGISTRY, 1 << 20, read_ms=READ_MS)]
+
+    def read(partition: int, raw: RawMessage, read_ms: int):
+        return decode_chunk("in", partition, [raw], REGISTRY, 1 << 20, event_time_cap_ms=event_time_cap(read_ms, 60))
+
+    chunks = [read(0, record(0, 0, "waits", READ_MS, ["late"]), READ_MS)]
     # The van with the wrong clock writes to every partition a moment later.
-    chunks += [
-        decode_chunk("in", p, [record(p, 1, f"van{p}", READ_MS + YEAR_MS)], REGISTRY, 1 << 20, read_ms=READ_MS + 1)
-        for p in range(4)
-    ]
+    chunks += [read(p, record(p, 1, f"van{p}", READ_MS + YEAR_MS), READ_MS + 1) for p in range(4)]
     for chunk in chunks:
         sequencer.add(chunk.mutations, observe=False)
         sequencer.observe(chunk.topic, chunk.partition, chunk.event_time_ms)
@@ -65,3 +78,10 @@ def test_an_edge_clock_a_year_ahead_does_not_time_out_a_waiting_dependency():
     for p in range(4):
         sequencer.observe("in", p, READ_MS + TIMEOUT_MS)
     assert [(m.id, r) for m, r in sequencer.release().rejected] == [("waits", Reason.MISSING_DEPENDENCY)]
+
+
+def test_the_lead_is_a_setting_off_by_default():
+    assert load_settings(environ={}).event_time_lead_s == 0
+    assert load_settings(environ={"MUTAGG_EVENT_TIME_LEAD_S": "60"}).event_time_lead_s == 60
+    with pytest.raises(ConfigError, match="event_time_lead_s"):
+        load_settings(environ={"MUTAGG_EVENT_TIME_LEAD_S": "-1"})
