@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 
 from bench import limit, naive, peer
-from bench.latency import produce_paced, utc_now, wait_until
+from bench.latency import PacedProducer, utc_now, wait_until
 from bench.pipeline import Job, count_rows, ledger_latency
 from bench.report import Report, Result
 from bench.rows import Replayer, decoded, row_chunks
@@ -215,11 +215,12 @@ def _latency(workspace: Workspace, registry: Registry, options: BenchOptions) ->
     job_settings = workspace.job_topics(workspace.schema("latency"), "latency", options.partitions)
     job = Job(job_settings, until_idle=False, workers=options.workers, recovery=options.recovery)
     try:
-        produce(job_settings, warmup)
+        producer = PacedProducer(job_settings)
+        producer.warm_up(warmup)  # the producer's own start-up is paid here, outside the timed records
         wait_until(lambda: count_rows(job_settings, "mutation_log") >= warmup_ids, 180, "warm-up decided")
         progress(f"job warm; producing {len(rest):,} mutations at {options.rate:,.0f}/s")
         since = utc_now()
-        seconds = produce_paced(job_settings, rest, options.rate)
+        seconds = producer.paced(rest, options.rate)
         wait_until(lambda: count_rows(job_settings, "mutation_log") >= expected.ledger_rows,
                    max(120.0, timed / 1000), "every mutation decided")
     finally:
