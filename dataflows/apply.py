@@ -97,7 +97,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
 
     def on_batch(self, values: list[DecodedChunk]) -> tuple[list[BatchReport], bool]:
         for chunk in values:
-            # The chunk's event time, not each record's: it is bounded by the time of reading.
+            # The chunk's event time, not each record's (capped by the read time when
+            # MUTAGG_EVENT_TIME_LEAD_S is set; otherwise the same value: the chunk's maximum).
             self.sequencer.add(chunk.mutations, observe=False)
             self.sequencer.observe(chunk.topic, chunk.partition, chunk.event_time_ms)
             self.rejections.extend(chunk.rejections)
