@@ -84,7 +84,6 @@ class AckProducer:
     def send(self, outcomes: Iterable[Outcome]) -> int:
         """Produce every ack and DLQ record for `outcomes`; return how many were sent."""
         sent = 0
-        produce, status_topic, on_delivery = self._producer.produce, self.status_topic, self._on_delivery
         for outcome in outcomes:
             if isinstance(outcome.source, Rejection):
                 self._produce(
@@ -93,11 +92,7 @@ class AckProducer:
                 )
                 sent += 1
             if outcome.edge_node_id is not None and outcome.mutation_id is not None:
-                value = ack_value(outcome)
-                try:  # the common case inline: one ack is a few microseconds of Python
-                    produce(status_topic, value, outcome.edge_node_id.encode(), on_delivery=on_delivery)
-                except BufferError:
-                    self._produce(status_topic, outcome.edge_node_id.encode(), value, None)
+                self._produce(self.status_topic, outcome.edge_node_id.encode(), ack_value(outcome), None)
                 sent += 1
         self.flush()
         return sent
