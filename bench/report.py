@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
+
+from bench.cpu import CpuUse
 
 # The issue's targets for the headline ratios (issue 5).
 TARGETS = {"pipeline/limit": 0.5, "pipeline/naive": 20.0, "pipeline/peer": 1.0}
@@ -21,6 +24,9 @@ class Result:
     p99_ms: float | None = None
     peak_rss_mib: float | None = None
     cpu_s: float | None = None
+    """CPU of the job's process (the pipeline), the bench's own (the limits, naive) or Connect's (the peer)."""
+    cpu_use: CpuUse | None = None
+    """The machine's, PostgreSQL's and Kafka's CPU over the same phase."""
     note: str = ""
 
     @property
@@ -62,6 +68,14 @@ class Report:
                 ratios[f"pipeline/{key}"] = pipeline / results[key].rate
         return ratios
 
+    def ceilings(self) -> dict[str, float]:
+        """Per measured row, the rate its work could reach with every core of this machine busy."""
+        return {
+            key: ceiling(result, os.cpu_count() or 1)
+            for key, result in self.results.items()
+            if result.cpu_use is not None and result.cpu_use.machine_s
+        }
+
     def as_dict(self) -> dict:
         return {
             "header": self.header,
@@ -69,7 +83,13 @@ class Report:
             "checks": [asdict(c) for c in self.checks],
             "notes": self.notes,
             "ratios": self.ratios(),
+            "ceilings": self.ceilings(),
         }
+
+
+def ceiling(result: Result, cores: int) -> float:
+    """`cores` CPU seconds per second over the machine's CPU per item: the same work with every core busy."""
+    return cores * result.items / result.cpu_use.machine_s
 
 
 def _ms(value: float | None) -> str:
@@ -101,6 +121,7 @@ def format_report(report: Report) -> str:
         lines.append("")
         lines += [f"  {name}: {note}" for name, note in notes]
     lines += [f"  {note}" for note in report.notes]
+    lines += _cpu_lines(report)
     ratios = report.ratios()
     if ratios:
         lines.append("")
@@ -114,3 +135,41 @@ def format_report(report: Report) -> str:
         lines.append("Consistency checks:")
         lines += [f"  [{'ok' if c.ok else 'FAILED'}] {c.name}: {c.detail}" for c in report.checks]
     return "\n".join(lines)
+
+
+def _per_item_us(seconds: float | None, items: int) -> str:
+    return "-" if seconds is None else f"{seconds / items * 1e6:,.1f}"
+
+
+def _cpu_lines(report: Report) -> list[str]:
+    """CPU per item of each phase, its ceiling, and what the pipeline's ceiling allows."""
+    measured = {k: r for k, r in report.results.items() if r.cpu_use is not None}
+    if not measured:
+        return []
+    cores = os.cpu_count() or 1
+    ceilings = report.ceilings()
+    rows = [("", "job/driver", "PostgreSQL", "Kafka", "machine", "cores busy", "ceiling /s")]
+    for key, result in measured.items():
+        use = result.cpu_use
+        rows.append((
+            result.name, _per_item_us(result.cpu_s, result.items), _per_item_us(use.postgres_s, result.items),
+            _per_item_us(use.kafka_s, result.items), _per_item_us(use.machine_s, result.items),
+            "-" if use.machine_s is None else f"{use.machine_s / result.seconds:.2f}",
+            f"{ceilings[key]:,.0f}" if key in ceilings else "-",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["", f"CPU per item, in microseconds ({cores} cores; machine = every process on it, from /proc/stat;",
+             "ceiling = the same work with every core busy, however it were spread over threads or processes):"]
+    for row in rows:
+        lines.append("  " + "  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]))
+    limits = [report.results[k].rate for k in ("limit_db", "limit_kafka") if k in report.results]
+    if "pipeline" in ceilings and limits:
+        share = ceilings["pipeline"] / min(limits)
+        target = TARGETS["pipeline/limit"]
+        needed = cores * target / share
+        lines.append(
+            f"  pipeline ceiling / limit {share:.2f}: {target:g} x the limit at the pipeline's CPU per mutation "
+            f"would keep {needed:.2f} of {cores} cores busy"
+            + (" (more than the machine has)" if share < target else "")
+        )
+    return lines

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import psycopg
 
 from bench import limit, naive, peer
+from bench.cpu import CpuMeter
 from bench.latency import PacedProducer, utc_now, wait_until
 from bench.pipeline import Job, count_rows, ledger_latency
 from bench.report import Report, Result
@@ -76,8 +78,14 @@ def run_bench(settings: Settings, options: BenchOptions) -> Report:
         workspace.close()
 
 
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions) -> Report:
     settings = workspace.base
+    meter = CpuMeter(settings.database_url)
     report = Report(_header(settings, options, f"mutagg bench: {options.mutations:,} mutations, one workload"))
     began = time.perf_counter()
     messages = Workload(seed=options.seed).generate(options.mutations)
@@ -89,8 +97,9 @@ def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions)
     produce(job_settings, messages)
     progress(f"produced to {job_settings.topic_mutations} in {time.perf_counter() - began:.1f}s; running the job")
     wrapper = _py_spy(options.profile) if options.profile else None
-    job = Job(job_settings, until_idle=True, workers=options.workers, recovery=options.recovery, wrapper=wrapper)
-    run = job.wait(timeout_s=max(900.0, len(messages) / 500))
+    with meter.measure() as cpu:
+        job = Job(job_settings, until_idle=True, workers=options.workers, recovery=options.recovery, wrapper=wrapper)
+        run = job.wait(timeout_s=max(900.0, len(messages) / 500))
     if run.returncode != 0:
         raise RuntimeError(f"mutagg run failed ({run.returncode}):\n{run.stderr_tail}")
     latency = ledger_latency(job_settings)
@@ -99,7 +108,7 @@ def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions)
         "pipeline (mutagg run --until-idle)", len(messages), run.seconds, "mutations",
         latency.p50_ms, latency.p95_ms, latency.p99_ms,
         # Under py-spy the launcher's children are py-spy, not the job: no honest RSS/CPU then.
-        None if wrapper else run.peak_rss_mib, None if wrapper else run.cpu_s,
+        None if wrapper else run.peak_rss_mib, None if wrapper else run.cpu_s, None if wrapper else cpu(),
         note=f"wall time of the job process incl. start-up (first commit {first_commit:.1f}s after spawn); "
              "latency here includes the time a message waited in the pre-produced backlog: see --latency"
              + (f"; PROFILED with py-spy into {options.profile}: rate includes its overhead; RSS/CPU not measured"
@@ -108,8 +117,11 @@ def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions)
     progress(f"pipeline: {report.results['pipeline'].rate:,.0f} mutations/s")
 
     # 2b. Kafka alone: a raw consume of the same topic.
-    records, seconds = limit.kafka_limit(job_settings, job_settings.topic_mutations)
-    report.results["limit_kafka"] = Result("limit: raw Kafka consume, same topic", records, seconds, "records")
+    own = _own_cpu_s()
+    with meter.measure() as cpu:
+        records, seconds = limit.kafka_limit(job_settings, job_settings.topic_mutations)
+    report.results["limit_kafka"] = Result("limit: raw Kafka consume, same topic", records, seconds, "records",
+                                           cpu_s=_own_cpu_s() - own, cpu_use=cpu())
     progress(f"raw consume: {records / seconds:,.0f} records/s")
 
     # 2a. The database alone: the same rows, rendered before the clock starts.
@@ -117,9 +129,12 @@ def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions)
     chunks, expected = row_chunks(messages, registry, settings.batch_size)
     progress(f"rendered {len(chunks)} batches of rows in {time.perf_counter() - began:.1f}s")
     limit_settings = workspace.schema("limit")
-    seconds = limit.database_limit(limit_settings, registry, chunks)
+    own = _own_cpu_s()
+    with meter.measure() as cpu:
+        seconds = limit.database_limit(limit_settings, registry, chunks)
     report.results["limit_db"] = Result(
         "limit: database alone (COPY+upsert+ledger)", len(messages), seconds, "mutations",
+        cpu_s=_own_cpu_s() - own, cpu_use=cpu(),
         note=f"{len(chunks)} transactions of {settings.batch_size} messages: "
              f"{sum(c.entity_rows for c in chunks):,} entity rows upserted, "
              f"{sum(c.ledger_rows for c in chunks):,} ledger rows; no locks, look-ups, conflicts or Python decisions",
@@ -129,10 +144,14 @@ def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions)
 
     # 3. The naive baseline, on a slice.
     part = messages[: options.naive_slice]
-    applied, seconds = naive.naive_apply(workspace.schema("naive"), registry, part)
+    naive_settings = workspace.schema("naive")
+    own = _own_cpu_s()
+    with meter.measure() as cpu:
+        applied, seconds = naive.naive_apply(naive_settings, registry, part)
     naive_rate = len(part) / seconds
     report.results["naive"] = Result(
         f"naive: row by row, slice {len(part):,}", len(part), seconds, "mutations",
+        cpu_s=_own_cpu_s() - own, cpu_use=cpu(),
         note=f"first {len(part):,} messages only ({applied:,} valid applied); extrapolated, all "
              f"{len(messages):,} would take ~{len(messages) / naive_rate:,.0f}s at the slice's rate",
     )
@@ -141,7 +160,7 @@ def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions)
     # 4. The peer.
     if options.peer:
         try:
-            _peer(workspace, registry, options, messages, report)
+            _peer(workspace, registry, options, messages, report, meter)
         except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
             # The rest of the table still stands; the missing ratio says why.
             report.notes.append(f"peer NOT measured: {type(exc).__name__}: {str(exc)[:1500]}")
@@ -169,7 +188,9 @@ def _py_spy(path: str) -> list[str]:
     ]
 
 
-def _peer(workspace: Workspace, registry: Registry, options: BenchOptions, messages, report: Report) -> None:
+def _peer(
+    workspace: Workspace, registry: Registry, options: BenchOptions, messages, report: Report, meter: CpuMeter
+) -> None:
     peer_settings = workspace.schema("peer", migrated=False)
     peer.create_tables(peer_settings, registry)
     prefix = f"bench-{workspace.run_id}.peer"
@@ -181,12 +202,13 @@ def _peer(workspace: Workspace, registry: Registry, options: BenchOptions, messa
     expected = replayer.finish()
     progress(f"produced {count:,} JSON-with-schema records for the peer in {time.perf_counter() - began:.1f}s; "
              "starting Kafka Connect")
-    run = peer.run_connect(
-        peer_settings, workspace.schema_name("peer"), topics, expected, count, timeout_s=max(600.0, count / 1000)
-    )
+    with meter.measure() as cpu:
+        run = peer.run_connect(
+            peer_settings, workspace.schema_name("peer"), topics, expected, count, timeout_s=max(600.0, count / 1000)
+        )
     report.results["peer"] = Result(
         "peer: Debezium JDBC sink (Connect standalone)", count, run.seconds, "rows",
-        peak_rss_mib=run.peak_rss_mib, cpu_s=run.cpu_s,
+        peak_rss_mib=run.peak_rss_mib, cpu_s=run.cpu_s, cpu_use=cpu(),
         note=f"one upsert record per valid mutation; wall time from starting the worker (JVM start-up incl.; "
              f"first row after {run.first_row_s:.1f}s; {count / (run.seconds - run.first_row_s):,.0f} rows/s "
              "from the first row on); no ledger, no conflict handling",
@@ -214,15 +236,17 @@ def _latency(workspace: Workspace, registry: Registry, options: BenchOptions) ->
     expected = replayer.finish()
     job_settings = workspace.job_topics(workspace.schema("latency"), "latency", options.partitions)
     job = Job(job_settings, until_idle=False, workers=options.workers, recovery=options.recovery)
+    meter = CpuMeter(job_settings.database_url)
     try:
         producer = PacedProducer(job_settings)
         producer.warm_up(warmup)  # the producer's own start-up is paid here, outside the timed records
         wait_until(lambda: count_rows(job_settings, "mutation_log") >= warmup_ids, 180, "warm-up decided")
         progress(f"job warm; producing {len(rest):,} mutations at {options.rate:,.0f}/s")
         since = utc_now()
-        seconds = producer.paced(rest, options.rate)
-        wait_until(lambda: count_rows(job_settings, "mutation_log") >= expected.ledger_rows,
-                   max(120.0, timed / 1000), "every mutation decided")
+        with meter.measure() as cpu:  # the offered load and its drain (the bench's producer included)
+            seconds = producer.paced(rest, options.rate)
+            wait_until(lambda: count_rows(job_settings, "mutation_log") >= expected.ledger_rows,
+                       max(120.0, timed / 1000), "every mutation decided")
     finally:
         job.stop()
         run = job.wait(timeout_s=120)
@@ -231,7 +255,7 @@ def _latency(workspace: Workspace, registry: Registry, options: BenchOptions) ->
     latency = ledger_latency(job_settings, since=since)
     report.results["latency"] = Result(
         f"pipeline at {options.rate:,.0f}/s offered", len(rest), seconds, "mutations",
-        latency.p50_ms, latency.p95_ms, latency.p99_ms, run.peak_rss_mib, run.cpu_s,
+        latency.p50_ms, latency.p95_ms, latency.p99_ms, run.peak_rss_mib, run.cpu_s, cpu(),
         note=f"'per second' is the achieved produce rate; latency = decided_at - kafka_timestamp over "
              f"{latency.rows:,} ledger rows appended after the warm-up (max {latency.max_ms:,.0f} ms); "
              "decided_at is stamped in the batch's transaction just before its rows are written",

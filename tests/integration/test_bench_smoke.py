@@ -24,6 +24,11 @@ def test_bench_table_is_complete_and_consistent(base_settings):
     assert pipeline.peak_rss_mib > 0 and pipeline.cpu_s > 0
     assert report.results["limit_kafka"].items == 2_000
     assert report.results["naive"].items == 500
+    for key in ("pipeline", "limit_db", "limit_kafka", "naive"):  # where the machine's CPU went, per phase
+        use = report.results[key].cpu_use
+        assert use is not None and use.machine_s > 0 and use.postgres_s is not None, (key, use)
+    assert report.results["limit_db"].cpu_use.postgres_s > 0
+    assert set(report.ceilings()) == {"pipeline", "limit_db", "limit_kafka", "naive"}
 
     names = {check.name for check in report.checks}
     assert "pipeline: ledger rows == distinct readable ids" in names
@@ -32,5 +37,6 @@ def test_bench_table_is_complete_and_consistent(base_settings):
 
     assert set(report.ratios()) == {"pipeline/limit", "pipeline/naive"}
     table = format_report(report)
-    for label in ("pipeline", "limit: raw Kafka", "limit: database", "naive", "pipeline/limit", "pipeline/naive"):
+    for label in ("pipeline", "limit: raw Kafka", "limit: database", "naive", "pipeline/limit", "pipeline/naive",
+                  "CPU per item", "pipeline ceiling / limit"):
         assert label in table

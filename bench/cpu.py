@@ -1,0 +1,130 @@
+"""Where a benchmark phase's CPU went: the whole machine, PostgreSQL and Kafka.
+
+The job's own CPU says how costly its code is; what bounds it on a machine shared
+with its database and broker is the CPU of all three per mutation. With that, a
+phase's *ceiling* is what the same work could reach with every core busy:
+`cores / machine CPU per item`, whatever threads or processes did the work.
+
+Read from /proc (Linux): the machine from /proc/stat; PostgreSQL as the postmaster
+and its children (a backend that exits during the phase is counted through the
+postmaster's children's time); Kafka as the broker's JVM, found by the pid file of
+`services/services.sh`. A service not running on this machine is not measured.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds over one phase (None: not measured)."""
+
+    machine_s: float | None
+    postgres_s: float | None
+    kafka_s: float | None
+
+
+def machine_busy_s(stat_text: str) -> float:
+    """Busy CPU seconds of every core from /proc/stat's `cpu` line (idle, iowait and steal
+    are not busy; guest time is already inside user)."""
+    line = next(line for line in stat_text.splitlines() if line.startswith("cpu "))
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in line.split()[1:8])
+    return (user + nice + system + irq + softirq) / _TICK
+
+
+def process_times(stat_text: str) -> tuple[int, float, float]:
+    """(parent pid, own CPU s, waited-for children's CPU s) from one /proc/<pid>/stat."""
+    # The command name may hold spaces and parentheses: the fields start after the last ')'.
+    fields = stat_text[stat_text.rindex(")") + 2 :].split()
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return int(fields[1]), (utime + stime) / _TICK, (cutime + cstime) / _TICK
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:  # gone, or not ours to read
+        return None
+
+
+def _tree_cpu_s(root: int) -> float | None:
+    """CPU of `root`, its live children and the children it has reaped."""
+    own = _read(f"/proc/{root}/stat")
+    if own is None:
+        return None
+    _, total, reaped = process_times(own)
+    total += reaped
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and entry.name != str(root):
+            text = _read(f"/proc/{entry.name}/stat")
+            if text is not None:
+                parent, cpu, child_reaped = process_times(text)
+                if parent == root:
+                    total += cpu + child_reaped
+    return total
+
+
+def _is(pid: int, word: str) -> bool:
+    cmdline = _read(f"/proc/{pid}/cmdline")
+    return cmdline is not None and word in cmdline
+
+
+def postmaster_pid(database_url: str) -> int | None:
+    """The local PostgreSQL server's postmaster: the parent of our own backend."""
+    try:
+        with psycopg.connect(database_url, connect_timeout=10) as connection:
+            backend = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+            text = _read(f"/proc/{backend}/stat")  # read while the backend lives
+    except psycopg.Error:
+        return None
+    if text is None or not _is(backend, "postgres"):
+        return None  # another machine (or container): its pids are not ours
+    parent = process_times(text)[0]
+    return parent if _is(parent, "postgres") else None
+
+
+def kafka_pid(state_dir: str | None = None) -> int | None:
+    """The broker started by services/services.sh, if it runs here."""
+    directory = Path(state_dir or os.environ.get("MUTAGG_STATE_DIR") or REPO / ".local" / "services")
+    text = _read(str(directory / "kafka" / "kafka.pid"))
+    if text is None or not text.strip().isdigit():
+        return None
+    pid = int(text.strip())
+    return pid if _is(pid, "kafka.Kafka") else None
+
+
+class CpuMeter:
+    """Measures phases: `with meter.measure() as use: ...` then `use()` gives a `CpuUse`."""
+
+    def __init__(self, database_url: str):
+        self.postgres = postmaster_pid(database_url)
+        self.kafka = kafka_pid()
+
+    def _sample(self) -> tuple[float | None, float | None, float | None]:
+        machine = _read("/proc/stat")
+        return (
+            None if machine is None else machine_busy_s(machine),
+            None if self.postgres is None else _tree_cpu_s(self.postgres),
+            None if self.kafka is None else _tree_cpu_s(self.kafka),
+        )
+
+    @contextmanager
+    def measure(self) -> Iterator[Callable[[], CpuUse]]:
+        before = self._sample()
+        result: list[CpuUse] = []
+        try:
+            yield lambda: result[0]
+        finally:
+            after = self._sample()
+            result.append(CpuUse(*(None if a is None or b is None else a - b for a, b in zip(after, before))))

@@ -1,0 +1,67 @@
+"""The benchmark's CPU accounting: /proc parsing and the ceiling arithmetic."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench.cpu import CpuUse, machine_busy_s, process_times
+from bench.report import Report, Result, format_report
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def test_machine_busy_counts_user_nice_system_irq_softirq_only():
+    stat = (
+        f"cpu  {1 * TICK} {2 * TICK} {3 * TICK} {100 * TICK} {50 * TICK} {4 * TICK} {5 * TICK} {60 * TICK} 0 0\n"
+        "cpu0 1 1 1 1 1 1 1 1 0 0\nintr 12345\n"
+    )
+    assert machine_busy_s(stat) == pytest.approx(1 + 2 + 3 + 4 + 5)  # idle, iowait and steal are not busy
+
+
+def test_process_times_survive_a_command_name_with_spaces_and_parentheses():
+    # pid (comm) state ppid ... field 14-17: utime stime cutime cstime
+    fields = ["S", "4242"] + ["0"] * 9 + [str(3 * TICK), str(2 * TICK), str(7 * TICK), str(1 * TICK)] + ["0"] * 30
+    text = "99 (post gres: a (b)) " + " ".join(fields)
+    assert process_times(text) == (4242, pytest.approx(5.0), pytest.approx(8.0))
+
+
+def test_own_stat_parses_to_this_process_parent():
+    with open("/proc/self/stat") as handle:
+        parent, own, reaped = process_times(handle.read())
+    assert parent == os.getppid()
+    assert own >= 0 and reaped >= 0
+
+
+def _report() -> Report:
+    report = Report(["header"])
+    # 10,000 mutations using 2 s of machine CPU: 200 us each; 2 cores give at most 10,000/s.
+    report.results["pipeline"] = Result("pipeline", 10_000, 2.0, cpu_s=1.0, cpu_use=CpuUse(2.0, 0.6, 0.1))
+    report.results["limit_db"] = Result(
+        "limit: database alone", 10_000, 0.4, cpu_s=0.05, cpu_use=CpuUse(0.5, 0.4, None)
+    )
+    report.results["limit_kafka"] = Result("limit: raw Kafka consume", 10_000, 0.1, unit="records")
+    return report
+
+
+def test_ceiling_is_the_rate_with_every_core_busy(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    ceilings = _report().ceilings()
+    assert ceilings == {"pipeline": pytest.approx(10_000), "limit_db": pytest.approx(40_000)}
+
+
+def test_table_says_when_the_pipeline_cannot_reach_half_the_limit(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    table = format_report(_report())
+    # limit 25,000/s (database); pipeline ceiling 10,000/s = 0.40 of it; 0.5 x would need 2.5 cores.
+    assert "pipeline ceiling / limit 0.40" in table
+    assert "would keep 2.50 of 2 cores busy (more than the machine has)" in table
+    row = next(line for line in table.splitlines() if line.startswith("  pipeline  "))
+    assert row.split()[1:] == ["100.0", "60.0", "10.0", "200.0", "1.00", "10,000"]
+
+
+def test_table_without_cpu_figures_has_no_cpu_block():
+    report = Report(["header"])
+    report.results["pipeline"] = Result("pipeline", 10, 1.0)
+    assert "CPU per item" not in format_report(report)
