@@ -7,7 +7,8 @@ BASE is a git revision; the subject is the working tree (BASE may be HEAD with a
 setting on each side, e.g. `--base-setting prepare_ahead=false`). Each run reads the same input
 topic into a fresh schema of its own (and fresh status/DLQ topics); the base runs from
 a temporary `git worktree`. Prints per run: rate, wall, CPU and peak RSS of the job
-process, then the best of each side and their ratio.
+process, the machine's CPU over the run (PostgreSQL and Kafka apart), then the best of
+each side and their ratio, and the median machine CPU of each side.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import json
 import os
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.cpu import CpuMeter, CpuUse
 from bench.pipeline import Job, JobRun
 from bench.workspace import Workspace
 from mutagg.producer import produce
@@ -38,6 +40,7 @@ class Side:
     directory: Path
     runs: list[JobRun]
     changes: dict
+    machine: list[CpuUse] = field(default_factory=list)
 
 
 def run_job(workspace: Workspace, base_settings, label: str, directory: Path, changes: dict | None = None) -> JobRun:
@@ -82,23 +85,42 @@ def main(argv: list[str] | None = None) -> int:
         try:
             shared = workspace.job_topics(workspace.schema("input", migrated=False), "input", args.partitions)
             produce(shared, Workload(seed=7).generate(args.mutations))
+            meter = CpuMeter(settings.database_url)
             for round_ in range(args.rounds):
                 for index, side in enumerate(sides):
-                    run = run_job(workspace, shared, f"r{round_}s{index}", side.directory, side.changes)
+                    with meter.measure() as machine:
+                        run = run_job(workspace, shared, f"r{round_}s{index}", side.directory, side.changes)
                     side.runs.append(run)
+                    side.machine.append(machine())
                     print(f"round {round_} {side.name:>24}: {args.mutations / run.seconds:8,.0f}/s "
                           f"wall {run.seconds:6.1f}s cpu {run.cpu_s:6.1f}s rss {run.peak_rss_mib:5.0f} MiB"
-                          f"{_ahead(run.stderr_tail)}", flush=True)
+                          f"{_machine(machine())}{_ahead(run.stderr_tail)}", flush=True)
         finally:
             workspace.close()
             subprocess.run(["git", "worktree", "remove", "--force", str(base_dir)], cwd=REPO, check=False,
                            capture_output=True)
     (base, subject) = (min(side.runs, key=lambda r: r.seconds) for side in sides)
+    (base_machine, subject_machine) = (_median([u.machine_s for u in side.machine]) for side in sides)
     print(f"best of {args.rounds}: base {args.mutations / base.seconds:,.0f}/s (cpu {base.cpu_s:.1f}s), "
           f"working tree {args.mutations / subject.seconds:,.0f}/s (cpu {subject.cpu_s:.1f}s); "
           f"working tree / base = {base.seconds / subject.seconds:.2f}x the rate, "
           f"{subject.cpu_s / base.cpu_s:.2f}x the CPU")
+    if base_machine and subject_machine:
+        print(f"median machine CPU (job, PostgreSQL, Kafka and the rest): base {base_machine:.1f}s, "
+              f"working tree {subject_machine:.1f}s = {subject_machine / base_machine:.2f}x")
     return 0
+
+
+def _machine(use: CpuUse) -> str:
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}s"
+
+    return f" machine {seconds(use.machine_s)} (pg {seconds(use.postgres_s)}, kafka {seconds(use.kafka_s)})"
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    return known[len(known) // 2] if known else None
 
 
 def _ahead(log: str) -> str:
