@@ -57,6 +57,18 @@ VENV_PY=$REPO_DIR/.venv/bin/python
 log() { echo "services: $*" >&2; }
 die() { echo "services: error: $*" >&2; exit 1; }
 
+# A shell has one EXIT trap: every cleanup goes through this list, so that a later
+# one (a download's temp dir) cannot silently replace an earlier one (the lock's release).
+EXIT_ACTIONS=()
+run_exit_actions() {
+    local action
+    for action in "${EXIT_ACTIONS[@]}"; do eval "$action" || true; done
+}
+on_exit() {
+    EXIT_ACTIONS+=("$1")
+    trap run_exit_actions EXIT
+}
+
 is_root() { [[ $(id -u) -eq 0 ]]; }
 
 # True if something accepts TCP connections on 127.0.0.1:$1.
@@ -89,25 +101,32 @@ apt_install() {
 
 # ------------------------------------------------------------------ Kafka ---
 
-# Fill the jar cache once: mvn copies into a temp dir that is renamed when
-# complete, so an interrupted download is never taken for a complete one.
-kafka_fetch_libs() {
-    [[ -f $KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar ]] && return 0
+# maven_fetch WHAT POM PROPERTY DEST JAR: fill the jar cache DEST once with the
+# dependencies of POM (`mvn dependency:copy-dependencies`, output folder given as
+# -DPROPERTY). mvn copies into a temp dir that is renamed when complete, so an
+# interrupted download is never taken for a complete one; JAR proves it complete.
+maven_fetch() {
+    local what=$1 pom=$2 property=$3 dest=$4 jar=$5
+    [[ -f $dest/$jar ]] && return 0
     command -v mvn >/dev/null || apt_install maven
-    local tmp=$KAFKA_LIBS.tmp.$$
-    mkdir -p "$(dirname "$KAFKA_LIBS")"
+    local tmp=$dest.tmp.$$
+    mkdir -p "$(dirname "$dest")"
     rm -rf "$tmp"
-    trap 'rm -rf "$KAFKA_LIBS.tmp.$$"' EXIT   # also when interrupted
-    log "kafka: downloading Kafka $KAFKA_VERSION jars from Maven Central (once) into $KAFKA_LIBS"
-    local mvn_log=$KAFKA_LIBS.mvn.log
-    if ! mvn -q -B -f "$SERVICES_DIR/kafka/pom.xml" -Dkafka.libs.dir="$tmp" \
-            dependency:copy-dependencies >"$mvn_log" 2>&1; then
+    on_exit "rm -rf $(printf %q "$tmp")"   # also when interrupted
+    log "downloading $what from Maven Central (once) into $dest"
+    local mvn_log=$dest.mvn.log
+    if ! mvn -q -B -f "$pom" -D"$property=$tmp" dependency:copy-dependencies >"$mvn_log" 2>&1; then
         cat "$mvn_log" >&2
-        die "kafka: mvn could not fetch the Kafka jars (output above, also in $mvn_log)"
+        die "mvn could not fetch $what (output above, also in $mvn_log)"
     fi
-    [[ -f $tmp/kafka_2.13-$KAFKA_VERSION.jar ]] || die "kafka: mvn left no kafka_2.13 jar in $tmp"
+    [[ -f $tmp/$jar ]] || die "mvn left no $jar in $tmp"
     # Another start may have won the race: then keep its copy.
-    mv -T "$tmp" "$KAFKA_LIBS" 2>/dev/null || rm -rf "$tmp"
+    mv -T "$tmp" "$dest" 2>/dev/null || rm -rf "$tmp"
+}
+
+kafka_fetch_libs() {
+    maven_fetch "the Kafka $KAFKA_VERSION jars" "$SERVICES_DIR/kafka/pom.xml" kafka.libs.dir "$KAFKA_LIBS" \
+        "kafka_2.13-$KAFKA_VERSION.jar"
 }
 
 kafka_write_config() {
@@ -250,10 +269,12 @@ kafka_start() {
     log "kafka: starting broker (log: $KAFKA_LOG)"
     : >"$KAFKA_OUT"                    # JVM output of this start only
     touch "$KAFKA_DIR/started"         # marks which server.log lines are new
-    # setsid: own session, so the broker outlives this shell and its terminal.
+    # setsid: own session, so the broker outlives this shell and its terminal; without fd 9,
+    # so that it does not hold the start/stop lock (see dispatch) for as long as it runs.
     # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS is a list of options
     (
         cd "$KAFKA_DIR"
+        exec 9>&-
         exec setsid nohup java ${KAFKA_HEAP_OPTS:--Xmx1g -Xms256m} \
             -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
             -Djava.awt.headless=true \
@@ -442,7 +463,7 @@ pg_start() {
     as_pg "$PG_BIN/pg_ctl" start -W -D "$PG_DATA" -l "$PG_LOG" -o "\
 -c listen_addresses=$HOST -c port=$PG_PORT -c unix_socket_directories='$PG_SOCK' \
 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
--c max_connections=200 -c shared_buffers=256MB" >/dev/null ||
+-c max_connections=200 -c shared_buffers=256MB" >/dev/null 9>&- ||
         die "postgres: pg_ctl start failed"
     pg_wait
     pg_create_database
@@ -497,9 +518,9 @@ dispatch() {
         mkdir -p "$STATE_DIR"
         exec 9>"$STATE_DIR/.lock"
         flock -w 300 9 || die "another start/stop holds $STATE_DIR/.lock"
-        # The daemons started below inherit fd 9: unlock the shared open file description
-        # explicitly on exit, or the lock would live as long as Kafka does.
-        trap 'flock -u 9' EXIT
+        # The daemons are started without fd 9 (see kafka_start, pg_start); should one
+        # still hold it, unlocking the shared open file description on exit frees the lock.
+        on_exit 'flock -u 9'
     fi
     case $cmd in
     start)
