@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             shared = workspace.job_topics(workspace.schema("input", migrated=False), "input", args.partitions)
             produce(shared, Workload(seed=7).generate(args.mutations))
-            meter = CpuMeter(settings.database_url)
+            meter = CpuMeter(settings.database_url, settings.kafka_bootstrap)
             for round_ in range(args.rounds):
                 for index, side in enumerate(sides):
                     with meter.measure() as machine:

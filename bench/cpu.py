@@ -14,6 +14,7 @@ postmaster's children's time); Kafka as the broker's JVM, found by the pid file 
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class CpuUse:
     machine_s: float | None
     postgres_s: float | None
     kafka_s: float | None
+    own_s: float | None = None
+    """This process's (the bench driving the limit and naive rows itself)."""
 
 
 def machine_busy_s(stat_text: str) -> float:
@@ -94,11 +97,14 @@ def postmaster_pid(database_url: str) -> int | None:
     return parent if _is(parent, "postgres") else None
 
 
-def kafka_pid(state_dir: str | None = None) -> int | None:
-    """The broker started by services/services.sh, if it runs here."""
-    directory = Path(state_dir or os.environ.get("MUTAGG_STATE_DIR") or REPO / ".local" / "services")
-    text = _read(str(directory / "kafka" / "kafka.pid"))
-    if text is None or not text.strip().isdigit():
+def kafka_pid(bootstrap: str, state_dir: str | None = None) -> int | None:
+    """The broker started by services/services.sh, if it runs here and is the one at `bootstrap`."""
+    directory = Path(state_dir or os.environ.get("MUTAGG_STATE_DIR") or REPO / ".local" / "services") / "kafka"
+    text = _read(str(directory / "kafka.pid"))
+    properties = _read(str(directory / "server.properties")) or ""
+    listeners = next((line for line in properties.splitlines() if line.startswith("advertised.listeners=")), "=")
+    addresses = {listener.partition("//")[2] for listener in listeners.partition("=")[2].split(",")}
+    if text is None or not text.strip().isdigit() or bootstrap not in addresses:
         return None
     pid = int(text.strip())
     return pid if _is(pid, "kafka.Kafka") else None
@@ -107,16 +113,18 @@ def kafka_pid(state_dir: str | None = None) -> int | None:
 class CpuMeter:
     """Measures phases: `with meter.measure() as use: ...` then `use()` gives a `CpuUse`."""
 
-    def __init__(self, database_url: str):
+    def __init__(self, database_url: str, kafka_bootstrap: str):
         self.postgres = postmaster_pid(database_url)
-        self.kafka = kafka_pid()
+        self.kafka = kafka_pid(kafka_bootstrap)
 
-    def _sample(self) -> tuple[float | None, float | None, float | None]:
+    def _sample(self) -> tuple[float | None, float | None, float | None, float]:
         machine = _read("/proc/stat")
+        own = resource.getrusage(resource.RUSAGE_SELF)
         return (
             None if machine is None else machine_busy_s(machine),
             None if self.postgres is None else _tree_cpu_s(self.postgres),
             None if self.kafka is None else _tree_cpu_s(self.kafka),
+            own.ru_utime + own.ru_stime,
         )
 
     @contextmanager

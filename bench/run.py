@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -78,14 +77,9 @@ def run_bench(settings: Settings, options: BenchOptions) -> Report:
         workspace.close()
 
 
-def _own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions) -> Report:
     settings = workspace.base
-    meter = CpuMeter(settings.database_url)
+    meter = CpuMeter(settings.database_url, settings.kafka_bootstrap)
     report = Report(_header(settings, options, f"mutagg bench: {options.mutations:,} mutations, one workload"))
     began = time.perf_counter()
     messages = Workload(seed=options.seed).generate(options.mutations)
@@ -117,11 +111,10 @@ def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions)
     progress(f"pipeline: {report.results['pipeline'].rate:,.0f} mutations/s")
 
     # 2b. Kafka alone: a raw consume of the same topic.
-    own = _own_cpu_s()
     with meter.measure() as cpu:
         records, seconds = limit.kafka_limit(job_settings, job_settings.topic_mutations)
     report.results["limit_kafka"] = Result("limit: raw Kafka consume, same topic", records, seconds, "records",
-                                           cpu_s=_own_cpu_s() - own, cpu_use=cpu())
+                                           cpu_s=cpu().own_s, cpu_use=cpu())
     progress(f"raw consume: {records / seconds:,.0f} records/s")
 
     # 2a. The database alone: the same rows, rendered before the clock starts.
@@ -129,12 +122,11 @@ def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions)
     chunks, expected = row_chunks(messages, registry, settings.batch_size)
     progress(f"rendered {len(chunks)} batches of rows in {time.perf_counter() - began:.1f}s")
     limit_settings = workspace.schema("limit")
-    own = _own_cpu_s()
     with meter.measure() as cpu:
         seconds = limit.database_limit(limit_settings, registry, chunks)
     report.results["limit_db"] = Result(
         "limit: database alone (COPY+upsert+ledger)", len(messages), seconds, "mutations",
-        cpu_s=_own_cpu_s() - own, cpu_use=cpu(),
+        cpu_s=cpu().own_s, cpu_use=cpu(),
         note=f"{len(chunks)} transactions of {settings.batch_size} messages: "
              f"{sum(c.entity_rows for c in chunks):,} entity rows upserted, "
              f"{sum(c.ledger_rows for c in chunks):,} ledger rows; no locks, look-ups, conflicts or Python decisions",
@@ -145,13 +137,12 @@ def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions)
     # 3. The naive baseline, on a slice.
     part = messages[: options.naive_slice]
     naive_settings = workspace.schema("naive")
-    own = _own_cpu_s()
     with meter.measure() as cpu:
         applied, seconds = naive.naive_apply(naive_settings, registry, part)
     naive_rate = len(part) / seconds
     report.results["naive"] = Result(
         f"naive: row by row, slice {len(part):,}", len(part), seconds, "mutations",
-        cpu_s=_own_cpu_s() - own, cpu_use=cpu(),
+        cpu_s=cpu().own_s, cpu_use=cpu(),
         note=f"first {len(part):,} messages only ({applied:,} valid applied); extrapolated, all "
              f"{len(messages):,} would take ~{len(messages) / naive_rate:,.0f}s at the slice's rate",
     )
@@ -236,7 +227,7 @@ def _latency(workspace: Workspace, registry: Registry, options: BenchOptions) ->
     expected = replayer.finish()
     job_settings = workspace.job_topics(workspace.schema("latency"), "latency", options.partitions)
     job = Job(job_settings, until_idle=False, workers=options.workers, recovery=options.recovery)
-    meter = CpuMeter(job_settings.database_url)
+    meter = CpuMeter(job_settings.database_url, job_settings.kafka_bootstrap)
     try:
         producer = PacedProducer(job_settings)
         producer.warm_up(warmup)  # the producer's own start-up is paid here, outside the timed records

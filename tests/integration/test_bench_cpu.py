@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from bench.cpu import CpuMeter
+from bench.cpu import CpuMeter, kafka_pid
 
 pytestmark = pytest.mark.integration
 
@@ -20,12 +20,13 @@ def _spin(seconds: float) -> None:
 
 
 def test_meter_finds_the_local_services(base_settings):
-    meter = CpuMeter(base_settings.database_url)
+    meter = CpuMeter(base_settings.database_url, base_settings.kafka_bootstrap)
     assert meter.postgres is not None and meter.kafka is not None
+    assert kafka_pid("127.0.0.1:1") is None  # a broker elsewhere: the local one's CPU would mislead
 
 
 def test_a_query_counts_for_postgresql_and_python_does_not(base_settings):
-    meter = CpuMeter(base_settings.database_url)
+    meter = CpuMeter(base_settings.database_url, base_settings.kafka_bootstrap)
     with psycopg.connect(base_settings.database_url) as connection:
         with meter.measure() as query_cpu:
             began = time.perf_counter()
