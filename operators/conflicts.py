@@ -10,17 +10,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from operators.entity_state import TOMBSTONE, EntityState, Provenance
 from operators.priority import adjusted_priority
-from operators.strategies import ConflictContext, CustomStrategy, Resolution
+from operators.strategies import CustomStrategy, resolve
 from schemas.mutation import Mutation, Operation, Reason, Status
 from schemas.registry import EntityType
 from schemas.values import add_numeric, to_json_value
-
-_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -74,53 +71,6 @@ def conflict_id(mutation_id: str, subject: str) -> str:
     """Deterministic id, so a replay or another run finds the same conflict."""
     digest = hashlib.blake2b(f"{mutation_id}\x00{subject}".encode(), digest_size=12).hexdigest()
     return f"c_{digest}"
-
-
-def _lww_key(timestamp: datetime | None, edge_node_id: str | None, mutation_id: str | None):
-    return (timestamp or _EPOCH, edge_node_id or "", mutation_id or "")
-
-
-def _incoming_wins_lww(mutation: Mutation, current: Provenance) -> bool:
-    incoming = _lww_key(mutation.timestamp, mutation.edge_node_id, mutation.id)
-    return incoming > _lww_key(current.timestamp, current.edge_node_id, current.mutation_id)
-
-
-def _resolve(
-    strategy: str,
-    mutation: Mutation,
-    priority: int,
-    attribute: str,
-    incoming: Any,
-    state: EntityState,
-    custom: Mapping[str, CustomStrategy],
-) -> Resolution:
-    current = state.provenance[attribute]
-    if strategy == "last_writer_wins":
-        return Resolution("incoming" if _incoming_wins_lww(mutation, current) else "server")
-    if strategy == "priority":
-        current_priority = current.priority or 0
-        if priority != current_priority:
-            return Resolution("incoming" if priority > current_priority else "server")
-        return Resolution("incoming" if _incoming_wins_lww(mutation, current) else "server")
-    if strategy == "server_wins":
-        return Resolution("server")
-    if strategy == "sum":
-        return Resolution("merged", add_numeric("", state.values.get(attribute), incoming))
-    context = ConflictContext(
-        entity_type=mutation.entity_type,
-        entity_id=mutation.entity_id,
-        attribute=attribute,
-        incoming_value=incoming,
-        current_value=state.values.get(attribute),
-        incoming_timestamp=mutation.timestamp,
-        current_timestamp=current.timestamp,
-        incoming_priority=priority,
-        current_priority=current.priority,
-    )
-    resolution = custom[strategy](context)
-    if resolution.winner not in ("incoming", "server", "merged"):
-        raise ValueError(f"custom strategy {strategy!r} returned winner {resolution.winner!r}")
-    return resolution
 
 
 class _Builder:
@@ -258,7 +208,7 @@ def _update(
         if attribute.strategy == "manual":
             held.append(name)
             continue
-        resolution = _resolve(attribute.strategy, mutation, priority, name, incoming, state, custom)
+        resolution = resolve(attribute.strategy, mutation, priority, name, incoming, state, custom)
         if resolution.winner == "incoming":
             writes[name] = incoming_value
         elif resolution.winner == "merged":

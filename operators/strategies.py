@@ -1,15 +1,22 @@
-"""Custom conflict strategies, registered by name in code.
+"""Conflict strategies: which side wins one conflicting attribute (`resolve`), and
+the custom ones, registered by name in code.
 
-A registry attribute may name any strategy registered here; `mutagg run`
+A registry attribute may name any custom strategy registered here; `mutagg run`
 refuses to start if the registry names one that is not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+from operators.entity_state import EntityState, Provenance
+from schemas.mutation import Mutation
+from schemas.values import add_numeric
+
+_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,55 @@ class Resolution:
 
 CustomStrategy = Callable[[ConflictContext], Resolution]
 CUSTOM_STRATEGIES: dict[str, CustomStrategy] = {}
+
+
+def _lww_key(timestamp: datetime | None, edge_node_id: str | None, mutation_id: str | None):
+    return (timestamp or _EPOCH, edge_node_id or "", mutation_id or "")
+
+
+def _incoming_wins_lww(mutation: Mutation, current: Provenance) -> bool:
+    incoming = _lww_key(mutation.timestamp, mutation.edge_node_id, mutation.id)
+    return incoming > _lww_key(current.timestamp, current.edge_node_id, current.mutation_id)
+
+
+def resolve(
+    strategy: str,
+    mutation: Mutation,
+    priority: int,
+    attribute: str,
+    incoming: Any,
+    state: EntityState,
+    custom: Mapping[str, CustomStrategy],
+) -> Resolution:
+    """Who wins `attribute` (whose incoming value is `incoming`) under `strategy` (DESIGN
+    section 4, "Strategies"); `priority` is the mutation's adjusted priority."""
+    current = state.provenance[attribute]
+    if strategy == "last_writer_wins":
+        return Resolution("incoming" if _incoming_wins_lww(mutation, current) else "server")
+    if strategy == "priority":
+        current_priority = current.priority or 0
+        if priority != current_priority:
+            return Resolution("incoming" if priority > current_priority else "server")
+        return Resolution("incoming" if _incoming_wins_lww(mutation, current) else "server")
+    if strategy == "server_wins":
+        return Resolution("server")
+    if strategy == "sum":
+        return Resolution("merged", add_numeric("", state.values.get(attribute), incoming))
+    context = ConflictContext(
+        entity_type=mutation.entity_type,
+        entity_id=mutation.entity_id,
+        attribute=attribute,
+        incoming_value=incoming,
+        current_value=state.values.get(attribute),
+        incoming_timestamp=mutation.timestamp,
+        current_timestamp=current.timestamp,
+        incoming_priority=priority,
+        current_priority=current.priority,
+    )
+    resolution = custom[strategy](context)
+    if resolution.winner not in ("incoming", "server", "merged"):
+        raise ValueError(f"custom strategy {strategy!r} returned winner {resolution.winner!r}")
+    return resolution
 
 
 def register_strategy(name: str) -> Callable[[CustomStrategy], CustomStrategy]:
