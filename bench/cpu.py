@@ -35,6 +35,8 @@ class CpuUse:
     kafka_s: float | None
     own_s: float | None = None
     """This process's (the bench driving the limit and naive rows itself)."""
+    job_s: float | None = None
+    """The job's (`measure(job_pid=…)`: the process and its children)."""
 
 
 def machine_busy_s(stat_text: str) -> float:
@@ -88,11 +90,12 @@ def postmaster_pid(database_url: str) -> int | None:
     try:
         with psycopg.connect(database_url, connect_timeout=10) as connection:
             backend = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
-            text = _read(f"/proc/{backend}/stat")  # read while the backend lives
+            # Read while the backend lives; another machine's (or container's) pids are not ours.
+            text = _read(f"/proc/{backend}/stat") if _is(backend, "postgres") else None
     except psycopg.Error:
         return None
-    if text is None or not _is(backend, "postgres"):
-        return None  # another machine (or container): its pids are not ours
+    if text is None:
+        return None
     parent = process_times(text)[0]
     return parent if _is(parent, "postgres") else None
 
@@ -117,7 +120,7 @@ class CpuMeter:
         self.postgres = postmaster_pid(database_url)
         self.kafka = kafka_pid(kafka_bootstrap)
 
-    def _sample(self) -> tuple[float | None, float | None, float | None, float]:
+    def _sample(self, job_pid: int | None) -> tuple[float | None, ...]:
         machine = _read("/proc/stat")
         own = resource.getrusage(resource.RUSAGE_SELF)
         return (
@@ -125,14 +128,16 @@ class CpuMeter:
             None if self.postgres is None else _tree_cpu_s(self.postgres),
             None if self.kafka is None else _tree_cpu_s(self.kafka),
             own.ru_utime + own.ru_stime,
+            None if job_pid is None else _tree_cpu_s(job_pid),
         )
 
     @contextmanager
-    def measure(self) -> Iterator[Callable[[], CpuUse]]:
-        before = self._sample()
+    def measure(self, job_pid: int | None = None) -> Iterator[Callable[[], CpuUse]]:
+        """`job_pid`: a process (with its children) whose CPU over the phase is wanted too."""
+        before = self._sample(job_pid)
         result: list[CpuUse] = []
         try:
             yield lambda: result[0]
         finally:
-            after = self._sample()
+            after = self._sample(job_pid)
             result.append(CpuUse(*(None if a is None or b is None else a - b for a, b in zip(after, before))))

@@ -138,6 +138,11 @@ class Job:
             job_env(settings, os.path.join(self.scratch.name, "audit"), recovery_dir), self.stderr,
         )
 
+    @property
+    def pid(self) -> int:
+        """The launcher's: the job is its child."""
+        return self.process.process.pid
+
     def stop(self) -> None:
         """Ask the job to finish its batch and exit (SIGTERM: it exits 0)."""
         self.process.stop()

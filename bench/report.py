@@ -152,7 +152,8 @@ def _cpu_lines(report: Report) -> list[str]:
     for key, result in measured.items():
         use = result.cpu_use
         rows.append((
-            result.name, _per_item_us(result.cpu_s, result.items), _per_item_us(use.postgres_s, result.items),
+            result.name, _per_item_us(result.cpu_s if use.job_s is None else use.job_s, result.items),
+            _per_item_us(use.postgres_s, result.items),
             _per_item_us(use.kafka_s, result.items), _per_item_us(use.machine_s, result.items),
             "-" if use.machine_s is None else f"{use.machine_s / result.seconds:.2f}",
             f"{ceilings[key]:,.0f}" if key in ceilings else "-",

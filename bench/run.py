@@ -15,7 +15,7 @@ import psycopg
 
 from bench import limit, naive, peer
 from bench.cpu import CpuMeter
-from bench.latency import PacedProducer, utc_now, wait_until
+from bench.latency import PacedProducer, log_append_time, utc_now, wait_until
 from bench.pipeline import Job, count_rows, ledger_latency
 from bench.report import Report, Result
 from bench.rows import Replayer, decoded, row_chunks
@@ -226,6 +226,7 @@ def _latency(workspace: Workspace, registry: Registry, options: BenchOptions) ->
             warmup_ids = replayer.expected.ledger_rows
     expected = replayer.finish()
     job_settings = workspace.job_topics(workspace.schema("latency"), "latency", options.partitions)
+    log_append_time(job_settings, job_settings.topic_mutations)  # latency from the broker's append
     job = Job(job_settings, until_idle=False, workers=options.workers, recovery=options.recovery)
     meter = CpuMeter(job_settings.database_url, job_settings.kafka_bootstrap)
     try:
@@ -234,7 +235,7 @@ def _latency(workspace: Workspace, registry: Registry, options: BenchOptions) ->
         wait_until(lambda: count_rows(job_settings, "mutation_log") >= warmup_ids, 180, "warm-up decided")
         progress(f"job warm; producing {len(rest):,} mutations at {options.rate:,.0f}/s")
         since = utc_now()
-        with meter.measure() as cpu:  # the offered load and its drain (the bench's producer included)
+        with meter.measure(job_pid=job.pid) as cpu:  # the offered load and its drain (the bench's producer too)
             seconds = producer.paced(rest, options.rate)
             wait_until(lambda: count_rows(job_settings, "mutation_log") >= expected.ledger_rows,
                        max(120.0, timed / 1000), "every mutation decided")

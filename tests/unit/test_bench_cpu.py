@@ -65,3 +65,13 @@ def test_table_without_cpu_figures_has_no_cpu_block():
     report = Report(["header"])
     report.results["pipeline"] = Result("pipeline", 10, 1.0)
     assert "CPU per item" not in format_report(report)
+
+
+def test_job_cpu_measured_over_the_phase_wins_over_the_whole_run(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    report = Report(["header"])
+    # The job ran 30 s (cpu_s, warm-up included); over the timed 10 s it used 1.5 s.
+    report.results["latency"] = Result("at 1,000/s", 10_000, 10.0, cpu_s=9.0,
+                                       cpu_use=CpuUse(4.0, 1.0, 0.5, job_s=1.5))
+    row = next(line for line in format_report(report).splitlines() if line.startswith("  at 1,000/s"))
+    assert row.split()[2:6] == ["150.0", "100.0", "50.0", "400.0"]
