@@ -8,7 +8,8 @@ phase's *ceiling* is what the same work could reach with every core busy:
 Read from /proc (Linux): the machine from /proc/stat; PostgreSQL as the postmaster
 and its children (a backend that exits during the phase is counted through the
 postmaster's children's time); Kafka as the broker's JVM, found by the pid file of
-`services/services.sh`. A service not running on this machine is not measured.
+`services/services.sh` if it listens where the bench connects. A service not running
+on this machine is not measured.
 """
 
 from __future__ import annotations
@@ -63,21 +64,24 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _tree_cpu_s(root: int) -> float | None:
-    """CPU of `root`, its live children and the children it has reaped."""
-    own = _read(f"/proc/{root}/stat")
-    if own is None:
-        return None
-    _, total, reaped = process_times(own)
-    total += reaped
+def _processes() -> dict[int, tuple[int, float, float]]:
+    """Every readable process: pid -> `process_times`."""
+    found = {}
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and entry.name != str(root):
+        if entry.name.isdigit():
             text = _read(f"/proc/{entry.name}/stat")
             if text is not None:
-                parent, cpu, child_reaped = process_times(text)
-                if parent == root:
-                    total += cpu + child_reaped
-    return total
+                found[int(entry.name)] = process_times(text)
+    return found
+
+
+def _tree_cpu_s(root: int, processes: dict[int, tuple[int, float, float]]) -> float | None:
+    """CPU of `root`, its live children and the children it has reaped."""
+    if root not in processes:
+        return None
+    _, own, reaped = processes[root]
+    return own + reaped + sum(cpu + child_reaped for parent, cpu, child_reaped in processes.values()
+                              if parent == root)
 
 
 def _is(pid: int, word: str) -> bool:
@@ -123,12 +127,13 @@ class CpuMeter:
     def _sample(self, job_pid: int | None) -> tuple[float | None, ...]:
         machine = _read("/proc/stat")
         own = resource.getrusage(resource.RUSAGE_SELF)
+        processes = _processes()  # one pass over /proc for every process tree asked for
         return (
             None if machine is None else machine_busy_s(machine),
-            None if self.postgres is None else _tree_cpu_s(self.postgres),
-            None if self.kafka is None else _tree_cpu_s(self.kafka),
+            None if self.postgres is None else _tree_cpu_s(self.postgres, processes),
+            None if self.kafka is None else _tree_cpu_s(self.kafka, processes),
             own.ru_utime + own.ru_stime,
-            None if job_pid is None else _tree_cpu_s(job_pid),
+            None if job_pid is None else _tree_cpu_s(job_pid, processes),
         )
 
     @contextmanager

@@ -110,12 +110,7 @@ def format_report(report: Report) -> str:
             _ms(result.p50_ms), _ms(result.p95_ms), _ms(result.p99_ms),
             _opt(result.peak_rss_mib, ",.0f"), _opt(result.cpu_s, ",.1f"),
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    for number, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
-        if number == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines += _aligned(rows, rule=True)
     notes = [(r.name, r.note) for r in report.results.values() if r.note]
     if notes:
         lines.append("")
@@ -135,6 +130,19 @@ def format_report(report: Report) -> str:
         lines.append("Consistency checks:")
         lines += [f"  [{'ok' if c.ok else 'FAILED'}] {c.name}: {c.detail}" for c in report.checks]
     return "\n".join(lines)
+
+
+def _aligned(rows: list[tuple[str, ...]], rule: bool = False) -> list[str]:
+    """Rows as lines: the first column left-aligned, the others right-aligned; `rule`
+    draws a line of dashes under the first row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for number, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if rule and number == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
 
 
 def _per_item_us(seconds: float | None, items: int) -> str:
@@ -158,11 +166,9 @@ def _cpu_lines(report: Report) -> list[str]:
             "-" if use.machine_s is None else f"{use.machine_s / result.seconds:.2f}",
             f"{ceilings[key]:,.0f}" if key in ceilings else "-",
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["", f"CPU per item, in microseconds ({cores} cores; machine = every process on it, from /proc/stat;",
              "ceiling = the same work with every core busy, however it were spread over threads or processes):"]
-    for row in rows:
-        lines.append("  " + "  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]))
+    lines += ["  " + line for line in _aligned(rows)]
     limits = [report.results[k].rate for k in ("limit_db", "limit_kafka") if k in report.results]
     if "pipeline" in ceilings and limits:
         share = ceilings["pipeline"] / min(limits)
