@@ -99,8 +99,6 @@ def encode(mutation: EdgeMutation, max_bytes: int = 1 << 20) -> bytes:
     if isinstance(mutation.base_version, bool) or not isinstance(mutation.base_version, int) \
             or mutation.base_version < 0:
         raise invalid("base_version must be an integer >= 0")
-    if mutation.operation is Operation.CREATE and mutation.base_version != 0:
-        raise invalid("base_version must be 0 for CREATE")
     if mutation.operation is Operation.DELETE and mutation.attributes:
         raise invalid("attributes must be empty for DELETE")
     if isinstance(mutation.priority, bool) or not isinstance(mutation.priority, int) \

@@ -194,10 +194,13 @@ def _update(
     mutation, state = builder.mutation, builder.state
     writes: dict[str, Any] = {}
     held: list[str] = []
+    # A CREATE's `sum` values are initial values, also when it revives a deleted entity; only
+    # a CREATE of a live entity (an UPDATE from version 0) adds them as deltas (DESIGN section 4).
+    initial = revive and mutation.operation is Operation.CREATE
     for name in sorted(mutation.attributes):
         incoming = mutation.attributes[name]
         attribute = entity_type.attributes[name]
-        if attribute.strategy == "sum":
+        if attribute.strategy == "sum" and not initial:
             incoming_value = add_numeric(attribute.type, state.values.get(name), incoming)
         else:
             incoming_value = incoming
@@ -212,7 +215,7 @@ def _update(
         if resolution.winner == "incoming":
             writes[name] = incoming_value
         elif resolution.winner == "merged":
-            writes[name] = resolution.value
+            writes[name] = incoming_value if attribute.strategy == "sum" else resolution.value
         result = {name: to_json_value(writes.get(name, state.values.get(name)))}
         builder.record(name, [name], prov, attribute.strategy, resolution.winner, result)
     if held:

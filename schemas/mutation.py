@@ -231,8 +231,6 @@ def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
     if operation is None:
         raise _Invalid(Reason.INVALID_FIELD, "operation_type must be CREATE, UPDATE or DELETE")
     base_version = _integer(base_version, "base_version", 0, 2**62)
-    if operation is _CREATE and base_version != 0:
-        raise _Invalid(Reason.INVALID_FIELD, "base_version must be 0 for CREATE")
     priority = _integer(priority, "priority", 1, 10)
     try:
         timestamp = parse_rfc3339(timestamp_text)
