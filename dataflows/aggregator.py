@@ -34,7 +34,7 @@ def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
     source = MutationSource(
         settings.kafka_client_config(),
         settings.topic_mutations,
-        batch_size=10_000,  # read ahead of the commit batches, so fairness sees more than one node
+        batch_size=settings.read_chunk,
         stop_at_end=stop_at_end,
         deadline_s=settings.service_deadline_s,
         stored_offsets=lambda: stored_offsets(settings, settings.topic_mutations),

@@ -32,6 +32,7 @@ class Settings:
     # 100 ms, measured (BENCHMARKS.md): p99 at 2,000/s 260 -> 191 ms, at 7,000/s 1,477 -> 870 ms;
     # the price is CPU at light load (twice the transactions: +55 % at 2,000/s, +1 % at 7,000/s).
     window_ms: int = 100
+    read_chunk: int = 10_000  # records read ahead per partition poll (more than a batch: fairness sees many nodes)
     prepare_ahead: bool = True  # decide the next batch while one writes (sinks/speculation.py)
     metrics_port: int = 9464  # Prometheus endpoint; 0 turns it off
     node_share: float = 0.5  # at most this share of a batch for one edge node while others wait
@@ -84,6 +85,7 @@ _ENV = {
     "MUTAGG_MAX_MESSAGE_BYTES": "max_message_bytes",
     "MUTAGG_BATCH_SIZE": "batch_size",
     "MUTAGG_WINDOW_MS": "window_ms",
+    "MUTAGG_READ_CHUNK": "read_chunk",
     "MUTAGG_PREPARE_AHEAD": "prepare_ahead",
     "MUTAGG_NODE_SHARE": "node_share",
     "MUTAGG_METRICS_PORT": "metrics_port",
@@ -170,6 +172,8 @@ def load_settings(
             values[name] = environ[variable]
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     settings = Settings(**{name: _convert(name, value) for name, value in values.items()})
+    if settings.read_chunk < 1:
+        raise ConfigError("read_chunk must be positive")
     if settings.batch_size < 1 or settings.window_ms < 0 or settings.max_message_bytes < 1:
         raise ConfigError("batch_size and max_message_bytes must be positive, window_ms >= 0")
     if settings.event_time_lead_s < 0:
