@@ -170,11 +170,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "roles":
         return roles.run_command(args, settings, registry)
     if args.command == "topics":
-        from mutagg.topics import create_topics
+        from mutagg.topics import create_topics, warn_unless_log_append_time
 
         security.check_kafka(settings)
         created = create_topics(settings, args.partitions)
         print("\n".join(f"created {name}" for name in created) or "topics exist")
+        warn_unless_log_append_time(settings)  # an input topic created earlier may still be CreateTime
         return 0
     if args.command == "run":
         from mutagg import runner

@@ -15,7 +15,7 @@ from dataflows.aggregator import build_flow
 from dataflows.runtime import RunStats, Runtime
 from mutagg.metrics import serve_job_metrics
 from mutagg.settings import Settings
-from mutagg.topics import ensure_output_topics
+from mutagg.topics import ensure_output_topics, warn_unless_log_append_time
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.errors import ConfigError
 from schemas.registry import load_registry
@@ -47,6 +47,8 @@ def run(
     created = ensure_output_topics(settings)
     if created:
         log.info("created output topics", extra={"topics": created})
+    if not process_id:  # one warning per cluster, not one per process
+        warn_unless_log_append_time(settings)
     runtime = Runtime(settings, registry)
     flow = build_flow(runtime, stop_at_end=until_idle)
     def request_stop(signum, _frame) -> None:

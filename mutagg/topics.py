@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from mutagg.settings import Settings
 from schemas.errors import ServiceUnavailable
 from sources.kafka import list_partitions
 
 log = logging.getLogger(__name__)
+
+TIMESTAMP_TYPE = "message.timestamp.type"
+LOG_APPEND_TIME = "LogAppendTime"
+"""The input topic's timestamps are the broker's: an edge cannot forge them (DESIGN section 4, Time)."""
 
 
 def ensure_output_topics(settings: Settings) -> list[str]:
@@ -23,8 +27,20 @@ def ensure_output_topics(settings: Settings) -> list[str]:
         return []
 
 
-def create_topics(settings: Settings, partitions: int | None = None, outputs_only: bool = False) -> list[str]:
-    """Create missing topics (replication: the broker's default); return the names created."""
+def create_topics(
+    settings: Settings,
+    partitions: int | None = None,
+    outputs_only: bool = False,
+    timestamp_type: str = LOG_APPEND_TIME,
+) -> list[str]:
+    """Create missing topics (replication: the broker's default); return the names created.
+
+    A new input topic gets `message.timestamp.type=timestamp_type`: `LogAppendTime` in
+    production; `CreateTime` only for tests that produce explicit Kafka timestamps.
+    An existing topic is left as it is (`input_timestamp_type` reads it).
+    """
+    if timestamp_type not in (LOG_APPEND_TIME, "CreateTime"):
+        raise ValueError(f"timestamp_type must be LogAppendTime or CreateTime, not {timestamp_type!r}")
     admin = AdminClient(settings.kafka_client_config())
     wanted = {
         settings.topic_mutations: partitions or settings.topic_partitions,
@@ -37,7 +53,11 @@ def create_topics(settings: Settings, partitions: int | None = None, outputs_onl
         existing = set(admin.list_topics(timeout=min(30.0, settings.service_deadline_s)).topics)
     except KafkaException as exc:
         raise ServiceUnavailable(f"Kafka unreachable at {settings.kafka_bootstrap}: {exc}") from exc
-    missing = [NewTopic(name, count, -1) for name, count in wanted.items() if name not in existing]
+    missing = [
+        NewTopic(name, count, -1,
+                 config={TIMESTAMP_TYPE: timestamp_type} if name == settings.topic_mutations else {})
+        for name, count in wanted.items() if name not in existing
+    ]
     if not missing:
         return []
     created = []
@@ -51,3 +71,32 @@ def create_topics(settings: Settings, partitions: int | None = None, outputs_onl
     for name in created:  # wait until the metadata shows them
         list_partitions(settings.kafka_client_config(), name, settings.service_deadline_s, must_exist=False)
     return created
+
+
+def input_timestamp_type(settings: Settings) -> str | None:
+    """The input topic's `message.timestamp.type`, or None (logged) when it cannot be read."""
+    admin = AdminClient(settings.kafka_client_config())
+    resource = ConfigResource(ResourceType.TOPIC, settings.topic_mutations)
+    try:
+        future = admin.describe_configs([resource], request_timeout=min(30.0, settings.service_deadline_s))[resource]
+        return future.result(timeout=min(30.0, settings.service_deadline_s))[TIMESTAMP_TYPE].value
+    except (KafkaException, KeyError, TimeoutError) as exc:  # e.g. no DescribeConfigs permission
+        log.warning(
+            "could not read the input topic's message.timestamp.type; make sure it is LogAppendTime",
+            extra={"topic": settings.topic_mutations, "error": str(exc)[:300]},
+        )
+        return None
+
+
+def warn_unless_log_append_time(settings: Settings) -> str | None:
+    """One warning when the input topic lets producers set the Kafka timestamp; return its type."""
+    kind = input_timestamp_type(settings)
+    if kind is not None and kind != LOG_APPEND_TIME:
+        log.warning(
+            f"input topic {settings.topic_mutations} has {TIMESTAMP_TYPE}={kind}: edge nodes set the Kafka "
+            "timestamps that order last_writer_wins, age and dependency timeouts, so a wrong edge clock can "
+            f"win every comparison; set it to {LOG_APPEND_TIME} (kafka-configs.sh --alter --entity-type topics "
+            f"--entity-name {settings.topic_mutations} --add-config {TIMESTAMP_TYPE}={LOG_APPEND_TIME})",
+            extra={"topic": settings.topic_mutations, "timestamp_type": kind, "expected": LOG_APPEND_TIME},
+        )
+    return kind

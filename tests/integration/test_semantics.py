@@ -52,7 +52,7 @@ def fresh(base: Settings, partitions: int = 3) -> Settings:
     )
     with psycopg.connect(settings.database_url) as connection:
         migrate(connection, REGISTRY)
-    create_topics(settings)
+    create_topics(settings, timestamp_type="CreateTime")  # the test sets each Kafka timestamp
     return settings
 
 
