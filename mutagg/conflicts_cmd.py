@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 
 from mutagg.settings import Settings
 from schemas.errors import MutaggError, ServiceUnavailable
-from schemas.mutation import RESOLVES_HEADER
+from schemas.mutation import RESOLVES_HEADER, SETS_HEADER
 from schemas.registry import Registry
 
 
@@ -114,6 +114,8 @@ def resolve(
         value=orjson.dumps(mutation),
         headers=[
             (RESOLVES_HEADER, ",".join(open_ids).encode()),
+            # A chosen value is the value the attribute ends with, also for `sum` (DESIGN section 4).
+            (SETS_HEADER, ",".join(sorted(chosen or {})).encode()),
             ("mutagg-resolution", decision.encode()),
             ("mutagg-resolved-by", getpass.getuser().encode()),
         ],

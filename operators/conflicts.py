@@ -57,6 +57,8 @@ class Decision:
     written: tuple[str, ...] = field(default=())
     priority: int | None = None
     """The mutation's adjusted priority (None for an item never decided against an entity)."""
+    detail: str | None = None
+    """Why it failed, for the ledger's `detail` (e.g. the error of a custom strategy)."""
 
 
 @dataclass(slots=True)
@@ -200,7 +202,7 @@ def _update(
     for name in sorted(mutation.attributes):
         incoming = mutation.attributes[name]
         attribute = entity_type.attributes[name]
-        if attribute.strategy == "sum" and not initial:
+        if attribute.strategy == "sum" and not initial and name not in mutation.sets:  # a chosen value is final
             incoming_value = add_numeric(attribute.type, state.values.get(name), incoming)
         else:
             incoming_value = incoming
@@ -211,7 +213,9 @@ def _update(
         if attribute.strategy == "manual":
             held.append(name)
             continue
-        resolution = resolve(attribute.strategy, mutation, priority, name, incoming, state, custom)
+        resolution = resolve(
+            attribute.strategy, mutation, priority, name, incoming, state, custom, entity_type.foreign_priority
+        )
         if resolution.winner == "incoming":
             writes[name] = incoming_value
         elif resolution.winner == "merged":

@@ -50,6 +50,7 @@ class Reason:
     DEPENDENCY_CYCLE = "DEPENDENCY_CYCLE"
     SUPERSEDED = "SUPERSEDED"
     DATABASE_ERROR = "DATABASE_ERROR"
+    STRATEGY_ERROR = "STRATEGY_ERROR"
 
 
 FIELDS = (
@@ -59,6 +60,8 @@ FIELDS = (
 OPTIONAL_FIELDS = ("tenant_id",)
 MAX_DEPENDENCIES = 1000
 RESOLVES_HEADER = "mutagg-resolves"
+SETS_HEADER = "mutagg-sets"
+"""Set by `mutagg conflicts resolve --set`: the attributes whose values are chosen final values."""
 REPLAY_HEADER = "mutagg-replay-of"
 """Set by `mutagg dlq replay`: the DLQ coordinates this message was re-submitted from."""
 
@@ -114,6 +117,15 @@ class Mutation:
     """Conflict ids this mutation closes (set by `mutagg conflicts resolve`)."""
     replayed: bool = False
     """Re-submitted from the DLQ: an earlier validation rejection of its id may be revised."""
+    sets: tuple[str, ...] = ()
+    """Attributes whose value is the value they end with, also for `sum` (not a delta): the chosen
+    values of a resolution (DESIGN section 4, `manual`). Read only on a message that resolves conflicts."""
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Unpickle (a recovery snapshot); one taken before a defaulted field existed gets its default."""
+        self.sets = ()
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
     @property
     def entity_key(self) -> tuple[str, str]:
@@ -275,6 +287,7 @@ def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
         tenant_id, raw.topic, raw.partition, raw.offset, raw.timestamp_ms,
         () if no_headers else _resolves(raw),
         False if no_headers else is_dlq_replay(raw),
+        () if no_headers else _sets(raw),
     )
 
 
@@ -301,8 +314,17 @@ def _check_time_range(timestamp: datetime, kafka_timestamp_ms: int) -> None:
 
 
 def _resolves(raw: RawMessage) -> tuple[str, ...]:
+    return _header_list(raw, RESOLVES_HEADER)
+
+
+def _sets(raw: RawMessage) -> tuple[str, ...]:
+    """Chosen values count only on a resolution: an edge node's own message always sends deltas."""
+    return _header_list(raw, SETS_HEADER) if _resolves(raw) else ()
+
+
+def _header_list(raw: RawMessage, header: str) -> tuple[str, ...]:
     for name, value in raw.headers:
-        if name == RESOLVES_HEADER and value:
+        if name == header and value:
             try:
                 return tuple(part for part in value.decode("utf-8").split(",") if part)
             except UnicodeDecodeError:

@@ -133,3 +133,19 @@ def test_manual_conflict_is_held_then_resolved_through_the_pipeline(settings):
     resolutions = query(settings, "SELECT mutation_id, status FROM mutation_log WHERE mutation_id LIKE '%:resol%'")
     assert dict(resolutions) == {"u2:resolution:1": "APPLIED", "u4:resolution:1": "APPLIED"}
     assert mutagg(settings, "conflicts", "resolve", by_mutation["u2"], "--reject", check=False).returncode == 2
+
+
+def test_a_chosen_value_of_a_sum_attribute_is_the_value_it_ends_with(settings):
+    """`--set balance=100` on a `sum` attribute: 100, not 100 added (DESIGN section 4, issue 16 point 7)."""
+    produce(settings, [
+        mutation("c1", "shop-1", "customer", "C9", "CREATE", {"notes": "a", "balance": "40"}, 0),
+        mutation("u1", "shop-1", "customer", "C9", "UPDATE", {"notes": "b", "balance": "5"}, 1),
+        mutation("u2", "van-3", "customer", "C9", "UPDATE", {"notes": "c", "balance": "7"}, 1),  # held
+    ])
+    run_job(settings)
+    assert query(settings, "SELECT balance, notes, version FROM customer WHERE id = 'C9'")[0] == (45, "b", 2)
+    (line,) = mutagg(settings, "conflicts", "list", "--status", "OPEN").stdout.splitlines()
+    mutagg(settings, "conflicts", "resolve", line.split()[0], "--set", "balance=100", "--set", "notes=settled")
+    run_job(settings)
+    assert query(settings, "SELECT balance, notes, version FROM customer WHERE id = 'C9'")[0] == (100, "settled", 3)
+    assert query(settings, "SELECT status FROM conflicts WHERE mutation_id = 'u2'") == [("MANUALLY_RESOLVED",)]
