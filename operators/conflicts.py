@@ -57,8 +57,6 @@ class Decision:
     written: tuple[str, ...] = field(default=())
     priority: int | None = None
     """The mutation's adjusted priority (None for an item never decided against an entity)."""
-    detail: str | None = None
-    """Why it failed, for the ledger's `detail` (e.g. the error of a custom strategy)."""
 
 
 @dataclass(slots=True)
@@ -213,9 +211,7 @@ def _update(
         if attribute.strategy == "manual":
             held.append(name)
             continue
-        resolution = resolve(
-            attribute.strategy, mutation, priority, name, incoming, state, custom, entity_type.foreign_priority
-        )
+        resolution = resolve(attribute.strategy, mutation, priority, name, incoming, state, custom)
         if resolution.winner == "incoming":
             writes[name] = incoming_value
         elif resolution.winner == "merged":
