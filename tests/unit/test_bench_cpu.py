@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -27,11 +31,28 @@ def test_process_times_survive_a_command_name_with_spaces_and_parentheses():
     assert process_times(text) == (4242, pytest.approx(5.0), pytest.approx(8.0))
 
 
-def test_own_stat_parses_to_this_process_parent():
+def _own_stat() -> tuple[int, float, float]:
     with open("/proc/self/stat") as handle:
-        parent, own, reaped = process_times(handle.read())
+        return process_times(handle.read())
+
+
+def _spin(seconds: float) -> None:
+    began = time.process_time()
+    while time.process_time() - began < seconds:
+        pass
+
+
+def test_own_stat_counts_cpu_burnt_here_as_own_and_in_a_reaped_child_as_reaped():
+    parent, own_before, reaped_before = _own_stat()
     assert parent == os.getppid()
-    assert own >= 0 and reaped >= 0
+    _spin(0.3)
+    _, own_spun, reaped_spun = _own_stat()
+    assert own_spun - own_before >= 0.25, (own_before, own_spun)  # ticks: 10 ms granularity
+    assert reaped_spun == reaped_before
+    subprocess.run([sys.executable, "-c", f"import time\n{inspect.getsource(_spin)}\n_spin(0.4)"], check=True)
+    _, own_after, reaped_after = _own_stat()
+    assert reaped_after - reaped_spun >= 0.35, (reaped_spun, reaped_after)  # the child's, once waited for
+    assert own_after - own_spun < 0.2, (own_spun, own_after)  # waiting costs this process next to nothing
 
 
 def _report() -> Report:
