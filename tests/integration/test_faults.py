@@ -75,8 +75,9 @@ def test_unreachable_postgres_at_startup_exits_non_zero_after_the_deadline(setti
     assert "waiting for PostgreSQL" in result.stderr
 
 
-def _run_through(settings, disturb) -> None:
-    """Run the job over a log while `disturb()` runs in parallel; it must finish correctly."""
+def _run_through(settings, disturb) -> list[dict]:
+    """Run the job over a log while `disturb()` runs in parallel; it must finish correctly.
+    Returns the job's log lines, for the caller to show that the job saw the disturbance."""
     produce(settings, Workload(seed=43).generate(6000))
     reference = variant(settings)
     run_job(reference)
@@ -88,25 +89,36 @@ def _run_through(settings, disturb) -> None:
     disturber = threading.Thread(target=disturb)
     disturber.start()
     try:
-        assert job.wait(240) == 0, job.stderr.read()[-3000:]
+        stderr = job.communicate(timeout=240)[1]  # read while it runs: a full pipe would stall the job
+        assert job.returncode == 0, stderr[-3000:]
     finally:
         disturber.join()
         if job.poll() is None:
             job.send_signal(signal.SIGKILL)
     assert dump_database(settings) == dump_database(reference)
     acks_agree_with_ledger(settings)
+    return [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def _waited_for(lines: list[dict], what: str) -> list[dict]:
+    """The job's retries of `what` (its "waiting for ..." warnings)."""
+    return [line for line in lines if line["msg"] == f"waiting for {what}"]
 
 
 def test_connections_cut_mid_transaction(settings):
+    terminated: list[bool] = []
+
     def cut() -> None:
         with psycopg.connect(settings.database_url, autocommit=True) as connection:
             for _ in range(5):
-                connection.execute(
+                terminated.extend(row[0] for row in connection.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mutagg-committer'"
-                )
+                ))
                 time.sleep(0.3)  # spacing between cuts, so several land mid-batch
 
-    _run_through(settings, cut)
+    lines = _run_through(settings, cut)
+    assert any(terminated), "no committer connection was cut: the job finished before the fault"
+    assert _waited_for(lines, "PostgreSQL"), "the job never noticed a cut connection"
 
 
 def test_postgres_restarted_while_a_batch_is_in_flight(settings):
@@ -115,7 +127,8 @@ def test_postgres_restarted_while_a_batch_is_in_flight(settings):
         time.sleep(2)  # the outage itself (how long the database stays down), not a wait
         subprocess.run([*SERVICES, "start", "postgres"], check=True, capture_output=True)
 
-    _run_through(settings, restart)
+    lines = _run_through(settings, restart)
+    assert _waited_for(lines, "PostgreSQL"), "the job never noticed the database was down"
 
 
 def test_kafka_broker_stopped_and_started(settings):
@@ -124,4 +137,6 @@ def test_kafka_broker_stopped_and_started(settings):
         time.sleep(3)  # the outage itself (how long the broker stays down), not a wait
         subprocess.run([*SERVICES, "start", "kafka"], check=True, capture_output=True)
 
-    _run_through(settings, restart)
+    lines = _run_through(settings, restart)
+    refused = [line for line in lines if line["logger"] == "librdkafka" and "Connection refused" in line["msg"]]
+    assert refused, "the job never noticed the broker was down"
