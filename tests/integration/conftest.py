@@ -23,7 +23,7 @@ from operators.strategies import CUSTOM_STRATEGIES
 from schemas.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.integration
+# Every test here is marked `integration` by tests/conftest.py (a `pytestmark` here would mark nothing).
 
 
 @pytest.fixture(scope="session")
