@@ -12,6 +12,7 @@ import psycopg
 from bytewax.errors import BytewaxRuntimeError
 
 from mutagg import logs, roles, security
+from mutagg.migrate import MIGRATE_HINT, NotMigrated, require_migrated
 from mutagg.settings import Settings, load_settings
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.errors import MutaggError
@@ -25,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML settings file (also MUTAGG_CONFIG)")
     parser.add_argument("--kafka-bootstrap", dest="kafka_bootstrap")
     parser.add_argument("--database-url", dest="database_url")
+    parser.add_argument("--schema", help="PostgreSQL schema of the tables (also MUTAGG_SCHEMA)")
     parser.add_argument("--registry")
     parser.add_argument("--recovery-dir", dest="recovery_dir")
     parser.add_argument("--log-level", dest="log_level")
@@ -107,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {k: getattr(args, k, None) for k in (
-        "kafka_bootstrap", "database_url", "registry", "recovery_dir", "log_level", "batch_size", "window_ms",
+        "kafka_bootstrap", "database_url", "schema", "registry", "recovery_dir", "log_level", "batch_size",
+        "window_ms",
     )}
     return load_settings(args.config, overrides=overrides)
 
@@ -130,7 +133,8 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _report(exc: MutaggError) -> int:
-    log.error(str(exc), extra={"error_type": type(exc).__name__})
+    if not isinstance(exc, NotMigrated):  # that one says all in one line
+        log.error(str(exc), extra={"error_type": type(exc).__name__})
     print(f"mutagg: {type(exc).__name__}: {exc}", file=sys.stderr)
     return EXIT_CODES.get(type(exc).__name__, 2)
 
@@ -148,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(cause, MutaggError):
             return _report(cause)
         raise
+    except psycopg.errors.UndefinedTable as exc:  # a command not checked up front: still one line
+        return _report(NotMigrated(f"the database is not migrated ({exc.diag.message_primary}); {MIGRATE_HINT}"))
     except psycopg.OperationalError as exc:
         failure = security.database_failure(exc, settings.database_url)  # credentials, certificate
         if failure is not None:
@@ -156,12 +162,23 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CODES["ServiceUnavailable"]
 
 
+_NEEDS_TABLES = {("conflicts", None), ("status", None), ("roles", None), ("dlq", "replay"),
+                 ("audit", "export")}
+"""Commands that read or write the job's tables: on an unmigrated database they say so first
+(`run` too, once its services answer)."""
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
+    if {(args.command, None), (args.command, getattr(args, "action", None))} & _NEEDS_TABLES:
+        require_migrated(settings.database_url)
     if args.command == "migrate":
         from mutagg.migrate import migrate
 
         with psycopg.connect(settings.database_url) as connection:
+            if settings.schema:  # the schema asked for is created here, not by hand
+                connection.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    psycopg.sql.Identifier(settings.schema)))
             done = migrate(connection, registry)
         print("\n".join(done) or "schema up to date")
         if args.grant_to:
@@ -182,6 +199,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         addresses = args.addresses.split(",") if args.addresses else None
         security.preflight(settings)  # rejected credentials or certificates fail now, with their cause
+        require_migrated(settings.database_url, settings.service_deadline_s)
         runner.run(settings, args.until_idle, args.workers, args.process_id, addresses)
         return 0
     if args.command == "conflicts":

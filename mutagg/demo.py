@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
@@ -19,21 +18,20 @@ from mutagg import runner
 from mutagg.migrate import migrate
 from mutagg.producer import produce
 from mutagg.report import format_summary, summary
-from mutagg.settings import Settings, with_overrides
+from mutagg.settings import Settings, url_with_schema, with_overrides  # noqa: F401 (tests, bench import it here)
 from mutagg.topics import create_topics
 from mutagg.workload import Workload, fleet_workload
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.registry import load_registry
 
 SERVICES_SCRIPT = Path(__file__).resolve().parent.parent / "services" / "services.sh"
+DEMO_SCHEMA = "demo"
 
 
-def url_with_schema(url: str, schema: str) -> str:
-    """The same database URL with `search_path` set to `schema`."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
-    query.append(("options", f"-c search_path={schema}"))
-    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+def status_command() -> str:
+    """The command that shows the demo's results, spelled as this `mutagg` was started."""
+    program = sys.argv[0] if Path(sys.argv[0]).name == "mutagg" else "mutagg"
+    return f"MUTAGG_SCHEMA={DEMO_SCHEMA} {program} status"
 
 
 def reset_schema(database_url: str, schema: str) -> None:
@@ -49,11 +47,11 @@ def demo(
         print("Starting local Kafka and PostgreSQL ...", file=out, flush=True)
         subprocess.run(["bash", str(SERVICES_SCRIPT), "start"], check=True)
     stamp = time.strftime("%Y%m%d%H%M%S")
-    schema = "demo"
+    schema = DEMO_SCHEMA  # never MUTAGG_SCHEMA: the demo drops its schema first
     reset_schema(settings.database_url, schema)
     settings = with_overrides(
         settings,
-        database_url=url_with_schema(settings.database_url, schema),
+        schema=schema,
         topic_mutations=f"demo-{stamp}.edge.mutations",
         topic_dlq=f"demo-{stamp}.edge.mutations.dlq",
         topic_status=f"demo-{stamp}.edge.mutation-status",
@@ -75,4 +73,5 @@ def demo(
     print(format_summary(report, stats.elapsed, stats.messages, stats.dead_lettered), file=out)
     print(f"(acknowledgements on {settings.topic_status}; rejects on {settings.topic_dlq}; "
           f"tables in schema '{schema}')", file=out)
+    print(f"See the results again with: {status_command()}", file=out)
     return {"report": report, "stats": stats, "settings": settings, "produced": len(messages)}

@@ -7,11 +7,41 @@ import logging
 import psycopg
 
 from schemas import ddl
-from schemas.errors import RegistryError
+from schemas.errors import MutaggError, RegistryError
 from schemas.registry import Registry
 from schemas.values import SQL_TYPES
 
 log = logging.getLogger(__name__)
+
+MIGRATE_HINT = "run `mutagg migrate` (with the same MUTAGG_SCHEMA / database URL) first"
+
+
+class NotMigrated(MutaggError):
+    """The database has no mutagg tables where the settings point, or older ones."""
+
+
+def require_migrated(database_url: str, deadline_s: float | None = None) -> None:
+    """Raise `NotMigrated` (one line that names `mutagg migrate`) unless the schema the URL
+    selects holds the job's tables at this release's schema version. With `deadline_s`, an
+    unreachable database is waited for (`mutagg run`); without, it fails at once."""
+    from sinks.database import connect
+
+    opened = connect(database_url, deadline_s, "mutagg-preflight") if deadline_s else psycopg.connect(
+        database_url, connect_timeout=10)
+    with opened as connection:
+        schema, search_path, ledger, marker = connection.execute(
+            "SELECT current_schema(), current_setting('search_path'), "
+            "to_regclass('mutation_log') IS NOT NULL, to_regclass('mutagg_schema') IS NOT NULL"
+        ).fetchone()
+        where = f"schema {schema!r}" if schema else f"search_path {search_path!r} (no such schema)"
+        if not (ledger and marker):
+            raise NotMigrated(f"the database is not migrated: {where} has no mutagg tables; {MIGRATE_HINT}")
+        row = connection.execute("SELECT max(version) FROM mutagg_schema").fetchone()
+    if row[0] is None or row[0] < ddl.SCHEMA_VERSION:
+        raise NotMigrated(
+            f"the database is migrated to version {row[0]}, this release needs {ddl.SCHEMA_VERSION} "
+            f"({where}); {MIGRATE_HINT}"
+        )
 
 # information_schema.columns.data_type for each registry type
 _INFO_TYPES = {

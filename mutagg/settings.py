@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import yaml
 
@@ -20,6 +22,9 @@ DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "schemas" / "example
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:19092"
     database_url: str = "postgresql://postgres@127.0.0.1:15432/mutagg"
+    # The PostgreSQL schema of every table (MUTAGG_SCHEMA); folded into `database_url` as its
+    # search_path when the settings are loaded. None: the URL's own search_path, or the server's.
+    schema: str | None = None
     registry: str = str(DEFAULT_REGISTRY)
     audit_uri: str = "audit"
     topic_mutations: str = "edge.mutations"
@@ -61,7 +66,7 @@ class Settings:
         env = {}
         for variable, name in _ENV.items():
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and name != "schema":  # the database URL carries it
                 env[variable] = str(value)
         return env
 
@@ -76,6 +81,7 @@ class Settings:
 _ENV = {
     "MUTAGG_KAFKA_BOOTSTRAP": "kafka_bootstrap",
     "MUTAGG_DATABASE_URL": "database_url",
+    "MUTAGG_SCHEMA": "schema",
     "MUTAGG_REGISTRY": "registry",
     "MUTAGG_AUDIT_URI": "audit_uri",
     "MUTAGG_TOPIC_MUTATIONS": "topic_mutations",
@@ -104,7 +110,7 @@ _ENV = {
 }
 
 _OPTIONAL = (
-    "recovery_dir", "fault_point", "kafka_security_protocol", "kafka_sasl_mechanism",
+    "schema", "recovery_dir", "fault_point", "kafka_security_protocol", "kafka_sasl_mechanism",
     "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file",
 )
 
@@ -179,8 +185,32 @@ def load_settings(
     if settings.event_time_lead_s < 0:
         raise ConfigError(f"event_time_lead_s must be >= 0 (0: off), not {settings.event_time_lead_s}")
     kafka_security_config(settings)  # inconsistent Kafka security settings fail here, not at first use
-    return settings
+    return _in_schema(settings)
 
 
 def with_overrides(settings: Settings, **changes: Any) -> Settings:
-    return replace(settings, **{k: v for k, v in changes.items() if v is not None})
+    changed = replace(settings, **{k: v for k, v in changes.items() if v is not None})
+    return _in_schema(changed) if changes.get("schema") is not None else changed
+
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def _in_schema(settings: Settings) -> Settings:
+    """`settings` with the schema setting folded into the database URL (every command then uses it)."""
+    if settings.schema is None:
+        return settings
+    if not _SCHEMA_NAME.fullmatch(settings.schema):
+        raise ConfigError(f"schema {settings.schema!r} must be a plain identifier (letters, digits, _)")
+    return replace(settings, database_url=url_with_schema(settings.database_url, settings.schema))
+
+
+def url_with_schema(url: str, schema: str) -> str:
+    """The same database URL with `search_path` set to `schema` (other `options` kept)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    options = " ".join(value for key, value in query if key == "options")
+    options = re.sub(r"-c\s*search_path=\S*", "", options).strip()
+    query = [(key, value) for key, value in query if key != "options"]
+    query.append(("options", f"{options} -c search_path={schema}".strip()))
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
