@@ -78,13 +78,12 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.batch_size = settings.batch_size
         self.window = timedelta(milliseconds=settings.window_ms)
         timeout_ms = int(settings.dependency_timeout_s * 1000)
+        partitions = frozenset((settings.topic_mutations, p) for p in runtime.input_partitions)
         if state is None:
-            self.sequencer = Sequencer(dependency_timeout_ms=timeout_ms)
-            self.rejections: list[Rejection] = []
+            self.sequencer = Sequencer(dependency_timeout_ms=timeout_ms, partitions=partitions)
             self.next_offsets: dict[tuple[str, int], int] = {}
         else:
-            self.sequencer = Sequencer.restore(state.waiting, timeout_ms)
-            self.rejections = list(state.rejections)
+            self.sequencer = Sequencer.restore(state.waiting, timeout_ms, state.rejections, partitions)
             self.next_offsets = dict(state.next_offsets)
         self.window_closes: datetime | None = None
         self.recorded_offsets: Offsets = {}
@@ -99,9 +98,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         for chunk in values:
             # The chunk's event time, not each record's (capped by the read time when
             # MUTAGG_EVENT_TIME_LEAD_S is set; otherwise the same value: the chunk's maximum).
-            self.sequencer.add(chunk.mutations, observe=False)
+            self.sequencer.admit(chunk.mutations, chunk.rejections)
             self.sequencer.observe(chunk.topic, chunk.partition, chunk.event_time_ms)
-            self.rejections.extend(chunk.rejections)
             if chunk.next_offset is not None:
                 self.next_offsets[(chunk.topic, chunk.partition)] = chunk.next_offset
             self.fresh += len(chunk.mutations) + len(chunk.rejections)
@@ -128,9 +126,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
 
     def notify_at(self) -> datetime | None:
         now = datetime.now(UTC)
-        if self.fresh or self.rejections:
+        if self.fresh or self.sequencer.rejections:
             self._flush_at = self.window_closes or now
-        elif self.sequencer.waiting:
+        elif self.sequencer.holding:
             self._flush_at = self._flush_at or now + max(self.window, WAITING_CHECK)
         else:
             self._flush_at = None
@@ -142,7 +140,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def snapshot(self) -> ApplyState:
         # What the snapshot no longer holds must be acknowledged before it is taken.
         self._settle()
-        return ApplyState(self.sequencer.snapshot(), list(self.rejections), dict(self.next_offsets))
+        return ApplyState(self.sequencer.snapshot(), list(self.sequencer.rejections), dict(self.next_offsets))
 
     def flush(self, at_end: bool) -> list[BatchReport]:
         """Commit everything that may go now, in batches, and acknowledge it."""
@@ -153,8 +151,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         release = self._release(at_end)
         self.runtime.stats.deferred.update(release.deferred)
         self.runtime.metrics.record_deferrals(release.deferred)
-        items = [*self.rejections, *(Unmet(m, r) for m, r in release.rejected), *release.ready]
-        self.rejections = []
+        items = [*release.invalid, *(Unmet(m, r) for m, r in release.rejected), *release.ready, *release.copies]
         return reports + self._commit(items)
 
     def _release(self, at_end: bool):
@@ -162,20 +159,21 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         unknown = sequencer.unknown_dependencies()
         if unknown:
             # On the commit thread: the committer's connection is its own (this waits for the batches in flight).
-            sequencer.mark_decided(self.runtime.commits.submit(self.runtime.committer.decided, unknown).result())
-        sequencer.mark_decided(r.mutation_id for r in self.rejections if r.mutation_id)
+            sequencer.learn_decided(self.runtime.commits.submit(self.runtime.committer.decided, unknown).result())
         return sequencer.release(at_end_of_input=at_end, node_budget=self.node_budget)
 
     def _hold(self, items: list) -> None:
         """Put released but uncommitted items back, ahead of what waits (entity order is kept),
         so the snapshot and the recorded resume offsets still cover them."""
-        self.rejections = [i for i in items if isinstance(i, Rejection)] + self.rejections
-        held = [i.mutation if isinstance(i, Unmet) else i for i in items if not isinstance(i, Rejection)]
-        self.sequencer.waiting = held + self.sequencer.waiting
+        self.sequencer.hold([i.mutation if isinstance(i, Unmet) else i for i in items])
 
     def _held_offsets(self) -> Offsets:
         """Lowest offsets of what this step holds uncommitted, else the next to read."""
-        return merge_lowest(self.next_offsets, lowest_offsets(self.sequencer.waiting), lowest_offsets(self.rejections))
+        sequencer = self.sequencer
+        return merge_lowest(
+            self.next_offsets, lowest_offsets(sequencer.waiting), lowest_offsets(sequencer.rejections),
+            lowest_offsets(sequencer.copies),
+        )
 
     def _resume_offsets(self, held: Offsets, uncommitted: Offsets | None = None) -> Offsets:
         """Where a restart without recovery data resumes: before anything uncommitted (held,

@@ -24,6 +24,7 @@ from sinks.faults import FaultInjector
 from sinks.outcomes import Outcome
 from sinks.postgres import PostgresCommitter
 from sinks.speculation import Speculator
+from sources.kafka import list_partitions
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Runtime:
         self.stopping = threading.Event()  # set by SIGTERM: stop reading, finish the batch, exit 0
         self._lock = threading.Lock()
         self._committer: PostgresCommitter | None = None
+        self._input_partitions: list[int] | None = None
         self._acks: AckProducer | None = None
         self._audit: AuditExporter | None = None
         self._after_commit: AfterCommit | None = None
@@ -68,6 +70,18 @@ class Runtime:
         self.metrics = JobMetrics(t.name for t in registry)
         self._batch_numbers = itertools.count(1)
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+
+    @property
+    def input_partitions(self) -> list[int]:
+        """The input topic's partitions, read once: each one holds event time back until it has
+        shown its own (operators/sequencer.py)."""
+        with self._lock:
+            if self._input_partitions is None:
+                settings = self.settings
+                self._input_partitions = list_partitions(
+                    settings.kafka_client_config(), settings.topic_mutations, settings.service_deadline_s
+                )
+            return self._input_partitions
 
     @property
     def committer(self) -> PostgresCommitter:

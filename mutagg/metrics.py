@@ -50,6 +50,9 @@ class JobMetrics:
         self.messages = Counter(
             "mutagg_messages", "Messages acknowledged, by kind (decided, replayed, duplicate)",
             ["kind"], registry=r)
+        self.reused_ids = Counter(
+            "mutagg_reused_ids", "Duplicates whose id was first read in another partition: an id a client "
+            "reused for another entity (recorded in mutation_duplicates with content_differs)", registry=r)
         self.latency = Histogram(
             "mutagg_end_to_end_latency_seconds", "From the edge timestamp or the Kafka timestamp to commit",
             ["since", "entity_type"], buckets=LATENCY_BUCKETS, registry=r)
@@ -126,6 +129,7 @@ class JobMetrics:
         by_kind: Tally = Tally()
         by_reason: Tally = Tally()
         by_status: Tally = Tally()
+        reused = 0
         new_conflicts: list[str] = []
         latencies: dict[tuple[str, str], list[float]] = defaultdict(list)
         for outcome in outcomes:
@@ -134,6 +138,8 @@ class JobMetrics:
                 by_reason[outcome.source.code] += 1
             if outcome.kind == "replayed":
                 continue
+            if outcome.reused:
+                reused += 1
             entity = self.entity_label(outcome.entity_type)
             by_status[(entity, "DUPLICATE" if outcome.kind == "duplicate" else outcome.status)] += 1
             if outcome.kind != "decided":
@@ -143,6 +149,8 @@ class JobMetrics:
                 latencies[(since, entity)].append(seconds)
         for (since, entity), values in latencies.items():
             observe_many(self._latency_child(since, entity), values)
+        if reused:
+            self.reused_ids.inc(reused)
         for kind, count in by_kind.items():
             self.messages.labels(kind).inc(count)
         for reason, count in by_reason.items():

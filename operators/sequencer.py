@@ -1,9 +1,18 @@
 """Release held mutations in an order that respects both per-entity offset order
-and declared dependencies (DESIGN section 4, "Dependencies order commits").
+and declared dependencies (DESIGN section 4, "Dependencies order commits" and
+"Duplicates").
 
-Pure: the caller tells it which ids are decided (committed, or found in the
-ledger) and when the input has ended; it answers which mutations may go next
-and which must be rejected (`MISSING_DEPENDENCY`, `DEPENDENCY_CYCLE`).
+Pure: the caller hands it each chunk's mutations and rejections as read, tells it
+which ids are decided (handed to the committer, or found in the ledger) and when
+the input has ended; it answers what may be committed next, in which order, and
+what must be rejected (`MISSING_DEPENDENCY`, `DEPENDENCY_CYCLE`).
+
+Every verdict is a property of the log alone, never of how far each partition was
+read: D satisfies a dependency of M iff a message with D's id has a Kafka timestamp
+<= M's + the timeout; M is rejected for a missing dependency only once no message
+that could satisfy it can still arrive (every input partition, including those not
+read yet, has shown event time past that limit, or the input has ended), and only
+once it can no longer turn out to be on a cycle, which takes precedence.
 """
 
 from __future__ import annotations
@@ -12,19 +21,37 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from schemas.mutation import Mutation, Reason
+from schemas.mutation import Mutation, Reason, Rejection
 
 EntityKey = tuple[str, str]
+PartitionKey = tuple[str, int]
+Copy = Mutation | Rejection
+NOT_SHOWN = -1
+"""Event time of an input partition that has shown none yet: it holds every timeout back."""
 
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """`ready` in commit order; `rejected` as (mutation, reason) pairs, decided now."""
+    """What may be committed now, in this order: `invalid` (first copies rejected on
+    validation), `rejected` (mutation, reason) pairs, `ready`, then `copies` (later copies
+    of ids whose first copy is decided by now, each answered with that decision)."""
 
     ready: list[Mutation]
     rejected: list[tuple[Mutation, str]]
     deferred: dict[str, int] = field(default_factory=dict)
     """Per edge node, how many times its budget pushed its mutations to a later round."""
+    invalid: list[Rejection] = field(default_factory=list)
+    copies: list[Copy] = field(default_factory=list)
+
+
+def _id_and_time(item: Copy) -> tuple[str | None, int]:
+    if type(item) is Mutation:
+        return item.id, item.kafka_timestamp_ms
+    return item.mutation_id, item.raw.timestamp_ms
+
+
+def _offset(item: Copy) -> int:
+    return item.offset if type(item) is Mutation else item.raw.offset
 
 
 @dataclass
@@ -33,56 +60,124 @@ class Sequencer:
 
     dependency_timeout_ms: int = 600_000
     remembered: int = 200_000
+    partitions: frozenset[PartitionKey] = frozenset()
+    """Every input partition: one that has shown no event time yet holds the watermark back."""
     waiting: list[Mutation] = field(default_factory=list)
-    partition_marks: dict[tuple[str, int], int] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+    """Messages rejected on validation that decide their id (or have none), not yet released."""
+    copies: list[Copy] = field(default_factory=list)
+    """Later copies of an id, kept out of every entity queue until the first copy is decided."""
+    partition_marks: dict[PartitionKey, int] = field(default_factory=dict)
     """Per input partition, the latest event time (Kafka timestamp) it has shown."""
-    _decided: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _taken: dict[str, int] = field(default_factory=dict)
+    """Ids held here (waiting, or a pending rejection), with their earliest Kafka timestamp."""
+    _decided: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    """Ids decided (handed to the committer, or in the ledger), with their earliest Kafka timestamp."""
 
     def add(self, mutations: Iterable[Mutation], observe: bool = True) -> None:
         """Hold `mutations`; with `observe`, each one's Kafka timestamp also counts as its
         partition's event time (the job observes whole chunks instead, see `observe`)."""
-        if not observe:
-            self.waiting.extend(mutations)
-            return
-        for mutation in mutations:
-            self.waiting.append(mutation)
-            self.observe(mutation.topic, mutation.partition, mutation.kafka_timestamp_ms)
+        mutations = list(mutations)
+        self.admit(mutations)
+        if observe:
+            for mutation in mutations:
+                self.observe(mutation.topic, mutation.partition, mutation.kafka_timestamp_ms)
+
+    def admit(self, mutations: list[Mutation], rejections: list[Rejection] = ()) -> None:
+        """Take one chunk (one partition, each list in offset order). The first copy of an id
+        decides it, valid or not; every later copy waits aside for that decision."""
+        items: Iterable[Copy] = sorted([*mutations, *rejections], key=_offset) if rejections else mutations
+        taken, decided, copies = self._taken, self._decided, self.copies
+        for item in items:
+            mutation_id, timestamp = _id_and_time(item)
+            if mutation_id is None:
+                self.rejections.append(item)  # no id to decide: it only goes to the DLQ
+                continue
+            first = taken.get(mutation_id)
+            if first is not None:
+                copies.append(item)
+                if timestamp < first:  # a copy in another partition may carry an earlier time
+                    taken[mutation_id] = timestamp
+                continue
+            first = decided.get(mutation_id)
+            # A DLQ re-submission may revise an earlier validation rejection: it is decided anew.
+            if first is not None and not (type(item) is Mutation and item.replayed):
+                copies.append(item)
+                if timestamp < first:
+                    decided[mutation_id] = timestamp
+                continue
+            taken[mutation_id] = timestamp
+            if type(item) is Mutation:
+                self.waiting.append(item)
+            else:
+                self.rejections.append(item)
 
     def observe(self, topic: str, partition: int, timestamp_ms: int) -> None:
         """A partition has shown event time `timestamp_ms` (a message, or a caught-up heartbeat)."""
         key = (topic, partition)
-        if timestamp_ms > self.partition_marks.get(key, -1):
+        if timestamp_ms > self.partition_marks.get(key, NOT_SHOWN):
             self.partition_marks[key] = timestamp_ms
 
     @property
     def watermark_ms(self) -> int:
-        """Event time every partition has reached: a dependency's timeout is judged against
-        the slowest partition, so it does not depend on how partitions were interleaved."""
-        return min(self.partition_marks.values(), default=0)
+        """Event time every input partition has shown: the slowest one's, and NOT_SHOWN while
+        any partition has shown none, so a verdict never depends on which was read first."""
+        marks = self.partition_marks
+        shown = min(marks.values(), default=NOT_SHOWN)
+        for key in self.partitions:
+            if key not in marks:
+                return NOT_SHOWN
+        return shown
+
+    @property
+    def holding(self) -> bool:
+        """Something waits here for a later release."""
+        return bool(self.waiting or self.copies)
 
     def mark_decided(self, mutation_ids: Iterable[str]) -> None:
-        """Remember ids whose decision is committed (a bounded cache; the ledger is the truth)."""
+        """Ids handed to the committer (so decided before anything released later)."""
+        taken, decided = self._taken, self._decided
         for mutation_id in mutation_ids:
-            self._decided[mutation_id] = None
-            self._decided.move_to_end(mutation_id)
-        while len(self._decided) > self.remembered:
-            self._decided.popitem(last=False)
+            timestamp = taken.pop(mutation_id, None)
+            if timestamp is None:
+                if mutation_id in decided:
+                    continue  # a copy, or an id known already
+                timestamp = 0
+            decided[mutation_id] = timestamp
+        self._forget()
+
+    def learn_decided(self, found: dict[str, int]) -> None:
+        """Ids the ledger holds, with the Kafka timestamp of their first copy."""
+        decided = self._decided
+        for mutation_id, timestamp in found.items():
+            if mutation_id not in self._taken:
+                decided[mutation_id] = min(timestamp, decided.get(mutation_id, timestamp))
+        self._forget()
+
+    def _forget(self) -> None:
+        """The cache is bounded; the ledger is the truth for what it forgets."""
+        decided = self._decided
+        while len(decided) > self.remembered:
+            decided.popitem(last=False)
 
     def is_decided(self, mutation_id: str) -> bool:
         return mutation_id in self._decided
 
     def unknown_dependencies(self) -> set[str]:
-        """Dependencies neither decided here nor waiting here: ask the ledger about these."""
-        waiting_ids = {m.id for m in self.waiting}
-        return {
-            dependency
-            for mutation in self.waiting
-            for dependency in mutation.dependencies
-            if dependency not in self._decided and dependency not in waiting_ids
-        }
+        """Ids neither decided here nor held here that a waiting mutation depends on, or that a
+        held copy repeats (after a restart its first copy may be in the ledger only): ask the
+        ledger about these."""
+        known = self._taken.keys() | self._decided.keys()
+        wanted = {d for mutation in self.waiting for d in mutation.dependencies}
+        wanted.update(mutation_id for mutation_id, _ in map(_id_and_time, self.copies))
+        return {d for d in wanted if d is not None and d not in known}
+
+    def _known_time(self, mutation_id: str) -> int | None:
+        timestamp = self._taken.get(mutation_id)
+        return self._decided.get(mutation_id) if timestamp is None else timestamp
 
     def release(self, at_end_of_input: bool = False, node_budget: int | None = None) -> Release:
-        """Take every mutation that may be committed now out of the waiting room.
+        """Take every item that may be committed now out of the waiting room.
 
         With `at_end_of_input`, nothing more can arrive: whatever still waits for a
         dependency that was never seen is rejected. With `node_budget`, the release is
@@ -91,7 +186,13 @@ class Sequencer:
         (work-conserving: everything ready is still released). Reordering never changes
         an outcome: entity order and dependencies still hold.
         """
+        invalid, self.rejections = self.rejections, []
         decided = _Decided(self._decided)  # the cache is not copied: it holds up to `remembered` ids
+        for rejection in invalid:
+            if rejection.mutation_id is not None:
+                decided.add(rejection.mutation_id)  # released first, before anything below
+        timeout = self.dependency_timeout_ms
+        known_time = self._known_time
         queues: dict[EntityKey, deque[Mutation]] = {}
         for mutation in self.waiting:
             key = (mutation.entity_type, mutation.entity_id)
@@ -126,11 +227,18 @@ class Sequencer:
                 while queue:
                     head = queue[0]
                     if head.dependencies:
-                        pending = next(
-                            (d for d in head.dependencies if d not in released and d not in cached), None
-                        )
-                        if pending is not None:
-                            waiters.setdefault(pending, []).append(key)
+                        limit = head.kafka_timestamp_ms + timeout
+                        blocked = False
+                        for dependency in head.dependencies:
+                            seen_at = known_time(dependency)
+                            if seen_at is not None and seen_at > limit:
+                                blocked = True  # too late to satisfy it: judged below
+                                break
+                            if dependency not in released and dependency not in cached:
+                                waiters.setdefault(dependency, []).append(key)
+                                blocked = True
+                                break
+                        if blocked:
                             break
                     node = head.edge_node_id
                     if node_budget is not None and taken.get(node, 0) >= node_budget:
@@ -152,40 +260,67 @@ class Sequencer:
             worklist.extend(waiters.pop(mutation.id, ()))
 
         drain()
+        watermark = self.watermark_ms
         while any(queues.values()):
-            stuck = [m for queue in queues.values() for m in queue]
-            seen = {m.id for m in stuck}
-            expired = [
-                m for m in stuck
-                if any(d not in decided and d not in seen for d in m.dependencies)
-                and (at_end_of_input or self.watermark_ms >= m.kafka_timestamp_ms + self.dependency_timeout_ms)
-            ]
-            # At the end of input every cycle is final, and is judged before the
-            # missing dependencies, as on the whole log; before the end only closed
-            # cycles are (see `_cycle_members`).
-            members = _cycle_members(queues, decided, final=at_end_of_input)
+            graph = _WaitGraph(queues, decided, known_time, timeout, watermark, at_end_of_input)
+            members = graph.cycle_members()
             for mutation in members:
                 reject(mutation, Reason.DEPENDENCY_CYCLE)
             if not members:
-                for mutation in expired:
+                missing = graph.missing()
+                for mutation in missing:
                     reject(mutation, Reason.MISSING_DEPENDENCY)
-                if not expired:
+                if not missing:
                     break
             drain()
         order = {id(m): i for i, m in enumerate(self.waiting)}
         self.waiting = sorted((m for q in queues.values() for m in q), key=lambda m: order[id(m)])
-        return Release(ready, rejected, deferred)
+        copies: list[Copy] = []
+        if self.copies:
+            kept: list[Copy] = []
+            for copy in self.copies:
+                (copies if _id_and_time(copy)[0] in decided else kept).append(copy)
+            self.copies = kept
+        return Release(ready, rejected, deferred, invalid, copies)
 
-    def snapshot(self) -> tuple[list[Mutation], dict[tuple[str, int], int]]:
-        return (list(self.waiting), dict(self.partition_marks))
+    def hold(self, items: list[Copy]) -> None:
+        """Put released but uncommitted items back, ahead of what waits (entity order is kept);
+        a copy goes back aside, so it is again released after its first copy."""
+        mutations: list[Mutation] = []
+        rejections: list[Rejection] = []
+        copies: list[Copy] = []
+        firsts: set[str] = set()
+        for item in items:
+            mutation_id, _ = _id_and_time(item)
+            if mutation_id is not None and (mutation_id in firsts or mutation_id in self._decided):
+                copies.append(item)
+                continue
+            if mutation_id is not None:
+                firsts.add(mutation_id)
+            (mutations if type(item) is Mutation else rejections).append(item)
+        self.waiting = mutations + self.waiting
+        self.rejections = rejections + self.rejections
+        self.copies = copies + self.copies
+
+    def snapshot(self) -> tuple:
+        return (list(self.waiting), dict(self.partition_marks), list(self.copies))
 
     @classmethod
     def restore(
-        cls, state: tuple[list[Mutation], dict[tuple[str, int], int]] | None, dependency_timeout_ms: int
+        cls, state: tuple | None, dependency_timeout_ms: int, rejections: Iterable[Rejection] = (),
+        partitions: Iterable[PartitionKey] = (),
     ) -> Sequencer:
-        sequencer = cls(dependency_timeout_ms=dependency_timeout_ms)
+        """From `snapshot` (a snapshot taken before copies were kept aside has two parts)."""
+        sequencer = cls(dependency_timeout_ms=dependency_timeout_ms, partitions=frozenset(partitions))
         if state is not None:
-            sequencer.waiting, sequencer.partition_marks = list(state[0]), dict(state[1])
+            waiting, marks, *rest = state
+            sequencer.partition_marks = dict(marks)
+            copies = rest[0] if rest else []
+            # Re-admitted in their order: ids are taken again, and copies go aside again.
+            sequencer.admit(list(waiting))
+            sequencer.copies.extend(copies)
+        for rejection in rejections:
+            sequencer.admit([], [rejection])
         return sequencer
 
 
@@ -194,7 +329,7 @@ class _Decided:
 
     __slots__ = ("before", "now")
 
-    def __init__(self, before: OrderedDict[str, None]):
+    def __init__(self, before: OrderedDict[str, int]):
         self.before = before
         self.now: set[str] = set()
 
@@ -205,55 +340,83 @@ class _Decided:
         self.now.add(mutation_id)
 
 
-def _cycle_members(
-    queues: dict[EntityKey, deque[Mutation]], decided: _Decided, final: bool = False
-) -> list[Mutation]:
-    """Waiting mutations on a dependency cycle that can never resolve.
+class _WaitGraph:
+    """What still waits, as a graph: each mutation waits for its predecessor on its entity
+    and for each dependency that satisfies it (in time) and is itself waiting.
 
-    Edges: a mutation waits for each undecided dependency that is itself waiting,
-    and for its predecessor on the same entity. A member is rejected only if it
-    declared a dependency inside its cycle (an entity predecessor alone is innocent).
-    A cycle is only judged once it is closed: nothing in or after it still waits for
-    a mutation not yet seen (which could join it), so the verdict does not depend on
-    how much of the log had arrived.
+    A dependency is *missing* for M once every partition has shown event time past M's Kafka
+    timestamp + the timeout (or the input ended) and no message with its id stamped within
+    that limit was seen (DESIGN section 4: only then may M be rejected).
+    An unseen dependency that can still come makes M *open*, and so is everything that waits
+    on M: a message still to come could close a cycle through it.
     """
-    nodes: dict[str, Mutation] = {}
-    edges: dict[str, list[str]] = {}
-    for queue in queues.values():
-        previous: Mutation | None = None
-        for mutation in queue:
-            nodes.setdefault(mutation.id, mutation)
-            edges.setdefault(mutation.id, [])
-            if previous is not None and previous.id != mutation.id:
-                edges[mutation.id].append(previous.id)
-            previous = mutation
-    waiting_on_unseen: list[str] = []
-    reverse: dict[str, list[str]] = {node: [] for node in nodes}
-    for mutation_id, mutation in nodes.items():
-        for dependency in mutation.dependencies:
-            if dependency in nodes:
-                edges[mutation_id].append(dependency)
-            elif dependency not in decided:
-                waiting_on_unseen.append(mutation_id)
-        for successor in edges[mutation_id]:
-            reverse[successor].append(mutation_id)
-    open_nodes = set(waiting_on_unseen)
-    frontier = list(waiting_on_unseen)
-    while frontier:
-        for predecessor in reverse[frontier.pop()]:
-            if predecessor not in open_nodes:
-                open_nodes.add(predecessor)
-                frontier.append(predecessor)
-    members: list[Mutation] = []
-    for component in _strongly_connected(edges):
-        inside = set(component)
-        if len(component) < 2 or (inside & open_nodes and not final):
-            continue
-        for mutation_id in component:
-            mutation = nodes[mutation_id]
-            if any(d in inside for d in mutation.dependencies):
-                members.append(mutation)
-    return members
+
+    def __init__(
+        self, queues: dict[EntityKey, deque[Mutation]], decided: _Decided, known_time, timeout: int,
+        watermark: int, final: bool,
+    ):
+        nodes: dict[str, Mutation] = {}
+        for queue in queues.values():
+            for mutation in queue:
+                nodes[mutation.id] = mutation
+        self.nodes = nodes
+        self.edges: dict[str, list[str]] = {}
+        self.declared: dict[str, set[str]] = {}
+        self.lacking: list[Mutation] = []
+        seeds: list[str] = []
+        for queue in queues.values():
+            previous: Mutation | None = None
+            for mutation in queue:
+                edges = self.edges[mutation.id] = [previous.id] if previous is not None else []
+                previous = mutation
+                limit = mutation.kafka_timestamp_ms + timeout
+                declared: set[str] = set()
+                lacking = possible = False
+                past = final or watermark > limit  # no message stamped in time can still come
+                for dependency in mutation.dependencies:
+                    seen_at = known_time(dependency)
+                    if seen_at is not None and seen_at > limit:
+                        lacking = lacking or past  # seen, but too late to satisfy it
+                    elif dependency in nodes:
+                        edges.append(dependency)
+                        declared.add(dependency)
+                    elif dependency in decided:
+                        continue
+                    elif past:
+                        lacking = True
+                    else:
+                        possible = True
+                self.declared[mutation.id] = declared
+                if lacking:
+                    self.lacking.append(mutation)
+                if possible:
+                    seeds.append(mutation.id)
+        reverse: dict[str, list[str]] = {node: [] for node in nodes}
+        for node, successors in self.edges.items():
+            for successor in successors:
+                reverse[successor].append(node)
+        self.open: set[str] = set(seeds)
+        frontier = list(seeds)
+        while frontier:
+            for predecessor in reverse[frontier.pop()]:
+                if predecessor not in self.open:
+                    self.open.add(predecessor)
+                    frontier.append(predecessor)
+
+    def cycle_members(self) -> list[Mutation]:
+        """Mutations on a closed cycle that declared a dependency inside it (a mutation held
+        there only by its entity predecessor is innocent, and goes on once they are rejected)."""
+        members: list[Mutation] = []
+        for component in _strongly_connected(self.edges):
+            inside = set(component)
+            if len(component) < 2 or inside & self.open:
+                continue
+            members += [self.nodes[m] for m in component if self.declared[m] & inside]
+        return members
+
+    def missing(self) -> list[Mutation]:
+        """Mutations with a missing dependency that no message still to come can put on a cycle."""
+        return [m for m in self.lacking if m.id not in self.open]
 
 
 def _strongly_connected(edges: dict[str, list[str]]) -> list[list[str]]:

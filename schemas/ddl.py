@@ -112,6 +112,8 @@ CREATE TABLE IF NOT EXISTS mutation_duplicates (
     seen_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (kafka_topic, kafka_partition, kafka_offset)
 );
+-- An id first read in another partition (another entity): a client reused it (DESIGN section 4).
+ALTER TABLE mutation_duplicates ADD COLUMN IF NOT EXISTS content_differs boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS source_offsets (
     kafka_topic text NOT NULL,
     kafka_partition integer NOT NULL,

@@ -45,6 +45,8 @@ class Outcome:
     conflict_ids: tuple[str, ...]
     batch_id: str | None
     processed_at: str
+    reused: bool = False
+    """A duplicate whose first copy was read in another partition: an id reused for another entity."""
 
 
 def item_id(item: Item) -> str | None:
@@ -95,7 +97,7 @@ def from_ledger(source: Mutation | Rejection, entry: LedgerEntry, kind: str, now
         entity_type=entry.entity_type,
         entity_id=entry.entity_id,
         version=entry.version,
-        edge_node_id=entry.edge_node_id,
+        edge_node_id=source.edge_node_id,  # a copy is acknowledged to its own node (DESIGN section 4)
         conflict_ids=entry.conflict_ids,
         batch_id=entry.batch_id,
         processed_at=entry.decided_at.isoformat() if entry.decided_at else now,
@@ -103,8 +105,9 @@ def from_ledger(source: Mutation | Rejection, entry: LedgerEntry, kind: str, now
 
 
 def again(source: Mutation | Rejection, first: Outcome) -> Outcome:
+    """A later copy in the same batch: the first copy's decision, acknowledged to the copy's own node."""
     return Outcome(
         source, "duplicate", first.mutation_id, first.status, first.reason, first.entity_type,
-        first.entity_id, first.version, first.edge_node_id, first.conflict_ids, first.batch_id,
+        first.entity_id, first.version, source.edge_node_id, first.conflict_ids, first.batch_id,
         first.processed_at,
     )

@@ -83,6 +83,7 @@ def make_logic():
             metrics=SimpleNamespace(record_deferrals=lambda deferred: None),
             stopping=threading.Event(),
             run_id="run",
+            input_partitions=[0],
             next_batch_id=lambda: f"b{next(numbers)}",
         )
         runtime.handled = handled

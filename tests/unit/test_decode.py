@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
@@ -26,7 +27,10 @@ VALID = {
 
 def raw(document, key: bytes | None = b"customer:C1") -> RawMessage:
     value = document if isinstance(document, bytes) else orjson.dumps(document)
-    return RawMessage("edge.mutations", 2, 41, key, value, 1_790_000_000_000)
+    return RawMessage("edge.mutations", 2, 41, key, value, KAFKA_MS)
+
+
+KAFKA_MS = 1_800_000_000_000  # 2027-01-15T08:00:00Z: after VALID's edge timestamp
 
 
 def test_valid_mutation_is_typed_and_coerced():
@@ -53,7 +57,6 @@ def test_valid_mutation_is_typed_and_coerced():
         ({"attributes": {"customer_since": "2026-13-01"}}, Reason.INVALID_ATTRIBUTE_VALUE),
         ({"base_version": -1}, Reason.INVALID_FIELD),
         ({"base_version": True}, Reason.INVALID_FIELD),
-        ({"operation_type": "CREATE"}, Reason.INVALID_FIELD),  # CREATE needs base_version 0
         ({"operation_type": "DELETE"}, Reason.INVALID_FIELD),  # DELETE needs empty attributes
         ({"timestamp": "2026-11-26T10:00:00"}, Reason.INVALID_FIELD),  # no offset
         ({"timestamp": "yesterday"}, Reason.INVALID_FIELD),
@@ -162,3 +165,23 @@ def test_any_kafka_timestamp_decodes_without_raising(timestamp_ms):
 def result_decision(rejection: Rejection) -> Decision:
     return Decision(rejection.mutation_id, Status.REJECTED, rejection.code, rejection.entity_type,
                     rejection.entity_id, None, rejection.edge_node_id)
+
+
+def test_an_edge_clock_ahead_of_kafka_counts_as_the_kafka_timestamp():
+    """DESIGN section 4, "Time": an edge timestamp later than the Kafka timestamp counts as the
+    Kafka timestamp (for last_writer_wins and for age); one earlier stays as the edge said."""
+    kafka = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+    weeks_ahead = decode(raw({**VALID, "timestamp": "2027-02-20T08:00:00+00:00"}), REGISTRY)
+    assert weeks_ahead.timestamp == kafka
+    one_microsecond_ahead = decode(raw({**VALID, "timestamp": "2027-01-15T08:00:00.000001Z"}), REGISTRY)
+    assert one_microsecond_ahead.timestamp == kafka
+    exactly = decode(raw({**VALID, "timestamp": "2027-01-15T09:00:00+01:00"}), REGISTRY)
+    assert exactly.timestamp == kafka and exactly.timestamp.utcoffset().total_seconds() == 3600
+    behind = decode(raw({**VALID, "timestamp": "2027-01-15T07:59:59.999999Z"}), REGISTRY)
+    assert behind.timestamp == kafka - timedelta(microseconds=1)
+
+
+def test_a_create_with_a_base_version_is_accepted():
+    """DESIGN section 2: a CREATE with another base is accepted (it acts from version 0)."""
+    created = decode(raw({**VALID, "operation_type": "CREATE", "base_version": 7}), REGISTRY)
+    assert isinstance(created, Mutation) and created.operation is Operation.CREATE

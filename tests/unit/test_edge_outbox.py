@@ -60,7 +60,6 @@ def test_recording_is_idempotent_but_an_id_cannot_be_reused(path):
 def test_invalid_mutations_are_never_recorded(path):
     with Outbox(path, "shop-01") as outbox:
         for bad in (
-            _mutation(1, operation=Operation.CREATE, base_version=3),
             _mutation(2, operation=Operation.DELETE, attributes={"name": "x"}),
             _mutation(3, priority=11),
             _mutation(4, timestamp=datetime(2026, 1, 1)),

@@ -74,9 +74,9 @@ def test_an_edge_clock_a_year_ahead_does_not_time_out_a_waiting_dependency():
     release = sequencer.release()
     assert release.rejected == []
     assert [m.id for m in sequencer.waiting] == ["waits"]
-    # Ten minutes of real event time later, the timeout does apply.
+    # Ten minutes of real event time later (and one millisecond: past the limit), the timeout does apply.
     for p in range(4):
-        sequencer.observe("in", p, READ_MS + TIMEOUT_MS)
+        sequencer.observe("in", p, READ_MS + TIMEOUT_MS + 1)
     assert [(m.id, r) for m, r in sequencer.release().rejected] == [("waits", Reason.MISSING_DEPENDENCY)]
 
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.sequencer import Sequencer
-from schemas.mutation import Mutation, Operation, Reason
+from schemas.mutation import Mutation, Operation, RawMessage, Reason, Rejection
 from tests import model
 
 T0 = datetime(2026, 11, 26, tzinfo=UTC)
@@ -96,9 +96,11 @@ def test_missing_dependency_times_out_on_event_time():
     sequencer.add([mutation("a", "x", ["ghost"], kafka_ms=0), mutation("b", "x", kafka_ms=500)])
     assert sequencer.release().ready == []  # b waits behind a on its entity
     sequencer.add([mutation("c", "y", kafka_ms=1000)])
+    assert sequencer.release().rejected == []  # "ghost" stamped 1000 would still be in time
+    sequencer.add([mutation("e", "z", kafka_ms=1001)])
     release = sequencer.release()
     assert [(m.id, r) for m, r in release.rejected] == [("a", Reason.MISSING_DEPENDENCY)]
-    assert sorted(m.id for m in release.ready) == ["b", "c"]
+    assert sorted(m.id for m in release.ready) == ["b", "e"]
 
 
 @settings(max_examples=300)
@@ -155,5 +157,104 @@ def test_a_timeout_waits_for_the_slowest_partition():
     sequencer.observe("in", 1, 0)  # the partition that may still deliver "d"
     sequencer.observe("in", 0, 5000)
     assert sequencer.release().rejected == []
-    sequencer.observe("in", 1, 1000)  # now every partition is past the timeout
+    sequencer.observe("in", 1, 1000)  # at the limit: a dependency stamped 1000 would still be in time
+    assert sequencer.release().rejected == []
+    sequencer.observe("in", 1, 1001)  # now every partition is past the timeout
     assert [(m.id, r) for m, r in sequencer.release().rejected] == [("a", Reason.MISSING_DEPENDENCY)]
+
+
+def on(partition: int, mutation_id: str, entity: str, deps=(), offset: int = 0, kafka_ms: int = 0) -> Mutation:
+    m = mutation(mutation_id, entity, deps, offset=offset, kafka_ms=kafka_ms)
+    m.partition = partition
+    return m
+
+
+def verdicts(release) -> dict[str, str | None]:
+    return {**{m.id: r for m, r in release.rejected}, **{m.id: None for m in release.ready}}
+
+
+def test_a_partition_that_has_shown_nothing_holds_every_timeout_back():
+    """Issue 16, point 1: partition 0's whole backlog read before partition 1 delivered anything
+    must not reject what waits for a dependency that partition 1 holds."""
+    sequencer = Sequencer(dependency_timeout_ms=1000, partitions=frozenset({("in", 0), ("in", 1)}))
+    sequencer.add([on(0, "m", "x", ["d"], kafka_ms=0), on(0, "later", "y", offset=1, kafka_ms=10**9)])
+    assert "m" not in verdicts(sequencer.release())  # partition 1 has shown nothing yet
+    sequencer.add([on(1, "d", "z", kafka_ms=900)])
+    assert verdicts(sequencer.release()) == {"d": None, "m": None}
+
+
+def test_a_dependency_stamped_after_the_timeout_does_not_satisfy_even_when_read_first():
+    """Issue 16, point 2: D satisfies M iff D's Kafka timestamp <= M's + the timeout, whatever
+    was read first; M is rejected only once every partition is past that limit."""
+    partitions = frozenset({("in", 0), ("in", 1)})
+    for late_by, expected in ((0, None), (1, Reason.MISSING_DEPENDENCY)):
+        sequencer = Sequencer(dependency_timeout_ms=1000, partitions=partitions)
+        sequencer.add([on(1, "d", "z", kafka_ms=1000 + late_by)])  # read before M
+        sequencer.mark_decided(m.id for m in sequencer.release().ready)
+        sequencer.add([on(0, "m", "x", ["d"], kafka_ms=0)])
+        first = verdicts(sequencer.release())
+        if expected is None:
+            assert first == {"m": None}
+            continue
+        assert first == {}  # partition 0 has only shown time 0: another copy of "d" could still come
+        sequencer.observe("in", 0, 1001)
+        assert verdicts(sequencer.release()) == {"m": expected}
+
+
+def test_a_cycle_closed_only_through_a_late_dependency_is_no_cycle():
+    sequencer = Sequencer(dependency_timeout_ms=1000, partitions=frozenset({("in", 0), ("in", 1)}))
+    sequencer.add([on(0, "a", "x", ["b"], kafka_ms=0), on(1, "b", "y", ["a"], kafka_ms=5000)])
+    release = sequencer.release(at_end_of_input=True)
+    assert verdicts(release) == {"a": Reason.MISSING_DEPENDENCY, "b": None}
+
+
+def test_a_copy_never_waits_in_its_entity_queue_nor_joins_a_cycle():
+    """Issue 16, point 3: a re-sent copy of a mutation that still waits used to merge with it in
+    cycle detection (same node id), putting later mutations of its entity before it."""
+    sequencer = Sequencer(dependency_timeout_ms=10**9)
+    original = mutation("a", "x", ["d"], offset=0)
+    copy = mutation("a", "x", ["d"], offset=2)
+    sequencer.add([original, mutation("b", "x", offset=1), copy])
+    assert [m.id for m in sequencer.waiting] == ["a", "b"] and sequencer.copies == [copy]
+    assert verdicts(sequencer.release()) == {}
+    sequencer.add([mutation("d", "y", offset=3)])
+    release = sequencer.release()
+    assert [m.id for m in release.ready] == ["d", "a", "b"] and release.rejected == []
+    assert release.copies == [copy]  # after the first copy, which decides it
+    assert not sequencer.holding
+
+
+def test_an_invalid_copy_read_with_its_waiting_original_waits_for_it():
+    """The first copy by offset decides: an invalid later copy is no first decision."""
+    sequencer = Sequencer(dependency_timeout_ms=10**9)
+    original = mutation("a", "x", ["d"], offset=0)
+    invalid = Rejection("INVALID_JSON", "broken", RawMessage("in", 0, 1, None, b"{", 0), mutation_id="a")
+    sequencer.admit([original], [invalid])
+    release = sequencer.release()
+    assert release.invalid == [] and release.copies == [] and sequencer.copies == [invalid]
+    sequencer.admit([mutation("d", "y", offset=2)])
+    release = sequencer.release()
+    assert [m.id for m in release.ready] == ["d", "a"] and release.copies == [invalid]
+
+
+def test_an_invalid_first_copy_decides_and_a_valid_later_copy_is_a_duplicate():
+    sequencer = Sequencer(dependency_timeout_ms=10**9)
+    invalid = Rejection("INVALID_JSON", "broken", RawMessage("in", 0, 0, None, b"{", 0), mutation_id="a")
+    valid = mutation("a", "x", ["never"], offset=1)
+    sequencer.admit([valid], [invalid])
+    release = sequencer.release()
+    assert release.invalid == [invalid] and release.copies == [valid] and not sequencer.holding
+
+
+def test_held_items_keep_their_copies_aside():
+    sequencer = Sequencer(dependency_timeout_ms=10**9)
+    original, copy = mutation("a", "x", offset=0), mutation("a", "x", offset=1)
+    sequencer.add([original, copy])
+    release = sequencer.release()
+    sequencer.hold([*release.ready, *release.copies])  # a stop request before the commit
+    assert sequencer.waiting == [original] and sequencer.copies == [copy]
+    restored = Sequencer.restore(sequencer.snapshot(), 10**9)
+    assert restored.waiting == [original] and restored.copies == [copy]
+    # A snapshot taken before copies were kept aside held both in `waiting`.
+    old = Sequencer.restore(([original, copy], {}), 10**9)
+    assert old.waiting == [original] and old.copies == [copy]
