@@ -211,7 +211,9 @@ def _update(
         if attribute.strategy == "manual":
             held.append(name)
             continue
-        resolution = resolve(attribute.strategy, mutation, priority, name, incoming, state, custom)
+        resolution = resolve(
+            attribute.strategy, mutation, priority, name, incoming, state, custom, entity_type.foreign_priority
+        )
         if resolution.winner == "incoming":
             writes[name] = incoming_value
         elif resolution.winner == "merged":

@@ -63,14 +63,17 @@ def resolve(
     incoming: Any,
     state: EntityState,
     custom: Mapping[str, CustomStrategy],
+    foreign_priority: int = 0,
 ) -> Resolution:
     """Who wins `attribute` (whose incoming value is `incoming`) under `strategy` (DESIGN
-    section 4, "Strategies"); `priority` is the mutation's adjusted priority."""
+    section 4, "Strategies"); `priority` is the mutation's adjusted priority, `foreign_priority`
+    that of a value written outside the job (the entity type's `foreign_priority`)."""
     current = state.provenance[attribute]
     if strategy == "last_writer_wins":
         return Resolution("incoming" if _incoming_wins_lww(mutation, current) else "server")
     if strategy == "priority":
-        current_priority = current.priority or 0
+        # A foreign writer's provenance has no node and no priority (DESIGN section 5).
+        current_priority = foreign_priority if current.edge_node_id is None else current.priority or 0
         if priority != current_priority:
             return Resolution("incoming" if priority > current_priority else "server")
         return Resolution("incoming" if _incoming_wins_lww(mutation, current) else "server")

@@ -25,6 +25,8 @@ BUILTIN_STRATEGIES = frozenset(
 CRITICALITIES = {"critical": 3, "important": 1, "standard": 0}
 DELETE_RULES = frozenset({"delete_wins", "update_wins"})
 NUMERIC_TYPES = frozenset({"integer", "decimal", "float"})
+FOREIGN_PRIORITY_RANGE = (0, 100)
+"""Bounds of `foreign_priority` (adjusted priorities of mutations run from 1 to 17)."""
 
 # Columns the job owns on every entity table; an attribute may not take these names.
 RESERVED_COLUMNS = frozenset({"version", "deleted", "mutagg_provenance", "mutagg_updated_at"})
@@ -53,6 +55,8 @@ class EntityType:
     strategy: str
     delete_rule: str
     attributes: Mapping[str, Attribute] = field(default_factory=dict)
+    foreign_priority: int = 0
+    """The adjusted priority of a value written outside the job, for `priority` (DESIGN section 5)."""
 
     @property
     def criticality_bonus(self) -> int:
@@ -142,7 +146,7 @@ def _parse_entity_type(
     if not isinstance(spec, dict):
         raise RegistryError(f"{where}: expected a mapping")
     unknown = set(spec) - {
-        "table", "key", "criticality", "strategy", "delete_rule", "attributes"
+        "table", "key", "criticality", "strategy", "delete_rule", "attributes", "foreign_priority"
     }
     if unknown:
         raise RegistryError(f"{where}: unknown settings {sorted(unknown)}")
@@ -151,6 +155,7 @@ def _parse_entity_type(
     criticality = _choice(spec.get("criticality", "standard"), CRITICALITIES, "criticality", where)
     default_strategy = _choice(spec.get("strategy", "last_writer_wins"), strategies, "strategy", where)
     delete_rule = _choice(spec.get("delete_rule", "delete_wins"), DELETE_RULES, "delete_rule", where)
+    foreign_priority = _foreign_priority(spec.get("foreign_priority", 0), where)
     raw_attributes = spec.get("attributes") or {}
     if not isinstance(raw_attributes, dict):
         raise RegistryError(f"{where}: attributes must be a mapping")
@@ -168,4 +173,11 @@ def _parse_entity_type(
         if strategy == "sum" and attr_type not in NUMERIC_TYPES:
             raise RegistryError(f"{where}: attribute {attr_name!r}: strategy sum needs a numeric type")
         attributes[attr_name] = Attribute(attr_name, attr_type, strategy)
-    return EntityType(name, table, key, criticality, default_strategy, delete_rule, attributes)
+    return EntityType(name, table, key, criticality, default_strategy, delete_rule, attributes, foreign_priority)
+
+
+def _foreign_priority(value: Any, where: str) -> int:
+    low, high = FOREIGN_PRIORITY_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RegistryError(f"{where}: foreign_priority {value!r} must be an integer from {low} to {high}")
+    return value

@@ -149,3 +149,46 @@ def test_a_chosen_value_of_a_sum_attribute_is_the_value_it_ends_with(settings):
     run_job(settings)
     assert query(settings, "SELECT balance, notes, version FROM customer WHERE id = 'C9'")[0] == (100, "settled", 3)
     assert query(settings, "SELECT status FROM conflicts WHERE mutation_id = 'u2'") == [("MANUALLY_RESOLVED",)]
+
+
+def test_foreign_priority_keeps_an_erp_correction_from_a_stale_edge_of_lower_priority(settings, tmp_path):
+    """The ERP corrects prices directly; `foreign_priority: 10` makes that correction count as
+    priority 10 under `priority`, so a stale edge mutation below it loses, one above it wins."""
+    from mutagg.migrate import migrate
+    from mutagg.settings import with_overrides
+    from schemas.registry import load_registry
+
+    registry_file = tmp_path / "registry.yaml"
+    registry_file.write_text(
+        "entity_types:\n"
+        "  article:\n"
+        "    key: sku\n"
+        "    foreign_priority: 10\n"
+        "    attributes:\n"
+        "      name: {type: string}\n"
+        "      price: {type: decimal, strategy: priority}\n"
+    )
+    settings = with_overrides(settings, registry=str(registry_file))
+    with psycopg.connect(settings.database_url) as connection:
+        migrate(connection, load_registry(registry_file))
+    produce(settings, [mutation(f"c{sku}", "shop-1", "article", sku, "CREATE", {"name": sku, "price": "10.00"}, 0)
+                       for sku in ("A1", "A2")])
+    run_job(settings)
+    with psycopg.connect(settings.database_url) as connection:  # the central ERP corrects both prices
+        connection.execute("UPDATE article SET price = 12.50, version = version + 1")
+
+    def stale(mutation_id, sku, priority):  # edge timestamp long before its Kafka timestamp: +2 for age
+        document = orjson.loads(mutation(mutation_id, "van-2", "article", sku, "UPDATE",
+                                         {"price": "9.99", "name": f"{sku} v"}, 1).value)
+        return Message(f"article:{sku}".encode(), orjson.dumps({**document, "priority": priority}))
+
+    produce(settings, [stale("u1", "A1", 5), stale("u2", "A2", 10)])  # adjusted 7 < 10 < 12
+    run_job(settings)
+    rows = query(settings, "SELECT sku, name, price::text, version FROM article ORDER BY sku")
+    assert rows == [("A1", "A1 v", "12.50", 3), ("A2", "A2 v", "9.99", 3)]  # the name has no conflict
+    priorities = dict(query(
+        settings, "SELECT mutation_id, adjusted_priority FROM mutation_log WHERE operation = 'UPDATE'"))
+    assert priorities == {"u1": 7, "u2": 12}
+    conflicts = query(settings, "SELECT mutation_id, attributes, other_mutation_id, strategy, winner FROM conflicts "
+                                "ORDER BY mutation_id")
+    assert conflicts == [("u1", ["price"], None, "priority", "server"), ("u2", ["price"], None, "priority", "incoming")]

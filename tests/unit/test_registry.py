@@ -39,3 +39,15 @@ def test_defects_are_rejected(spec, message):
 def test_two_types_cannot_share_a_table():
     with pytest.raises(RegistryError, match="share"):
         parse_registry({"entity_types": {"a": {"table": "t"}, "b": {"table": "t"}}})
+
+
+def test_foreign_priority_defaults_to_zero_and_is_read():
+    registry = parse_registry({"entity_types": {"a": {}, "b": {"foreign_priority": 12}}})
+    assert registry.entity_types["a"].foreign_priority == 0
+    assert registry.entity_types["b"].foreign_priority == 12
+
+
+@pytest.mark.parametrize("value", [-1, 101, "5", 2.5, True, None])
+def test_foreign_priority_must_be_an_integer_from_0_to_100(value):
+    with pytest.raises(RegistryError, match=r"entity type 'thing': foreign_priority .* integer from 0 to 100"):
+        parse_registry({"entity_types": {"thing": {"foreign_priority": value}}})
