@@ -1,0 +1,266 @@
+"""A generated backlog (tests/backlog.py) through the real broker, job and database,
+compared with the oracle (tests/model.py).
+
+Each replay gets its own schema and topics. The input topic is created with
+`CreateTime` (the backlog sets every Kafka timestamp; the job warns about it, as it
+should), unlimited retention and no limit on timestamps ahead of the broker.
+
+Long form: `python -m tests.backlog --messages 20000 --partitions 6 --seed 1`
+(exit 1 on any difference; `--help` for the job settings it can vary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from psycopg import sql
+
+from mutagg.settings import Settings, load_settings, with_overrides
+from mutagg.topics import create_topics
+from operators.entity_state import Provenance
+from sources.kafka import list_partitions
+from tests import model
+from tests.backlog import Backlog, BacklogSpec, Record, generate, model_types, production_order
+from tests.integration.conftest import REPO, delete_topics, drop_schema, new_schema, query, run_job, settings_env
+from tests.integration.test_semantics import REGISTRY
+from tests.replay_compare import differences, expected_outcome, observed_outcome, report
+
+TYPES = model_types(REGISTRY)
+ERP_COLUMNS = {"customer": ("name", "ERP-{}"), "article": ("name", "ERP-{}"), "stock_level": ("reorder_point", None),
+               "sales_order": ("status", "ERP-{}"), "order_line": ("sku", "ERP-{}")}
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """The settings a replay varies; none of them may change what is decided (DESIGN section 4)."""
+
+    workers: int = 1
+    batch_size: int = 5000
+    window_ms: int = 100
+    read_chunk: int = 10_000
+    dependency_timeout_s: float = 600.0
+
+    def args(self) -> list[str]:
+        return ["--workers", str(self.workers)]
+
+    def env(self) -> dict[str, str]:
+        return {"MUTAGG_BATCH_SIZE": str(self.batch_size), "MUTAGG_WINDOW_MS": str(self.window_ms),
+                "MUTAGG_READ_CHUNK": str(self.read_chunk),
+                "MUTAGG_DEPENDENCY_TIMEOUT_S": repr(self.dependency_timeout_s)}
+
+
+@dataclass
+class Replay:
+    """One replay's result: the differences by kind, and both sides for anything else."""
+
+    config: JobConfig
+    found: dict[str, list[str]]
+    expected: object
+    actual: object
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def fresh_settings(base: Settings, partitions: int) -> Settings:
+    suffix = uuid.uuid4().hex[:10]
+    settings = with_overrides(
+        new_schema(base, f"b_{suffix}"), topic_mutations=f"b-{suffix}.in", topic_dlq=f"b-{suffix}.dlq",
+        topic_status=f"b-{suffix}.status", topic_partitions=partitions,
+    )
+    admin = AdminClient(settings.kafka_client_config())  # kept: a dropped client fails its futures
+    admin.create_topics([NewTopic(
+        settings.topic_mutations, partitions, -1,
+        config={"message.timestamp.type": "CreateTime", "retention.ms": "-1",
+                "message.timestamp.after.max.ms": str(2**63 - 1), "max.message.bytes": str(4 << 20)},
+    )])[settings.topic_mutations].result(timeout=60)
+    list_partitions(settings.kafka_client_config(), settings.topic_mutations, 60, must_exist=False)
+    create_topics(settings)  # the DLQ and status topics
+    return settings
+
+
+def cleanup(base: Settings, settings: Settings) -> None:
+    suffix = settings.topic_mutations.split("-", 1)[1].split(".", 1)[0]
+    drop_schema(base, f"b_{suffix}")
+    delete_topics(settings, f"b-{suffix}.")
+
+
+def produce_records(settings: Settings, records: list[Record]) -> None:
+    """Each record to its own partition with its own timestamp; its offset must be the one planned."""
+    producer = Producer({**settings.kafka_client_config(), "enable.idempotence": True, "linger.ms": 20,
+                         "compression.type": "lz4", "message.max.bytes": 8 << 20})
+    wrong: list[str] = []
+
+    def delivered(record: Record) -> Callable:
+        def report_delivery(error, message) -> None:
+            if error is not None or message.offset() != record.offset:
+                wrong.append(f"p{record.partition}@{record.offset}: {error or message.offset()}")
+        return report_delivery
+
+    for record in records:
+        while True:
+            try:
+                producer.produce(settings.topic_mutations, key=record.key, value=record.value,
+                                 partition=record.partition, timestamp=record.timestamp_ms,
+                                 on_delivery=delivered(record))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    remaining = producer.flush(60)
+    assert not remaining and not wrong, f"produced out of plan: {remaining} pending, {wrong[:5]}"
+
+
+def erp_writes(settings: Settings, reference: model.Model, rng: random.Random, count: int) -> list[model.ForeignWrite]:
+    """UPDATEs by the central ERP, straight into PostgreSQL (the trigger bumps the version and
+    records foreign provenance); the last one writes a column's own value (a version bump only)."""
+    keys = sorted(reference.entities)
+    writes = []
+    for number, (entity_type, entity_id) in enumerate(rng.sample(keys, min(count, len(keys)))):
+        table = REGISTRY.entity_types[entity_type]
+        column, text = ERP_COLUMNS[entity_type]
+        value = sql.Identifier(column) if number == count - 1 else sql.Literal(
+            text.format(number) if text else 900 + number)
+        with psycopg.connect(settings.database_url) as connection:
+            provenance, version = connection.execute(
+                sql.SQL("UPDATE {} SET {} = {} WHERE {} = %s RETURNING mutagg_provenance, version").format(
+                    sql.Identifier(table.table), sql.Identifier(column), value, sql.Identifier(table.key)),
+                (entity_id,),
+            ).fetchone()
+        entry = Provenance.from_json(provenance[column]) if isinstance(provenance.get(column), list) else None
+        if entry is None or entry.version != version:  # the value did not change: only the version moved
+            writes.append(model.ForeignWrite(entity_type, entity_id, {}, datetime.now(UTC)))
+        else:
+            written = query(settings, sql.SQL("SELECT {} FROM {} WHERE {} = %s").format(
+                sql.Identifier(column), sql.Identifier(table.table), sql.Identifier(table.key)).as_string(),
+                (entity_id,))[0][0]
+            writes.append(model.ForeignWrite(entity_type, entity_id, {column: written}, entry.timestamp))
+    return writes
+
+
+def run_live(settings: Settings, config: JobConfig, records: list[Record], first: int, expected_ids: int) -> None:
+    """A tailing job (no --until-idle): partition `first` is produced and decided as far as it can
+    be before the other partitions get anything; then the rest; stopped once all is decided."""
+    job = subprocess.Popen([sys.executable, "-m", "mutagg.cli", "run", *config.args()], cwd=REPO,
+                           env=settings_env(settings, **config.env()), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        produce_records(settings, [r for r in records if r.partition == first])
+        _wait_stable(settings, lambda n: n > 0, 90)
+        produce_records(settings, [r for r in records if r.partition != first])
+        _wait_stable(settings, lambda n: n >= expected_ids, 240)
+    finally:
+        job.terminate()
+        _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 0, f"tailing job failed ({job.returncode}):\n{stderr[-4000:]}"
+
+
+def _wait_stable(settings: Settings, enough: Callable[[int], bool], limit_s: float) -> None:
+    """Until the ledger holds `enough` rows and has not grown for 2 s (or `limit_s` passed)."""
+    give_up, last, since = time.monotonic() + limit_s, -1, time.monotonic()
+    while time.monotonic() < give_up:
+        rows = query(settings, "SELECT count(*) FROM mutation_log")[0][0] if _migrated(settings) else 0
+        if rows != last:
+            last, since = rows, time.monotonic()
+        elif enough(rows) and time.monotonic() - since > 2:
+            return
+        time.sleep(0.3)
+
+
+def _migrated(settings: Settings) -> bool:
+    return bool(query(settings, "SELECT to_regclass('mutation_log') IS NOT NULL")[0][0])
+
+
+_DECIDED: dict[tuple[BacklogSpec, int], model.Model] = {}
+
+
+def decided_by_model(backlog: Backlog, timeout_ms: int) -> model.Model:
+    """The oracle's decisions on every segment of `backlog` (no ERP writes); kept per spec."""
+    key = (backlog.spec, timeout_ms)
+    if key not in _DECIDED:
+        reference = model.Model(TYPES)
+        for number in range(len(backlog.segments)):
+            reference.apply_log(backlog.model_log(number), timeout_ms)
+        _DECIDED[key] = reference
+    return _DECIDED[key]
+
+
+def replay(
+    base: Settings, backlog: Backlog, config: JobConfig, first_partition: int | None = None,
+    erp: int = 0, keep: bool = False,
+) -> Replay:
+    """Produce each segment, run the job on it (`erp` ERP writes between segments), compare."""
+    started = time.monotonic()
+    settings = fresh_settings(base, backlog.spec.partitions)
+    timeout_ms = round(config.dependency_timeout_s * 1000)
+    reference = model.Model(TYPES) if erp else decided_by_model(backlog, timeout_ms)
+    rng = random.Random(backlog.spec.seed)
+    ids: set[str] = set()
+    try:
+        for number, segment in enumerate(backlog.segments):
+            ids |= {m.id for m in backlog.model_log(number)}
+            if erp:
+                reference.apply_log(backlog.model_log(number), timeout_ms)
+            if first_partition is None:
+                produce_records(settings, production_order(segment))
+                run_job(settings, *config.args(), timeout=600, **config.env())
+            else:
+                run_live(settings, config, segment, first_partition, len(ids))
+            if erp and number + 1 < len(backlog.segments):
+                for write in erp_writes(settings, reference, rng, erp):
+                    reference.apply(write)
+        expected = expected_outcome(reference, backlog)
+        actual = observed_outcome(settings, backlog)
+        found = differences(expected, actual, backlog)
+    finally:
+        if not keep:
+            cleanup(base, settings)
+    return Replay(config, found, expected, actual, time.monotonic() - started,
+                  [f"schema and topics kept: {settings.topic_mutations}"] if keep else [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.backlog", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000, help="per segment (default 20000)")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--segments", type=int, default=1, help="with --erp: ERP writes between segments")
+    parser.add_argument("--erp", type=int, default=0, help="ERP UPDATEs between two segments")
+    parser.add_argument("--span-minutes", type=int, default=180, help="Kafka time one segment spans")
+    parser.add_argument("--first-partition", type=int, help="tailing job; this partition produced first")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--window-ms", type=int, default=100)
+    parser.add_argument("--read-chunk", type=int, default=10_000)
+    parser.add_argument("--dependency-timeout-s", type=float, default=600.0)
+    parser.add_argument("--limit", type=int, default=20, help="differences shown per kind")
+    parser.add_argument("--keep", action="store_true", help="keep the schema and topics")
+    args = parser.parse_args(argv)
+    spec = BacklogSpec(
+        seed=args.seed, messages=args.messages, partitions=args.partitions, segments=args.segments,
+        span_ms=args.span_minutes * 60_000, dependency_timeout_ms=round(args.dependency_timeout_s * 1000),
+        closing=args.first_partition is not None,
+    )
+    config = JobConfig(args.workers, args.batch_size, args.window_ms, args.read_chunk, args.dependency_timeout_s)
+    subprocess.run(["bash", str(REPO / "services" / "services.sh"), "start"], check=True, stdout=subprocess.DEVNULL)
+    os.environ.setdefault("MUTAGG_LOG_LEVEL", "WARNING")
+    backlog = generate(spec)
+    records = backlog.records
+    span = (max(r.timestamp_ms for r in records) - min(r.timestamp_ms for r in records)) / 3_600_000
+    print(f"backlog: seed {spec.seed}, {len(records)} messages over {spec.partitions} partitions, "
+          f"{len(backlog.segments)} segment(s), Kafka time spanning {span:.2f} h; job: {config}", flush=True)
+    result = replay(load_settings(overrides={"service_deadline_s": 60.0}), backlog, config,
+                    args.first_partition, args.erp, args.keep)
+    print(f"model: {result.expected.summary()}\njob:   {result.actual.summary()}\n"
+          f"{report(result.found, args.limit)}\n({result.seconds:.0f} s)", *result.notes, sep="\n")
+    return 1 if result.found else 0
