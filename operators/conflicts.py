@@ -57,6 +57,8 @@ class Decision:
     written: tuple[str, ...] = field(default=())
     priority: int | None = None
     """The mutation's adjusted priority (None for an item never decided against an entity)."""
+    detail: str | None = None
+    """Why it failed, for the ledger's `detail` (e.g. the error of a custom strategy)."""
 
 
 @dataclass(slots=True)

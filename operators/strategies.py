@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from operators.entity_state import EntityState, Provenance
+from schemas.errors import StrategyError
 from schemas.mutation import Mutation
 from schemas.values import add_numeric
 
@@ -67,7 +68,10 @@ def resolve(
 ) -> Resolution:
     """Who wins `attribute` (whose incoming value is `incoming`) under `strategy` (DESIGN
     section 4, "Strategies"); `priority` is the mutation's adjusted priority, `foreign_priority`
-    that of a value written outside the job (the entity type's `foreign_priority`)."""
+    that of a value written outside the job (the entity type's `foreign_priority`).
+
+    Changes nothing. A custom strategy that raises or returns no valid resolution raises
+    `StrategyError` (its mutation fails; the caller has changed nothing yet either)."""
     current = state.provenance[attribute]
     if strategy == "last_writer_wins":
         return Resolution("incoming" if _incoming_wins_lww(mutation, current) else "server")
@@ -92,10 +96,22 @@ def resolve(
         incoming_priority=priority,
         current_priority=current.priority,
     )
-    resolution = custom[strategy](context)
-    if resolution.winner not in ("incoming", "server", "merged"):
-        raise ValueError(f"custom strategy {strategy!r} returned winner {resolution.winner!r}")
+    function = custom[strategy]  # the registry names only registered ones (checked at start)
+    try:
+        resolution = function(context)
+    except Exception as exc:  # code outside the job: its failure is its mutation's, not the batch's
+        raise StrategyError(
+            mutation.id, f"custom strategy {strategy!r} on {attribute!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(resolution, Resolution) or resolution.winner not in _WINNERS:
+        raise StrategyError(
+            mutation.id, f"custom strategy {strategy!r} on {attribute!r} returned {resolution!r}, "
+            f"not a Resolution with winner one of {sorted(_WINNERS)}",
+        )
     return resolution
+
+
+_WINNERS = frozenset({"incoming", "server", "merged"})
 
 
 def register_strategy(name: str) -> Callable[[CustomStrategy], CustomStrategy]:

@@ -27,3 +27,25 @@ class ValidationError(MutaggError):
 
 class ServiceUnavailable(MutaggError):
     """Kafka or PostgreSQL stayed unreachable past the configured deadline."""
+
+
+class StrategyError(MutaggError):
+    """A custom conflict strategy raised, or returned no valid resolution. It is data, not a
+    bug of the job: its mutation is FAILED (`STRATEGY_ERROR`, `detail` in the ledger)."""
+
+    def __init__(self, mutation_id: str, detail: str):
+        super().__init__(f"mutation {mutation_id}: {detail}")
+        self.mutation_id = mutation_id
+        self.detail = detail
+
+
+class BatchFailed(MutaggError):
+    """Deciding or committing a batch failed for a reason that is neither its data nor a
+    transient outage (a bug): nothing of it is committed, and the job stops."""
+
+    def __init__(self, batch_id: str, error: BaseException, mutation_id: str | None = None):
+        where = f"batch {batch_id}" + (f", mutation {mutation_id}" if mutation_id else "")
+        super().__init__(f"{where}: {type(error).__name__}: {error}"[:2000])
+        self.batch_id = batch_id
+        self.mutation_id = mutation_id
+        self.error = error

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import polars as pl
 import psycopg
 
-from operators.conflicts import decide
+from operators.conflicts import Decision, decide
 from operators.entity_state import EntityState
 from operators.strategies import CustomStrategy
-from schemas.mutation import VALIDATION_REASONS, Mutation, Rejection, Status, is_dlq_replay
+from schemas.errors import BatchFailed, StrategyError
+from schemas.mutation import VALIDATION_REASONS, Mutation, Reason, Rejection, Status, is_dlq_replay
 from schemas.registry import Registry
 from sinks import entity_rows, ledger
 from sinks.outcomes import Item, Outcome, again, from_decision, from_ledger, item_id, rejected_decision, source_of
@@ -73,7 +74,10 @@ def decide_batch(
     batch_id: str,
 ) -> BatchDecisions:
     """Decide `items` in order. `states` (changed in place) holds every wanted entity;
-    `known` the ledger entries of the batch's ids. Outcome times are left None (set by `write`)."""
+    `known` the ledger entries of the batch's ids. Outcome times are left None (set by `write`).
+
+    A custom strategy's failure fails its mutation alone (`STRATEGY_ERROR`); any other error
+    in deciding is a bug and raises `BatchFailed` naming the mutation."""
     result = BatchDecisions(batch_id, [], defaultdict(dict))
     outcomes, touched, ledger_rows = result.outcomes, result.touched, result.ledger_rows
     decided_here: dict[str, Outcome] = {}
@@ -98,7 +102,12 @@ def decide_batch(
         if is_mutation:
             state = states[item.entity_type][item.entity_id]
             version = state.version
-            decision = decide(state, item, plans[item.entity_type].entity_type, custom)
+            try:
+                decision = decide(state, item, plans[item.entity_type].entity_type, custom)
+            except StrategyError as error:  # raised before `decide` changes the state: nothing applies
+                decision = strategy_failed(item, error)
+            except Exception as exc:
+                raise BatchFailed(batch_id, exc, item.id) from exc
             if state.version != version:  # only a written change moves the version
                 touched[item.entity_type][item.entity_id] = state
         else:
@@ -114,6 +123,15 @@ def decide_batch(
         if mutation_id is not None:
             decided_here[mutation_id] = outcome
     return result
+
+
+def strategy_failed(mutation: Mutation, error: StrategyError) -> Decision:
+    """FAILED (`STRATEGY_ERROR`): a custom strategy failed on `mutation`; the error goes to `detail`."""
+    detail = error.detail.replace("\x00", "\\x00")[:2000]  # a text column holds no NUL
+    return Decision(
+        mutation.id, Status.FAILED, Reason.STRATEGY_ERROR, mutation.entity_type, mutation.entity_id, None,
+        mutation.edge_node_id, detail=detail,
+    )
 
 
 def render(decisions: BatchDecisions, plans: Mapping[str, entity_rows.TablePlan]) -> Rendered:

@@ -10,7 +10,7 @@ from collections import Counter
 
 import psycopg
 
-POINTS = frozenset({"mid_copy", "before_commit", "after_commit", "after_acks", "drop_after_commit"})
+POINTS = frozenset({"mid_copy", "before_commit", "after_commit", "after_acks", "drop_after_commit", "bug_in_decide"})
 
 
 class FaultInjector:
@@ -32,6 +32,9 @@ class FaultInjector:
         if point == "drop_after_commit":
             # The COMMIT went through but its answer is lost: the caller cannot know.
             raise psycopg.OperationalError("injected: connection lost after COMMIT")
+        if point == "bug_in_decide":
+            # A bug (not data) as a batch is decided: the job must stop, never quarantine.
+            raise TypeError("injected: a bug while deciding a batch")
         os.kill(os.getpid(), signal.SIGKILL)
 
 

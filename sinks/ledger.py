@@ -83,7 +83,7 @@ def ledger_row(
         priority = decision.priority
         if priority is None:  # not decided against its entity (rejected before, or failed)
             priority = adjusted_priority(source, registry.entity_types[source.entity_type])
-        detail = None
+        detail = decision.detail
         held = _json(
             {k: to_json_value(v) for k, v in source.attributes.items()}
         ) if decision.status is Status.CONFLICT else None

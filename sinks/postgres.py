@@ -4,8 +4,9 @@ commit entity rows, ledger and conflicts in ONE transaction.
 Contract: `commit(batch)` returns one `Outcome` per item, in order, and only
 after the transaction that holds those outcomes has committed. Transient errors
 are retried with backoff (an ambiguous COMMIT is settled by the ledger on the
-retry); a batch that fails for a data reason is split until the bad mutations
-are isolated and marked FAILED, and the rest commits.
+retry); a batch that fails for a data reason (a data error of the database) is
+split until the bad mutations are isolated and marked FAILED, and the rest
+commits. Any other error is a bug, not data: `BatchFailed`, and the job stops.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import psycopg
 from operators.conflicts import Decision
 from operators.strategies import CustomStrategy
 from schemas.ddl import LEDGER_COLUMNS
+from schemas.errors import BatchFailed, MutaggError
 from schemas.mutation import Reason, Status
 from schemas.registry import Registry
 from sinks import entity_rows, ledger
@@ -32,8 +34,10 @@ from sinks.speculation import Base, Speculator, still_holds
 
 log = logging.getLogger(__name__)
 
-# Failures caused by the content of a batch: isolate the culprit, do not retry.
-DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, ValueError, ArithmeticError, TypeError)
+# Failures caused by the content of a batch: isolate the culprit, do not retry. Only the
+# database's: a TypeError or ValueError of Python is a bug, and quarantining good mutations
+# for it would hide it (a custom strategy's failure is decided as STRATEGY_ERROR instead).
+DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
 
 class PostgresCommitter:
@@ -102,10 +106,18 @@ class PostgresCommitter:
         return retry_transient(query, self.deadline_s, "PostgreSQL")
 
     def commit(self, batch: Batch, batch_id: str) -> list[Outcome]:
+        """Commit `batch`; its outcomes. Raises `ServiceUnavailable` past the deadline and
+        `BatchFailed` for an error that is neither data nor transient (nothing committed)."""
         try:
             return retry_transient(
                 lambda: self._attempt(batch, batch_id), self.deadline_s, "PostgreSQL"
             )
+        except BatchFailed as exc:
+            log.error("batch failed: the job stops", exc_info=exc,
+                      extra={"batch_id": exc.batch_id, "mutation_id": exc.mutation_id, "error": str(exc)})
+            raise
+        except MutaggError:
+            raise  # reported as it is (e.g. ServiceUnavailable)
         except DATA_ERRORS as exc:
             if len(batch.items) == 1:
                 return self._quarantine(batch.items[0], batch_id, exc)
@@ -116,6 +128,11 @@ class PostgresCommitter:
             )
             first = self.commit(Batch(batch.items[:middle]), f"{batch_id}.1")
             return first + self.commit(Batch(batch.items[middle:], batch.resume_offsets), f"{batch_id}.2")
+        except Exception as exc:  # neither data nor transient: a bug, never quarantined as data
+            failed = BatchFailed(batch_id, exc)
+            log.error("batch failed: the job stops", exc_info=exc,
+                      extra={"batch_id": batch_id, "error": str(failed)})
+            raise failed from exc
 
     def _attempt(self, batch: Batch, batch_id: str) -> list[Outcome]:
         try:
@@ -150,6 +167,7 @@ class PostgresCommitter:
             # Per transaction, not per session: a setting lost with a session (a pooler, a
             # reset) would make the trigger take the job's writes for foreign ones, silently.
             xid = cursor.execute(_BEGIN).fetchone()[1]
+            self.faults.hit("bug_in_decide")
             if prepared is not None and still_holds(cursor, prepared, plans):
                 decisions = prepared.decisions
                 self.speculator.count("used")
