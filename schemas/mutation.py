@@ -249,6 +249,7 @@ def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
     except CoercionError as exc:
         raise _Invalid(Reason.INVALID_FIELD, f"timestamp: {exc}") from None
     _check_time_range(timestamp, raw.timestamp_ms)
+    timestamp = _no_later_than_kafka(timestamp, raw.timestamp_ms)
     tenant_id = document.get("tenant_id")
     if tenant_id is not None and (not isinstance(tenant_id, str) or "\x00" in tenant_id or len(tenant_id) > 256):
         raise _Invalid(Reason.INVALID_FIELD, "tenant_id must be a string")
@@ -311,6 +312,17 @@ def _check_time_range(timestamp: datetime, kafka_timestamp_ms: int) -> None:
         broker_time = datetime.fromtimestamp(kafka_timestamp_ms / 1000, tz=UTC)
         if timestamp - broker_time > MAX_FUTURE_SKEW:
             raise _Invalid(Reason.TIMESTAMP_OUT_OF_RANGE, "timestamp is more than a year after the Kafka timestamp")
+
+
+def _no_later_than_kafka(timestamp: datetime, kafka_timestamp_ms: int) -> datetime:
+    """An edge timestamp later than its Kafka timestamp counts as the Kafka timestamp (DESIGN
+    section 4, "Time"): a node with its clock ahead must not win every comparison."""
+    # The float test settles every timestamp more than a millisecond early; the exact one the rest.
+    if kafka_timestamp_ms > 0 and timestamp.timestamp() * 1000.0 > kafka_timestamp_ms - 1:
+        broker_time = _EARLIEST + timedelta(milliseconds=kafka_timestamp_ms)
+        if timestamp > broker_time:
+            return broker_time
+    return timestamp
 
 
 def _resolves(raw: RawMessage) -> tuple[str, ...]:

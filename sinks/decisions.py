@@ -36,7 +36,8 @@ class BatchDecisions:
     touched: dict[str, dict[str, EntityState]]  # entity type -> id -> final state (rows to write)
     ledger_rows: list[tuple] = field(default_factory=list)
     conflict_rows: list[tuple] = field(default_factory=list)
-    duplicates: list[Mutation | Rejection] = field(default_factory=list)
+    duplicates: list[tuple[Mutation | Rejection, bool]] = field(default_factory=list)
+    """Later copies of an id, each with whether its first copy was read in another partition."""
     resolutions: list[tuple[str, str]] = field(default_factory=list)
     revised: list[str] = field(default_factory=list)
     frames: Rendered | None = None
@@ -90,14 +91,20 @@ def decide_batch(
             result.revised.append(mutation_id)
             earlier = None
         if earlier is not None:
-            same = ledger.coordinates(source) == (earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset)
+            read_at = ledger.coordinates(source)
+            same = read_at == (earlier.kafka_topic, earlier.kafka_partition, earlier.kafka_offset)
+            outcome = from_ledger(source, earlier, "replayed" if same else "duplicate", None)
             if not same:
-                result.duplicates.append(source)
-            outcomes.append(from_ledger(source, earlier, "replayed" if same else "duplicate", None))
+                outcome.reused = read_at[:2] != (earlier.kafka_topic, earlier.kafka_partition)
+                result.duplicates.append((source, outcome.reused))
+            outcomes.append(outcome)
             continue
         if mutation_id is not None and mutation_id in decided_here:
-            result.duplicates.append(source)
-            outcomes.append(again(source, decided_here[mutation_id]))
+            first = decided_here[mutation_id]
+            outcome = again(source, first)
+            outcome.reused = ledger.coordinates(source)[:2] != ledger.coordinates(first.source)[:2]
+            result.duplicates.append((source, outcome.reused))
+            outcomes.append(outcome)
             continue
         if is_mutation:
             state = states[item.entity_type][item.entity_id]

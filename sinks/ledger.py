@@ -53,6 +53,19 @@ def lookup(cursor: psycopg.Cursor, mutation_ids: list[str]) -> dict[str, LedgerE
     }
 
 
+def read_times(cursor: psycopg.Cursor, mutation_ids: list[str]) -> dict[str, int]:
+    """Of these ids, those the ledger holds, with the Kafka timestamp (ms) of the message that
+    decided each (0 where none was recorded: it satisfies any dependency in time)."""
+    if not mutation_ids:
+        return {}
+    cursor.execute(
+        "SELECT mutation_id, COALESCE(floor(extract(epoch FROM kafka_timestamp) * 1000)::bigint, 0) "
+        "FROM mutation_log WHERE mutation_id = ANY(%s::text[])",
+        (text_array(mutation_ids),),
+    )
+    return dict(cursor.fetchall())
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -188,18 +201,19 @@ def write(
 
 
 def record_duplicates(
-    cursor: psycopg.Cursor, duplicates: list[Mutation | Rejection], batch_id: str
+    cursor: psycopg.Cursor, duplicates: list[tuple[Mutation | Rejection, bool]], batch_id: str
 ) -> None:
-    """Note every duplicate delivery once (idempotent on its Kafka coordinates)."""
+    """Note every duplicate delivery once (idempotent on its Kafka coordinates); `content_differs`
+    marks an id reused in another partition, so for another entity (a client error)."""
     if not duplicates:
         return
     deliveries = [
-        (d.id if isinstance(d, Mutation) else d.mutation_id, *coordinates(d)) for d in duplicates
+        (d.id if isinstance(d, Mutation) else d.mutation_id, *coordinates(d), reused) for d, reused in duplicates
     ]
     cursor.execute(
-        "INSERT INTO mutation_duplicates (mutation_id, kafka_topic, kafka_partition, kafka_offset, batch_id) "
-        "SELECT m, t, p, o, %s FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[]) AS u(m, t, p, o) "
-        "ON CONFLICT DO NOTHING",
+        "INSERT INTO mutation_duplicates (mutation_id, kafka_topic, kafka_partition, kafka_offset, content_differs, "
+        "batch_id) SELECT m, t, p, o, r, %s FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], "
+        "%s::boolean[]) AS u(m, t, p, o, r) ON CONFLICT DO NOTHING",
         (batch_id, *map(list, zip(*deliveries))),
     )
 

@@ -88,17 +88,17 @@ class PostgresCommitter:
             self._connection.close()
             self._connection = None
 
-    def decided(self, mutation_ids: set[str]) -> set[str]:
-        """Which of these ids the ledger already holds."""
+    def decided(self, mutation_ids: set[str]) -> dict[str, int]:
+        """Which of these ids the ledger already holds, with the Kafka timestamp (ms) each was read with."""
         if not mutation_ids:
-            return set()
+            return {}
 
-        def query() -> set[str]:
+        def query() -> dict[str, int]:
             try:
                 with self.connection.cursor() as cursor:
-                    found = ledger.lookup(cursor, sorted(mutation_ids))
+                    found = ledger.read_times(cursor, sorted(mutation_ids))
                 self.connection.rollback()
-                return set(found)
+                return found
             except psycopg.OperationalError:
                 self.drop_connection()
                 raise
