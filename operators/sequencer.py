@@ -86,31 +86,41 @@ class Sequencer:
     def admit(self, mutations: list[Mutation], rejections: list[Rejection] = ()) -> None:
         """Take one chunk (one partition, each list in offset order). The first copy of an id
         decides it, valid or not; every later copy waits aside for that decision."""
-        items: Iterable[Copy] = sorted([*mutations, *rejections], key=_offset) if rejections else mutations
-        taken, decided, copies = self._taken, self._decided, self.copies
-        for item in items:
+        taken, decided = self._taken, self._decided
+        if not rejections:  # the common case, once per mutation: the same steps, inlined
+            append = self.waiting.append
+            for mutation in mutations:
+                mutation_id = mutation.id
+                if mutation_id in taken or (mutation_id in decided and not mutation.replayed):
+                    self._admit_copy(mutation, mutation_id, mutation.kafka_timestamp_ms)
+                else:
+                    taken[mutation_id] = mutation.kafka_timestamp_ms
+                    append(mutation)
+            return
+        for item in sorted([*mutations, *rejections], key=_offset):
             mutation_id, timestamp = _id_and_time(item)
             if mutation_id is None:
                 self.rejections.append(item)  # no id to decide: it only goes to the DLQ
                 continue
-            first = taken.get(mutation_id)
-            if first is not None:
-                copies.append(item)
-                if timestamp < first:  # a copy in another partition may carry an earlier time
-                    taken[mutation_id] = timestamp
-                continue
-            first = decided.get(mutation_id)
             # A DLQ re-submission may revise an earlier validation rejection: it is decided anew.
-            if first is not None and not (type(item) is Mutation and item.replayed):
-                copies.append(item)
-                if timestamp < first:
-                    decided[mutation_id] = timestamp
+            replayed = type(item) is Mutation and item.replayed
+            if mutation_id in taken or (mutation_id in decided and not replayed):
+                self._admit_copy(item, mutation_id, timestamp)
                 continue
             taken[mutation_id] = timestamp
             if type(item) is Mutation:
                 self.waiting.append(item)
             else:
                 self.rejections.append(item)
+
+    def _admit_copy(self, item: Copy, mutation_id: str, timestamp: int) -> None:
+        self.copies.append(item)
+        for known in (self._taken, self._decided):
+            first = known.get(mutation_id)
+            if first is not None:
+                if timestamp < first:  # a copy in another partition may carry an earlier time
+                    known[mutation_id] = timestamp
+                return
 
     def observe(self, topic: str, partition: int, timestamp_ms: int) -> None:
         """A partition has shown event time `timestamp_ms` (a message, or a caught-up heartbeat)."""
@@ -147,11 +157,21 @@ class Sequencer:
         self._forget()
 
     def learn_decided(self, found: dict[str, int]) -> None:
-        """Ids the ledger holds, with the Kafka timestamp of their first copy."""
-        decided = self._decided
+        """Ids the ledger holds, with the Kafka timestamp of their first copy. What is held here
+        under such an id is a later copy (its first copy was decided before a restart, or before
+        the cache forgot it): it goes aside, to be answered with the ledger's decision."""
+        decided, taken = self._decided, self._taken
+        later: set[str] = set()
         for mutation_id, timestamp in found.items():
-            if mutation_id not in self._taken:
-                decided[mutation_id] = min(timestamp, decided.get(mutation_id, timestamp))
+            if mutation_id in taken:
+                later.add(mutation_id)
+                timestamp = min(timestamp, taken.pop(mutation_id))
+            decided[mutation_id] = min(timestamp, decided.get(mutation_id, timestamp))
+        if later:
+            self.copies += [m for m in self.waiting if m.id in later]
+            self.copies += [r for r in self.rejections if r.mutation_id in later]
+            self.waiting = [m for m in self.waiting if m.id not in later]
+            self.rejections = [r for r in self.rejections if r.mutation_id not in later]
         self._forget()
 
     def _forget(self) -> None:
@@ -164,13 +184,25 @@ class Sequencer:
         return mutation_id in self._decided
 
     def unknown_dependencies(self) -> set[str]:
-        """Ids neither decided here nor held here that a waiting mutation depends on, or that a
-        held copy repeats (after a restart its first copy may be in the ledger only): ask the
-        ledger about these."""
-        known = self._taken.keys() | self._decided.keys()
-        wanted = {d for mutation in self.waiting for d in mutation.dependencies}
-        wanted.update(mutation_id for mutation_id, _ in map(_id_and_time, self.copies))
-        return {d for d in wanted if d is not None and d not in known}
+        """Ids to ask the ledger about: those neither decided nor held here that a waiting
+        mutation depends on or a held copy repeats (after a restart, its first copy may be in
+        the ledger only), and those held here that look too late for a mutation depending on
+        them (what is held may be a later copy of an id the ledger decided earlier)."""
+        taken, decided, timeout = self._taken, self._decided, self.dependency_timeout_ms
+        wanted: set[str] = set()
+        for mutation in self.waiting:
+            for dependency in mutation.dependencies:
+                held_at = taken.get(dependency)
+                if held_at is None:
+                    if dependency not in decided:
+                        wanted.add(dependency)
+                elif held_at > mutation.kafka_timestamp_ms + timeout:
+                    wanted.add(dependency)
+        for copy in self.copies:
+            mutation_id, _ = _id_and_time(copy)
+            if mutation_id not in taken and mutation_id not in decided:
+                wanted.add(mutation_id)
+        return wanted
 
     def _known_time(self, mutation_id: str) -> int | None:
         timestamp = self._taken.get(mutation_id)

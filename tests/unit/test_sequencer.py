@@ -258,3 +258,15 @@ def test_held_items_keep_their_copies_aside():
     # A snapshot taken before copies were kept aside held both in `waiting`.
     old = Sequencer.restore(([original, copy], {}), 10**9)
     assert old.waiting == [original] and old.copies == [copy]
+
+
+def test_a_later_copy_read_after_a_restart_does_not_make_a_dependency_look_late():
+    """The first copy of "d" (stamped 0) was decided before a restart; its re-sent copy (stamped
+    late) is read first after it. The ledger's time, not the copy's, decides for "m"."""
+    sequencer = Sequencer(dependency_timeout_ms=1000, partitions=frozenset({("in", 0), ("in", 1)}))
+    resent = on(1, "d", "z", kafka_ms=50_000)
+    sequencer.add([resent, on(0, "m", "x", ["d"], kafka_ms=100)])
+    assert sequencer.unknown_dependencies() == {"d"}  # held, but too late for "m": ask the ledger
+    sequencer.learn_decided({"d": 0})
+    release = sequencer.release()
+    assert verdicts(release) == {"m": None} and release.copies == [resent]
