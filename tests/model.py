@@ -1,20 +1,25 @@
 """Independent, sequential reference model of DESIGN.md section 4 ("Semantics").
 
-Written from the contract only (no project imports).  It processes one item at a
-time, in the order the caller hands them over, and keeps the FULL write history of
-every attribute, so each rule below is a direct reading of that history:
+Written from the contract (sections 2, 4, 5) only; no project imports.  It keeps the
+FULL write history of every attribute, so each rule is a direct reading of it.
 
-* ``Model.apply(ModelMutation)`` decides one mutation (rules in ``_apply_mutation``).
-* ``Model.apply(ForeignWrite)`` is a write by a program outside the job (the central
-  ERP): version + 1, writer ``"foreign"``, no mutation id, adjusted priority 0.
-* ``Model.reject(m, reason)`` records a REJECTED decision made outside the model
-  (dependency checks, see ``dependency_order``).
-* A mutation id that is already in the ledger changes nothing (the first decision
-  stays; no second ledger row).
+* ``Model.apply_log(log)`` decides one segment of the input log (rules in ``sequence``
+  and ``Model._apply_mutation``).  ``log`` may interleave partitions in any order;
+  offset order within a partition is log order.  A second call continues the same log:
+  ids (and their Kafka timestamps) from earlier segments still count.
+* ``Model.apply(ForeignWrite)`` is a write by the central ERP (section 5), e.g. between
+  two segments; ``Model.apply(ModelMutation)`` is a segment of one message.
+* ``run_log(types, log)`` = a new ``Model`` + ``apply_log``.
 
-Results: ``entities`` ((type, id) -> {"version", "deleted", "values"}; ``values``
-holds only attributes that were ever written), ``ledger`` (id -> (status, reason,
-version-after or None)) and ``conflicts`` (one dict per conflict row).
+A caller passes every message whose id is readable, and nothing that failed the edge
+signature (section 2: such a message does not exist for section 4).
+
+Results: ``entities`` ((type, id) -> {"version", "deleted", "values"}; ``values`` holds
+only attributes ever written), ``ledger`` (id -> (status, reason, version-after or
+None); one row per id: the first copy's decision), ``conflicts`` (one dict per conflict
+row), ``acks`` ((partition, offset) -> (ack key = the message's own edge_node_id,
+mutation id, status, reason, version); a later copy carries the first copy's decision)
+and ``duplicates`` (the (partition, offset) of every later copy).
 """
 
 from __future__ import annotations
@@ -32,26 +37,30 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 @dataclass
 class ModelMutation:
     id: str
-    edge_node_id: str
+    edge_node_id: str | None  # None (or "") if an invalid message's node is unreadable: no ack
     entity_type: str
     entity_id: str
     operation: str  # "CREATE" | "UPDATE" | "DELETE"
     attributes: dict  # already-coerced Python values
     base_version: int
-    timestamp: datetime  # aware
+    timestamp: datetime  # aware; the edge's clock
     priority: int  # 1..10
     dependencies: tuple[str, ...] = ()
-    kafka_timestamp_ms: int = 0
+    kafka_timestamp_ms: int = 0  # the broker's clock; pass it: the edge time is capped by it
+    partition: int = 0
+    offset: int = 0
+    invalid_reason: str | None = None  # rejected on validation; the id still counts (section 2)
+    sets: frozenset[str] = frozenset()  # attributes holding a chosen value (`conflicts resolve --set`)
 
 
 @dataclass
 class ForeignWrite:
-    """A write outside the job: bumps the version by 1; writer "foreign"; priority 0."""
+    """A write outside the job (section 5): version + 1, writer "foreign", at ``timestamp``."""
 
     entity_type: str
     entity_id: str
     attributes: dict
-    timestamp: datetime
+    timestamp: datetime  # the database clock at the write
 
 
 @dataclass
@@ -59,17 +68,115 @@ class TypeSpec:
     criticality: str  # critical | important | standard
     delete_rule: str  # delete_wins | update_wins
     strategies: dict[str, str]  # attribute -> strategy; every attribute used must be listed
+    foreign_priority: int = 0  # adjusted priority of a foreign write (section 5)
+
+
+def kafka_time(m: ModelMutation) -> datetime:
+    return _EPOCH + timedelta(milliseconds=m.kafka_timestamp_ms)
+
+
+def effective_time(m: ModelMutation) -> datetime:
+    """Section 4 "Time": an edge timestamp later than the Kafka timestamp counts as the latter."""
+    return min(m.timestamp, kafka_time(m))
 
 
 def adjusted_priority(m: ModelMutation, criticality: str) -> int:
     """priority + criticality bonus + operation bonus + age bonus.
 
-    Age = Kafka message timestamp - mutation timestamp, compared exactly
+    Age = Kafka timestamp - effective time (never negative), compared exactly
     (microseconds): > 60 min -> +2, else > 15 min -> +1, else +0.
     """
-    age = timedelta(milliseconds=m.kafka_timestamp_ms) - (m.timestamp - _EPOCH)
+    age = kafka_time(m) - effective_time(m)
     age_bonus = 2 if age > timedelta(minutes=60) else 1 if age > timedelta(minutes=15) else 0
     return m.priority + CRITICALITY_BONUS[criticality] + OPERATION_BONUS[m.operation] + age_bonus
+
+
+def sequence(
+    log: list[ModelMutation], dependency_timeout_ms: int, earliest_ms: dict[str, int], decided: set[str],
+) -> tuple[dict[str, int], dict[str, str], list[ModelMutation]]:
+    """Duplicates and dependencies of one segment (section 4 "Statuses", "Dependencies").
+
+    ``log`` is sorted by (partition, offset); ``earliest_ms``: id -> earliest Kafka
+    timestamp of any copy so far (this segment included); ``decided``: ids decided
+    in earlier segments.  Returns (id -> index in ``log`` of the copy that decides it,
+    for ids new here; id -> dependency rejection; processing order of the rest).
+
+    * First copy: the lowest offset of its partition; an id reused in another partition
+      (a client error) goes to the copy with the lower (Kafka timestamp, partition,
+      offset).  Every other copy is a duplicate and takes no part below.
+    * D satisfies a dependency of M iff ``earliest_ms[D] <= M's Kafka timestamp +
+      timeout`` (D may be invalid, or decided in an earlier segment).
+    * Graph over the valid first copies: m -> d for each SATISFIED dependency d, and
+      m -> p for each earlier mutation p of m's entity.  Invalid messages and earlier
+      segments are decided already and wait for nothing.
+    * DEPENDENCY_CYCLE iff m has a satisfied dependency d with d == m or m reachable
+      from d; otherwise MISSING_DEPENDENCY iff some dependency is not satisfied.  So a
+      "cycle" closed only through a late dependency is no cycle: it is missing.
+    * Rejected mutations are decided: what waits on them proceeds.  The order keeps
+      entity order and puts each mutation after its dependencies (state is per entity,
+      so any such order gives the same result).
+    """
+    first: dict[str, int] = {}
+    per_partition: dict[tuple[str, int], int] = {}
+    for i, m in enumerate(log):
+        per_partition.setdefault((m.id, m.partition), i)
+
+    def rank(i: int) -> tuple[int, int, int]:
+        return log[i].kafka_timestamp_ms, log[i].partition, log[i].offset
+
+    for (mutation_id, _), i in per_partition.items():
+        if mutation_id not in decided and (mutation_id not in first or rank(i) < rank(first[mutation_id])):
+            first[mutation_id] = i
+
+    nodes = [log[i] for i in sorted(first.values()) if log[i].invalid_reason is None]
+    index = {m.id: n for n, m in enumerate(nodes)}
+
+    def satisfied(m: ModelMutation, d: str) -> bool:
+        return d in earliest_ms and earliest_ms[d] <= m.kafka_timestamp_ms + dependency_timeout_ms
+
+    preds = [
+        {index[d] for d in m.dependencies if d in index and satisfied(m, d)}
+        | {j for j in range(n) if (nodes[j].entity_type, nodes[j].entity_id) == (m.entity_type, m.entity_id)}
+        for n, m in enumerate(nodes)
+    ]
+
+    def reachable(start: int) -> set[int]:
+        seen, stack = set(), [start]
+        while stack:
+            for j in preds[stack.pop()] - seen:
+                seen.add(j)
+                stack.append(j)
+        return seen
+
+    rejected: dict[str, str] = {}
+    for n, m in enumerate(nodes):
+        met = [d for d in m.dependencies if satisfied(m, d)]
+        if any(d in index and (index[d] == n or n in reachable(index[d])) for d in met):
+            rejected[m.id] = "DEPENDENCY_CYCLE"
+        elif len(met) < len(m.dependencies):
+            rejected[m.id] = "MISSING_DEPENDENCY"
+
+    done = {index[r] for r in rejected}
+    pending = [n for n in range(len(nodes)) if n not in done]
+    order: list[ModelMutation] = []
+    while pending:
+        ready = next(n for n in pending if preds[n] <= done)  # exists: every cycle has a rejected member
+        order.append(nodes[ready])
+        done.add(ready)
+        pending.remove(ready)
+    return first, rejected, order
+
+
+def dependency_order(
+    log: list[ModelMutation], dependency_timeout_ms: int = 600_000,
+) -> tuple[list[ModelMutation], dict[str, str]]:
+    """``sequence`` of a whole log on its own: (processing order, id -> rejection)."""
+    log = sorted(log, key=lambda m: (m.partition, m.offset))
+    earliest: dict[str, int] = {}
+    for m in log:
+        earliest[m.id] = min(m.kafka_timestamp_ms, earliest.get(m.id, m.kafka_timestamp_ms))
+    _, rejected, order = sequence(log, dependency_timeout_ms, earliest, set())
+    return order, rejected
 
 
 @dataclass(frozen=True)
@@ -79,11 +186,11 @@ class Write:
     version: int
     writer: str  # edge node id, or FOREIGN
     mutation_id: str | None  # None for foreign writes
-    timestamp: datetime
-    priority: int  # adjusted priority; 0 for foreign writes
+    timestamp: datetime  # effective time (section 4 "Time"); the database clock if foreign
+    priority: int  # adjusted priority; the type's foreign_priority for foreign writes
 
     def lww_key(self) -> tuple:
-        if self.writer == FOREIGN:
+        if self.writer == FOREIGN:  # a foreign writer loses a tie (section 5)
             return (self.timestamp, "", "")
         return (self.timestamp, self.writer, self.mutation_id)
 
@@ -97,7 +204,7 @@ class EntityState:
     flag_history: list[Write] = field(default_factory=list)  # writes of the deleted flag
 
     def current(self, attr: str) -> Write | None:
-        """The write that holds the attribute's current value."""
+        """The write that holds the attribute's current value (its provenance)."""
         writes = self.history.get(attr)
         return writes[-1] if writes else None
 
@@ -117,6 +224,9 @@ class Model:
         self.state: dict[tuple[str, str], EntityState] = {}
         self.ledger: dict[str, tuple[str, str | None, int | None]] = {}
         self.conflicts: list[dict] = []
+        self.acks: dict[tuple[int, int], tuple[str, str, str, str | None, int | None]] = {}
+        self.duplicates: set[tuple[int, int]] = set()
+        self.earliest_ms: dict[str, int] = {}  # id -> earliest Kafka timestamp of any copy
 
     @property
     def entities(self) -> dict[tuple[str, str], dict]:
@@ -126,15 +236,29 @@ class Model:
             if e.version > 0
         }
 
-    def reject(self, m: ModelMutation, reason: str) -> None:
-        if m.id not in self.ledger:
-            self.ledger[m.id] = ("REJECTED", reason, None)
-
     def apply(self, item: ModelMutation | ForeignWrite) -> None:
         if isinstance(item, ForeignWrite):
             self._apply_foreign(item)
-        elif item.id not in self.ledger:  # duplicate ids change nothing
-            self._apply_mutation(item)
+        else:
+            self.apply_log([item])
+
+    def apply_log(self, log: list[ModelMutation], dependency_timeout_ms: int = 600_000) -> None:
+        """Decide one segment of the log (see ``sequence``), then acknowledge every message."""
+        log = sorted(log, key=lambda m: (m.partition, m.offset))
+        for m in log:
+            self.earliest_ms[m.id] = min(m.kafka_timestamp_ms, self.earliest_ms.get(m.id, m.kafka_timestamp_ms))
+        first, rejected, order = sequence(log, dependency_timeout_ms, self.earliest_ms, set(self.ledger))
+        for i in first.values():
+            m = log[i]
+            if m.invalid_reason is not None or m.id in rejected:
+                self.ledger[m.id] = ("REJECTED", m.invalid_reason or rejected[m.id], None)
+        for m in order:
+            self._apply_mutation(m)
+        for i, m in enumerate(log):
+            if first.get(m.id) != i:  # a later copy: changes nothing, re-acknowledges the decision
+                self.duplicates.add((m.partition, m.offset))
+            if m.edge_node_id:
+                self.acks[(m.partition, m.offset)] = (m.edge_node_id, m.id, *self.ledger[m.id])
 
     # -- internals -----------------------------------------------------------------
 
@@ -145,7 +269,7 @@ class Model:
         """
         e = self.state.setdefault((f.entity_type, f.entity_id), EntityState())
         e.version += 1
-        w = Write(e.version, FOREIGN, None, f.timestamp, 0)
+        w = Write(e.version, FOREIGN, None, f.timestamp, self.types[f.entity_type].foreign_priority)
         for attr, value in f.attributes.items():
             e.values[attr] = value
             e.history.setdefault(attr, []).append(w)
@@ -163,7 +287,7 @@ class Model:
     def _commit(self, e: EntityState, m, prio, writes: dict, deleted: bool | None) -> None:
         """Version + 1; record every written attribute (and the flag, if given)."""
         e.version += 1
-        w = Write(e.version, m.edge_node_id, m.id, m.timestamp, prio)
+        w = Write(e.version, m.edge_node_id, m.id, effective_time(m), prio)
         for attr, value in writes.items():
             e.values[attr] = value
             e.history.setdefault(attr, []).append(w)
@@ -176,16 +300,17 @@ class Model:
         e = self.state.setdefault((m.entity_type, m.entity_id), EntityState())
         prio = adjusted_priority(m, spec.criticality)
         node, op, base = m.edge_node_id, m.operation, m.base_version
+        mine = (effective_time(m), node, m.id)
         delete_wins = spec.delete_rule == "delete_wins"
         assert spec.delete_rule in ("delete_wins", "update_wins"), spec.delete_rule
 
-        # 1. absent entity: only CREATE applies (all attributes; sum = initial value)
+        # 1. absent entity: only CREATE applies (any base; all attributes; sum = initial value)
         if e.version == 0:
             if op != "CREATE":
                 return self._decide(m, "REJECTED", "ENTITY_NOT_FOUND", None)
             self._commit(e, m, prio, dict(m.attributes), deleted=False)
             return self._decide(m, "APPLIED", None, e.version)
-        # 2. CREATE of an existing entity = UPDATE with base version 0
+        # 2. CREATE of an existing entity = UPDATE with base version 0 (whatever its base)
         if op == "CREATE":
             base = 0
         # 3. the edge claims a version the entity never had
@@ -218,15 +343,19 @@ class Model:
                 return self._decide(m, "APPLIED", None, e.version)
             return self._decide(m, "APPLIED", "SUPERSEDED", e.version)
 
-        # 6. UPDATE (or CREATE-as-update), attribute by attribute in name order
+        # 6. UPDATE (or CREATE-as-update), attribute by attribute in name order.  A sum
+        # value is a delta, except a chosen value (``sets``) and a reviving CREATE's
+        # initial value: those are the value the attribute ends with.
         writes: dict = {}
         held: list[tuple[str, str | None]] = []
         for attr in sorted(m.attributes):
             incoming, strategy = m.attributes[attr], spec.strategies[attr]
             assert strategy in STRATEGIES, strategy
             current_value = e.values.get(attr)
+            if strategy == "sum" and not (attr in m.sets or (revive and op == "CREATE")):
+                incoming = _add(current_value, incoming)  # from here on: the value it ends with
             if not e.changed_by_other(attr, base, node):
-                writes[attr] = _add(current_value, incoming) if strategy == "sum" else incoming
+                writes[attr] = incoming
                 continue
             holder = e.current(attr)  # not None: some write after base exists
             if strategy == "manual":
@@ -237,16 +366,13 @@ class Model:
             elif strategy == "server_wins":
                 winner = "server"
             elif strategy == "last_writer_wins":
-                winner = "incoming" if (m.timestamp, node, m.id) > holder.lww_key() else "server"
+                winner = "incoming" if mine > holder.lww_key() else "server"
             elif strategy == "priority":
-                mine, theirs = (prio, (m.timestamp, node, m.id)), (holder.priority, holder.lww_key())
-                winner = "incoming" if mine > theirs else "server"
+                winner = "incoming" if (prio, mine) > (holder.priority, holder.lww_key()) else "server"
             else:  # max_value
                 bigger = current_value is None or (incoming is not None and incoming > current_value)
                 winner = "incoming" if bigger else "server"
-            if winner == "merged":
-                writes[attr] = _add(current_value, incoming)
-            elif winner == "incoming":
+            if winner != "server":
                 writes[attr] = incoming
             rows.append(self._row(m, (attr,), holder.mutation_id, strategy, winner))
 
@@ -261,65 +387,8 @@ class Model:
         return self._decide(m, "APPLIED", "SUPERSEDED", e.version)
 
 
-def dependency_order(log: list[ModelMutation]) -> tuple[list[ModelMutation], dict[str, str]]:
-    """Processing order for a log in Kafka order (one partition), plus rejections.
-
-    * Later occurrences of an id are dropped (they are duplicates: no effect).
-    * Graph: m -> d for each declared dependency d present in the log, and m -> p
-      for each earlier mutation p of the same entity.
-    * DEPENDENCY_CYCLE: m declares a dependency d with d == m or m reachable
-      from d (d is in m's cycle).  Checked first, on the full graph.
-    * MISSING_DEPENDENCY: (otherwise) m declares a dependency absent from the log.
-    * Rejected mutations are decided: whatever waits on them proceeds.
-    * The order keeps same-entity order and puts every mutation after its
-      dependencies.  The model's state is per entity, so any such order gives the
-      same result.
-    """
-    unique: list[ModelMutation] = []
-    for m in log:
-        if m.id not in {u.id for u in unique}:
-            unique.append(m)
-    index = {m.id: i for i, m in enumerate(unique)}
-    preds = [
-        {index[d] for d in m.dependencies if d in index}
-        | {j for j in range(i) if (unique[j].entity_type, unique[j].entity_id) == (m.entity_type, m.entity_id)}
-        for i, m in enumerate(unique)
-    ]
-
-    def reachable(start: int) -> set[int]:
-        seen, stack = set(), [start]
-        while stack:
-            for j in preds[stack.pop()]:
-                if j not in seen:
-                    seen.add(j)
-                    stack.append(j)
-        return seen
-
-    rejected: dict[str, str] = {}
-    for i, m in enumerate(unique):
-        if any(d in index and (index[d] == i or i in reachable(index[d])) for d in m.dependencies):
-            rejected[m.id] = "DEPENDENCY_CYCLE"
-        elif any(d not in index for d in m.dependencies):
-            rejected[m.id] = "MISSING_DEPENDENCY"
-
-    done = {index[r] for r in rejected}
-    order: list[ModelMutation] = []
-    pending = [i for i in range(len(unique)) if i not in done]
-    while pending:
-        ready = next(i for i in pending if preds[i] <= done)  # exists: cycles were removed
-        order.append(unique[ready])
-        done.add(ready)
-        pending.remove(ready)
-    return order, rejected
-
-
-def run_log(types: dict[str, TypeSpec], log: list[ModelMutation]) -> Model:
-    """Convenience: dependency_order + reject + apply, for a log without foreign writes."""
+def run_log(types: dict[str, TypeSpec], log: list[ModelMutation], dependency_timeout_ms: int = 600_000) -> Model:
+    """Convenience: a new Model that has decided ``log`` as one segment."""
     model = Model(types)
-    order, rejected = dependency_order(log)
-    for m in log:
-        if m.id in rejected:
-            model.reject(m, rejected[m.id])
-    for m in order:
-        model.apply(m)
+    model.apply_log(log, dependency_timeout_ms)
     return model

@@ -6,6 +6,7 @@ reference model (tests/model.py) says, whatever the batch size and workers."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -129,19 +130,13 @@ def foreign_write(settings: Settings, entity_type: str, entity_id: str) -> model
 
 
 def expected_state(log_phases) -> model.Model:
+    """Each phase is the next segment of one log; its foreign writes come after it."""
     reference = model.Model(TYPES)
+    offset = 0
     for mutations, foreign in log_phases:
-        decided = set(reference.ledger)
-        stripped = [
-            model.ModelMutation(**{**m.__dict__, "dependencies": tuple(d for d in m.dependencies if d not in decided)})
-            for m in mutations
-        ]
-        order, rejected = model.dependency_order([m for m in stripped if m.id not in decided])
-        for m in stripped:
-            if m.id in rejected and m.id not in reference.ledger:
-                reference.reject(m, rejected[m.id])
-        for m in order:
-            reference.apply(m)
+        # One partition stands for all of them: produce order is each entity's offset order.
+        reference.apply_log([replace(m, offset=offset + n) for n, m in enumerate(mutations)])
+        offset += len(mutations)
         for write in foreign:
             reference.apply(write)
     return reference

@@ -81,13 +81,16 @@ def logs(draw):
                     value = 0
                 attributes[name] = value
         stamp = T0 + timedelta(seconds=draw(st.integers(0, 60)))
+        # Sometimes a resolution's chosen values (`--set`): a sum attribute ends with it, not a delta.
+        chosen = tuple(sorted(n for n in attributes if n in ("balance", "qty") and draw(st.booleans())))
         items.append(Mutation(
             id=f"m{serial}", edge_node_id=draw(st.sampled_from(["shop", "van", "hq"])), entity_type=entity_type,
             entity_id=entity_id, operation=operation, attributes=attributes,
-            base_version=0 if operation is Operation.CREATE else draw(st.integers(0, 6)),
+            base_version=draw(st.integers(0, 6)),  # a CREATE acts from version 0 whatever its base
             timestamp=stamp, priority=draw(st.integers(1, 10)), dependencies=(), tenant_id=None, topic="in",
             partition=0, offset=serial,
             kafka_timestamp_ms=int((stamp + timedelta(minutes=draw(st.sampled_from([0, 16, 61])))).timestamp() * 1000),
+            resolves=("k1",) if chosen else (), sets=chosen,
         ))
     return items
 
@@ -139,6 +142,7 @@ def run_model(items):
             reference.apply(model.ModelMutation(
                 item.id, item.edge_node_id, item.entity_type, item.entity_id, item.operation.value,
                 dict(item.attributes), item.base_version, item.timestamp, item.priority, (), item.kafka_timestamp_ms,
+                sets=frozenset(item.sets),
             ))
     entities = {
         key: (e["version"], e["deleted"], {k: v for k, v in e["values"].items() if v is not None})
