@@ -115,6 +115,24 @@ def generate(spec: BacklogSpec, registry: Registry | None = None) -> Backlog:
     return Backlog(spec, [generator.segment(k) for k in range(spec.segments)])
 
 
+def backlog_of(rows: list[tuple[int, int, dict, str | None]], partitions: int, timeout_ms: int) -> Backlog:
+    """A hand-written one-segment backlog: rows of (partition, Kafka time, document, expected
+    DLQ reason or None), offsets in row order per partition (for minimal logs)."""
+    generator = _Generator(BacklogSpec(partitions=partitions), load_registry(REGISTRY_PATH,
+                                                                             custom_strategies={"max_value"}))
+    records, next_offset = [], defaultdict(int)
+    for partition, kafka_ms, document, reason in rows:
+        offset = next_offset[partition]
+        next_offset[partition] += 1
+        mutation = replace(generator.to_model(document, reason), partition=partition, offset=offset,
+                           kafka_timestamp_ms=kafka_ms, dependencies=_dependencies(document))
+        key = f"{document['entity_type']}:{document['entity_id']}".encode()
+        records.append(Record(partition, offset, kafka_ms, key, orjson.dumps(document), mutation, reason,
+                              "invalid" if reason else "mutation", document))
+    spec = BacklogSpec(seed=-len(rows), messages=len(rows), partitions=partitions, dependency_timeout_ms=timeout_ms)
+    return Backlog(spec, [records])
+
+
 def production_order(segment: list[Record], first: int | None = None, order: list[int] | None = None) -> list[Record]:
     """`segment` partition by partition: `first` before the others, or the partitions in `order`."""
     partitions = order or sorted({r.partition for r in segment})

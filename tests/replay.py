@@ -181,18 +181,18 @@ def _migrated(settings: Settings) -> bool:
     return bool(query(settings, "SELECT to_regclass('mutation_log') IS NOT NULL")[0][0])
 
 
-_DECIDED: dict[tuple[BacklogSpec, int], model.Model] = {}
+_DECIDED: dict[tuple[int, int], tuple[Backlog, model.Model]] = {}
 
 
 def decided_by_model(backlog: Backlog, timeout_ms: int) -> model.Model:
-    """The oracle's decisions on every segment of `backlog` (no ERP writes); kept per spec."""
-    key = (backlog.spec, timeout_ms)
-    if key not in _DECIDED:
+    """The oracle's decisions on every segment of `backlog` (no ERP writes); kept per backlog."""
+    key = (id(backlog), timeout_ms)
+    if key not in _DECIDED or _DECIDED[key][0] is not backlog:
         reference = model.Model(TYPES)
         for number in range(len(backlog.segments)):
             reference.apply_log(backlog.model_log(number), timeout_ms)
-        _DECIDED[key] = reference
-    return _DECIDED[key]
+        _DECIDED[key] = (backlog, reference)
+    return _DECIDED[key][1]
 
 
 def replay(

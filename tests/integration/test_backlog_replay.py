@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.backlog import BacklogSpec, generate
+from tests.backlog import START_MS, BacklogSpec, backlog_of, generate
 from tests.replay import JobConfig, replay
 from tests.replay_compare import report
 
@@ -83,3 +84,42 @@ def test_erp_writes_between_two_backlogs(base_settings):
     result = replay(base_settings, generate(spec), config, erp=12)
     assert not result.found, f"start_ms={spec.start_ms}\n{report(result.found)}"
     assert any(c[4] is None for c in result.expected.conflicts), "no ERP write was ever in conflict"
+
+
+def _document(mutation_id, node, entity, kafka_ms, attributes, ahead=timedelta(0), dependencies=(), **changes):
+    stamp = datetime.fromtimestamp(kafka_ms / 1000, UTC) + ahead
+    return {"id": mutation_id, "edge_node_id": node, "entity_type": entity.split(":")[0],
+            "entity_id": entity.split(":")[1], "operation_type": "CREATE" if changes.pop("create", True) else "UPDATE",
+            "attributes": attributes, "base_version": 0, "timestamp": stamp.isoformat(timespec="milliseconds"),
+            "priority": 5, "dependencies": list(dependencies), **changes}
+
+
+T0, LIMIT = START_MS, round(TIMEOUT_S * 1000)
+MINIMAL_LOGS = {  # all but the at-limit one fail on the engine before issue 16 (f372c75)
+    "an edge clock 23 days ahead does not win last_writer_wins": [
+        (0, T0, _document("a1", "van-03", "stock_level:S", T0, {"reorder_point": 1}, ahead=timedelta(days=23)), None),
+        (0, T0 + 60_000, _document("a2", "shop-01", "stock_level:S", T0 + 60_000, {"reorder_point": 2},
+                                   ahead=timedelta(seconds=-10), create=False), None),
+    ],
+    "a dependency 1 ms beyond the timeout is missing, though read early": [
+        (0, T0, _document("b1", "shop-01", "article:A", T0, {"name": "a"}, dependencies=["b2"]), None),
+        (1, T0 + LIMIT + 1, _document("b2", "shop-02", "article:B", T0 + LIMIT + 1, {"name": "b"}), None),
+    ],
+    "a dependency exactly at the timeout is met": [
+        (0, T0, _document("e1", "shop-01", "article:A", T0, {"name": "a"}, dependencies=["e2"]), None),
+        (1, T0 + LIMIT, _document("e2", "shop-02", "article:B", T0 + LIMIT, {"name": "b"}), None),
+    ],
+    "an invalid copy sent while the original waits is a duplicate": [
+        (0, T0, _document("c1", "shop-01", "article:A", T0, {"name": "a"}, dependencies=["c2"]), None),
+        (0, T0 + 1000, _document("c1", "shop-01", "article:A", T0, {"name": "a"}, dependencies=["c2"], priority=0),
+         "INVALID_FIELD"),
+        (1, T0 + 60_000, _document("c2", "shop-02", "article:B", T0 + 60_000, {"name": "b"}), None),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MINIMAL_LOGS))
+def test_minimal_logs(base_settings, case):
+    backlog = backlog_of(MINIMAL_LOGS[case], partitions=2, timeout_ms=LIMIT)
+    result = replay(base_settings, backlog, JobConfig(dependency_timeout_s=TIMEOUT_S))
+    assert not result.found, report(result.found)
