@@ -151,7 +151,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         release = self._release(at_end)
         self.runtime.stats.deferred.update(release.deferred)
         self.runtime.metrics.record_deferrals(release.deferred)
-        items = [*release.invalid, *(Unmet(m, r) for m, r in release.rejected), *release.ready, *release.copies]
+        items = [*release.invalid, *(m if r is None else Unmet(m, r) for m, r in release.order), *release.copies]
         return reports + self._commit(items)
 
     def _release(self, at_end: bool):

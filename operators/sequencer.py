@@ -33,8 +33,8 @@ NOT_SHOWN = -1
 @dataclass(frozen=True, slots=True)
 class Release:
     """What may be committed now, in this order: `invalid` (first copies rejected on
-    validation), `rejected` (mutation, reason) pairs, `ready`, then `copies` (later copies
-    of ids whose first copy is decided by now, each answered with that decision)."""
+    validation), `order` (`ready` and `rejected` as decided), then `copies` (later copies of
+    ids whose first copy is decided by now, each answered with that decision)."""
 
     ready: list[Mutation]
     rejected: list[tuple[Mutation, str]]
@@ -42,6 +42,9 @@ class Release:
     """Per edge node, how many times its budget pushed its mutations to a later round."""
     invalid: list[Rejection] = field(default_factory=list)
     copies: list[Copy] = field(default_factory=list)
+    order: list[tuple[Mutation, str | None]] = field(default_factory=list)
+    """`ready` and `rejected` together, in the order they were decided (None: ready): what
+    commits in this order never precedes a dependency or an entity predecessor."""
 
 
 def _id_and_time(item: Copy) -> tuple[str | None, int]:
@@ -234,6 +237,7 @@ class Sequencer:
             queue.append(mutation)
         ready: list[Mutation] = []
         rejected: list[tuple[Mutation, str]] = []
+        in_order: list[tuple[Mutation, str | None]] = []
         waiters: dict[str, list[EntityKey]] = {}
         worklist: deque[EntityKey] = deque(queues)
         taken: dict[str, int] = {}
@@ -280,6 +284,7 @@ class Sequencer:
                     taken[node] = taken.get(node, 0) + 1
                     queue.popleft()
                     ready.append(head)
+                    in_order.append((head, None))
                     released.add(head.id)
                     if waiters:
                         worklist.extend(waiters.pop(head.id, ()))
@@ -287,6 +292,7 @@ class Sequencer:
         def reject(mutation: Mutation, reason: str) -> None:
             queues[mutation.entity_key].remove(mutation)
             rejected.append((mutation, reason))
+            in_order.append((mutation, reason))
             decided.add(mutation.id)
             worklist.append(mutation.entity_key)
             worklist.extend(waiters.pop(mutation.id, ()))
@@ -313,7 +319,7 @@ class Sequencer:
             for copy in self.copies:
                 (copies if _id_and_time(copy)[0] in decided else kept).append(copy)
             self.copies = kept
-        return Release(ready, rejected, deferred, invalid, copies)
+        return Release(ready, rejected, deferred, invalid, copies, in_order)
 
     def hold(self, items: list[Copy]) -> None:
         """Put released but uncommitted items back, ahead of what waits (entity order is kept);
