@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -78,6 +80,7 @@ def fresh_settings(base: Settings, partitions: int) -> Settings:
     settings = with_overrides(
         new_schema(base, f"b_{suffix}"), topic_mutations=f"b-{suffix}.in", topic_dlq=f"b-{suffix}.dlq",
         topic_status=f"b-{suffix}.status", topic_partitions=partitions,
+        audit_uri=tempfile.mkdtemp(prefix=f"mutagg-backlog-{suffix}-"),  # never the checkout's audit/
     )
     admin = AdminClient(settings.kafka_client_config())  # kept: a dropped client fails its futures
     admin.create_topics([NewTopic(
@@ -94,6 +97,7 @@ def cleanup(base: Settings, settings: Settings) -> None:
     suffix = settings.topic_mutations.split("-", 1)[1].split(".", 1)[0]
     drop_schema(base, f"b_{suffix}")
     delete_topics(settings, f"b-{suffix}.")
+    shutil.rmtree(settings.audit_uri, ignore_errors=True)
 
 
 def produce_records(settings: Settings, records: list[Record]) -> None:
