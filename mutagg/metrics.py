@@ -147,6 +147,16 @@ class JobMetrics:
             new_conflicts.extend(outcome.conflict_ids)
             for since, seconds in _latencies(outcome.source, committed_at):
                 latencies[(since, entity)].append(seconds)
+        breakdown: list[tuple[str, str, str, int]] = []
+        if new_conflicts and connection is not None:
+            try:
+                breakdown = conflict_breakdown(connection, new_conflicts)
+            except psycopg.Error as exc:
+                self.refresh_errors.labels("database").inc()
+                log.warning("conflict metrics skipped", extra={"error": str(exc)[:300]})
+        # Everything read first, then added: a scrape that sees this batch's mutations in
+        # `mutagg_mutations_total` (added last) sees the rest of the batch too. The database
+        # query between two increments let a scrape see the mutations without their conflicts.
         for (since, entity), values in latencies.items():
             observe_many(self._latency_child(since, entity), values)
         if reused:
@@ -155,15 +165,10 @@ class JobMetrics:
             self.messages.labels(kind).inc(count)
         for reason, count in by_reason.items():
             self.dlq.labels(reason).inc(count)
+        for entity_type, strategy, winner, count in breakdown:
+            self.conflicts.labels(self.entity_label(entity_type), strategy, winner).inc(count)
         for (entity, status), count in by_status.items():
             self.mutations.labels(entity, status).inc(count)
-        if new_conflicts and connection is not None:
-            try:
-                for entity_type, strategy, winner, count in conflict_breakdown(connection, new_conflicts):
-                    self.conflicts.labels(self.entity_label(entity_type), strategy, winner).inc(count)
-            except psycopg.Error as exc:
-                self.refresh_errors.labels("database").inc()
-                log.warning("conflict metrics skipped", extra={"error": str(exc)[:300]})
 
     def set_consumer_lag(self, topic: str, partition: int, high_watermark: int, position: int) -> None:
         """Lag of one partition: messages the job has not committed yet."""
