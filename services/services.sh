@@ -145,6 +145,9 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Retention is enforced every second, not every 5 minutes: tests/integration/test_input_gap.py
+# waits for a tiny-retention topic to lose its segments (no effect on topics with the default retention).
+log.retention.check.interval.ms=1000
 EOF
 }
 
