@@ -14,6 +14,7 @@ from dataflows import steps
 from dataflows.apply import ApplyLogic, BatchReport
 from dataflows.runtime import Runtime
 from operators.decode import decode_chunk, event_time_cap
+from sinks.gaps import InputGapPolicy
 from sinks.offsets import stored_offsets
 from sources.kafka import Chunk, MutationSource
 
@@ -38,6 +39,7 @@ def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
         stop_at_end=stop_at_end,
         deadline_s=settings.service_deadline_s,
         stored_offsets=lambda: stored_offsets(settings, settings.topic_mutations),
+        on_gap=InputGapPolicy(settings, runtime.metrics),
         should_stop=runtime.stopping.is_set,
     )
     chunks = op.input(steps.INPUT, flow, source)

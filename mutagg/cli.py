@@ -119,7 +119,7 @@ def _print_json(document) -> None:
     print(orjson.dumps(document, default=str, option=orjson.OPT_INDENT_2).decode())
 
 
-EXIT_CODES = {"ServiceUnavailable": 3, "BatchFailed": 4}
+EXIT_CODES = {"ServiceUnavailable": 3, "BatchFailed": 4, "InputGap": 5}
 
 
 def _root_cause(exc: BaseException) -> BaseException:

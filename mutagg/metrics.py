@@ -67,7 +67,14 @@ class JobMetrics:
         self.conflicts = Counter(
             "mutagg_conflicts", "Conflicts detected, by strategy and winner (open: held for a person)",
             ["entity_type", "strategy", "winner"], registry=r)
-        self.dlq = Counter("mutagg_dlq_messages", "Messages sent to the dead-letter topic", ["reason"], registry=r)
+        self.dlq = Counter(
+            "mutagg_dlq_messages", "Input messages dead-lettered. A DLQ record re-sent after a crash for a message "
+            "an earlier run decided (its ledger row says so) is not counted again; only a message with no "
+            "readable id (no ledger row) in flight at the crash can count twice", ["reason"], registry=r)
+        self.input_gaps = Counter(
+            "mutagg_input_gap_messages", "Input offsets deleted from the broker before the job read them "
+            "(recorded in input_gaps; the job stops unless MUTAGG_ON_INPUT_GAP=skip)",
+            ["topic", "partition"], registry=r)
         self.held_back = Counter(
             "mutagg_fair_share_deferrals",
             "Times an edge node's fair share pushed its mutations behind other nodes' (a flood)",
@@ -102,6 +109,10 @@ class JobMetrics:
         """One batch decided ahead, or taken by its transaction (see `Speculator.count`)."""
         self.prepared.labels(result).inc()
 
+    def count_input_gap(self, topic: str, partition: int, messages: int) -> None:
+        """Offsets of one partition lost to retention (`sinks/gaps.py`)."""
+        self.input_gaps.labels(topic, str(partition)).inc(messages)
+
     def record_deferrals(self, deferred: dict[str, int]) -> None:
         """Fair-share reordering of one release (not labelled by node: node ids are unbounded)."""
         total = sum(deferred.values())
@@ -134,10 +145,10 @@ class JobMetrics:
         latencies: dict[tuple[str, str], list[float]] = defaultdict(list)
         for outcome in outcomes:
             by_kind[outcome.kind] += 1
+            if outcome.kind == "replayed":
+                continue  # decided (and counted) by an earlier run: its DLQ record is a repeat
             if isinstance(outcome.source, Rejection):
                 by_reason[outcome.source.code] += 1
-            if outcome.kind == "replayed":
-                continue
             if outcome.reused:
                 reused += 1
             entity = self.entity_label(outcome.entity_type)

@@ -30,6 +30,7 @@ CORE_TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "mutation_duplicates": ("SELECT", "INSERT"),  # INSERT .. ON CONFLICT DO NOTHING
     "source_offsets": ("SELECT", "INSERT", "UPDATE"),  # INSERT .. ON CONFLICT DO UPDATE
     "dlq_replays": ("SELECT", "INSERT"),  # `mutagg dlq replay` records what it re-submitted
+    "input_gaps": ("SELECT", "INSERT", "UPDATE"),  # a lost input range: INSERT .. ON CONFLICT DO UPDATE
     "mutagg_schema": ("SELECT",),
 }
 # SELECT .. FOR UPDATE (needs UPDATE), CREATE TEMP TABLE _stage_x (LIKE x) (needs SELECT),

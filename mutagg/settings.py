@@ -50,6 +50,10 @@ class Settings:
     event_time_lead_s: float = 0.0
     snapshot_interval_s: float = 10.0
     service_deadline_s: float = 120.0
+    # What the job does when the next offset of an input partition is no longer on the broker
+    # (retention deleted it): "stop" (default) records the lost range in `input_gaps` and exits 5;
+    # "skip" records and counts it too, then continues from the earliest offset still there.
+    on_input_gap: str = "stop"
     topic_partitions: int = 12
     log_level: str = "INFO"
     fault_point: str | None = None  # crash tests only: "after_commit:3" kills the job there
@@ -99,6 +103,7 @@ _ENV = {
     "MUTAGG_EVENT_TIME_LEAD_S": "event_time_lead_s",
     "MUTAGG_SNAPSHOT_INTERVAL_S": "snapshot_interval_s",
     "MUTAGG_SERVICE_DEADLINE_S": "service_deadline_s",
+    "MUTAGG_ON_INPUT_GAP": "on_input_gap",
     "MUTAGG_TOPIC_PARTITIONS": "topic_partitions",
     "MUTAGG_LOG_LEVEL": "log_level",
     "MUTAGG_FAULT_POINT": "fault_point",
@@ -113,6 +118,8 @@ _OPTIONAL = (
     "schema", "recovery_dir", "fault_point", "kafka_security_protocol", "kafka_sasl_mechanism",
     "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file",
 )
+
+INPUT_GAP_POLICIES = ("stop", "skip")
 
 _KINDS = {f.name: f.type for f in fields(Settings)}
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
@@ -182,6 +189,8 @@ def load_settings(
         raise ConfigError("read_chunk must be positive")
     if settings.batch_size < 1 or settings.window_ms < 0 or settings.max_message_bytes < 1:
         raise ConfigError("batch_size and max_message_bytes must be positive, window_ms >= 0")
+    if settings.on_input_gap not in INPUT_GAP_POLICIES:
+        raise ConfigError(f"on_input_gap must be one of {'|'.join(INPUT_GAP_POLICIES)}, not {settings.on_input_gap!r}")
     if settings.event_time_lead_s < 0:
         raise ConfigError(f"event_time_lead_s must be >= 0 (0: off), not {settings.event_time_lead_s}")
     kafka_security_config(settings)  # inconsistent Kafka security settings fail here, not at first use

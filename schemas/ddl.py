@@ -11,7 +11,7 @@ from psycopg import sql
 from schemas.registry import EntityType
 from schemas.values import SQL_TYPES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: input_gaps, dlq_replays.source_*
 
 LEDGER_COLUMNS = (
     "mutation_id", "status", "reason", "entity_type", "entity_id", "version",
@@ -122,6 +122,23 @@ CREATE TABLE IF NOT EXISTS source_offsets (
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (kafka_topic, kafka_partition)
 );
+-- Input offsets no longer on the broker when the job came to read them (retention deleted them):
+-- [from_offset, to_offset) was never read. `continued`: the operator chose MUTAGG_ON_INPUT_GAP=skip.
+CREATE TABLE IF NOT EXISTS input_gaps (
+    kafka_topic text NOT NULL,
+    kafka_partition integer NOT NULL,
+    from_offset bigint NOT NULL,
+    to_offset bigint NOT NULL CHECK (to_offset > from_offset),
+    continued boolean NOT NULL,
+    detected_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    last_detected_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (kafka_topic, kafka_partition, from_offset)
+);
+-- A DLQ record replayed is known by its source coordinates too: a repeat of it elsewhere on the
+-- DLQ (re-sent after a crash) is the same message and is not replayed again.
+ALTER TABLE dlq_replays ADD COLUMN IF NOT EXISTS source_topic text;
+ALTER TABLE dlq_replays ADD COLUMN IF NOT EXISTS source_partition integer;
+ALTER TABLE dlq_replays ADD COLUMN IF NOT EXISTS source_offset bigint;
 -- Provenance entries are arrays:
 --   [version, mutation_id, edge_node_id, timestamp, adjusted_priority, other_version, other_mutation_id]
 -- where "other" is the latest write by a writer other than this entry's writer.

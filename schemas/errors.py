@@ -49,3 +49,17 @@ class BatchFailed(MutaggError):
         self.batch_id = batch_id
         self.mutation_id = mutation_id
         self.error = error
+
+
+class InputGap(MutaggError):
+    """The next offset of an input partition is no longer on the broker (retention deleted it
+    while the job was stopped or behind): the lost range is recorded in `input_gaps`, and the
+    job stops unless the operator chose to continue from the earliest offset still there
+    (`MUTAGG_ON_INPUT_GAP=skip`)."""
+
+    def __init__(self, message: str, topic: str, partition: int, from_offset: int, to_offset: int):
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+        self.from_offset = from_offset
+        self.to_offset = to_offset

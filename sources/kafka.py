@@ -15,13 +15,32 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from mutagg.security import KafkaErrorWatch
-from schemas.errors import ConfigError, ServiceUnavailable
+from schemas.errors import ConfigError, InputGap, ServiceUnavailable
 from schemas.mutation import RawMessage
 
 log = logging.getLogger(__name__)
 
 PAUSE = timedelta(milliseconds=20)  # a partition that gave fewer than TRICKLE records is polled again after this
 TRICKLE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class LostRange:
+    """Offsets [from_offset, to_offset) of a partition that were gone from the broker when read."""
+
+    topic: str
+    partition: int
+    from_offset: int
+    to_offset: int
+
+    @property
+    def messages(self) -> int:
+        return self.to_offset - self.from_offset
+
+
+GapHandler = Callable[[LostRange], None]
+"""Told of every lost range before the partition reads on: it records it and raises to stop
+the job; when it returns, the partition continues from `to_offset`, the earliest offset left."""
 
 
 @dataclass(slots=True)
@@ -76,7 +95,7 @@ def list_partitions(config: dict, topic: str, deadline_s: float, must_exist: boo
 class _Partition(StatefulSourcePartition[Chunk, int]):
     def __init__(
         self, config: dict, topic: str, partition: int, offset: int, batch_size: int,
-        stop_at_end: bool, deadline_s: float, should_stop: Callable[[], bool],
+        stop_at_end: bool, deadline_s: float, should_stop: Callable[[], bool], on_gap: GapHandler,
     ):
         self._should_stop = should_stop
         self._watch = KafkaErrorWatch.for_config(config)
@@ -89,6 +108,9 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
             "fetch.wait.max.ms": 50,
             # librdkafka prefetches up to 64 MiB per partition by default: bound it, the job reads ahead enough.
             "queued.max.messages.kbytes": 8192,
+            # An offset no longer on the broker (retention) is an error to handle, never a silent
+            # jump to the end (librdkafka's default) that skips everything after it too.
+            "auto.offset.reset": "error",
         })
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._topic = topic
@@ -101,6 +123,7 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         self._last_heartbeat_ms = 0
         self._last_healthy = time.monotonic()
         self._slow = False
+        self._on_gap = on_gap
 
     def next_batch(self) -> list[Chunk]:
         if self._at_end or self._should_stop():
@@ -111,6 +134,7 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         append = messages.append
         topic, partition = self._topic, self._partition  # the only partition assigned to this consumer
         caught_up = False
+        resume_at: int | None = None
         for record in polled:
             error = record.error()
             if error is not None:
@@ -123,6 +147,9 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
                     self._last_healthy = time.monotonic()
                     caught_up = True
                     continue
+                if error.code() == KafkaError._AUTO_OFFSET_RESET:
+                    resume_at = self._gap_at(record.offset())
+                    break  # the fetcher stopped at the error; it reads on from `resume_at`
                 if error.fatal() or time.monotonic() - self._last_healthy > self._deadline_s:
                     raise ServiceUnavailable(
                         f"Kafka partition {self._topic}[{self._partition}] failing for "
@@ -139,6 +166,8 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         if messages:
             self._last_healthy = time.monotonic()
         self._slow = len(messages) < TRICKLE
+        if resume_at is not None:
+            self._offset = resume_at
         if not messages:
             now_ms = int(time.time() * 1000)
             if caught_up and not self._stop_at_end and now_ms - self._last_heartbeat_ms >= 1000:
@@ -146,8 +175,38 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
                 self._last_heartbeat_ms = now_ms
                 return [Chunk(self._topic, self._partition, [], caught_up_ms=now_ms)]
             return []
-        self._offset = messages[-1].offset + 1
+        if resume_at is None:
+            self._offset = messages[-1].offset + 1
         return [Chunk(self._topic, self._partition, messages, read_ms=int(time.time() * 1000))]
+
+    def _gap_at(self, offset: int) -> int:
+        """The fetch at `offset` was out of range: hand the lost range to the gap handler (which
+        records it, and raises unless the job is to skip it); return where to read on."""
+        low, high = self._watermarks()
+        if offset > high:  # not retention: the log is shorter than what was read (recreated topic?)
+            raise InputGap(
+                f"input partition {self._topic}[{self._partition}] ends at offset {high}, before the "
+                f"resume offset {offset}: was the topic deleted and created again?",
+                self._topic, self._partition, high, offset)
+        if low <= offset:  # in range again by now (a transient error): read on where we were
+            low = offset
+        else:
+            self._on_gap(LostRange(self._topic, self._partition, offset, low))
+        self._consumer.assign([TopicPartition(self._topic, self._partition, low)])
+        return low
+
+    def _watermarks(self) -> tuple[int, int]:
+        give_up_at = time.monotonic() + self._deadline_s
+        while True:
+            try:
+                return self._consumer.get_watermark_offsets(
+                    TopicPartition(self._topic, self._partition), timeout=10, cached=False)
+            except KafkaException as exc:
+                if time.monotonic() > give_up_at:
+                    raise ServiceUnavailable(
+                        f"Kafka partition {self._topic}[{self._partition}]: no watermarks "
+                        f"for {self._deadline_s:.0f}s: {exc}") from exc
+                time.sleep(1.0)
 
     def next_awake(self) -> datetime | None:
         # The poll never blocks: a blocking poll (50 ms until `batch_size` records came) held up
@@ -174,8 +233,10 @@ class MutationSource(FixedPartitionedSource[Chunk, int]):
         stop_at_end: bool,
         deadline_s: float,
         stored_offsets: Callable[[], dict[int, int]],
+        on_gap: GapHandler,
         should_stop: Callable[[], bool] = lambda: False,
     ):
+        self._on_gap = on_gap
         self._should_stop = should_stop
         self._config = config
         self._topic = topic
@@ -196,5 +257,5 @@ class MutationSource(FixedPartitionedSource[Chunk, int]):
         log.info("reading partition", extra={"partition": partition, "offset": offset})
         return _Partition(
             self._config, self._topic, partition, offset, self._batch_size,
-            self._stop_at_end, self._deadline_s, self._should_stop,
+            self._stop_at_end, self._deadline_s, self._should_stop, self._on_gap,
         )

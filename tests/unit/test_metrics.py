@@ -84,6 +84,24 @@ def test_record_batch_counts_statuses_kinds_latency_and_dlq(registry):
     assert value(metrics, "mutagg_conflicts_total", entity_type="customer", strategy="manual", winner="open") == 0
 
 
+def test_a_dlq_record_resent_after_a_crash_is_not_counted_again(registry):
+    """Issue 18 item 4: a rejection an earlier run decided comes back as `replayed` (its DLQ
+    record is re-sent, a repeat); the metric counts each source message once."""
+    metrics = JobMetrics(entity_types=[t.name for t in registry])
+    alien = message(registry, 4, mutation_document("m4", entity_type="spaceship"))
+    metrics.record_batch([outcome(alien, status="REJECTED")], 0.1, committed_at=COMMITTED)
+    metrics.record_batch([outcome(alien, kind="replayed", status="REJECTED")], 0.1, committed_at=COMMITTED)
+    assert value(metrics, "mutagg_dlq_messages_total", reason="UNKNOWN_ENTITY_TYPE") == 1
+    assert value(metrics, "mutagg_messages_total", kind="replayed") == 1
+
+
+def test_input_gaps_are_counted_per_partition():
+    metrics = JobMetrics(entity_types=["customer"])
+    metrics.count_input_gap("edge.mutations", 2, 40)
+    metrics.count_input_gap("edge.mutations", 2, 2)
+    assert value(metrics, "mutagg_input_gap_messages_total", topic="edge.mutations", partition="2") == 42
+
+
 def test_lag_and_open_conflict_gauges(registry):
     metrics = JobMetrics(entity_types=["customer", "article"])
     metrics.set_consumer_lag("edge.mutations", 3, high_watermark=120, position=100)
