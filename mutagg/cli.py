@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     from mutagg import audit_cmd
 
     audit_cmd.add_parser(commands)
+    from mutagg import verify_cmd
+
+    verify_cmd.add_parser(commands)
     recovery = commands.add_parser("recovery", help="Bytewax recovery partitions").add_subparsers(
         dest="action", required=True
     )
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _NEEDS_TABLES = {("conflicts", None), ("status", None), ("roles", None), ("dlq", "replay"),
-                 ("audit", "export")}
+                 ("audit", "export"), ("verify", None)}
 """Commands that read or write the job's tables: on an unmigrated database they say so first
 (`run` too, once its services answer)."""
 
@@ -259,6 +262,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from mutagg import audit_cmd
 
         return audit_cmd.run(args, settings)
+    if args.command == "verify":
+        from mutagg import verify_cmd
+
+        return verify_cmd.run(args, settings, registry)
     if args.command == "demo":
         from mutagg.demo import demo
 

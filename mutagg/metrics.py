@@ -93,6 +93,14 @@ class JobMetrics:
             ["result"], registry=r)
         self.refresh_errors = Counter(
             "mutagg_metrics_errors", "Failed metric lookups (database or broker)", ["source"], registry=r)
+        self.verify_problems = Gauge(
+            "mutagg_verify_problems", "Problems the latest `mutagg verify` found (or left after --repair), by check "
+            "(gaps, acks, audit, versions); read from verify_runs", ["check"], registry=r)
+        self.verify_last_run = Gauge(
+            "mutagg_verify_last_run_timestamp_seconds", "When the latest `mutagg verify` finished", registry=r)
+        self.verify_last_success = Gauge(
+            "mutagg_verify_last_success_timestamp_seconds",
+            "When the latest `mutagg verify` that found no problem (or repaired all) finished", registry=r)
         self.last_commit.set(time.time())
         self._latency_children: dict[tuple[str, str], Histogram] = {}
 
@@ -184,6 +192,14 @@ class JobMetrics:
     def set_consumer_lag(self, topic: str, partition: int, high_watermark: int, position: int) -> None:
         """Lag of one partition: messages the job has not committed yet."""
         self.lag.labels(topic, str(partition)).set(max(0, high_watermark - position))
+
+    def set_verification(self, counts: dict[str, dict[str, int]], last_run: float, last_success: float | None) -> None:
+        """The latest `mutagg verify` result (`verify_runs`): problems per check and its times."""
+        for check, problems in counts.items():
+            self.verify_problems.labels(check).set(sum(problems.values()))
+        self.verify_last_run.set(last_run)
+        if last_success is not None:
+            self.verify_last_success.set(last_success)
 
     def set_open_conflicts(self, counts: dict[str, int]) -> None:
         for entity_type in self.entity_types | set(counts):
@@ -281,9 +297,22 @@ class StateRefresher:
         counts = dict(connection.execute(
             "SELECT entity_type, count(*) FROM conflicts WHERE status = 'OPEN' GROUP BY 1").fetchall())
         self.metrics.set_open_conflicts(counts)
+        self._verification(connection)
         return dict(connection.execute(
             "SELECT kafka_partition, next_offset FROM source_offsets WHERE kafka_topic = %s",
             (self.settings.topic_mutations,)).fetchall())
+
+    def _verification(self, connection: psycopg.Connection) -> None:
+        """Export the latest `mutagg verify` run, if any (a schema migrated before verify_runs has none)."""
+        try:
+            latest = connection.execute(
+                "SELECT counts, extract(epoch FROM finished_at)::float8, (SELECT extract(epoch FROM max(finished_at))"
+                "::float8 FROM verify_runs WHERE problems = 0) FROM verify_runs ORDER BY finished_at DESC LIMIT 1"
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return
+        if latest is not None:
+            self.metrics.set_verification(*latest)
 
     def _lag(self, positions: dict[int, int]) -> None:
         if self._consumer is None:

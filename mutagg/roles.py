@@ -32,6 +32,8 @@ CORE_TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "dlq_replays": ("SELECT", "INSERT"),  # `mutagg dlq replay` records what it re-submitted
     "input_gaps": ("SELECT", "INSERT", "UPDATE"),  # a lost input range: INSERT .. ON CONFLICT DO UPDATE
     "mutagg_schema": ("SELECT",),
+    # `mutagg verify` records each run and prunes old ones; the metrics refresher reads the latest.
+    "verify_runs": ("SELECT", "INSERT", "DELETE"),
 }
 # SELECT .. FOR UPDATE (needs UPDATE), CREATE TEMP TABLE _stage_x (LIKE x) (needs SELECT),
 # INSERT .. SELECT FROM the staging table ON CONFLICT DO UPDATE.

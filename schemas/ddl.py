@@ -93,6 +93,17 @@ CREATE TABLE IF NOT EXISTS mutation_log_history (
     revised_by_batch text
 );
 CREATE INDEX IF NOT EXISTS mutation_log_history_id ON mutation_log_history (mutation_id);
+-- One row per `mutagg verify` run (kept 30 days): problems per check; the job's metrics
+-- refresher exports the latest (mutagg_verify_problems, ..._last_success_timestamp_seconds).
+CREATE TABLE IF NOT EXISTS verify_runs (
+    run_id text PRIMARY KEY,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    problems integer NOT NULL,
+    counts jsonb NOT NULL,
+    repaired jsonb
+);
+CREATE INDEX IF NOT EXISTS verify_runs_finished ON verify_runs (finished_at);
 CREATE TABLE IF NOT EXISTS dlq_replays (
     dlq_topic text NOT NULL,
     dlq_partition integer NOT NULL,
