@@ -241,3 +241,26 @@ def test_the_dev_overlay_renders_only_what_its_files_say():
     overlay = yaml.safe_load((REPO / "k8s/overlays/dev/kustomization.yaml").read_text())
     assert overlay["resources"][0] == "../../base"
     assert Path(REPO / "k8s/overlays/dev/kafka-settings.yaml").exists()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_verify_runs_as_a_cronjob_with_the_jobs_image_settings_and_secrets(rendered, overlay):
+    resources = rendered[overlay]
+    cron = _one(resources, "CronJob", "mutagg-verify")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"][0] == "verify" and "--repair" in container["args"]
+    assert {c["image"] for c in _containers(_pod(resources))} == {container["image"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+    settings = _settings(resources)
+    assert [r["configMapRef"]["name"] for r in container["envFrom"]] == \
+        [c["envFrom"][0]["configMapRef"]["name"] for c in _pod(resources)["containers"]]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    for variable, key in (("MUTAGG_DATABASE_URL_FILE", "url"), ("MUTAGG_CONFIG", "settings.yaml")):
+        volume, inside = _volume_for(pod, container, env[variable])
+        assert "secret" in volume and inside == key
+    volume, _key = _volume_for(pod, container, settings["MUTAGG_REGISTRY"])
+    assert "configMap" in volume
