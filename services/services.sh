@@ -8,6 +8,8 @@
 #   services.sh status [kafka|postgres]   exit 0 if all asked-for run, else 3
 #   services.sh env                       print `export` lines for clients:
 #                                         eval "$(bash services/services.sh env)"
+#   services.sh start --ha [sync|async]   also a streaming standby (services/standby.sh);
+#   services.sh start|stop|status postgres-standby [sync|async], promote, stop-primary: the same
 #
 # Settings (environment):
 #   MUTAGG_KAFKA_PORT             broker port            (default 19092)
@@ -479,7 +481,7 @@ pg_start() {
     as_pg "$PG_BIN/pg_ctl" start -W -D "$PG_DATA" -l "$PG_LOG" -o "\
 -c listen_addresses=$HOST -c port=$PG_PORT -c unix_socket_directories='$PG_SOCK' \
 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
--c max_connections=200 -c shared_buffers=256MB" >/dev/null 9>&- ||
+-c max_connections=200 -c shared_buffers=256MB ${PG_EXTRA_OPTIONS:-}" >/dev/null 9>&- ||
         die "postgres: pg_ctl start failed"
     pg_wait
     pg_create_database
@@ -562,6 +564,16 @@ main() {
         print_env
         return 0
     fi
+    # A standby (issue 18) is services/standby.sh's; `start --ha` first starts the rest (its
+    # lock released when the subshell ends, as standby.sh starts the primary through this script).
+    case "${1:-} ${2:-}" in
+    "start --ha")
+        (dispatch kafka_start pg_start usage start)
+        exec bash "$SERVICES_DIR/standby.sh" start "${@:3}" ;;
+    "start postgres-standby" | "stop postgres-standby" | "status postgres-standby")
+        exec bash "$SERVICES_DIR/standby.sh" "$1" "${@:3}" ;;
+    "promote "* | "stop-primary "*) exec bash "$SERVICES_DIR/standby.sh" "$1" ;;
+    esac
     dispatch kafka_start pg_start usage "$@"
 }
 
