@@ -233,7 +233,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{verb} {len(chosen)} DLQ records to {settings.topic_mutations}")
             return 0
         for record in read_dlq(settings, args.limit):
-            print(f"{record['source']}  {record['code']}: {record['message']}  {record['value'][:80]!r}")
+            copies = f"  ({record['copies']} DLQ records)" if record["copies"] > 1 else ""
+            print(f"{record['source']}  {record['code']}: {record['message']}  {record['value'][:80]!r}{copies}")
         return 0
     if args.command == "status":
         from mutagg.report import format_live, format_summary, live_view, summary

@@ -69,8 +69,9 @@ class JobMetrics:
             ["entity_type", "strategy", "winner"], registry=r)
         self.dlq = Counter(
             "mutagg_dlq_messages", "Input messages dead-lettered. A DLQ record re-sent after a crash for a message "
-            "an earlier run decided (its ledger row says so) is not counted again; only a message with no "
-            "readable id (no ledger row) in flight at the crash can count twice", ["reason"], registry=r)
+            "an earlier run decided (its ledger row says so) is not counted again; only a message without a "
+            "ledger row (no readable id, or UNAUTHENTICATED) in flight at the crash can count twice",
+            ["reason"], registry=r)
         self.input_gaps = Counter(
             "mutagg_input_gap_messages", "Input offsets deleted from the broker before the job read them "
             "(recorded in input_gaps; the job stops unless MUTAGG_ON_INPUT_GAP=skip)",

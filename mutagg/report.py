@@ -7,6 +7,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from mutagg.dlq import dlq_census
+from schemas.errors import MutaggError
 from schemas.registry import Registry
 
 
@@ -73,7 +75,8 @@ def format_summary(
 
 
 def live_view(connection: psycopg.Connection, settings) -> dict[str, Any]:
-    """What an operator wants now: lag per partition, last minute's throughput, DLQ size, last commit."""
+    """What an operator wants now: lag per partition, last minute's throughput, last commit, and the
+    DLQ: its records and the distinct input messages they stand for (repeats after a crash count once)."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     view: dict[str, Any] = {}
@@ -87,22 +90,23 @@ def live_view(connection: psycopg.Connection, settings) -> dict[str, Any]:
     ).fetchall())
     consumer = Consumer({**settings.kafka_client_config(), "group.id": "mutagg-status", "enable.auto.commit": False})
     try:
-        lag, dlq = {}, 0
-        for topic in (settings.topic_mutations, settings.topic_dlq):
-            described = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if described is None or described.error is not None:
-                continue
+        lag = {}
+        topic = settings.topic_mutations
+        described = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if described is not None and described.error is None:
             for partition in sorted(described.partitions):
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-                if topic == settings.topic_dlq:
-                    dlq += high - low
-                else:
-                    lag[partition] = high - max(positions.get(partition, low), low)
-        view["lag"], view["dlq_size"] = lag, dlq
+                lag[partition] = high - max(positions.get(partition, low), low)
+        view["lag"] = lag
     except KafkaException as exc:
         view["kafka_error"] = str(exc)
+        return view
     finally:
         consumer.close()
+    try:
+        view["dlq"] = dlq_census(settings)
+    except MutaggError as exc:  # no DLQ topic yet, or the broker went away meanwhile
+        view["dlq_error"] = str(exc)
     return view
 
 
@@ -115,5 +119,11 @@ def format_live(view: dict[str, Any]) -> str:
     total = sum(view["lag"].values())
     per_partition = ", ".join(f"{p}:{n}" for p, n in view["lag"].items())
     lines.append(f"Consumer lag: {total} messages ({per_partition or 'no partitions'})")
-    lines.append(f"Dead-letter topic: {view['dlq_size']} messages")
+    if "dlq" in view:
+        census = view["dlq"]
+        lines.append(
+            f"Dead-letter topic: {census.distinct} rejected messages in {census.records} records "
+            f"(repeat factor {census.repeat_factor}: re-sent after crashes, each counted once)")
+    else:
+        lines.append(f"Dead-letter topic: unreadable ({view.get('dlq_error')})")
     return "\n".join(lines)

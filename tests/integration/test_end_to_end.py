@@ -173,7 +173,7 @@ def test_status_shows_lag_throughput_dlq_and_conflicts(settings):
     after = mutagg(settings, "status").stdout
     assert "Consumer lag: 0 messages" in after
     dlq = len(read_topic(settings, settings.topic_dlq))
-    assert f"Dead-letter topic: {dlq} messages" in after
+    assert f"Dead-letter topic: {dlq} rejected messages in {dlq} records (repeat factor 1.0" in after
     decided = query(settings, "SELECT count(*) FROM mutation_log")[0][0]
     assert f"Decided in the last minute: {decided} " in after
     assert "Open manual conflicts:" in after
