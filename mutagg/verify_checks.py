@@ -28,7 +28,8 @@ import psycopg
 
 from mutagg.verify_topics import Span, TopicReader, header
 
-SAMPLES = 5
+SAMPLES = 3
+"""Examples shown per kind of problem."""
 Ack = tuple[str, str | None, int | None]
 """What an ack must agree on with the ledger: status, reason, entity version."""
 
@@ -47,7 +48,7 @@ class Finding:
 
     def problem(self, kind: str, count: int = 1, sample: str | None = None) -> None:
         self.problems[kind] += count
-        if sample is not None and len(self.samples) < SAMPLES:
+        if sample is not None and sum(s.startswith(f"{kind}: ") for s in self.samples) < SAMPLES:
             self.samples.append(f"{kind}: {sample}")
 
     @property
@@ -108,7 +109,9 @@ SELECT kafka_partition, array_agg(kafka_offset) FROM (
     SELECT kafka_partition, kafka_offset FROM mutation_log WHERE kafka_topic = %(topic)s
     UNION ALL SELECT kafka_partition, kafka_offset FROM mutation_log_history WHERE kafka_topic = %(topic)s
     UNION ALL SELECT kafka_partition, kafka_offset FROM mutation_duplicates WHERE kafka_topic = %(topic)s
-) accounted WHERE kafka_offset IS NOT NULL GROUP BY 1
+) accounted JOIN unnest(%(partitions)s::int[], %(starts)s::bigint[], %(ends)s::bigint[]) AS bounds(p, first, after)
+    ON kafka_partition = bounds.p AND kafka_offset >= bounds.first AND kafka_offset < bounds.after
+GROUP BY 1
 """
 
 
@@ -159,7 +162,12 @@ def check_gaps(
     """Unaccounted input offsets below the resume points; also the DLQ's repeat factor."""
     finding = Finding("gaps")
     source_spans = source.spans(scope.since_ms)
-    accounted = dict(connection.execute(_ACCOUNTED, {"topic": scope.topic}).fetchall())
+    bounds = {p: (0 if scope.since is None or p not in source_spans else min(source_spans[p].start, end), end)
+              for p, end in scope.resume.items()}
+    partitions = sorted(bounds)
+    accounted = dict(connection.execute(_ACCOUNTED, {
+        "topic": scope.topic, "partitions": partitions, "starts": [bounds[p][0] for p in partitions],
+        "ends": [bounds[p][1] for p in partitions]}).fetchall())
     lost = lost_ranges(connection, scope.topic)
     dlq_spans = dlq.spans(scope.since_ms)
     on_dlq, dlq_records = dlq_sources(dlq, dlq_spans, scope.topic)
@@ -167,9 +175,8 @@ def check_gaps(
     distinct = sum(len(o) for o in on_dlq.values())
     stats = {"dlq_records": dlq_records, "dlq_messages": distinct,
              "dlq_repeat_factor": round(dlq_records / distinct, 2) if distinct else 1.0}
-    for partition, end in sorted(scope.resume.items()):
+    for partition, (start, end) in sorted(bounds.items()):
         span = source_spans.get(partition)
-        start = 0 if scope.since is None or span is None else min(span.start, end)
         finding.checked += max(0, end - start)
         offsets = (accounted.get(partition) or []) + on_dlq.get(partition, [])
         for first, after in unaccounted(start, end, offsets, lost.get(partition, [])):

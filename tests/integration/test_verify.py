@@ -7,6 +7,7 @@ One job run serves every test (module scope); each test undoes what it broke."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -77,6 +78,8 @@ def test_a_healthy_run_reports_no_problem_and_exports_it(job, registry):
     assert checked["gaps"] == sum(o for (o,) in query(job, "SELECT next_offset FROM source_offsets")) == 1500
     assert checked["acks"] == ledger_rows and checked["audit"] >= ledger_rows and checked["versions"] > 100
     assert verification.stats["dlq_messages"] > 0 and verification.stats["dlq_repeat_factor"] == 1.0
+    recent = verify(job, registry, since=datetime.now(UTC) - timedelta(hours=1))  # bounded reads: the same
+    assert problems(recent) == {} and {f.name: f.checked for f in recent.findings} == checked
 
     metrics = JobMetrics(entity_types=[r.name for r in registry])
     StateRefresher(metrics, job).refresh_once()
