@@ -31,6 +31,7 @@ from operators.sequencer import Sequencer
 from schemas.errors import MutaggError
 from schemas.mutation import Mutation, Rejection
 from sinks.after_commit import Committed, Offsets, lowest_offsets, merge_lowest
+from sinks.fence import CommitMark
 from sinks.offsets import record_offsets
 from sinks.outcomes import Batch, Unmet, item_id
 
@@ -62,6 +63,9 @@ class ApplyState:
     waiting: tuple[list[Mutation], dict[tuple[str, int], int]]
     rejections: list[Rejection]
     next_offsets: dict[tuple[str, int], int]
+    committed: CommitMark | None = None
+    """The job's count of its commits when the snapshot was taken: a database holding fewer lost
+    them, and this snapshot is ahead of it (sinks/fence.py). None in snapshots older than it."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,12 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         else:
             self.sequencer = Sequencer.restore(state.waiting, timeout_ms, state.rejections, partitions)
             self.next_offsets = dict(state.next_offsets)
+        self.restored_mark = None if state is None else state.committed
+        if self.restored_mark is not None:
+            # On the commit thread (the committer's connection is its own); raises DatabaseBehind.
+            runtime.commits.submit(
+                runtime.committer.verify_held, self.restored_mark, "resuming from a recovery snapshot"
+            ).result()
         self.window_closes: datetime | None = None
         self.recorded_offsets: Offsets = {}
         self.in_flight: deque[InFlight] = deque()
@@ -140,7 +150,10 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def snapshot(self) -> ApplyState:
         # What the snapshot no longer holds must be acknowledged before it is taken.
         self._settle()
-        return ApplyState(self.sequencer.snapshot(), list(self.sequencer.rejections), dict(self.next_offsets))
+        mark = self.runtime.committer.committed
+        if mark is None or mark.batches == 0:
+            mark = self.restored_mark  # this run has committed nothing yet: the positions are still those
+        return ApplyState(self.sequencer.snapshot(), list(self.sequencer.rejections), dict(self.next_offsets), mark)
 
     def flush(self, at_end: bool) -> list[BatchReport]:
         """Commit everything that may go now, in batches, and acknowledge it."""
@@ -151,7 +164,10 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         release = self._release(at_end)
         self.runtime.stats.deferred.update(release.deferred)
         self.runtime.metrics.record_deferrals(release.deferred)
-        items = [*release.invalid, *(m if r is None else Unmet(m, r) for m, r in release.order), *release.copies]
+        reasons = {m.id: reason for m, reason in release.rejected}
+        decided = [Unmet(m, reasons[m.id]) if m.id in reasons else m for m in release.order] if reasons \
+            else release.order
+        items = [*release.invalid, *decided, *release.copies]
         return reports + self._commit(items)
 
     def _release(self, at_end: bool):

@@ -42,9 +42,10 @@ class Release:
     """Per edge node, how many times its budget pushed its mutations to a later round."""
     invalid: list[Rejection] = field(default_factory=list)
     copies: list[Copy] = field(default_factory=list)
-    order: list[tuple[Mutation, str | None]] = field(default_factory=list)
-    """`ready` and `rejected` together, in the order they were decided (None: ready): what
-    commits in this order never precedes a dependency or an entity predecessor."""
+    order: list[Mutation] = field(default_factory=list)
+    """`ready` and `rejected` together, in the order they were decided: what commits in this
+    order never precedes a dependency or an entity predecessor. (No tuple per mutation: the
+    allocations alone made the collector cost more than the sequencing, BENCHMARKS.md.)"""
 
 
 def _id_and_time(item: Copy) -> tuple[str | None, int]:
@@ -237,7 +238,7 @@ class Sequencer:
             queue.append(mutation)
         ready: list[Mutation] = []
         rejected: list[tuple[Mutation, str]] = []
-        in_order: list[tuple[Mutation, str | None]] = []
+        in_order: list[Mutation] = []
         waiters: dict[str, list[EntityKey]] = {}
         worklist: deque[EntityKey] = deque(queues)
         taken: dict[str, int] = {}
@@ -284,7 +285,7 @@ class Sequencer:
                     taken[node] = taken.get(node, 0) + 1
                     queue.popleft()
                     ready.append(head)
-                    in_order.append((head, None))
+                    in_order.append(head)
                     released.add(head.id)
                     if waiters:
                         worklist.extend(waiters.pop(head.id, ()))
@@ -292,7 +293,7 @@ class Sequencer:
         def reject(mutation: Mutation, reason: str) -> None:
             queues[mutation.entity_key].remove(mutation)
             rejected.append((mutation, reason))
-            in_order.append((mutation, reason))
+            in_order.append(mutation)
             decided.add(mutation.id)
             worklist.append(mutation.entity_key)
             worklist.extend(waiters.pop(mutation.id, ()))

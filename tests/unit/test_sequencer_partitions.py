@@ -69,7 +69,8 @@ def test_verdicts_and_order_do_not_depend_on_how_the_log_was_read(by_partition, 
 
     def release(at_end: bool = False) -> None:
         outcome = sequencer.release(at_end_of_input=at_end, node_budget=data.draw(st.sampled_from([None, 1, 3])))
-        decided = outcome.order
+        reasons = {m.id: reason for m, reason in outcome.rejected}
+        decided = [(m, reasons.get(m.id)) for m in outcome.order]
         assert sorted(m.id for m, _ in decided) == sorted(
             [m.id for m in outcome.ready] + [m.id for m, _ in outcome.rejected])
         released.extend(decided)
