@@ -15,6 +15,7 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,10 @@ class JobConfig:
     window_ms: int = 100
     read_chunk: int = 10_000
     dependency_timeout_s: float = 600.0
+    kills: int = 0
+    """SIGKILLs of the job at random moments of each segment's run, before the run that finishes it."""
+    recovery: bool = False
+    """Run with Bytewax recovery data (otherwise a restart resumes from the offsets in the database)."""
 
     def args(self) -> list[str]:
         return ["--workers", str(self.workers)]
@@ -188,6 +193,37 @@ def _migrated(settings: Settings) -> bool:
 _DECIDED: dict[tuple[int, int], tuple[Backlog, model.Model]] = {}
 
 
+def run_with_kills(settings: Settings, config: JobConfig, rng: random.Random) -> int:
+    """`config.kills` runs of the job each SIGKILLed (with every process it started) after a
+    random 0.5-6 s, unless it finished first; then a run to the end. Returns the kills made."""
+    env = {**config.env(), "MUTAGG_SNAPSHOT_INTERVAL_S": "0.5"}
+    if config.recovery:
+        env["MUTAGG_RECOVERY_DIR"] = os.path.join(settings.audit_uri, "recovery")
+        if not os.path.isdir(env["MUTAGG_RECOVERY_DIR"]):
+            subprocess.run([sys.executable, "-m", "mutagg.cli", "recovery", "init", "--partitions", "2"],
+                           env=settings_env(settings, **env), check=True, capture_output=True)
+    killed = 0
+    for _ in range(config.kills):
+        with tempfile.TemporaryFile() as log:
+            job = subprocess.Popen(
+                [sys.executable, "-m", "mutagg.cli", "run", "--until-idle", *config.args()],
+                env=settings_env(settings, **env), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+            )
+            try:
+                code = job.wait(rng.uniform(0.5, 6.0))
+            except subprocess.TimeoutExpired:
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+                killed += 1
+                continue
+            if code != 0:
+                log.seek(0)
+                raise AssertionError(f"job failed ({code}):\n{log.read().decode()[-4000:]}")
+            break  # it finished before the kill: the segment is done
+    run_job(settings, *config.args(), timeout=600, **env)
+    return killed
+
+
 def decided_by_model(backlog: Backlog, timeout_ms: int) -> model.Model:
     """The oracle's decisions on every segment of `backlog` (no ERP writes); kept per backlog."""
     key = (id(backlog), timeout_ms)
@@ -210,6 +246,7 @@ def replay(
     reference = model.Model(TYPES) if erp else decided_by_model(backlog, timeout_ms)
     rng = random.Random(backlog.spec.seed)
     ids: set[str] = set()
+    kills = 0
     try:
         for number, segment in enumerate(backlog.segments):
             ids |= {m.id for m in backlog.model_log(number)}
@@ -217,7 +254,7 @@ def replay(
                 reference.apply_log(backlog.model_log(number), timeout_ms)
             if first_partition is None:
                 produce_records(settings, production_order(segment))
-                run_job(settings, *config.args(), timeout=600, **config.env())
+                kills += run_with_kills(settings, config, rng)
             else:
                 run_live(settings, config, segment, first_partition, len(ids))
             if erp and number + 1 < len(backlog.segments):
@@ -229,8 +266,10 @@ def replay(
     finally:
         if not keep:
             cleanup(base, settings)
-    return Replay(config, found, expected, actual, time.monotonic() - started,
-                  [f"schema and topics kept: {settings.topic_mutations}"] if keep else [])
+    notes = [f"job SIGKILLed {kills} times"] if config.kills else []
+    if keep:
+        notes.append(f"schema and topics kept: {settings.topic_mutations}")
+    return Replay(config, found, expected, actual, time.monotonic() - started, notes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-ms", type=int, default=100)
     parser.add_argument("--read-chunk", type=int, default=10_000)
     parser.add_argument("--dependency-timeout-s", type=float, default=600.0)
+    parser.add_argument("--kills", type=int, default=0, help="SIGKILL the job this often per segment, at random")
+    parser.add_argument("--recovery", action="store_true", help="with Bytewax recovery data (MUTAGG_RECOVERY_DIR)")
     parser.add_argument("--limit", type=int, default=20, help="differences shown per kind")
     parser.add_argument("--keep", action="store_true", help="keep the schema and topics")
     args = parser.parse_args(argv)
@@ -255,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         span_ms=args.span_minutes * 60_000, dependency_timeout_ms=round(args.dependency_timeout_s * 1000),
         closing=args.first_partition is not None,
     )
-    config = JobConfig(args.workers, args.batch_size, args.window_ms, args.read_chunk, args.dependency_timeout_s)
+    config = JobConfig(args.workers, args.batch_size, args.window_ms, args.read_chunk, args.dependency_timeout_s,
+                       args.kills, args.recovery)
     subprocess.run(["bash", str(REPO / "services" / "services.sh"), "start"], check=True, stdout=subprocess.DEVNULL)
     os.environ.setdefault("MUTAGG_LOG_LEVEL", "WARNING")
     backlog = generate(spec)
