@@ -94,7 +94,7 @@ class Runtime:
                     ahead.on_count = self.metrics.count_prepared
                 self._committer = PostgresCommitter(
                     settings.database_url, self.registry, CUSTOM_STRATEGIES,
-                    settings.service_deadline_s, self.faults, ahead,
+                    settings.service_deadline_s, self.faults, ahead, run_id=self.run_id,
                 )
             return self._committer
 

@@ -122,7 +122,7 @@ def _print_json(document) -> None:
     print(orjson.dumps(document, default=str, option=orjson.OPT_INDENT_2).decode())
 
 
-EXIT_CODES = {"ServiceUnavailable": 3, "BatchFailed": 4, "InputGap": 5}
+EXIT_CODES = {"ServiceUnavailable": 3, "BatchFailed": 4, "InputGap": 5, "DatabaseBehind": 7}
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -32,6 +32,7 @@ CORE_TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "dlq_replays": ("SELECT", "INSERT"),  # `mutagg dlq replay` records what it re-submitted
     "input_gaps": ("SELECT", "INSERT", "UPDATE"),  # a lost input range: INSERT .. ON CONFLICT DO UPDATE
     "mutagg_schema": ("SELECT",),
+    "job_commits": ("SELECT", "INSERT", "UPDATE"),  # INSERT .. ON CONFLICT DO UPDATE (sinks/fence.py)
     # `mutagg verify` records each run and prunes old ones; the metrics refresher reads the latest.
     "verify_runs": ("SELECT", "INSERT", "DELETE"),
 }

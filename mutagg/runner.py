@@ -17,8 +17,9 @@ from mutagg.metrics import serve_job_metrics
 from mutagg.settings import Settings
 from mutagg.topics import ensure_output_topics, warn_unless_log_append_time
 from operators.strategies import CUSTOM_STRATEGIES
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, DatabaseBehind
 from schemas.registry import load_registry
+from sinks.fence import discard_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def run(
     )
     started = time.monotonic()
     log.info("dataflow starting", extra={"workers": workers, "until_idle": until_idle, "run_id": runtime.run_id})
+    behind = False
     try:
         if not process_id:
             runtime.audit.catch_up()  # batches a crash left without audit files
@@ -74,12 +76,19 @@ def run(
             epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
             recovery_config=recovery_config(settings),
         )
+    except BaseException as exc:
+        behind = _caused_by_database_behind(exc)
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         runtime.close()
         if metrics_service is not None:
             metrics_service.close()
+        if behind and settings.recovery_dir:
+            # The snapshots hold read positions past what the database kept: the restart must
+            # resume from the database's offsets and decide the lost batches again (exit 7).
+            discard_snapshots(settings.recovery_dir)
     runtime.stats.elapsed = time.monotonic() - started
     log.info(
         "dataflow finished",
@@ -88,3 +97,12 @@ def run(
                "held_back_by_node": dict(runtime.stats.deferred)},
     )
     return runtime.stats
+
+
+def _caused_by_database_behind(exc: BaseException | None) -> bool:
+    """Bytewax wraps a step's error: look along the chain."""
+    while exc is not None:
+        if isinstance(exc, DatabaseBehind):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -11,7 +11,7 @@ from psycopg import sql
 from schemas.registry import EntityType
 from schemas.values import SQL_TYPES
 
-SCHEMA_VERSION = 2  # 2: input_gaps, dlq_replays.source_*
+SCHEMA_VERSION = 3  # 2: input_gaps, dlq_replays.source_*; 3: job_commits
 
 LEDGER_COLUMNS = (
     "mutation_id", "status", "reason", "entity_type", "entity_id", "version",
@@ -132,6 +132,15 @@ CREATE TABLE IF NOT EXISTS source_offsets (
     batch_id text,
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (kafka_topic, kafka_partition)
+);
+-- Per run of the job, how many of its batch transactions committed (counted in each one): a run
+-- that finds fewer here than it saw commit is on a database that lost commits, e.g. a promoted
+-- asynchronous standby (sinks/fence.py).
+CREATE TABLE IF NOT EXISTS job_commits (
+    run_id text PRIMARY KEY,
+    batches bigint NOT NULL,
+    last_batch_id text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- Input offsets no longer on the broker when the job came to read them (retention deleted them):
 -- [from_offset, to_offset) was never read. `continued`: the operator chose MUTAGG_ON_INPUT_GAP=skip.

@@ -29,6 +29,12 @@ class ServiceUnavailable(MutaggError):
     """Kafka or PostgreSQL stayed unreachable past the configured deadline."""
 
 
+class DatabaseBehind(MutaggError):
+    """The database holds fewer of this job's commits than the job saw commit (a promoted
+    asynchronous standby lost them): the job stops rather than build on it, and its restart
+    resumes from the offsets the database holds (sinks/fence.py)."""
+
+
 class StrategyError(MutaggError):
     """A custom conflict strategy raised, or returned no valid resolution. It is data, not a
     bug of the job: its mutation is FAILED (`STRATEGY_ERROR`, `detail` in the ledger)."""

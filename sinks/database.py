@@ -21,16 +21,24 @@ set_json_dumps(orjson.dumps)
 T = TypeVar("T")
 
 TRANSIENT = (
-    psycopg.OperationalError,
+    psycopg.OperationalError,  # connection refused or lost, a standby that is not read-write yet
     errors.SerializationFailure,
     errors.DeadlockDetected,
     errors.AdminShutdown,
     errors.CannotConnectNow,
+    # A connection that landed on a standby (a URL without target_session_attrs=read-write, or a
+    # primary demoted under it) until the failover is over: reconnect and try again.
+    errors.ReadOnlySqlTransaction,
 )
+RECONNECT = (psycopg.OperationalError, errors.ReadOnlySqlTransaction)
+"""Errors after which a connection is closed and the retry opens another (maybe on another host)."""
 
 
 def connect(url: str, deadline_s: float, application_name: str = "mutagg") -> psycopg.Connection:
     """Connect, retrying with exponential backoff; `ServiceUnavailable` after the deadline.
+
+    `url` is used as given: a libpq multi-host URL (`postgresql://h1:p1,h2:p2/db?
+    target_session_attrs=read-write`) connects to whichever host is the primary now.
 
     Rejected credentials or an untrusted certificate raise `AuthenticationError` or
     `CertificateError` at once: no retry fixes them.

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import psycopg
-
 from mutagg.settings import Settings
 from sinks import ledger
-from sinks.database import connect, retry_transient
+from sinks.database import RECONNECT, connect, retry_transient
 from sinks.postgres import PostgresCommitter
 
 
@@ -26,7 +24,7 @@ def record_offsets(committer: PostgresCommitter, offsets: dict[tuple[str, int], 
         try:
             with committer.connection.transaction(), committer.connection.cursor() as cursor:
                 ledger.record_offsets(cursor, offsets, label)
-        except psycopg.OperationalError:
+        except RECONNECT:
             committer.drop_connection()
             raise
 

@@ -23,8 +23,8 @@ from schemas.ddl import LEDGER_COLUMNS
 from schemas.errors import BatchFailed, MutaggError
 from schemas.mutation import Reason, Status
 from schemas.registry import Registry
-from sinks import entity_rows, ledger
-from sinks.database import connect, retry_transient
+from sinks import entity_rows, fence, ledger
+from sinks.database import RECONNECT, connect, retry_transient
 from sinks.decisions import BatchDecisions, decide_batch, wanted_entities
 from sinks.decisions import write as write_decisions
 from sinks.faults import NO_FAULTS, FaultInjector
@@ -51,9 +51,13 @@ class PostgresCommitter:
         deadline_s: float = 300.0,
         faults: FaultInjector = NO_FAULTS,
         speculator: Speculator | None = None,
+        run_id: str | None = None,
     ):
         """With a `speculator`, batches announced to it in commit order are decided ahead
-        (sinks/speculation.py); without, or for a batch not announced, in their transaction."""
+        (sinks/speculation.py); without, or for a batch not announced, in their transaction.
+        With a `run_id`, each batch transaction is counted and every new connection checked
+        against the count (sinks/fence.py): a database that lost commits raises `DatabaseBehind`."""
+        self.committed = fence.first_mark(run_id) if run_id else None
         self.faults = faults
         self.speculator = speculator
         self.database_url = database_url
@@ -74,8 +78,25 @@ class PostgresCommitter:
             # next update against the missing row. Now it retries (SerializationFailure or the
             # ledger's primary key) and sees both.
             connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            try:
+                fence.check(connection, self.committed, "after connecting")  # a failover may have lost commits
+            except BaseException:
+                connection.close()
+                raise
             self._connection = connection
         return self._connection
+
+    def verify_held(self, mark: fence.CommitMark, where: str) -> None:
+        """Raise `DatabaseBehind` unless the database holds `mark`'s commits (e.g. a snapshot's)."""
+
+        def query() -> None:
+            try:
+                fence.check(self.connection, mark, where)
+            except RECONNECT:
+                self.drop_connection()
+                raise
+
+        retry_transient(query, self.deadline_s, "PostgreSQL")
 
     def close(self) -> None:
         if self.speculator is not None:
@@ -99,7 +120,7 @@ class PostgresCommitter:
                     found = ledger.read_times(cursor, sorted(mutation_ids))
                 self.connection.rollback()
                 return found
-            except psycopg.OperationalError:
+            except RECONNECT:
                 self.drop_connection()
                 raise
 
@@ -141,7 +162,7 @@ class PostgresCommitter:
             self.faults.hit("after_commit")
             self.faults.hit("drop_after_commit")
             return outcomes
-        except psycopg.OperationalError:
+        except RECONNECT:
             self.drop_connection()  # a broken connection is replaced on the retry
             raise
         except psycopg.errors.UniqueViolation as exc:
@@ -180,7 +201,12 @@ class PostgresCommitter:
                 self.speculator.publish(Base(batch_id, xmin, decisions.touched, frozenset(ids)))
             outcomes = write_decisions(cursor, decisions, plans, datetime.now(UTC).isoformat(), self._mid_copy)
             ledger.record_offsets(cursor, batch.resume_offsets, batch_id)
+            mark = None if self.committed is None else self.committed.next(batch_id)
+            if mark is not None:
+                fence.record(cursor, mark)
             self.faults.hit("before_commit")
+        if mark is not None:
+            self.committed = mark
         return outcomes
 
     def _decide(
@@ -229,7 +255,7 @@ class PostgresCommitter:
                         return [from_ledger(source, known[mutation_id], "replayed", now)]
                     ledger.write(cursor, [tuple(row.values())], [])
                 return [from_decision(source, decision, batch_id, now)]
-            except psycopg.OperationalError:
+            except RECONNECT:
                 self.drop_connection()
                 raise
 
