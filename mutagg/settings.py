@@ -55,6 +55,10 @@ class Settings:
     # "skip" records and counts it too, then continues from the earliest offset still there.
     on_input_gap: str = "stop"
     topic_partitions: int = 12
+    # Replication of the topics `mutagg topics create` makes (0: the broker's default). Production
+    # on a cluster: 3 and 2, so a broker lost neither stops writes (acks=all) nor loses one.
+    topic_replication: int = 0
+    topic_min_insync_replicas: int = 0
     log_level: str = "INFO"
     fault_point: str | None = None  # crash tests only: "after_commit:3" kills the job there
     kafka_config: dict[str, Any] = field(default_factory=dict)
@@ -105,6 +109,8 @@ _ENV = {
     "MUTAGG_SERVICE_DEADLINE_S": "service_deadline_s",
     "MUTAGG_ON_INPUT_GAP": "on_input_gap",
     "MUTAGG_TOPIC_PARTITIONS": "topic_partitions",
+    "MUTAGG_TOPIC_REPLICATION": "topic_replication",
+    "MUTAGG_TOPIC_MIN_INSYNC_REPLICAS": "topic_min_insync_replicas",
     "MUTAGG_LOG_LEVEL": "log_level",
     "MUTAGG_FAULT_POINT": "fault_point",
     "MUTAGG_KAFKA_SECURITY_PROTOCOL": "kafka_security_protocol",

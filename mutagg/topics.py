@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 TIMESTAMP_TYPE = "message.timestamp.type"
 LOG_APPEND_TIME = "LogAppendTime"
 """The input topic's timestamps are the broker's: an edge cannot forge them (DESIGN section 4, Time)."""
+MIN_INSYNC_REPLICAS = "min.insync.replicas"
 
 
 def ensure_output_topics(settings: Settings) -> list[str]:
@@ -33,7 +34,10 @@ def create_topics(
     outputs_only: bool = False,
     timestamp_type: str = LOG_APPEND_TIME,
 ) -> list[str]:
-    """Create missing topics (replication: the broker's default); return the names created.
+    """Create missing topics; return the names created.
+
+    Replication factor and `min.insync.replicas` are `topic_replication` and
+    `topic_min_insync_replicas`, or the broker's defaults where those are 0.
 
     A new input topic gets `message.timestamp.type=timestamp_type`: `LogAppendTime` in
     production; `CreateTime` only for tests that produce explicit Kafka timestamps.
@@ -53,9 +57,12 @@ def create_topics(
         existing = set(admin.list_topics(timeout=min(30.0, settings.service_deadline_s)).topics)
     except KafkaException as exc:
         raise ServiceUnavailable(f"Kafka unreachable at {settings.kafka_bootstrap}: {exc}") from exc
+    min_insync = settings.topic_min_insync_replicas
+    replicated = {MIN_INSYNC_REPLICAS: str(min_insync)} if min_insync else {}
     missing = [
-        NewTopic(name, count, -1,
-                 config={TIMESTAMP_TYPE: timestamp_type} if name == settings.topic_mutations else {})
+        NewTopic(name, count, settings.topic_replication or -1, config={
+            **replicated, **({TIMESTAMP_TYPE: timestamp_type} if name == settings.topic_mutations else {}),
+        })
         for name, count in wanted.items() if name not in existing
     ]
     if not missing:
