@@ -107,7 +107,9 @@ def resolve(
         "priority": 10,
         "dependencies": [],
     }
-    producer = Producer(settings.kafka_client_config())
+    # Idempotent (acks=all): a retry after a lost broker never writes the resolution twice.
+    producer = Producer({**settings.kafka_client_config(), "enable.idempotence": True})
+    errors: list[str] = []
     producer.produce(
         settings.topic_mutations,
         key=f"{conflict['entity_type']}:{conflict['entity_id']}".encode(),
@@ -119,9 +121,11 @@ def resolve(
             ("mutagg-resolution", decision.encode()),
             ("mutagg-resolved-by", getpass.getuser().encode()),
         ],
+        on_delivery=lambda error, _message: errors.append(str(error)) if error is not None else None,
     )
-    if producer.flush(settings.service_deadline_s):
-        raise ServiceUnavailable("the resolution could not be delivered to Kafka")
+    # flush() is 0 also after a failed delivery: only the report says it was written.
+    if producer.flush(settings.service_deadline_s) or errors:
+        raise ServiceUnavailable(f"the resolution could not be delivered to Kafka: {errors[:1]}")
     return mutation
 
 
