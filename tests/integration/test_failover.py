@@ -97,8 +97,8 @@ def wait_for(job: subprocess.Popen, subject: Settings, rows: int, timeout: float
     return count
 
 
-def reference_run(settings: Settings) -> None:
-    produce(settings, Workload(seed=18).generate(MUTATIONS))
+def reference_run(settings: Settings, mutations: int = MUTATIONS) -> None:
+    produce(settings, Workload(seed=18).generate(mutations))
     run_job(settings, timeout=1800)
 
 
@@ -109,6 +109,7 @@ def test_synchronous_standby_promoted_mid_run(settings, pair, tmp_path):
     job = start_job(subject, tmp_path / "recovery")
     decided = wait_for(job, subject, MUTATIONS // 3)
     standby("stop-primary")  # immediate: a crash, mid-run
+    print(f"\nsync: {MUTATIONS} mutations, primary stopped (immediate) at {decided} ledger rows")
     time.sleep(1.0)  # the job meets refused connections and a read-only standby meanwhile
     standby("promote")
     assert job.wait(1800) == 0, job.stderr.read()[-4000:]
@@ -140,12 +141,42 @@ def test_asynchronous_standby_promoted_behind_the_job(settings, pair, tmp_path):
     kept = {row[0] for row in _ledger_ids(subject)}
     acked = {orjson.loads(r.value())["mutation_id"] for r in read_topic(subject, subject.topic_status)}
     lost_but_acked = acked - kept
+    print(f"\nasync: {MUTATIONS} mutations, standby detached at {behind_from} ledger rows; the promoted "
+          f"standby kept {len(kept)}; {len(lost_but_acked)} acknowledged decisions were lost and decided again")
     assert lost_but_acked, "the promoted standby lost no acknowledged commit: nothing was tested"
 
     restarted = start_job(subject, recovery)
     assert restarted.wait(1800) == 0, restarted.stderr.read()[-4000:]
     assert dump_database(subject) == dump_database(settings)
     acks_agree_with_ledger(subject)  # the acks of the lost commits agree with their new decisions
+
+
+def test_a_snapshot_ahead_of_the_promoted_standby_is_discarded(settings, pair, tmp_path):
+    """The job is killed while the standby is behind, and the failover happens while it is down:
+    its recovery snapshot holds read positions past what the promoted standby kept. The restart
+    notices before it commits anything (exit 7) and discards the snapshots; the next one resumes
+    from the database's offsets."""
+    mutations = MUTATIONS // 4
+    reference_run(settings, mutations)
+    subject = pair("async")
+    recovery = tmp_path / "recovery"
+    mutagg(subject, "--recovery-dir", str(recovery), "recovery", "init", "--partitions", "2")
+    job = start_job(subject, recovery)
+    wait_for(job, subject, mutations // 5)
+    standby("detach")
+    wait_for(job, subject, primary_count(subject.database_url) + mutations // 5)
+    time.sleep(1.5)  # snapshots (every 0.5 s) taken after the standby fell behind
+    job.kill()
+    job.wait(30)
+    standby("stop-primary")
+    standby("promote")
+    first = start_job(subject, recovery)
+    assert first.wait(300) == EXIT_DATABASE_BEHIND, first.stderr.read()[-4000:]
+    assert "resuming from a recovery snapshot" in first.stderr.read()
+    second = start_job(subject, recovery)
+    assert second.wait(1800) == 0, second.stderr.read()[-4000:]
+    assert dump_database(subject) == dump_database(settings)
+    acks_agree_with_ledger(subject)
 
 
 def _ledger_ids(settings: Settings) -> list[tuple]:
