@@ -262,7 +262,7 @@ def replay(
                     reference.apply(write)
         expected = expected_outcome(reference, backlog)
         actual = observed_outcome(settings, backlog)
-        found = differences(expected, actual, backlog)
+        found = differences(expected, actual, backlog, repeats_allowed=config.kills > 0)
     finally:
         if not keep:
             cleanup(base, settings)

@@ -60,8 +60,12 @@ def observed_outcome(settings: Settings, backlog: Backlog) -> Decided:
     return Decided(entities, ledger, Counter(conflicts), duplicates, acks, dlq)
 
 
-def differences(expected: Decided, actual: Decided, backlog: Backlog) -> dict[str, list[str]]:
-    """kind -> one line per difference (empty lists left out)."""
+def differences(
+    expected: Decided, actual: Decided, backlog: Backlog, repeats_allowed: bool = False,
+) -> dict[str, list[str]]:
+    """kind -> one line per difference (empty lists left out). With `repeats_allowed` (a run
+    that was killed), an ack may come more than once (DESIGN section 7: acks may repeat, never
+    be missing or contradict): each expected ack at least once, and no other."""
     by_id: dict[str, list[Record]] = defaultdict(list)
     by_place: dict[tuple[int, int], Record] = {}
     for r in backlog.records:
@@ -90,7 +94,10 @@ def differences(expected: Decided, actual: Decided, backlog: Backlog) -> dict[st
         f"{'model only' if (p, o) in expected.duplicates else 'job only'}"
         for p, o in sorted(expected.duplicates ^ actual.duplicates)
     ]
-    found["acks"] = _counted(expected.acks, actual.acks, lambda a: f"{a} {who(a[1])}")
+    if repeats_allowed:
+        found["acks"] = _counted(Counter(set(expected.acks)), Counter(set(actual.acks)), lambda a: f"{a} {who(a[1])}")
+    else:
+        found["acks"] = _counted(expected.acks, actual.acks, lambda a: f"{a} {who(a[1])}")
     found["dlq"] = [
         f"p{p}@{o} {by_place[(p, o)].kind if (p, o) in by_place else '?'}: "
         f"expected {expected.dlq.get((p, o))} got {actual.dlq.get((p, o))}"
