@@ -1,0 +1,77 @@
+"""Sequencing cost: the current `operators/sequencer.py` against the one at a git revision
+(default 89ac9af, before the sequencer knew every partition, dependency times and copies),
+on the same decoded workload chunks, in one process, rounds alternating, CPU time.
+
+Run: .venv/bin/python -m bench.sequence [count] [revision]
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mutagg.settings import DEFAULT_REGISTRY
+from mutagg.workload import Workload
+from operators import sequencer
+from operators.decode import DecodedChunk, decode_chunk
+from operators.strategies import CUSTOM_STRATEGIES
+from schemas.mutation import RawMessage
+from schemas.registry import load_registry
+
+REPO = Path(__file__).resolve().parent.parent
+CHUNK = 5000
+
+
+def reference_module(directory: Path, revision: str):
+    text = subprocess.run(
+        ["git", "show", f"{revision}:operators/sequencer.py"], cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout
+    path = directory / "reference_sequencer.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("reference_sequencer", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def seconds(sequencer_class, chunks: list[DecodedChunk]) -> tuple[float, int]:
+    """CPU seconds to admit, release and mark decided every chunk; how many items were released."""
+    waiting_room = sequencer_class(dependency_timeout_ms=600_000)
+    released = 0
+    start = time.process_time()
+    for chunk in chunks:
+        waiting_room.add(chunk.mutations, observe=False)
+        waiting_room.observe(chunk.topic, chunk.partition, chunk.event_time_ms)
+        release = waiting_room.release()
+        decided = [m.id for m in release.ready] + [m.id for m, _ in release.rejected]
+        waiting_room.mark_decided(decided)
+        released += len(decided) + len(getattr(release, "copies", ()))  # later copies: apart since 127613b
+    return time.process_time() - start, released
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 60_000
+    revision = sys.argv[2] if len(sys.argv) > 2 else "89ac9af"
+    registry = load_registry(DEFAULT_REGISTRY, custom_strategies=CUSTOM_STRATEGIES)
+    raws = [RawMessage("bench", 0, offset, message.key, message.value, 1_900_000_000_000 + offset)
+            for offset, message in enumerate(Workload(seed=3).generate(count))]
+    chunks = [decode_chunk("bench", 0, raws[start:start + CHUNK], registry, 1 << 20)
+              for start in range(0, len(raws), CHUNK)]
+    with tempfile.TemporaryDirectory() as directory:
+        reference = reference_module(Path(directory), revision)
+    rounds = [(seconds(reference.Sequencer, chunks), seconds(sequencer.Sequencer, chunks)) for _ in range(7)]
+    (_, old_released), (_, new_released) = rounds[0]
+    assert old_released == new_released, (old_released, new_released)
+    old, new = (min(side[0] for side in sides) for sides in zip(*rounds))
+    print(f"{count} messages in chunks of {CHUNK}, {new_released} released by both")
+    print(f"{revision}: {old / count * 1e6:.2f} us/msg")
+    print(f"current: {new / count * 1e6:.2f} us/msg  ({new / old:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
