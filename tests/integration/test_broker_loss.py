@@ -42,7 +42,7 @@ from tests.integration.conftest import (
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPT = REPO / "services" / "cluster.sh"
-SIZE = int(os.environ.get("MUTAGG_BROKER_LOSS_MUTATIONS", "30000"))
+SIZE = int(os.environ.get("MUTAGG_BROKER_LOSS_MUTATIONS", "40000"))
 LONG_FORM = 100_000  # long enough for the broker to be back mid-run whatever the load
 JOB_TIMEOUT_S = 120 + SIZE / 200
 
@@ -187,16 +187,11 @@ def test_a_broker_lost_during_a_run_loses_and_repeats_nothing(on_cluster, on_sin
         _cluster("kill-broker", str(victim))
         event("killed")
         assert events["killed"][1] < SIZE // 2, "the broker was lost too late in the run to matter"
-        # Restarted at once, as a supervisor would; while its JVM boots the controller fences it
-        # (broker.session.timeout.ms, 9 s) and elects new leaders for its partitions.
-        restart = subprocess.Popen(["bash", str(CLUSTER_SCRIPT), "start-broker", str(victim)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        _wait_for(lambda: restart.poll() is not None or not any(_leads(_layout(settings), victim).values()),
-                  60, "new leaders")
-        assert restart.poll() is None, "the broker was back before its partitions had new leaders"
-        if job.poll() is None:
+        # The controller fences the lost broker (broker.session.timeout.ms, 9 s) and elects new
+        # leaders for its partitions; then it is started again.
+        if _wait_for(lambda: not any(_leads(_layout(settings), victim).values()), 60, "new leaders", job):
             event("new_leaders")
-        assert restart.wait(180) == 0, restart.stdout.read()[-3000:]
+        _cluster("start-broker", str(victim))
         if job.poll() is None:
             event("restarted")
             # Its preferred leaderships come back (leader.imbalance.check.interval.seconds).
