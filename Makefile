@@ -33,6 +33,7 @@ lint: $(STAMP)
 
 stop:
 	bash services/services.sh stop
+	bash services/cluster.sh stop
 
 clean: stop
 	rm -rf $(VENV) .local
