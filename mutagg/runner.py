@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +24,21 @@ from schemas.registry import load_registry
 from sinks.fence import discard_snapshots
 
 log = logging.getLogger(__name__)
+
+
+STOPPED_PAST_DEADLINE = 143
+"""The exit code when the batch in flight outlasts `stop_deadline_s` after SIGTERM: 128 + SIGTERM,
+what Kubernetes would see had it killed the process, and a code the Job retries without counting."""
+
+
+def _exit_past_stop_deadline(deadline_s: float) -> None:
+    """Leave now, as a SIGKILL would, but before Kubernetes' grace period ends: nothing of the batch
+    in flight is committed (its transaction rolls back with the connection) and the restart
+    decides it again from the committed offsets, as after any crash."""
+    log.error("the batch in flight did not finish within the stop deadline; exiting without it",
+              extra={"stop_deadline_s": deadline_s, "exit_code": STOPPED_PAST_DEADLINE})
+    logging.shutdown()
+    os._exit(STOPPED_PAST_DEADLINE)
 
 
 def recovery_config(settings: Settings) -> RecoveryConfig | None:
@@ -52,9 +69,14 @@ def run(
         warn_unless_log_append_time(settings)
     runtime = Runtime(settings, registry)
     flow = build_flow(runtime, stop_at_end=until_idle)
+    stop_deadline = threading.Timer(settings.stop_deadline_s, _exit_past_stop_deadline, (settings.stop_deadline_s,))
+    stop_deadline.daemon = True
+
     def request_stop(signum, _frame) -> None:
         log.info("stop requested; finishing the batch in flight", extra={"signal": signal.Signals(signum).name})
         runtime.stopping.set()
+        if not stop_deadline.is_alive():
+            stop_deadline.start()
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     # Processes on one host (addresses sharing a host) take port + index; pods each have their own IP.
@@ -89,6 +111,7 @@ def run(
             # The snapshots hold read positions past what the database kept: the restart must
             # resume from the database's offsets and decide the lost batches again (exit 7).
             discard_snapshots(settings.recovery_dir)
+        stop_deadline.cancel()  # last: closing (acks flush, audit) is part of the stop it bounds
     runtime.stats.elapsed = time.monotonic() - started
     log.info(
         "dataflow finished",

@@ -50,6 +50,10 @@ class Settings:
     event_time_lead_s: float = 0.0
     snapshot_interval_s: float = 10.0
     service_deadline_s: float = 120.0
+    # After SIGTERM the batch in flight may finish for this long; past it the process exits 143
+    # without it (its transaction rolls back, the restart decides it again, as after a crash).
+    # Kubernetes kills at terminationGracePeriodSeconds (60 s): keep it well below (BENCHMARKS.md).
+    stop_deadline_s: float = 30.0
     # What the job does when the next offset of an input partition is no longer on the broker
     # (retention deleted it): "stop" (default) records the lost range in `input_gaps` and exits 5;
     # "skip" records and counts it too, then continues from the earliest offset still there.
@@ -107,6 +111,7 @@ _ENV = {
     "MUTAGG_EVENT_TIME_LEAD_S": "event_time_lead_s",
     "MUTAGG_SNAPSHOT_INTERVAL_S": "snapshot_interval_s",
     "MUTAGG_SERVICE_DEADLINE_S": "service_deadline_s",
+    "MUTAGG_STOP_DEADLINE_S": "stop_deadline_s",
     "MUTAGG_ON_INPUT_GAP": "on_input_gap",
     "MUTAGG_TOPIC_PARTITIONS": "topic_partitions",
     "MUTAGG_TOPIC_REPLICATION": "topic_replication",
@@ -197,6 +202,8 @@ def load_settings(
         raise ConfigError("batch_size and max_message_bytes must be positive, window_ms >= 0")
     if settings.on_input_gap not in INPUT_GAP_POLICIES:
         raise ConfigError(f"on_input_gap must be one of {'|'.join(INPUT_GAP_POLICIES)}, not {settings.on_input_gap!r}")
+    if settings.stop_deadline_s <= 0:
+        raise ConfigError(f"stop_deadline_s must be positive, not {settings.stop_deadline_s}")
     if settings.event_time_lead_s < 0:
         raise ConfigError(f"event_time_lead_s must be >= 0 (0: off), not {settings.event_time_lead_s}")
     kafka_security_config(settings)  # inconsistent Kafka security settings fail here, not at first use
