@@ -113,7 +113,8 @@ class Runtime:
         with self._lock:
             if self._audit is None:
                 self._audit = AuditExporter(
-                    self.settings.database_url, self.settings.audit_uri, self.settings.service_deadline_s
+                    self.settings.database_url, self.settings.audit_uri, self.settings.service_deadline_s,
+                    entity_types=(t.name for t in self.registry),
                 )
             return self._audit
 

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TextIO
 
 from mutagg.settings import Settings, with_overrides
+from schemas.registry import Registry
 from sinks.audit import AuditExporter, missing_batches
 from sinks.audit_compact import PartitionReport, compact_day
 from sinks.audit_store import AuditStore
@@ -44,12 +45,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--audit-uri", dest="audit_uri", help="directory or s3:// URI (MUTAGG_AUDIT_URI)")
 
 
-def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Carry out `mutagg audit <action>`; return the exit code."""
+def run(
+    args: argparse.Namespace, settings: Settings, registry: Registry,
+    out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+) -> int:
+    """Carry out `mutagg audit <action>`; return the exit code. The registry names the
+    ``entity_type`` partitions an export writes (any other type: ``_invalid``)."""
     settings = with_overrides(settings, audit_uri=args.audit_uri)
     if args.action == "compact":
         return _compact(settings, args.date or datetime.now(UTC).date() - timedelta(days=1), out, err)
-    return _export(settings, args, out, err)
+    return _export(settings, registry, args, out, err)
 
 
 def _compact(settings: Settings, day: date, out: TextIO, err: TextIO) -> int:
@@ -70,14 +75,16 @@ def _compact(settings: Settings, day: date, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _export(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _export(settings: Settings, registry: Registry, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     store = AuditStore(settings.audit_uri)  # ConfigError when the URI is empty
-    exporter = AuditExporter(settings.database_url, settings.audit_uri, settings.service_deadline_s)
+    exporter = AuditExporter(settings.database_url, settings.audit_uri, settings.service_deadline_s,
+                             entity_types=(t.name for t in registry))
     try:
         if args.batch:
             batches = sorted(set(args.batch))
         elif args.missing_only:
-            batches = missing_batches(exporter.connection, store, args.since, args.until)
+            batches = missing_batches(exporter.connection, store, args.since, args.until,
+                                      entity_types=exporter.entity_types)
         else:
             batches = exporter.batches_since(args.since, args.until)
         print(f"Exporting {len(batches)} batches to {settings.audit_uri} ...", file=err, flush=True)

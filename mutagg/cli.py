@@ -262,7 +262,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "audit":
         from mutagg import audit_cmd
 
-        return audit_cmd.run(args, settings)
+        return audit_cmd.run(args, settings, registry)
     if args.command == "verify":
         from mutagg import verify_cmd
 

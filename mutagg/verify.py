@@ -89,7 +89,7 @@ def verify(settings: Settings, registry: Registry, since: datetime | None = None
     return Verification(started_at, scope, findings, stats, time.perf_counter() - began)
 
 
-def repair(settings: Settings, verification: Verification) -> dict[str, int]:
+def repair(settings: Settings, verification: Verification, registry: Registry) -> dict[str, int]:
     """Re-send missing acks and re-export missing audit batches; what was done, by kind."""
     done = {"acks re-sent": 0, "audit batches re-exported": 0, "audit files written": 0}
     missing = sorted(verification.finding("acks").repairable)
@@ -105,7 +105,8 @@ def repair(settings: Settings, verification: Verification) -> dict[str, int]:
                 done["acks re-sent"] += producer.send(outcomes)
     audit = next((f for f in verification.findings if f.name == "audit"), None)
     if audit is not None and audit.repairable:
-        exporter = AuditExporter(settings.database_url, settings.audit_uri, settings.service_deadline_s)
+        exporter = AuditExporter(settings.database_url, settings.audit_uri, settings.service_deadline_s,
+                                 entity_types=(t.name for t in registry))
         try:
             done["audit files written"] = len(exporter.export(sorted(audit.repairable)))
         finally:

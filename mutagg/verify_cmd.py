@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, settings: Settings, registry: Registry, out: T
     print(format_verification(verification), file=out, flush=True)
     repaired = None
     if args.repair and verification.problems:
-        repaired = repair(settings, verification)
+        repaired = repair(settings, verification, registry)
         print("Repair: " + ", ".join(f"{kind} {count:,}" for kind, count in repaired.items()), file=out)
         verification = verify(settings, registry, args.since)
         print(format_verification(verification), file=out, flush=True)

@@ -11,10 +11,15 @@ Layout under the audit URI (a directory or an ``s3://bucket/prefix``)::
   conflict was detected (``conflicts.detected_at``): processing time, so a closed
   day only changes through a replay of its own batches, which rewrites the same
   files with the same rows.
-- ``entity_type`` is the entity type, percent-encoded if it is not a plain name
-  (only rejected messages can carry such a type), ``__HIVE_DEFAULT_PARTITION__``
-  when unknown. DuckDB, Polars and pyarrow decode both forms.
-- The partition columns live in the path only (never inside the files).
+- ``entity_type`` is a type the registry declares, or ``_invalid`` (`INVALID_ENTITY_TYPE`)
+  for every other row: a rejected message's claimed type is whatever string a node
+  sent, and as a directory name it would let a node make one partition per string
+  (issue 20 item 7). So a data set has at most one partition per registry type and
+  day, plus ``_invalid``; the type as claimed is the file column
+  ``claimed_entity_type`` (`CLAIMED_ENTITY_TYPE`; null when the message had none
+  readable). A registry name cannot be ``_invalid`` (schemas/registry.py).
+- The partition columns live in the path only (never inside the files); the
+  partition ``entity_type`` therefore always means "registry type or _invalid".
 - One row per ``mutation_id`` in ``mutations`` and per ``conflict_id`` in
   ``conflicts``. A conflict row is rewritten in place (same file) when a person
   resolves it, so ``status``/``resolved_*`` follow the database.
@@ -26,12 +31,16 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+"""2: `claimed_entity_type` in the files, types outside the registry under ``_invalid``."""
 MUTATIONS = "mutations"
 CONFLICTS = "conflicts"
 DATASETS = (MUTATIONS, CONFLICTS)
 KEYS = {MUTATIONS: "mutation_id", CONFLICTS: "conflict_id"}
 PARTITION_COLUMNS = ("date", "entity_type")
+INVALID_ENTITY_TYPE = "_invalid"
+"""The one ``entity_type`` partition of rows whose type the registry does not declare."""
+CLAIMED_ENTITY_TYPE = "claimed_entity_type"
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 6
 
@@ -66,6 +75,9 @@ MUTATIONS_SCHEMA = pa.schema([
            "Manual conflicts this mutation closed (it carries a person's resolution)", nullable=False),
     _field("detail", pa.string(), "Human-readable detail (rejection message, database error)"),
     _field("held_attributes", pa.string(), "JSON of the attributes held for manual resolution (CONFLICT)"),
+    _field(CLAIMED_ENTITY_TYPE, pa.string(),
+           "Entity type as the message claimed it (any string for a rejection; null if unreadable); "
+           "the partition entity_type is it if the registry declares it, _invalid otherwise"),
 ])
 
 CONFLICTS_SCHEMA = pa.schema([
@@ -95,6 +107,8 @@ CONFLICTS_SCHEMA = pa.schema([
     _field("kafka_timestamp", _TIMESTAMP, "Kafka timestamp of the incoming mutation"),
     _field("edge_timestamp", _TIMESTAMP, "When the incoming side was made on its edge node"),
     _field("other_edge_timestamp", _TIMESTAMP, "When the current value was made (null if foreign)"),
+    _field(CLAIMED_ENTITY_TYPE, pa.string(),
+           "Entity type of the conflict (a registry type; the partition is _invalid if it left the registry)"),
 ])
 
 SCHEMAS = {MUTATIONS: MUTATIONS_SCHEMA, CONFLICTS: CONFLICTS_SCHEMA}

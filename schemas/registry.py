@@ -31,6 +31,10 @@ FOREIGN_PRIORITY_RANGE = (0, 100)
 # Columns the job owns on every entity table; an attribute may not take these names.
 RESERVED_COLUMNS = frozenset({"version", "deleted", "mutagg_provenance", "mutagg_updated_at"})
 
+RESERVED_TYPE_NAMES = frozenset({"_invalid"})
+"""Names a type may not take: the audit's one partition for types outside the registry
+(schemas/audit.py `INVALID_ENTITY_TYPE`)."""
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")  # always quoted, so case is kept
 _TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
@@ -143,6 +147,8 @@ def _parse_entity_type(
     where = f"{source}: entity type {name!r}"
     if not _TYPE_NAME.match(name):
         raise RegistryError(f"{where}: name must match {_TYPE_NAME.pattern}")
+    if name in RESERVED_TYPE_NAMES:
+        raise RegistryError(f"{where}: the name is reserved (the audit's partition of unknown types)")
     if not isinstance(spec, dict):
         raise RegistryError(f"{where}: expected a mapping")
     unknown = set(spec) - {

@@ -82,19 +82,23 @@ def export_batches(
     audit: str | AuditStore,
     batch_ids: Iterable[str],
     today: date | None = None,
+    *,
+    entity_types: Iterable[str],
 ) -> list[str]:
-    """Export the committed rows of `batch_ids` (see the module docstring); return the paths written."""
+    """Export the committed rows of `batch_ids` (see the module docstring); return the paths
+    written. `entity_types`: the registry's names (other types land in ``_invalid``)."""
     store = audit if isinstance(audit, AuditStore) else AuditStore(audit)
-    return write_parts(store, read_parts(connection, batch_ids), today)
+    return write_parts(store, read_parts(connection, batch_ids, entity_types=entity_types), today)
 
 
 def missing_batches(
-    connection: psycopg.Connection, store: AuditStore, since: datetime, until: datetime | None = None
+    connection: psycopg.Connection, store: AuditStore, since: datetime, until: datetime | None = None,
+    *, entity_types: Iterable[str],
 ) -> list[str]:
     """Batches of [since, until) with a file absent from the audit, plus those whose
     conflicts were resolved in the window (their conflict files changed since)."""
     until = until or datetime.now(UTC) + timedelta(minutes=1)
-    expected, resolved = expected_files(connection, since, until)
+    expected, resolved = expected_files(connection, since, until, entity_types=entity_types)
     present: dict[str, set[str]] = defaultdict(set)
     covered: dict[str, set[str]] = {}
     for dataset, day in sorted({(d, day) for d, _b, day, _e in expected}):
@@ -116,7 +120,8 @@ class AuditExporter:
     """The job's audit sink: owns a read connection and the store; bounded retries.
 
     `export_outcomes(outcomes)` is the one call the apply step makes after a commit.
-    An audit URI of "" disables the sink (every call returns []).
+    An audit URI of "" disables the sink (every call returns []). `entity_types`: the
+    registry's type names, the only ``entity_type`` partitions besides ``_invalid``.
     """
 
     def __init__(
@@ -126,8 +131,11 @@ class AuditExporter:
         deadline_s: float = 120.0,
         endpoint_override: str | None = None,
         chunk: int = 50,
+        *,
+        entity_types: Iterable[str],
     ):
         self.database_url = database_url
+        self.entity_types = tuple(sorted(set(entity_types)))
         self.deadline_s = deadline_s
         self.chunk = chunk
         self.store = AuditStore(audit_uri, endpoint_override) if audit_uri else None
@@ -157,7 +165,8 @@ class AuditExporter:
         for start in range(0, len(batches), self.chunk):
             chunk = batches[start : start + self.chunk]
             began = time.perf_counter()
-            paths = self._retry(lambda chunk=chunk: export_batches(self.connection, store, chunk))
+            paths = self._retry(lambda chunk=chunk: export_batches(
+                self.connection, store, chunk, entity_types=self.entity_types))
             written += paths
             log.info(
                 "audit files written",
@@ -174,7 +183,8 @@ class AuditExporter:
             return []
         since = datetime.now(UTC) - lookback
         store = self.store
-        missing = self._retry(lambda: missing_batches(self.connection, store, since))
+        missing = self._retry(lambda: missing_batches(
+            self.connection, store, since, entity_types=self.entity_types))
         if missing:
             log.warning("audit catching up", extra={"batches": len(missing), "since": since.isoformat()})
         return self.export(missing)

@@ -16,22 +16,39 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.audit import CONFLICTS, CONFLICTS_SCHEMA, MUTATIONS, MUTATIONS_SCHEMA
+from schemas.audit import (
+    CLAIMED_ENTITY_TYPE,
+    CONFLICTS,
+    CONFLICTS_SCHEMA,
+    INVALID_ENTITY_TYPE,
+    MUTATIONS,
+    MUTATIONS_SCHEMA,
+)
 from sinks.audit_copy import ORDINAL, CsvQuery
 
 _ENTITY_TYPE = pa.field("entity_type", pa.string())
 """Read after the schema's columns: a partition column, in the path and not in the files."""
+
+
+def _partition_type(column: str) -> str:
+    """The ``entity_type`` partition of a row whose type is `column`: the one place that
+    maps a type the registry does not declare (``%(entity_types)s``; NULL too) to
+    ``_invalid``, so no string a node sends becomes a directory (issue 20 item 7).
+    The rows, the files expected of a window and hence `catch_up` all go through it."""
+    return f"CASE WHEN {column} = ANY(%(entity_types)s::text[]) THEN {column} ELSE '{INVALID_ENTITY_TYPE}' END"
+
 
 _MUTATION_EXPRESSIONS = {
     "kafka_latency_s": "extract(epoch FROM m.decided_at - m.kafka_timestamp)::float8",
     "edge_latency_s": "extract(epoch FROM m.decided_at - m.edge_timestamp)::float8",
     "resolved_conflict_ids": "COALESCE(r.ids, '{}'::text[])",
     "held_attributes": "m.held_attributes::text",
+    CLAIMED_ENTITY_TYPE: "m.entity_type",
 }
 _MUTATIONS = CsvQuery(
     [
         *((field, _MUTATION_EXPRESSIONS.get(field.name, f"m.{field.name}")) for field in MUTATIONS_SCHEMA),
-        (_ENTITY_TYPE, "m.entity_type"),
+        (_ENTITY_TYPE, _partition_type("m.entity_type")),
     ],
     """
 FROM mutation_log m
@@ -51,12 +68,12 @@ _CONFLICT_EXPRESSIONS = {
     "incoming_values": "c.incoming_values::text", "server_values": "c.server_values::text",
     "result_values": "c.result_values::text", "kafka_topic": "m.kafka_topic", "kafka_partition": "m.kafka_partition",
     "kafka_offset": "m.kafka_offset", "kafka_timestamp": "m.kafka_timestamp", "edge_timestamp": "m.edge_timestamp",
-    "other_edge_timestamp": "o.edge_timestamp",
+    "other_edge_timestamp": "o.edge_timestamp", CLAIMED_ENTITY_TYPE: "c.entity_type",
 }
 _CONFLICTS = CsvQuery(
     [
         *((field, _CONFLICT_EXPRESSIONS.get(field.name, f"c.{field.name}")) for field in CONFLICTS_SCHEMA),
-        (_ENTITY_TYPE, "c.entity_type"),
+        (_ENTITY_TYPE, _partition_type("c.entity_type")),
     ],
     """
 FROM conflicts c
@@ -141,32 +158,36 @@ def _runs(keys: pa.Table) -> list[tuple[tuple, tuple[int, int]]]:
     return [(tuple(first.values()), (start, length)) for first, start, length in zip(firsts, starts, lengths)]
 
 
-def read_parts(connection: psycopg.Connection, batch_ids: Iterable[str]) -> list[AuditPart]:
+def read_parts(
+    connection: psycopg.Connection, batch_ids: Iterable[str], *, entity_types: Iterable[str]
+) -> list[AuditPart]:
     """Every audit file the given committed batches make, plus the conflict files of
-    earlier batches whose conflicts a mutation of these batches resolved."""
+    earlier batches whose conflicts a mutation of these batches resolved. `entity_types`:
+    the registry's type names; rows of any other type go to the ``_invalid`` partition."""
     batches = sorted(set(batch_ids))
     if not batches:
         return []
+    types = sorted(set(entity_types))
     with connection.transaction(), connection.cursor() as cursor:
-        mutations = _MUTATIONS.read(cursor, {"batches": batches})
+        mutations = _MUTATIONS.read(cursor, {"batches": batches, "entity_types": types})
         resolved = sorted(pc.unique(pc.list_flatten(mutations["resolved_conflict_ids"])).to_pylist())
         conflict_batches = set(batches)
         if resolved:
             cursor.execute(_RESOLVED_BATCHES, {"conflict_ids": resolved})
             conflict_batches.update(row[0] for row in cursor.fetchall())
-        conflicts = _CONFLICTS.read(cursor, {"batches": sorted(conflict_batches)})
+        conflicts = _CONFLICTS.read(cursor, {"batches": sorted(conflict_batches), "entity_types": types})
     return [
         *table_parts(MUTATIONS, mutations, MUTATIONS_SCHEMA, "decided_at", _LEDGER_ORDER),
         *table_parts(CONFLICTS, conflicts, CONFLICTS_SCHEMA, "detected_at", (ORDINAL.name,)),
     ]
 
 
-_EXPECTED = """
-SELECT 'mutations', batch_id, (decided_at AT TIME ZONE 'UTC')::date, entity_type
+_EXPECTED = f"""
+SELECT 'mutations', batch_id, (decided_at AT TIME ZONE 'UTC')::date, {_partition_type("entity_type")}
 FROM mutation_log WHERE decided_at >= %(since)s AND decided_at < %(until)s AND batch_id IS NOT NULL
 GROUP BY 2, 3, 4
 UNION ALL
-SELECT 'conflicts', batch_id, (detected_at AT TIME ZONE 'UTC')::date, entity_type
+SELECT 'conflicts', batch_id, (detected_at AT TIME ZONE 'UTC')::date, {_partition_type("entity_type")}
 FROM conflicts WHERE detected_at >= %(since)s AND detected_at < %(until)s AND batch_id IS NOT NULL
 GROUP BY 2, 3, 4
 """
@@ -178,12 +199,12 @@ WHERE resolved_at >= %(since)s AND resolved_at < %(until)s AND batch_id IS NOT N
 
 
 def expected_files(
-    connection: psycopg.Connection, since: datetime, until: datetime
-) -> tuple[list[tuple[str, str, date, str | None]], set[str]]:
-    """(data set, batch, day, entity type) of every file the window's batches make, and the
-    batches whose conflicts were resolved in the window (their files changed since)."""
+    connection: psycopg.Connection, since: datetime, until: datetime, *, entity_types: Iterable[str]
+) -> tuple[list[tuple[str, str, date, str]], set[str]]:
+    """(data set, batch, day, entity type partition) of every file the window's batches make,
+    and the batches whose conflicts were resolved in the window (their files changed since)."""
     with connection.transaction(), connection.cursor() as cursor:
-        cursor.execute(_EXPECTED, {"since": since, "until": until})
+        cursor.execute(_EXPECTED, {"since": since, "until": until, "entity_types": sorted(set(entity_types))})
         expected = [(d, b, day, e) for d, b, day, e in cursor.fetchall()]
         cursor.execute(_RESOLVED_SINCE, {"since": since, "until": until})
         resolved = {row[0] for row in cursor.fetchall()}
@@ -192,5 +213,5 @@ def expected_files(
 
 def batches_between(connection: psycopg.Connection, since: datetime, until: datetime) -> list[str]:
     """Every batch that decided a mutation or detected a conflict in [since, until)."""
-    expected, resolved = expected_files(connection, since, until)
+    expected, resolved = expected_files(connection, since, until, entity_types=())  # partitions unused
     return sorted({batch for _d, batch, _day, _e in expected} | resolved)

@@ -49,7 +49,9 @@ class AuditError(MutaggError):
 
 def partition_value(entity_type: str | None) -> str:
     """The ``entity_type=`` path segment: the name itself when it is a plain name,
-    otherwise percent-encoded (decoded again by DuckDB, Polars and pyarrow)."""
+    otherwise percent-encoded (decoded again by DuckDB, Polars and pyarrow). The export
+    only passes registry names and ``_invalid`` (sinks/audit_rows.py `_partition_type`);
+    the encoding stays as a guard for any other caller."""
     if entity_type is None:
         return HIVE_NULL
     if _PLAIN.match(entity_type) and entity_type != HIVE_NULL:

@@ -23,7 +23,7 @@ from mutagg import audit_cmd
 from mutagg.demo import url_with_schema
 from mutagg.migrate import migrate
 from mutagg.producer import produce
-from mutagg.settings import Settings, with_overrides
+from mutagg.settings import DEFAULT_REGISTRY, Settings, with_overrides
 from mutagg.topics import create_topics
 from mutagg.workload import Workload
 from operators.strategies import CUSTOM_STRATEGIES
@@ -36,6 +36,8 @@ from tests.integration.conftest import REPO, mutagg, query, run_job
 pytestmark = pytest.mark.integration
 
 HIVE = "hive_partitioning = true, hive_types = {'date': DATE, 'entity_type': VARCHAR}"
+TYPES = tuple(t.name for t in load_registry(DEFAULT_REGISTRY, custom_strategies=CUSTOM_STRATEGIES))
+_PARTITION = "CASE WHEN {0} IN (" + ", ".join(f"'{name}'" for name in TYPES) + ") THEN {0} ELSE '_invalid' END"
 
 MUTATIONS_SQL = """
 SELECT m.mutation_id, m.status, m.reason, m.entity_id, m.version, m.edge_node_id, m.operation,
@@ -43,13 +45,13 @@ SELECT m.mutation_id, m.status, m.reason, m.entity_id, m.version, m.edge_node_id
        m.kafka_timestamp, m.edge_timestamp, m.decided_at, m.conflict_ids,
        ARRAY(SELECT c.conflict_id FROM conflicts c WHERE c.resolved_by_mutation_id = m.mutation_id
              ORDER BY c.conflict_id),
-       m.detail, m.held_attributes::text, m.entity_type, (m.decided_at AT TIME ZONE 'UTC')::date
+       m.detail, m.held_attributes::text, m.entity_type, {partition}, (m.decided_at AT TIME ZONE 'UTC')::date
 FROM mutation_log m
-"""
+""".format(partition=_PARTITION.format("m.entity_type"))
 MUTATION_COLUMNS = (
     "mutation_id, status, reason, entity_id, version, edge_node_id, operation, base_version, adjusted_priority, "
     "batch_id, kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, edge_timestamp, decided_at, "
-    "conflict_ids, resolved_conflict_ids, detail, held_attributes, entity_type, date"
+    "conflict_ids, resolved_conflict_ids, detail, held_attributes, claimed_entity_type, entity_type, date"
 )
 CONFLICTS_SQL = """
 SELECT c.conflict_id, c.entity_id, c.attributes, c.mutation_id, c.other_mutation_id, c.incoming_edge_node_id,
@@ -58,14 +60,14 @@ SELECT c.conflict_id, c.entity_id, c.attributes, c.mutation_id, c.other_mutation
        c.resolved_by_mutation_id,
        (SELECT m.kafka_offset FROM mutation_log m WHERE m.mutation_id = c.mutation_id),
        (SELECT m.edge_timestamp FROM mutation_log m WHERE m.mutation_id = c.other_mutation_id),
-       c.entity_type, (c.detected_at AT TIME ZONE 'UTC')::date
+       c.entity_type, {partition}, (c.detected_at AT TIME ZONE 'UTC')::date
 FROM conflicts c
-"""
+""".format(partition=_PARTITION.format("c.entity_type"))
 CONFLICT_COLUMNS = (
     "conflict_id, entity_id, attributes, mutation_id, other_mutation_id, incoming_edge_node_id, "
     "other_edge_node_id, strategy, winner, status, incoming_values, server_values, result_values, base_version, "
     "entity_version, batch_id, detected_at, resolved_at, resolved_by_mutation_id, kafka_offset, "
-    "other_edge_timestamp, entity_type, date"
+    "other_edge_timestamp, claimed_entity_type, entity_type, date"
 )
 
 
@@ -89,7 +91,7 @@ def _export_like_the_job(settings: Settings, audit: Path, batches: list[str]) ->
     into the dataflow the job has done it already: this rewrites the same files)."""
     with psycopg.connect(settings.database_url) as connection:
         for batch_id in batches:
-            export_batches(connection, str(audit), [batch_id])
+            export_batches(connection, str(audit), [batch_id], entity_types=TYPES)
 
 
 @pytest.fixture(scope="module")
@@ -192,10 +194,10 @@ def test_a_replay_rewrites_the_same_files_and_a_restart_fills_the_gaps(ledger: L
     store = AuditStore(str(audit))
     since = datetime.now(UTC) - timedelta(days=1)
     with psycopg.connect(ledger.settings.database_url) as connection:
-        missing = missing_batches(connection, store, since)
+        missing = missing_batches(connection, store, since, entity_types=TYPES)
     batch_of_victim = victim.name.removeprefix("part-").removesuffix(".parquet")
     assert batch_of_victim in missing
-    exporter = AuditExporter(ledger.settings.database_url, str(audit))
+    exporter = AuditExporter(ledger.settings.database_url, str(audit), entity_types=TYPES)
     try:
         assert str(victim) in exporter.catch_up()
     finally:
@@ -213,7 +215,8 @@ def test_a_replay_rewrites_the_same_files_and_a_restart_fills_the_gaps(ledger: L
 def _cli(settings: Settings, *argv: str) -> int:
     parser = argparse.ArgumentParser()
     audit_cmd.add_parser(parser.add_subparsers(dest="command"))
-    return audit_cmd.run(parser.parse_args(list(argv)), settings)
+    registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
+    return audit_cmd.run(parser.parse_args(list(argv)), settings, registry)
 
 
 @pytest.fixture
@@ -268,7 +271,7 @@ def test_compaction_merges_a_day_without_losing_or_duplicating(two_days_ago: Set
     # A replay of the day (a restart, or an operator) must not bring the merged rows back.
     batches = _batches(settings)
     with psycopg.connect(settings.database_url) as connection:
-        export_batches(connection, str(audit), batches)
+        export_batches(connection, str(audit), batches, entity_types=TYPES)
     _assert_matches_database(settings, audit)
     assert _cli(settings, "audit", "compact", "--date", day.isoformat()) == 0
     _assert_matches_database(settings, audit)
@@ -309,5 +312,5 @@ def test_the_readme_analyst_queries_agree_with_the_database(ledger: Ledger):
 
 
 def test_an_empty_audit_uri_disables_the_sink(ledger: Ledger):
-    exporter = AuditExporter(ledger.settings.database_url, "")
+    exporter = AuditExporter(ledger.settings.database_url, "", entity_types=TYPES)
     assert exporter.export(ledger.first_run) == [] and exporter.catch_up() == []

@@ -51,6 +51,13 @@ CONFLICT = (
 TIES = ("B", "a", "é", "e", "😀", "Z,1", "z")
 DAY = datetime(2030, 1, 1, 12, tzinfo=UTC)
 JSONB = {"held_attributes", "incoming_values", "server_values", "result_values"}
+REGISTRY = ("customer", "article", "stock_level", "a", "b")
+"""The types these tests declare: every other one (NULL, '', 'é', ...) is partitioned as _invalid."""
+
+
+def _partitioned(row: tuple) -> tuple:
+    """The reference's row with its last column (the claimed type) as its partition."""
+    return (*row[:-1], row[-1] if row[-1] in REGISTRY else "_invalid")
 
 # The reference: what `read_parts` did before it read CSV (rows fetched, sorted in Python).
 REFERENCE_MUTATIONS = """
@@ -61,7 +68,7 @@ SELECT m.mutation_id, m.status, m.reason, m.entity_id, m.version, m.edge_node_id
        extract(epoch FROM m.decided_at - m.edge_timestamp)::float8, m.conflict_ids,
        ARRAY(SELECT c.conflict_id FROM conflicts c WHERE c.resolved_by_mutation_id = m.mutation_id
              ORDER BY c.conflict_id),
-       m.detail, m.held_attributes::text, m.entity_type
+       m.detail, m.held_attributes::text, m.entity_type, m.entity_type
 FROM mutation_log m WHERE m.batch_id = ANY(%(batches)s)
 """
 REFERENCE_CONFLICTS = """
@@ -69,7 +76,7 @@ SELECT c.conflict_id, c.entity_id, c.attributes, c.mutation_id, c.other_mutation
        c.other_edge_node_id, c.strategy, c.winner, c.status, c.incoming_values::text, c.server_values::text,
        c.result_values::text, c.base_version, c.entity_version, c.batch_id, c.detected_at, c.resolved_at,
        c.resolved_by_mutation_id, c.resolution, m.kafka_topic, m.kafka_partition, m.kafka_offset,
-       m.kafka_timestamp, m.edge_timestamp, o.edge_timestamp, c.entity_type
+       m.kafka_timestamp, m.edge_timestamp, o.edge_timestamp, c.entity_type, c.entity_type
 FROM conflicts c
 LEFT JOIN mutation_log m ON m.mutation_id = c.mutation_id
 LEFT JOIN mutation_log o ON o.mutation_id = c.other_mutation_id
@@ -85,19 +92,20 @@ def reference_parts(connection: psycopg.Connection, batch_ids: list[str]) -> lis
     if not batches:
         return []
     with connection.transaction(), connection.cursor() as cursor:
-        mutations = sorted(cursor.execute(REFERENCE_MUTATIONS, {"batches": batches}).fetchall(),
+        mutations = sorted(map(_partitioned, cursor.execute(REFERENCE_MUTATIONS, {"batches": batches}).fetchall()),
                            key=lambda row: [(row[i] is None, row[i]) for i in LEDGER_ORDER])
         resolved = sorted({cid for row in mutations for cid in row[19]})
         resolved_batches = {row[0] for row in cursor.execute(
             "SELECT batch_id FROM conflicts WHERE conflict_id = ANY(%s) AND batch_id IS NOT NULL", [resolved])}
-        conflicts = cursor.execute(REFERENCE_CONFLICTS, {"batches": sorted({*batches, *resolved_batches})}).fetchall()
+        conflicts = [_partitioned(row) for row in cursor.execute(
+            REFERENCE_CONFLICTS, {"batches": sorted({*batches, *resolved_batches})}).fetchall()]
     return [*to_parts(MUTATIONS, mutations, MUTATIONS_SCHEMA, "decided_at"),
             *to_parts(CONFLICTS, conflicts, CONFLICTS_SCHEMA, "detected_at")]
 
 
 def assert_same_parts(connection: psycopg.Connection, batch_ids: list[str], tmp_path: Path | None = None) -> list:
     """`read_parts` as the reference: same parts in the same order, equal tables, same files."""
-    expected, actual = reference_parts(connection, batch_ids), read_parts(connection, batch_ids)
+    expected, actual = reference_parts(connection, batch_ids), read_parts(connection, batch_ids, entity_types=REGISTRY)
     assert [(p.dataset, p.day, p.entity_type, p.batch_id) for p in actual] == [
         (p.dataset, p.day, p.entity_type, p.batch_id) for p in expected]
     for old, new in zip(expected, actual):
@@ -203,7 +211,7 @@ def test_odd_values_read_back_as_the_reference_reads_them(ledger: psycopg.Connec
 
 
 def test_odd_values_are_the_values_written(ledger: psycopg.Connection):
-    parts = read_parts(ledger, ["b2"])
+    parts = read_parts(ledger, ["b2"], entity_types=REGISTRY)
     rows = {row["mutation_id"]: row for p in parts if p.dataset == MUTATIONS for row in p.table.to_pylist()}
     for i, text in enumerate(TEXTS):
         row = rows[f"t{i:02d}"]
@@ -224,7 +232,12 @@ def test_odd_values_are_the_values_written(ledger: psycopg.Connection):
     # The earlier batch's conflict file is read again: a mutation of b2 closed two of its conflicts.
     resolved = [p for p in parts if p.dataset == CONFLICTS and p.batch_id == "b1"]
     assert [row["conflict_id"] for p in resolved for row in p.table.to_pylist()] == ["c-open-1", "c-open-2", "c-open-3"]
-    assert [p.entity_type for p in parts if p.dataset == MUTATIONS and p.day == DAY.date()] == ["", "a", "b", "é", None]
+    # One partition per registry type and one for the rest ('', 'é', NULL): '_' sorts before 'a'.
+    assert [p.entity_type for p in parts if p.dataset == MUTATIONS and p.day == DAY.date()] == ["_invalid", "a", "b"]
+    claimed = {row["mutation_id"]: row["claimed_entity_type"] for p in parts
+               if p.dataset == MUTATIONS and p.entity_type == "_invalid" and p.day == DAY.date()
+               for row in p.table.to_pylist()}
+    assert claimed == {"d-": "", "d-None": None, "d-é": "é"}
 
 
 def test_conflicts_keep_the_servers_order_and_the_ledger_python_s(ledger: psycopg.Connection, tmp_path: Path):

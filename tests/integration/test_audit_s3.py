@@ -13,12 +13,17 @@ import pyarrow.fs as pafs
 import pytest
 
 from mutagg.producer import produce
+from mutagg.settings import DEFAULT_REGISTRY
 from mutagg.workload import Workload
+from operators.strategies import CUSTOM_STRATEGIES
 from schemas.audit import PARTITIONING
+from schemas.registry import load_registry
 from sinks.audit import AuditExporter, export_batches
 from sinks.audit_compact import compact_day
 from sinks.audit_store import AuditStore
 from tests.integration.conftest import query, run_job
+
+TYPES = tuple(t.name for t in load_registry(DEFAULT_REGISTRY, custom_strategies=CUSTOM_STRATEGIES))
 
 pytestmark = pytest.mark.integration
 BUCKET = "analytics"
@@ -51,7 +56,7 @@ def test_export_replay_and_compaction_on_s3(settings, s3_endpoint: str):
     run_job(settings)
     batches = sorted({row[0] for row in query(settings, "SELECT DISTINCT batch_id FROM mutation_log")})
     uri = f"s3://{BUCKET}/mutagg/audit?endpoint_override={s3_endpoint}&scheme=http"
-    exporter = AuditExporter(settings.database_url, uri, deadline_s=30)
+    exporter = AuditExporter(settings.database_url, uri, deadline_s=30, entity_types=TYPES)
     try:
         written = exporter.export(batches)
     finally:
@@ -77,7 +82,7 @@ def test_export_replay_and_compaction_on_s3(settings, s3_endpoint: str):
     # A replay writes the same objects again: same keys, nothing added.
     before = {i.path: i.size for i in store.fs.get_file_info(pafs.FileSelector(store.root, recursive=True))}
     with psycopg.connect(settings.database_url) as connection:
-        assert sorted(export_batches(connection, store, batches)) == sorted(written)
+        assert sorted(export_batches(connection, store, batches, entity_types=TYPES)) == sorted(written)
     after = {i.path: i.size for i in store.fs.get_file_info(pafs.FileSelector(store.root, recursive=True))}
     assert after == before
     assert_exact()
@@ -99,5 +104,5 @@ def test_export_replay_and_compaction_on_s3(settings, s3_endpoint: str):
     assert any(n.startswith("compacted-") for n in names)
     # After compaction, a replay of the day's batches adds nothing back (the day is closed by then).
     with psycopg.connect(settings.database_url) as connection:
-        export_batches(connection, store, batches, today=today + timedelta(days=2))
+        export_batches(connection, store, batches, today=today + timedelta(days=2), entity_types=TYPES)
     assert_exact()

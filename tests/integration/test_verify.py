@@ -119,7 +119,7 @@ def test_a_removed_audit_file_is_reported_and_exported_again(job, registry):
     assert set(found) == {"audit"} and found["audit"]["mutations: missing"] > 0
     assert found["audit"]["conflicts: missing"] > 0
 
-    repaired = repair(job, verification)
+    repaired = repair(job, verification, registry)
     assert repaired["audit batches re-exported"] == len(verification.finding("audit").repairable) >= 1
     assert all(path.exists() for path in removed)
     assert problems(verify(job, registry)) == {}
@@ -135,7 +135,7 @@ def test_an_entity_behind_its_ledger_is_reported_and_one_ahead_is_not(job, regis
         verification = verify(job, registry)
         assert problems(verification) == {"versions": {"entity behind the ledger": 1}}
         assert any(entity_id in sample for sample in verification.finding("versions").samples)
-        repair(job, verification)  # nothing in the database can bring the row back
+        repair(job, verification, registry)  # nothing in the database can bring the row back
         assert problems(verify(job, registry)) == {"versions": {"entity behind the ledger": 1}}
     finally:
         with psycopg.connect(job.database_url) as connection:

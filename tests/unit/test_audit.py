@@ -12,7 +12,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.audit import CONFLICTS, CONFLICTS_SCHEMA, MUTATIONS, MUTATIONS_SCHEMA, PARTITIONING, dataset_schema
+from schemas.audit import (
+    CLAIMED_ENTITY_TYPE,
+    CONFLICTS,
+    CONFLICTS_SCHEMA,
+    DATASETS,
+    INVALID_ENTITY_TYPE,
+    MUTATIONS,
+    MUTATIONS_SCHEMA,
+    PARTITION_COLUMNS,
+    PARTITIONING,
+    SCHEMAS,
+    dataset_schema,
+)
+from schemas.errors import RegistryError
+from schemas.registry import RESERVED_TYPE_NAMES, parse_registry
 from sinks.audit import batches_to_export
 from sinks.audit_compact import compact_day, compact_partition, plan_partition
 from sinks.audit_rows import to_parts
@@ -172,3 +186,13 @@ def test_compaction_survives_a_crash_and_keeps_open_conflicts_apart(tmp_path: Pa
     assert conflict_files[0].startswith("compacted-") and conflict_files[1:] == [part_name("b1")]
     assert _keys(tmp_path, CONFLICTS, "conflict_id") == ["c0", "c1", "c2"]
     assert compact_day(store, day, now=later)[0].output is None  # nothing left to do
+
+
+def test_the_invalid_partition_cannot_be_a_registry_type():
+    """`_invalid` holds every type outside the registry, so no registry type may take its name."""
+    assert INVALID_ENTITY_TYPE in RESERVED_TYPE_NAMES and partition_value(INVALID_ENTITY_TYPE) == INVALID_ENTITY_TYPE
+    with pytest.raises(RegistryError, match="reserved"):
+        parse_registry({"entity_types": {INVALID_ENTITY_TYPE: {"attributes": {"x": {"type": "string"}}}}})
+    for name in DATASETS:
+        assert SCHEMAS[name].field(CLAIMED_ENTITY_TYPE).type == pa.string()
+        assert CLAIMED_ENTITY_TYPE not in PARTITION_COLUMNS
