@@ -38,7 +38,7 @@ from sinks.audit_rows import read_parts
 from sinks.audit_store import AuditStore
 from sinks.postgres import PostgresCommitter
 
-REFERENCE = "e261770"
+REFERENCE = "dfa7fbe"  # was e261770 (BENCHMARKS.md): files since dfa7fbe carry claimed_entity_type
 REPO = Path(__file__).resolve().parent.parent
 MODULE = "audit_rows_reference"
 TODAY = date(2000, 1, 1)  # every day is "today or later": no compaction look-up while writing
