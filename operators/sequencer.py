@@ -165,8 +165,12 @@ class Sequencer:
         under such an id is a later copy (its first copy was decided before a restart, or before
         the cache forgot it): it goes aside, to be answered with the ledger's decision."""
         decided, taken = self._decided, self._taken
+        # A DLQ re-submission may revise its id's earlier rejection: it stays, and is decided anew.
+        revising = {m.id for m in self.waiting if m.replayed}
         later: set[str] = set()
         for mutation_id, timestamp in found.items():
+            if mutation_id in revising:
+                continue
             if mutation_id in taken:
                 later.add(mutation_id)
                 timestamp = min(timestamp, taken.pop(mutation_id))

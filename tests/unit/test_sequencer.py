@@ -270,3 +270,13 @@ def test_a_later_copy_read_after_a_restart_does_not_make_a_dependency_look_late(
     sequencer.learn_decided({"d": 0})
     release = sequencer.release()
     assert verdicts(release) == {"m": None} and release.copies == [resent]
+
+
+def test_a_dlq_resubmission_whose_id_the_ledger_holds_is_decided_anew_not_as_a_copy():
+    sequencer = Sequencer(dependency_timeout_ms=10**9)
+    resubmitted = mutation("a", "x", ["d"], offset=0)
+    resubmitted.replayed = True  # `mutagg dlq replay`: may revise an earlier validation rejection
+    sequencer.add([resubmitted])
+    sequencer.learn_decided({"a": 0})
+    assert sequencer.waiting == [resubmitted] and sequencer.copies == []
+    assert verdicts(sequencer.release()) == {}  # it still waits for "d"
