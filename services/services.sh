@@ -150,6 +150,9 @@ group.initial.rebalance.delay.ms=0
 # Retention is enforced every second, not every 5 minutes: tests/integration/test_input_gap.py
 # waits for a tiny-retention topic to lose its segments (no effect on topics with the default retention).
 log.retention.check.interval.ms=1000
+# No retention by age unless a topic sets one: test logs carry fixed Kafka timestamps (days or
+# years back), which the 7-day default, checked every second, deleted as soon as they were produced.
+log.retention.ms=-1
 EOF
 }
 
