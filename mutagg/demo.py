@@ -28,10 +28,13 @@ SERVICES_SCRIPT = Path(__file__).resolve().parent.parent / "services" / "service
 DEMO_SCHEMA = "demo"
 
 
-def status_command() -> str:
-    """The command that shows the demo's results, spelled as this `mutagg` was started."""
+def status_command(settings: Settings) -> str:
+    """The command that shows the demo's results (its schema and its own topics), spelled as
+    this `mutagg` was started."""
     program = sys.argv[0] if Path(sys.argv[0]).name == "mutagg" else "mutagg"
-    return f"MUTAGG_SCHEMA={DEMO_SCHEMA} {program} status"
+    topics = (f"MUTAGG_TOPIC_MUTATIONS={settings.topic_mutations} MUTAGG_TOPIC_DLQ={settings.topic_dlq} "
+              f"MUTAGG_TOPIC_STATUS={settings.topic_status}")
+    return f"MUTAGG_SCHEMA={DEMO_SCHEMA} {topics} {program} status"
 
 
 def reset_schema(database_url: str, schema: str) -> None:
@@ -73,5 +76,5 @@ def demo(
     print(format_summary(report, stats.elapsed, stats.messages, stats.dead_lettered), file=out)
     print(f"(acknowledgements on {settings.topic_status}; rejects on {settings.topic_dlq}; "
           f"tables in schema '{schema}')", file=out)
-    print(f"See the results again with: {status_command()}", file=out)
+    print(f"See the results again with: {status_command(settings)}", file=out)
     return {"report": report, "stats": stats, "settings": settings, "produced": len(messages)}

@@ -8,7 +8,7 @@ import pytest
 
 from mutagg.cli import _parser, _settings
 from mutagg.demo import status_command
-from mutagg.settings import load_settings, url_with_schema, with_overrides
+from mutagg.settings import Settings, load_settings, url_with_schema, with_overrides
 from schemas.errors import ConfigError
 
 
@@ -43,4 +43,7 @@ def test_a_schema_that_is_not_a_plain_identifier_is_refused(schema):
 
 
 def test_the_demo_names_the_command_that_shows_its_results():
-    assert status_command().startswith("MUTAGG_SCHEMA=demo ") and status_command().endswith("mutagg status")
+    settings = Settings(topic_mutations="demo-1.in", topic_dlq="demo-1.dlq", topic_status="demo-1.status")
+    command = status_command(settings)
+    assert command.startswith("MUTAGG_SCHEMA=demo ") and command.endswith("mutagg status")
+    assert "MUTAGG_TOPIC_MUTATIONS=demo-1.in MUTAGG_TOPIC_DLQ=demo-1.dlq MUTAGG_TOPIC_STATUS=demo-1.status" in command
