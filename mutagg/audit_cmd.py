@@ -20,7 +20,7 @@ from sinks.audit_compact import PartitionReport, compact_day
 from sinks.audit_store import AuditStore
 
 
-def _moment(text: str) -> datetime:
+def iso_moment(text: str) -> datetime:
     """An ISO date or timestamp; without an offset it is UTC."""
     try:
         moment = datetime.fromisoformat(text)
@@ -38,9 +38,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     compact.add_argument("--audit-uri", dest="audit_uri", help="directory or s3:// URI (MUTAGG_AUDIT_URI)")
     export = actions.add_parser("export", help="(re)export committed batches from the database")
     which = export.add_mutually_exclusive_group(required=True)
-    which.add_argument("--since", type=_moment, help="batches decided at or after this date/timestamp")
+    which.add_argument("--since", type=iso_moment, help="batches decided at or after this date/timestamp")
     which.add_argument("--batch", action="append", metavar="BATCH_ID", help="this batch (repeatable)")
-    export.add_argument("--until", type=_moment, help="with --since: batches decided before this")
+    export.add_argument("--until", type=iso_moment, help="with --since: batches decided before this")
     export.add_argument("--missing-only", action="store_true", help="with --since: only batches without files")
     export.add_argument("--audit-uri", dest="audit_uri", help="directory or s3:// URI (MUTAGG_AUDIT_URI)")
 

@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
+from mutagg.audit_cmd import iso_moment  # the CLI's parser imports it anyway
 from mutagg.settings import Settings, with_overrides
 from schemas.registry import Registry
 
@@ -22,10 +23,9 @@ def since_moment(text: str, now: datetime | None = None) -> datetime:
     if found:
         return (now or datetime.now(UTC)) - timedelta(**{_UNITS[found[2]]: int(found[1])})
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
+        return iso_moment(text)
+    except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(f"not a duration (7d, 36h) or an ISO timestamp: {text!r}") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
