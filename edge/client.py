@@ -16,13 +16,14 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edge.acks import AckListener
 from edge.backoff import Backoff
+from edge.erp import Outcome, OutcomeListener, outcome_of
 from edge.outbox import AckReport, Outbox
 from edge.records import EdgeMutation, Operation, OutboxEntry
 from edge.sender import Sender, SendReport
@@ -44,6 +45,10 @@ class EdgeConfig:
     round_limit: int = 5000
     tenant_id: str | None = None
     default_priority: int = 5
+    # A DELIVERED entry unanswered this long, with the ack listener caught up, is sent again
+    # (the job answers a copy from its ledger); the wait doubles per resend up to the maximum.
+    requeue_after_s: float = 900.0
+    requeue_max_s: float = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +65,12 @@ class EdgeNode:
         config: EdgeConfig,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        on_outcome: OutcomeListener | None = None,
     ):
+        if not 0 < config.requeue_after_s <= config.requeue_max_s:
+            raise ValueError("requeue_after_s must be > 0 and at most requeue_max_s")
         self.config = config
+        self.on_outcome = on_outcome
         self._now = clock
         self.outbox = Outbox(config.outbox_path, config.node_id)
         self.sender = Sender(
@@ -144,7 +153,30 @@ class EdgeNode:
         return self.sender.send(deadline_s, pause_s)
 
     def receive_acks(self, timeout_s: float = 1.0) -> AckReport:
-        return self.acks.poll(timeout_s)
+        """Apply the acks that arrive within `timeout_s`; once caught up, put entries unanswered
+        for too long back to be sent (`requeue_after_s`); pass new decisions to `on_outcome`."""
+        report = self.acks.poll(timeout_s)
+        if report.caught_up:
+            overdue = self.outbox.requeue_overdue(self.config.requeue_after_s, self.config.requeue_max_s)
+            if overdue:
+                report = replace(report, requeued=report.requeued + overdue)
+        if self.on_outcome is not None:
+            self._report_outcomes(self.on_outcome)
+        return report
+
+    def _report_outcomes(self, listener: OutcomeListener) -> None:
+        reported: list[str] = []
+        try:
+            for entry in self.outbox.needing_attention(unreported_only=True):
+                listener(outcome_of(entry))
+                reported.append(entry.mutation_id)
+        finally:
+            self.outbox.mark_reported(reported)
+
+    def outcomes(self) -> list[Outcome]:
+        """Every decision a person must see (REJECTED, CONFLICT, FAILED) still in the outbox,
+        in record order; `outbox.dismiss` drops the ones the person has seen."""
+        return [outcome_of(entry) for entry in self.outbox.needing_attention()]
 
     def sync(self, deadline_s: float, ack_timeout_s: float = 0.5) -> SyncReport:
         """Send what can be sent within `deadline_s`, then apply the acks that arrived."""

@@ -1,6 +1,8 @@
 """What an ERP edge node changes, as plain values (no I/O): customers, articles
 and their stock levels, sales orders and their lines, with the attribute types of
-`schemas/example_registry.yaml`. Deterministic for a seed.
+`schemas/example_registry.yaml`. Deterministic for a seed. And what the ERP hears
+back: a change the central job REJECTED, held as a CONFLICT for a person, or
+FAILED, as an `Outcome` with its reason (`outcome_of`, `explain`).
 
 Shops take orders and touch customers, warehouses count and move stock, vans
 sell from stock and edit customers on the road. A few entities are hot (most
@@ -16,7 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from edge.records import EdgeMutation, Operation, encode
+import orjson
+
+from edge.records import EdgeMutation, EntryState, Operation, OutboxEntry, encode
 
 ENTITY_TYPES = ("customer", "article", "stock_level", "sales_order", "order_line")
 WAREHOUSES = ("WH1", "WH2", "WH3")
@@ -37,6 +41,68 @@ class Change:
     @property
     def entity_key(self) -> tuple[str, str]:
         return (self.entity_type, self.entity_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The central job's decision on one of this node's changes that a person must see:
+    REJECTED (never applied; `reason` says why), CONFLICT (held until a person at the
+    centre resolves it; `conflict_ids` name the records) or FAILED (a database error)."""
+
+    mutation_id: str
+    status: str
+    reason: str | None
+    entity_type: str
+    entity_id: str
+    operation: str
+    attributes: dict[str, Any]
+    made_at: str                      # the change's own timestamp, as the node recorded it
+    conflict_ids: tuple[str, ...] = ()
+
+
+ATTENTION = frozenset({EntryState.REJECTED, EntryState.CONFLICT, EntryState.FAILED})
+"""Outbox states the ERP shows to a person (APPLIED needs nobody and leaves the outbox)."""
+
+OutcomeListener = Callable[[Outcome], None]
+"""Called once per decision in `ATTENTION` (again after a crash before it was noted: key by
+`mutation_id`)."""
+
+REASONS = {
+    "FUTURE_BASE_VERSION": "it was based on a version of the record the central ERP never had",
+    "ENTITY_NOT_FOUND": "the record does not exist centrally",
+    "MISSING_DEPENDENCY": "a change it depends on never arrived",
+    "DEPENDENCY_CYCLE": "it depends on itself through other changes",
+    "UNKNOWN_ATTRIBUTE": "it sets a field the central ERP does not know",
+    "INVALID_ATTRIBUTE_VALUE": "a value has the wrong type or format",
+    "UNKNOWN_ENTITY_TYPE": "the central ERP does not know this kind of record",
+    "TIMESTAMP_OUT_OF_RANGE": "its timestamp is implausible (check the device clock)",
+    "DATABASE_ERROR": "the central database refused it",
+    "STRATEGY_ERROR": "the rule that merges concurrent edits failed on it",
+}
+
+
+def outcome_of(entry: OutboxEntry) -> Outcome:
+    """The `Outcome` of a decided outbox entry (its change read back from the recorded payload)."""
+    if entry.state not in ATTENTION:
+        raise ValueError(f"{entry.mutation_id} is {entry.state}, not a decision a person must see")
+    change = orjson.loads(entry.payload)
+    return Outcome(
+        mutation_id=entry.mutation_id, status=entry.state.value, reason=entry.reason,
+        entity_type=entry.entity_type, entity_id=entry.entity_id, operation=change["operation_type"],
+        attributes=change["attributes"], made_at=change["timestamp"], conflict_ids=entry.conflict_ids,
+    )
+
+
+def explain(outcome: Outcome) -> str:
+    """One sentence for the person who made the change."""
+    subject = f"Your {outcome.operation.lower()} of {outcome.entity_type} {outcome.entity_id} ({outcome.made_at})"
+    if outcome.status == EntryState.CONFLICT:
+        held = ", ".join(outcome.conflict_ids) or "a conflict record"
+        return f"{subject} collides with another change of the same fields; it is held until a person " \
+               f"at the centre decides ({held})."
+    why = REASONS.get(outcome.reason or "", "see the reason code")
+    verb = "was rejected" if outcome.status == EntryState.REJECTED else "failed"
+    return f"{subject} {verb}: {why} ({outcome.reason or outcome.status})."
 
 
 @dataclass

@@ -34,6 +34,9 @@ class AckReport:
     removed: int = 0
     unknown: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
+    lost: int = 0              # status-topic offsets found deleted (retention) before they were read
+    requeued: int = 0          # unanswered entries put back to be sent again
+    caught_up: bool = False    # the listener has read its partition to the end
 
 
 class Outbox:
@@ -72,6 +75,9 @@ class Outbox:
             raise OutboxError(f"{self.path} is the outbox of node {rows['edge_node_id']!r}, not {self.edge_node_id!r}")
         if int(rows.get("schema_version", "0")) > store.SCHEMA_VERSION:
             raise OutboxError(f"{self.path} has outbox schema {rows['schema_version']}, newer than this client")
+        if int(rows.get("schema_version", "0")) < store.SCHEMA_VERSION:  # `store.connect` added what it lacked
+            with self._transaction() as db:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(store.SCHEMA_VERSION),))
 
     def _recover(self) -> int:
         """After a restart, a delivery that was in flight is unknown: send it again."""
@@ -144,7 +150,33 @@ class Outbox:
         cutoff = self._clock() - older_than_s
         seqs = [row[0] for row in self._db.execute(
             "SELECT seq FROM outbox WHERE state = ? AND updated_at < ?", (EntryState.DELIVERED, cutoff))]
-        self._apply_event(seqs, Event.REQUEUE)
+        return self._requeue(seqs)
+
+    def requeue_overdue(self, after_s: float, max_wait_s: float) -> int:
+        """Send again each DELIVERED entry unanswered for longer than its wait: `after_s`,
+        doubled with every requeue of that entry, at most `max_wait_s` (`transitions.requeue_wait`).
+        A lost or unread ack is answered again from the job's ledger; a job that is down for a
+        day sees a few copies of an entry, not one per poll. Returns how many were requeued."""
+        now = self._clock()
+        rows = self._db.execute(
+            "SELECT seq, updated_at, requeues FROM outbox WHERE state = ? AND updated_at <= ?",
+            (EntryState.DELIVERED, now - after_s),
+        ).fetchall()
+        return self._requeue([
+            seq for seq, updated_at, requeues in rows
+            if now - updated_at >= transitions.requeue_wait(requeues, after_s, max_wait_s)
+        ])
+
+    def _requeue(self, seqs: Sequence[int]) -> int:
+        with self._transaction() as db:
+            for seq in seqs:
+                state = self._state(db, seq)
+                if state is None:
+                    continue
+                db.execute(
+                    "UPDATE outbox SET state = ?, requeues = requeues + 1, updated_at = ? WHERE seq = ?",
+                    (transitions.after_event(state, Event.REQUEUE), self._clock(), seq),
+                )
         return len(seqs)
 
     def _apply_event(self, seqs: Sequence[int], event: Event, count_attempt: bool = False) -> None:
@@ -211,6 +243,51 @@ class Outbox:
                 )
         return AckReport(applied, removed, unknown, dict(by_status))
 
+    def note_ack_gap(self, topic: str, partition: int, lost_from: int, resume_at: int, read_to: int) -> None:
+        """Acks from `lost_from` on were deleted (the status topic's retention passed while this
+        node was away, or the topic was made anew): read on from `resume_at`, the earliest offset
+        still there. Once the listener has read to `read_to` (the partition's end when the gap was
+        seen), whatever was delivered before now and is still unanswered is sent again
+        (`requeue_after_gaps`). Durable, so a restart in between forgets neither."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO ack_gaps (topic, kafka_partition, from_offset, to_offset, read_to_offset, "
+                "detected_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (topic, partition, lost_from, resume_at, read_to, self._clock()),
+            )
+            db.execute(
+                "INSERT INTO ack_offsets VALUES (?, ?, ?) ON CONFLICT (topic, kafka_partition) "
+                "DO UPDATE SET next_offset = excluded.next_offset",  # may go back: a topic made anew
+                (topic, partition, resume_at),
+            )
+
+    def requeue_after_gaps(self, topic: str, partition: int) -> int:
+        """For each open gap that the stored read position has passed, requeue every entry
+        delivered before the gap was seen and still DELIVERED: its ack was among those lost."""
+        requeued = 0
+        position = self.ack_offsets(topic).get(partition)
+        if position is None:
+            return 0
+        gaps = self._db.execute(
+            "SELECT from_offset, detected_at FROM ack_gaps WHERE topic = ? AND kafka_partition = ? "
+            "AND requeued IS NULL AND read_to_offset <= ?", (topic, partition, position),
+        ).fetchall()
+        for from_offset, detected_at in gaps:
+            seqs = [row[0] for row in self._db.execute(
+                "SELECT seq FROM outbox WHERE state = ? AND updated_at <= ?", (EntryState.DELIVERED, detected_at))]
+            count = self._requeue(seqs)
+            requeued += count
+            with self._transaction() as db:
+                db.execute("UPDATE ack_gaps SET requeued = ? WHERE topic = ? AND kafka_partition = ? "
+                           "AND from_offset = ?", (count, topic, partition, from_offset))
+        return requeued
+
+    def ack_gaps(self, topic: str) -> list[tuple[int, int, int, int | None]]:
+        """`(partition, from_offset, to_offset, requeued or None while open)` of every gap seen."""
+        return self._db.execute(
+            "SELECT kafka_partition, from_offset, to_offset, requeued FROM ack_gaps WHERE topic = ? "
+            "ORDER BY detected_at", (topic,)).fetchall()
+
     def ack_offsets(self, topic: str) -> dict[int, int]:
         rows = self._db.execute("SELECT kafka_partition, next_offset FROM ack_offsets WHERE topic = ?", (topic,))
         return dict(rows.fetchall())
@@ -251,6 +328,23 @@ class Outbox:
     def counts(self) -> dict[EntryState, int]:
         rows = self._db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()
         return {EntryState(state): n for state, n in rows}
+
+    def needing_attention(self, unreported_only: bool = False) -> list[OutboxEntry]:
+        """REJECTED, CONFLICT and FAILED entries (what a person must see), in record order;
+        with `unreported_only`, those not yet passed to `mark_reported`."""
+        attention = (EntryState.REJECTED, EntryState.CONFLICT, EntryState.FAILED)
+        unreported = " AND reported_at IS NULL" if unreported_only else ""
+        rows = self._db.execute(
+            f"SELECT {COLUMNS} FROM outbox WHERE state IN (?, ?, ?){unreported} ORDER BY seq", attention
+        ).fetchall()
+        return [entry_from_row(row) for row in rows]
+
+    def mark_reported(self, mutation_ids: Iterable[str]) -> None:
+        """Note that these decisions reached the ERP (they stay until `dismiss`)."""
+        now = self._clock()
+        with self._transaction() as db:
+            db.executemany("UPDATE outbox SET reported_at = ? WHERE mutation_id = ? AND reported_at IS NULL",
+                           [(now, mutation_id) for mutation_id in mutation_ids])
 
     def dismiss(self, mutation_ids: Iterable[str]) -> int:
         """Drop decided entries the user has seen (REJECTED, FAILED, CONFLICT); never undecided ones."""

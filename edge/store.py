@@ -11,7 +11,7 @@ from pathlib import Path
 from edge import transitions
 from edge.records import EntryState, OutboxEntry
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: outbox.requeues, outbox.reported_at, ack_gaps, the erp_outcomes view
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -29,7 +29,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     entity_version INTEGER,
     conflict_ids TEXT NOT NULL DEFAULT '',
     recorded_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    requeues INTEGER NOT NULL DEFAULT 0,
+    reported_at REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, seq);
 CREATE TABLE IF NOT EXISTS entity_versions (
@@ -44,6 +46,29 @@ CREATE TABLE IF NOT EXISTS ack_offsets (
     next_offset INTEGER NOT NULL,
     PRIMARY KEY (topic, kafka_partition)
 );
+CREATE TABLE IF NOT EXISTS ack_gaps (
+    topic TEXT NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    from_offset INTEGER NOT NULL,
+    to_offset INTEGER NOT NULL,
+    read_to_offset INTEGER NOT NULL,
+    detected_at REAL NOT NULL,
+    requeued INTEGER,
+    PRIMARY KEY (topic, kafka_partition, from_offset)
+);
+"""
+
+ADDED_COLUMNS = {
+    "requeues": "INTEGER NOT NULL DEFAULT 0",
+    "reported_at": "REAL",
+}
+"""Columns a schema-1 file lacks, added on open."""
+
+VIEWS = """
+CREATE VIEW IF NOT EXISTS erp_outcomes AS
+    SELECT mutation_id, entity_type, entity_id, state AS status, reason, conflict_ids,
+           updated_at AS decided_at, reported_at
+    FROM outbox WHERE state IN ('REJECTED', 'CONFLICT', 'FAILED');
 """
 
 COLUMNS = (
@@ -67,6 +92,11 @@ def connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")  # a committed change survives power loss
     db.executescript(SCHEMA)  # idempotent; executescript commits on its own
+    present = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+    for name, declaration in ADDED_COLUMNS.items():
+        if name not in present:
+            db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {declaration}")
+    db.executescript(VIEWS)
     return db
 
 

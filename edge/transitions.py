@@ -104,3 +104,10 @@ def resolved_mutation_id(mutation_id: str) -> str | None:
     """The held mutation a resolution closes, or None for an ordinary mutation."""
     held, mark, attempt = mutation_id.rpartition(RESOLUTION_MARK)
     return held if mark and held and attempt.isdigit() else None
+
+
+def requeue_wait(requeues: int, after_s: float, max_wait_s: float) -> float:
+    """How long a DELIVERED entry waits for its decision before it is sent again: `after_s`,
+    doubled for each time it was already sent again, capped at `max_wait_s` (never below
+    `after_s`). A job that is down for a day then gets a few copies of an entry, not one per poll."""
+    return max(after_s, min(max_wait_s, after_s * 2.0 ** min(requeues, 60)))
