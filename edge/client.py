@@ -160,18 +160,22 @@ class EdgeNode:
             overdue = self.outbox.requeue_overdue(self.config.requeue_after_s, self.config.requeue_max_s)
             if overdue:
                 report = replace(report, requeued=report.requeued + overdue)
-        if self.on_outcome is not None:
-            self._report_outcomes(self.on_outcome)
+        self.report_outcomes()
         return report
 
-    def _report_outcomes(self, listener: OutcomeListener) -> None:
+    def report_outcomes(self) -> int:
+        """Pass each decision a person must see, not passed before, to `on_outcome` (in record
+        order); a listener that raises gets that one again next time. Returns how many it took."""
+        if self.on_outcome is None:
+            return 0
         reported: list[str] = []
         try:
             for entry in self.outbox.needing_attention(unreported_only=True):
-                listener(outcome_of(entry))
+                self.on_outcome(outcome_of(entry))
                 reported.append(entry.mutation_id)
         finally:
             self.outbox.mark_reported(reported)
+        return len(reported)
 
     def outcomes(self) -> list[Outcome]:
         """Every decision a person must see (REJECTED, CONFLICT, FAILED) still in the outbox,

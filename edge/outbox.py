@@ -144,39 +144,28 @@ class Outbox:
     def mark_failed(self, seqs: Sequence[int]) -> None:
         self._apply_event(seqs, Event.DELIVERY_FAILED)
 
-    def requeue_unacknowledged(self, older_than_s: float) -> int:
-        """Send again what the broker took but the job has not decided for `older_than_s`:
-        a belt for a broker that lost data. Safe: the job decides each id once."""
-        cutoff = self._clock() - older_than_s
-        seqs = [row[0] for row in self._db.execute(
-            "SELECT seq FROM outbox WHERE state = ? AND updated_at < ?", (EntryState.DELIVERED, cutoff))]
-        return self._requeue(seqs)
-
     def requeue_overdue(self, after_s: float, max_wait_s: float) -> int:
         """Send again each DELIVERED entry unanswered for longer than its wait: `after_s`,
         doubled with every requeue of that entry, at most `max_wait_s` (`transitions.requeue_wait`).
         A lost or unread ack is answered again from the job's ledger; a job that is down for a
         day sees a few copies of an entry, not one per poll. Returns how many were requeued."""
         now = self._clock()
-        rows = self._db.execute(
-            "SELECT seq, updated_at, requeues FROM outbox WHERE state = ? AND updated_at <= ?",
-            (EntryState.DELIVERED, now - after_s),
-        ).fetchall()
-        return self._requeue([
-            seq for seq, updated_at, requeues in rows
-            if now - updated_at >= transitions.requeue_wait(requeues, after_s, max_wait_s)
-        ])
-
-    def _requeue(self, seqs: Sequence[int]) -> int:
         with self._transaction() as db:
-            for seq in seqs:
-                state = self._state(db, seq)
-                if state is None:
-                    continue
-                db.execute(
-                    "UPDATE outbox SET state = ?, requeues = requeues + 1, updated_at = ? WHERE seq = ?",
-                    (transitions.after_event(state, Event.REQUEUE), self._clock(), seq),
-                )
+            rows = db.execute(
+                "SELECT seq, updated_at, requeues FROM outbox WHERE state = ? AND updated_at <= ?",
+                (EntryState.DELIVERED, now - after_s),
+            ).fetchall()
+            return self._requeue(db, [
+                seq for seq, updated_at, requeues in rows
+                if now - updated_at >= transitions.requeue_wait(requeues, after_s, max_wait_s)
+            ])
+
+    def _requeue(self, db: sqlite3.Connection, seqs: Sequence[int]) -> int:
+        for seq in seqs:
+            db.execute(
+                "UPDATE outbox SET state = ?, requeues = requeues + 1, updated_at = ? WHERE seq = ?",
+                (transitions.after_event(self._state(db, seq), Event.REQUEUE), self._clock(), seq),
+            )
         return len(seqs)
 
     def _apply_event(self, seqs: Sequence[int], event: Event, count_attempt: bool = False) -> None:
@@ -246,47 +235,29 @@ class Outbox:
     def note_ack_gap(self, topic: str, partition: int, lost_from: int, resume_at: int, read_to: int) -> None:
         """Acks from `lost_from` on were deleted (the status topic's retention passed while this
         node was away, or the topic was made anew): read on from `resume_at`, the earliest offset
-        still there. Once the listener has read to `read_to` (the partition's end when the gap was
-        seen), whatever was delivered before now and is still unanswered is sent again
-        (`requeue_after_gaps`). Durable, so a restart in between forgets neither."""
+        still there. Once the stored position reaches `read_to` (the partition's end when the gap
+        was seen), `requeue_after_gaps` sends again whatever was delivered before now and is still
+        unanswered. Durable, so a restart in between forgets neither."""
         with self._transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO ack_gaps (topic, kafka_partition, from_offset, to_offset, read_to_offset, "
-                "detected_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (topic, partition, lost_from, resume_at, read_to, self._clock()),
-            )
-            db.execute(
-                "INSERT INTO ack_offsets VALUES (?, ?, ?) ON CONFLICT (topic, kafka_partition) "
-                "DO UPDATE SET next_offset = excluded.next_offset",  # may go back: a topic made anew
-                (topic, partition, resume_at),
-            )
+            store.record_ack_gap(db, topic, partition, lost_from, resume_at, read_to, self._clock())
 
     def requeue_after_gaps(self, topic: str, partition: int) -> int:
-        """For each open gap that the stored read position has passed, requeue every entry
-        delivered before the gap was seen and still DELIVERED: its ack was among those lost."""
-        requeued = 0
+        """For each open gap the stored position has passed, requeue every entry delivered
+        before the gap was seen and still DELIVERED (its ack was among those lost)."""
         position = self.ack_offsets(topic).get(partition)
-        if position is None:
-            return 0
-        gaps = self._db.execute(
-            "SELECT from_offset, detected_at FROM ack_gaps WHERE topic = ? AND kafka_partition = ? "
-            "AND requeued IS NULL AND read_to_offset <= ?", (topic, partition, position),
-        ).fetchall()
-        for from_offset, detected_at in gaps:
-            seqs = [row[0] for row in self._db.execute(
-                "SELECT seq FROM outbox WHERE state = ? AND updated_at <= ?", (EntryState.DELIVERED, detected_at))]
-            count = self._requeue(seqs)
-            requeued += count
+        requeued = 0
+        for from_offset, detected_at in store.passed_ack_gaps(self._db, topic, partition, position):
             with self._transaction() as db:
-                db.execute("UPDATE ack_gaps SET requeued = ? WHERE topic = ? AND kafka_partition = ? "
-                           "AND from_offset = ?", (count, topic, partition, from_offset))
+                seqs = [row[0] for row in db.execute(
+                    "SELECT seq FROM outbox WHERE state = ? AND updated_at <= ?", (EntryState.DELIVERED, detected_at))]
+                count = self._requeue(db, seqs)
+                store.close_ack_gap(db, topic, partition, from_offset, count)
+            requeued += count
         return requeued
 
     def ack_gaps(self, topic: str) -> list[tuple[int, int, int, int | None]]:
         """`(partition, from_offset, to_offset, requeued or None while open)` of every gap seen."""
-        return self._db.execute(
-            "SELECT kafka_partition, from_offset, to_offset, requeued FROM ack_gaps WHERE topic = ? "
-            "ORDER BY detected_at", (topic,)).fetchall()
+        return store.ack_gaps(self._db, topic)
 
     def ack_offsets(self, topic: str) -> dict[int, int]:
         rows = self._db.execute("SELECT kafka_partition, next_offset FROM ack_offsets WHERE topic = ?", (topic,))

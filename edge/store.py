@@ -136,3 +136,41 @@ def learn_version(db: sqlite3.Connection, entity_type: str, entity_id: str, vers
         "DO UPDATE SET version = excluded.version",
         (entity_type, entity_id, merged),
     )
+
+
+def record_ack_gap(
+    db: sqlite3.Connection, topic: str, partition: int, lost_from: int, resume_at: int, read_to: int, now: float
+) -> None:
+    """Note a lost range of the status topic and move the read position to `resume_at`
+    (inside the caller's transaction). `resume_at < lost_from`: the topic was made anew."""
+    db.execute(
+        "INSERT OR IGNORE INTO ack_gaps (topic, kafka_partition, from_offset, to_offset, read_to_offset, "
+        "detected_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (topic, partition, lost_from, resume_at, read_to, now),
+    )
+    db.execute(
+        "INSERT INTO ack_offsets VALUES (?, ?, ?) ON CONFLICT (topic, kafka_partition) "
+        "DO UPDATE SET next_offset = excluded.next_offset",  # may go back: a topic made anew
+        (topic, partition, resume_at),
+    )
+
+
+def passed_ack_gaps(db: sqlite3.Connection, topic: str, partition: int, position: int | None) -> list[tuple]:
+    """`(from_offset, detected_at)` of the open gaps whose end-when-seen `position` has reached."""
+    if position is None:
+        return []
+    return db.execute(
+        "SELECT from_offset, detected_at FROM ack_gaps WHERE topic = ? AND kafka_partition = ? "
+        "AND requeued IS NULL AND read_to_offset <= ? ORDER BY from_offset", (topic, partition, position),
+    ).fetchall()
+
+
+def close_ack_gap(db: sqlite3.Connection, topic: str, partition: int, from_offset: int, requeued: int) -> None:
+    db.execute("UPDATE ack_gaps SET requeued = ? WHERE topic = ? AND kafka_partition = ? AND from_offset = ?",
+               (requeued, topic, partition, from_offset))
+
+
+def ack_gaps(db: sqlite3.Connection, topic: str) -> list[tuple[int, int, int, int | None]]:
+    return db.execute(
+        "SELECT kafka_partition, from_offset, to_offset, requeued FROM ack_gaps WHERE topic = ? "
+        "ORDER BY detected_at, from_offset", (topic,)).fetchall()

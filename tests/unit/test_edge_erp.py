@@ -1,16 +1,20 @@
 """The simulated ERP changes are valid for the example registry: every one the
-fleet generator makes decodes on the job side."""
+fleet generator makes decodes on the job side. And the ERP hears what the job
+rejected, held as a conflict, or failed, with the reason (`Outcome`)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.erp import Catalog, NodeWorkload, fleet_messages
-from edge.records import EdgeMutation, Operation, encode
+from edge.client import EdgeConfig, EdgeNode
+from edge.erp import Catalog, NodeWorkload, Outcome, explain, fleet_messages, outcome_of
+from edge.outbox import Outbox
+from edge.records import Ack, EdgeMutation, Operation, encode
 from edge.simulator import node_ids
 from mutagg.settings import DEFAULT_REGISTRY
 from operators.strategies import CUSTOM_STRATEGIES
@@ -82,3 +86,69 @@ def test_fleet_messages_are_valid_deterministic_and_go_stale_without_a_broker():
             stale += decoded.base_version < current.get(key, 0)
         current[key] = current.get(key, 0) + 1
     assert stale > 0  # concurrent edits happen
+
+
+def _decided_node(tmp_path, on_outcome) -> EdgeNode:
+    """A node (no broker needed) whose job has answered four changes."""
+    node = EdgeNode(EdgeConfig("van-07", tmp_path / "van-07.sqlite3", {"bootstrap.servers": "127.0.0.1:1"}),
+                    clock=lambda: NOW, on_outcome=on_outcome)
+    ids = [node.create("customer", "C1", {"name": "Kiosk"}).id,
+           node.update("customer", "C2", {"balance": "9.99"}).id,
+           node.update("customer", "C3", {"notes": "VIP"}).id,
+           node.delete("article", "SKU-1").id]
+    seqs = [e.seq for e in node.outbox.entries()]
+    node.outbox.mark_sent(seqs)
+    node.outbox.mark_delivered((seq, 0, n) for n, seq in enumerate(seqs))
+    node.outbox.apply_acks([
+        Ack(ids[0], "APPLIED", "customer", "C1", 1, None),
+        Ack(ids[1], "REJECTED", "customer", "C2", None, "ENTITY_NOT_FOUND"),
+        Ack(ids[2], "CONFLICT", "customer", "C3", None, None, ("C3:notes:1",)),
+        Ack(ids[3], "FAILED", "article", "SKU-1", None, "DATABASE_ERROR"),
+    ], "status", {0: 4})
+    return node
+
+
+def test_the_erp_hears_each_rejection_conflict_and_failure_once_with_its_reason(tmp_path):
+    heard: list[Outcome] = []
+    with _decided_node(tmp_path, heard.append) as node:
+        assert node.report_outcomes() == 3
+        assert node.report_outcomes() == 0  # once each
+        assert [(o.status, o.reason, o.entity_id, o.operation) for o in heard] == [
+            ("REJECTED", "ENTITY_NOT_FOUND", "C2", "UPDATE"),
+            ("CONFLICT", None, "C3", "UPDATE"),
+            ("FAILED", "DATABASE_ERROR", "SKU-1", "DELETE"),
+        ]
+        rejected, conflict, failed = heard
+        assert rejected.attributes == {"balance": "9.99"} and rejected.made_at == NOW.isoformat()
+        assert conflict.conflict_ids == ("C3:notes:1",)
+        assert node.outcomes() == heard  # the same, read as a table
+        assert "was rejected" in explain(rejected) and "ENTITY_NOT_FOUND" in explain(rejected)
+        assert "C3:notes:1" in explain(conflict) and "held" in explain(conflict)
+        assert "failed" in explain(failed) and "DATABASE_ERROR" in explain(failed)
+        assert node.outbox.dismiss([rejected.mutation_id]) == 1  # the person has seen it
+        assert [o.mutation_id for o in node.outcomes()] == [conflict.mutation_id, failed.mutation_id]
+
+
+def test_a_listener_that_fails_hears_that_decision_again_and_none_twice(tmp_path):
+    heard: list[str] = []
+
+    def flaky(outcome: Outcome) -> None:
+        if outcome.status == "CONFLICT" and "CONFLICT" not in heard:
+            heard.append("CONFLICT")
+            raise RuntimeError("ERP unavailable")
+        heard.append(outcome.mutation_id)
+
+    with _decided_node(tmp_path, flaky) as node:
+        with pytest.raises(RuntimeError):
+            node.report_outcomes()
+        assert node.report_outcomes() == 2
+        rejected, conflict, failed = (e.mutation_id for e in node.outbox.needing_attention())
+        assert heard == [rejected, "CONFLICT", conflict, failed]
+
+
+def test_only_decisions_a_person_must_see_become_outcomes(tmp_path):
+    with Outbox(tmp_path / "shop-01.sqlite3", "shop-01") as outbox:
+        entry = outbox.record(EdgeMutation("shop-01-1", "shop-01", "customer", "C1", Operation.UPDATE,
+                                           {"name": "x"}, 1, NOW))
+        with pytest.raises(ValueError, match="not a decision a person must see"):
+            outcome_of(entry)

@@ -154,8 +154,8 @@ def test_requeue_sends_again_what_the_job_never_decided(path):
         seq = outbox.record(_mutation(1)).seq
         outbox.mark_sent([seq])
         outbox.mark_delivered([(seq, 0, 1)])
-        assert outbox.requeue_unacknowledged(older_than_s=10_000) == 0
-        assert outbox.requeue_unacknowledged(older_than_s=50) == 1
+        assert outbox.requeue_overdue(after_s=10_000, max_wait_s=10_000) == 0
+        assert outbox.requeue_overdue(after_s=50, max_wait_s=50) == 1
         assert outbox.entry("shop-01-1").state is EntryState.PENDING
 
 
