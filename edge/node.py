@@ -3,10 +3,15 @@
     python -m edge.node --node-id van-07 --outbox van-07.sqlite3 status
     python -m edge.node --node-id van-07 --outbox van-07.sqlite3 send --deadline 60
     python -m edge.node --node-id van-07 --outbox van-07.sqlite3 acks --deadline 30
+    python -m edge.node --node-id van-07 --outbox van-07.sqlite3 sync --deadline 120
+    python -m edge.node --node-id van-07 --outbox van-07.sqlite3 outcomes
 
 Kafka and topic names come from the job's settings (`MUTAGG_*`, `--config`).
 `send --round-limit N --pause S` paces a constrained uplink: at most N mutations
-per round and S seconds between rounds.
+per round and S seconds between rounds. `sync` is what a node that comes back runs:
+send, read acks, send again what stays unanswered (acks lost to the status topic's
+retention, or unanswered for `--requeue-after` seconds), until everything is decided.
+`outcomes` lists the changes the job rejected, held as conflicts, or failed, with why.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 
 from edge.backoff import Backoff
 from edge.client import EdgeConfig, EdgeNode
+from edge.erp import explain
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--node-id", required=True)
     parser.add_argument("--outbox", required=True, help="the node's SQLite outbox file")
     parser.add_argument("--delivery-timeout", type=float, default=30.0)
+    parser.add_argument("--requeue-after", type=float, default=900.0,
+                        help="seconds a delivered change may stay unanswered before it is sent again")
+    parser.add_argument("--requeue-max", type=float, default=86_400.0,
+                        help="the longest wait between resends of one change (the wait doubles per resend)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help="entries by state")
     send = commands.add_parser("send", help="deliver the outbox")
@@ -33,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--pause", type=float, default=0.0, help="seconds between rounds")
     acks = commands.add_parser("acks", help="read acks until everything is decided")
     acks.add_argument("--deadline", type=float, default=30.0)
+    sync = commands.add_parser("sync", help="send and read acks until everything is decided")
+    sync.add_argument("--deadline", type=float, default=120.0)
+    commands.add_parser("outcomes", help="changes rejected, held as conflicts, or failed, with the reason")
     return parser
 
 
@@ -47,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         topic_mutations=settings.topic_mutations, topic_status=settings.topic_status,
         delivery_timeout_s=args.delivery_timeout, backoff=Backoff(0.5, 2.0, 30.0),
         round_limit=getattr(args, "round_limit", 5000),
+        requeue_after_s=args.requeue_after, requeue_max_s=args.requeue_max,
     )
     with EdgeNode(config) as node:
         if node.outbox.recovered:
@@ -58,9 +73,33 @@ def main(argv: list[str] | None = None) -> int:
             decided = node.wait_until_decided(args.deadline)
             print("everything decided" if decided else f"{node.undecided()} entries still undecided")
             return 0 if decided else 1
+        if args.command == "sync":
+            decided = _sync(node, args.deadline)
+            print("everything decided" if decided else f"{node.undecided()} entries still undecided")
+            return 0 if decided else 1
+        if args.command == "outcomes":
+            for outcome in node.outcomes():
+                print(f"{outcome.mutation_id}\t{outcome.status}\t{outcome.reason or ''}\t{explain(outcome)}")
+            return 0
         for state, count in sorted(node.outbox.counts().items()):
             print(f"{state.value:<10} {count}")
         return 0
+
+
+def _sync(node: EdgeNode, deadline_s: float) -> bool:
+    """Send, read acks (which may put unanswered changes back to be sent), and again, until
+    nothing awaits a decision or `deadline_s` has passed."""
+    give_up_at = time.monotonic() + deadline_s
+    while True:
+        node.send(max(0.1, give_up_at - time.monotonic()))
+        report = node.receive_acks(0.5)
+        if report.lost:
+            print(f"{report.lost} acks were deleted before this node read them (the status topic's "
+                  f"retention); unanswered changes are sent again", file=sys.stderr, flush=True)
+        if not node.undecided():
+            return True
+        if time.monotonic() >= give_up_at:
+            return False
 
 
 def _send(node: EdgeNode, deadline_s: float, pause_s: float) -> bool:

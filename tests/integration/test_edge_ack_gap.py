@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +28,7 @@ from edge.outbox import AckReport, Outbox
 from edge.records import EdgeMutation, EntryState, Operation
 from edge.routing import status_partition
 from mutagg.settings import Settings
-from tests.integration.conftest import query, run_job
+from tests.integration.conftest import query, run_job, settings_env
 
 VAN = "van-11"
 
@@ -166,3 +168,8 @@ def test_vans_whose_acks_are_gone_get_every_answer(settings, tmp_path, caplog):
     with sqlite3.connect(path) as db:  # the same, for an ERP that reads the outbox file itself
         rows = db.execute("SELECT mutation_id, status, reason FROM erp_outcomes").fetchall()
     assert {m: (s, r) for m, s, r in rows} == {i: (s, r) for i, (s, r, _) in expected.items()}
+    shell = subprocess.run([sys.executable, "-m", "edge.node", "--node-id", VAN, "--outbox", str(path), "outcomes"],
+                           env=settings_env(settings), capture_output=True, text=True, timeout=60, check=True)
+    listed = [line.split("\t") for line in shell.stdout.splitlines()]
+    assert {fields[0]: (fields[1], fields[2] or None) for fields in listed} == {
+        i: (s, r) for i, (s, r, _) in expected.items()}
