@@ -102,11 +102,11 @@ def test_vans_whose_acks_are_gone_get_every_answer(settings, tmp_path, caplog):
     path, late_path = tmp_path / f"{VAN}.sqlite3", tmp_path / "van-12.sqlite3"
     partition, late_partition = (status_partition(n, settings.topic_partitions) for n in (VAN, "van-12"))
     with _node(settings, VAN, path) as van:
-        van.receive_acks(1.0)  # online once: the listener pins its position
+        van.receive_acks(0.2)  # online once: the listener pins its position
         stored = van.outbox.ack_offsets(settings.topic_status)[partition]
         recorded = _van_trip(settings, van, tmp_path)
     with _node(settings, "van-12", late_path) as late:
-        late.receive_acks(1.0)
+        late.receive_acks(0.2)
         late_ids = [late.create("customer", f"C-late-{n}", {"name": f"n{n}"}).id for n in range(2)]
         assert late.send(30.0).drained
     # Both vans are offline now. The job decides everything and acks ...
