@@ -181,21 +181,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if {(args.command, None), (args.command, getattr(args, "action", None))} & _NEEDS_TABLES:
         require_migrated(settings.database_url)
     if args.command == "migrate":
-        from mutagg.migrate import LockPolicy, migrate
+        from mutagg import migrate_cmd
 
-        policy = LockPolicy(settings.migrate_lock_timeout_s, settings.migrate_attempts,
-                            settings.migrate_retry_backoff_s)
-        with psycopg.connect(settings.database_url, autocommit=True) as connection:
-            exists = connection.execute("SELECT to_regnamespace(%s) IS NOT NULL", (settings.schema,)).fetchone()[0]
-            if settings.schema and not exists:  # the schema asked for is created here, not by hand
-                connection.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    psycopg.sql.Identifier(settings.schema)))
-            done = migrate(connection, registry, policy)
-        print("\n".join(done) or "schema up to date")
-        role = args.grant_to or settings.job_role
-        if role:
-            return roles.run_command(argparse.Namespace(action="grant", role=role), settings, registry)
-        return 0
+        return migrate_cmd.run(settings, registry, args.grant_to)
     if args.command == "roles":
         return roles.run_command(args, settings, registry)
     if args.command == "topics":
