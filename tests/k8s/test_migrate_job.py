@@ -105,3 +105,21 @@ def test_the_migrate_job_fails_at_once_on_what_no_retry_fixes_and_retries_locks_
 def test_production_topics_are_replicated_three_times_and_need_two_in_sync(rendered):
     settings = _settings(rendered["prod"])
     assert (int(settings["MUTAGG_TOPIC_REPLICATION"]), int(settings["MUTAGG_TOPIC_MIN_INSYNC_REPLICAS"])) == (3, 2)
+
+
+@pytest.mark.parametrize("target", MIGRATE_OVERLAYS)
+def test_the_migrate_pod_is_as_locked_down_as_the_dataflow(rendered, target):
+    resources = rendered[target]
+    pod = _jobs(resources)["mutagg-migrate"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    registry_dir = _settings(resources)["MUTAGG_REGISTRY"].rsplit("/", 1)[0]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for container in pod["initContainers"] + pod["containers"]:
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+        assert container["resources"]["requests"] and container["resources"]["limits"], container["name"]
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError", container["name"]
+        mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+        assert "emptyDir" in mounts["/tmp"] and "configMap" in mounts[registry_dir], container["name"]
