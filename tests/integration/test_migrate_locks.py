@@ -35,13 +35,13 @@ def erp_transaction(settings: Settings, statement: str) -> psycopg.Connection:
 
 
 def timed_migrate(settings: Settings) -> tuple[float, list[str]]:
-    """`migrate` with the default 5 s lock_timeout; a statement_timeout turns a migration that
-    queues behind a lock into a failure instead of a hung test."""
+    """`migrate` with the default 5 s lock_timeout, once; a statement_timeout turns a migration
+    that would queue behind a lock into a failure instead of a hung test."""
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
     with psycopg.connect(settings.database_url, autocommit=True) as connection:
         connection.execute("SET statement_timeout = '20s'")
         began = time.monotonic()
-        done = migrate(connection, registry, LockPolicy(lock_timeout_s=5.0))
+        done = migrate(connection, registry, LockPolicy(lock_timeout_s=5.0, attempts=1))
         return time.monotonic() - began, done
 
 
@@ -52,7 +52,7 @@ def test_a_current_schema_migrates_at_once_beside_erp_transactions(settings):
     writer = erp_transaction(settings, "INSERT INTO customer (id, name) VALUES ('erp-2', 'Bob')")  # blocks DDL
     try:
         seconds, done = timed_migrate(settings)
-        assert done == [] and seconds < 1.0, f"{seconds:.2f} s: {done}"
+        assert done == [] and seconds < 2.5, f"{seconds:.2f} s: {done}"  # well under the 5 s lock_timeout
         for connection in (row_lock, writer):  # neither waited for nor cancelled
             assert connection.info.transaction_status == TransactionStatus.INTRANS
         writer.commit()
@@ -69,7 +69,7 @@ def test_a_current_schema_migrates_at_once_beside_erp_transactions(settings):
     exclusive = erp_transaction(settings, statement)
     try:
         seconds, done = timed_migrate(settings)
-        assert done == [] and seconds < 1.0, f"{seconds:.2f} s: {done}"
+        assert done == [] and seconds < 2.5, f"{seconds:.2f} s: {done}"  # well under the 5 s lock_timeout
     finally:
         exclusive.close()
 
@@ -134,3 +134,15 @@ def test_a_migration_gets_its_locks_once_the_erp_transaction_ends(settings, tmp_
     assert process.returncode == 0, stderr[-3000:]
     assert "added column to customer" in stdout
     assert "loyalty_tier" in customer_columns(settings)
+
+
+def test_a_schema_of_an_earlier_release_is_migrated_once_then_left_alone(settings):
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        connection.execute("ALTER TABLE mutagg_schema DROP COLUMN ddl_fingerprint")  # before this release
+        connection.execute("DROP TRIGGER customer_mutagg_foreign ON customer")  # and a trigger lost by hand
+    _seconds, done = timed_migrate(settings)
+    assert done == ["schema DDL re-applied (release or registry changed; no table or column added)"]
+    assert query(settings, "SELECT tgname FROM pg_trigger WHERE tgrelid = 'customer'::regclass") == [
+        ("customer_mutagg_foreign",)]
+    _seconds, done = timed_migrate(settings)
+    assert done == []
