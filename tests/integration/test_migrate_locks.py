@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -116,23 +115,21 @@ def test_a_migration_behind_an_erp_transaction_gives_up_after_its_retries_with_n
 
 
 def test_a_migration_gets_its_locks_once_the_erp_transaction_ends(settings, tmp_path):
-    registry = registry_with_new_attribute(settings, tmp_path)
+    registry = load_registry(registry_with_new_attribute(settings, tmp_path), custom_strategies=CUSTOM_STRATEGIES)
     writer = erp_transaction(settings, "UPDATE customer SET name = name")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mutagg.cli", "migrate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=settings_env(settings, MUTAGG_REGISTRY=str(registry), MUTAGG_MIGRATE_ATTEMPTS="5", **FAST))
-    watchdog = threading.Timer(60, process.kill)
-    watchdog.start()
+    retries: list[str] = []
+
+    def on_retry(line: str) -> None:
+        retries.append(line)
+        writer.commit()  # the ERP transaction ends during the pause; the next attempt gets the lock
+
     try:
-        first = process.stderr.readline()  # the first attempt's line: blocked by the writer
-        assert "attempt 1 of 5 rolled back: table customer" in first, first
-        writer.commit()  # the ERP transaction ends; the next attempt gets the lock
-        stdout, stderr = process.communicate(timeout=60)
+        with psycopg.connect(settings.database_url, autocommit=True) as connection:
+            done = migrate(connection, registry, LockPolicy(lock_timeout_s=0.5, attempts=5, backoff_s=0.2), on_retry)
     finally:
-        watchdog.cancel()
         writer.close()
-    assert process.returncode == 0, stderr[-3000:]
-    assert "added column to customer" in stdout
+    assert len(retries) == 1 and retries[0].startswith("attempt 1 of 5 rolled back: table customer"), retries
+    assert done == ["added column to customer"]
     assert "loyalty_tier" in customer_columns(settings)
 
 
