@@ -124,7 +124,7 @@ def migrate(
     delays = policy.delays()
     fingerprint = ddl.fingerprint(registry)
     for attempt in range(1, policy.attempts + 1):
-        step = _Step("mutagg_schema", ["mutagg_schema"])
+        step = _Step("reading the recorded schema version", ["mutagg_schema"])
         try:
             with connection.transaction():
                 connection.execute("SELECT set_config('lock_timeout', %s, true)",
