@@ -33,11 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     migrate = commands.add_parser("migrate", help="create or upgrade tables for the registry (idempotent)")
-    migrate.add_argument("--grant-to", metavar="ROLE", help="then give ROLE exactly the job's privileges")
+    migrate.add_argument("--grant-to", metavar="ROLE",
+                         help="then give ROLE exactly the job's privileges (default: MUTAGG_JOB_ROLE, if set)")
     roles.add_commands(commands)
     topics = commands.add_parser("topics", help="Kafka topics").add_subparsers(dest="action", required=True)
     create = topics.add_parser("create", help="create the input, DLQ and status topics (idempotent)")
     create.add_argument("--partitions", type=int)
+    check = topics.add_parser("check", help="report topics missing or differing from the settings; exit 6 if any")
+    check.add_argument("--partitions", type=int, help="the input and status topics' expected partitions")
 
     run = commands.add_parser("run", help="run the dataflow")
     run.add_argument("--until-idle", action="store_true", help="exit 0 once every partition is drained")
@@ -122,7 +125,9 @@ def _print_json(document) -> None:
     print(orjson.dumps(document, default=str, option=orjson.OPT_INDENT_2).decode())
 
 
-EXIT_CODES = {"ServiceUnavailable": 3, "BatchFailed": 4, "InputGap": 5, "DatabaseBehind": 7}
+TOPICS_DRIFT = 6
+"""`mutagg topics check` found a topic missing or differing from the settings (as `verify`'s problems)."""
+EXIT_CODES = {"ServiceUnavailable": 3, "BatchFailed": 4, "InputGap": 5, "DatabaseBehind": 7, "MigrationBlocked": 8}
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -176,23 +181,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if {(args.command, None), (args.command, getattr(args, "action", None))} & _NEEDS_TABLES:
         require_migrated(settings.database_url)
     if args.command == "migrate":
-        from mutagg.migrate import migrate
+        from mutagg import migrate_cmd
 
-        with psycopg.connect(settings.database_url) as connection:
-            if settings.schema:  # the schema asked for is created here, not by hand
-                connection.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    psycopg.sql.Identifier(settings.schema)))
-            done = migrate(connection, registry)
-        print("\n".join(done) or "schema up to date")
-        if args.grant_to:
-            return roles.run_command(argparse.Namespace(action="grant", role=args.grant_to), settings, registry)
-        return 0
+        return migrate_cmd.run(settings, registry, args.grant_to)
     if args.command == "roles":
         return roles.run_command(args, settings, registry)
     if args.command == "topics":
-        from mutagg.topics import create_topics, warn_unless_log_append_time
+        from mutagg.topics import check_topics, create_topics, warn_unless_log_append_time
 
         security.check_kafka(settings)
+        if args.action == "check":
+            drifted = check_topics(settings, args.partitions)
+            print("\n".join(drifted) or "topics match the settings")
+            return TOPICS_DRIFT if drifted else 0
         created = create_topics(settings, args.partitions)
         print("\n".join(f"created {name}" for name in created) or "topics exist")
         warn_unless_log_append_time(settings)  # an input topic created earlier may still be CreateTime
@@ -202,7 +203,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         addresses = args.addresses.split(",") if args.addresses else None
         security.preflight(settings)  # rejected credentials or certificates fail now, with their cause
-        require_migrated(settings.database_url, settings.service_deadline_s)
+        require_migrated(settings.database_url, settings.service_deadline_s, registry)
         runner.run(settings, args.until_idle, args.workers, args.process_id, addresses)
         return 0
     if args.command == "conflicts":

@@ -63,6 +63,23 @@ class Settings:
     # on a cluster: 3 and 2, so a broker lost neither stops writes (acks=all) nor loses one.
     topic_replication: int = 0
     topic_min_insync_replicas: int = 0
+    # `retention.ms` that `mutagg topics create` sets and `mutagg topics check` expects (-1: keep
+    # forever). Input: how long an unread mutation survives a stopped job (past it: an input gap);
+    # status: how long a van may stay offline and still read its acks (the verify CronJob reads 8 d);
+    # DLQ: how long an operator has to replay a rejected message.
+    topic_retention_input_ms: int = 7 * 24 * 3600 * 1000
+    topic_retention_status_ms: int = 7 * 24 * 3600 * 1000
+    topic_retention_dlq_ms: int = 30 * 24 * 3600 * 1000
+    # `mutagg migrate` waits at most this long for any one lock (PostgreSQL `lock_timeout`): an
+    # ERP transaction holding a table it must change makes it give up and retry, instead of
+    # queueing, which would stall every writer of that table behind it. It tries `migrate_attempts`
+    # times, waiting `migrate_retry_backoff_s` after the first failure, doubling each time.
+    migrate_lock_timeout_s: float = 5.0
+    migrate_attempts: int = 5
+    migrate_retry_backoff_s: float = 2.0
+    # The job's least-privileged login role: `mutagg migrate` (run as the owner) grants it exactly
+    # what `mutagg run` needs (as `--grant-to`). None: grant nothing.
+    job_role: str | None = None
     log_level: str = "INFO"
     fault_point: str | None = None  # crash tests only: "after_commit:3" kills the job there
     kafka_config: dict[str, Any] = field(default_factory=dict)
@@ -116,6 +133,13 @@ _ENV = {
     "MUTAGG_TOPIC_PARTITIONS": "topic_partitions",
     "MUTAGG_TOPIC_REPLICATION": "topic_replication",
     "MUTAGG_TOPIC_MIN_INSYNC_REPLICAS": "topic_min_insync_replicas",
+    "MUTAGG_TOPIC_RETENTION_INPUT_MS": "topic_retention_input_ms",
+    "MUTAGG_TOPIC_RETENTION_STATUS_MS": "topic_retention_status_ms",
+    "MUTAGG_TOPIC_RETENTION_DLQ_MS": "topic_retention_dlq_ms",
+    "MUTAGG_MIGRATE_LOCK_TIMEOUT_S": "migrate_lock_timeout_s",
+    "MUTAGG_MIGRATE_ATTEMPTS": "migrate_attempts",
+    "MUTAGG_MIGRATE_RETRY_BACKOFF_S": "migrate_retry_backoff_s",
+    "MUTAGG_JOB_ROLE": "job_role",
     "MUTAGG_LOG_LEVEL": "log_level",
     "MUTAGG_FAULT_POINT": "fault_point",
     "MUTAGG_KAFKA_SECURITY_PROTOCOL": "kafka_security_protocol",
@@ -127,7 +151,7 @@ _ENV = {
 
 _OPTIONAL = (
     "schema", "recovery_dir", "fault_point", "kafka_security_protocol", "kafka_sasl_mechanism",
-    "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file",
+    "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file", "job_role",
 )
 
 INPUT_GAP_POLICIES = ("stop", "skip")
@@ -206,6 +230,15 @@ def load_settings(
         raise ConfigError(f"stop_deadline_s must be positive, not {settings.stop_deadline_s}")
     if settings.event_time_lead_s < 0:
         raise ConfigError(f"event_time_lead_s must be >= 0 (0: off), not {settings.event_time_lead_s}")
+    if settings.migrate_lock_timeout_s <= 0 or settings.migrate_attempts < 1 or settings.migrate_retry_backoff_s < 0:
+        raise ConfigError("migrate_lock_timeout_s must be positive, migrate_attempts >= 1 and "
+                          "migrate_retry_backoff_s >= 0")
+    for name in ("topic_retention_input_ms", "topic_retention_status_ms", "topic_retention_dlq_ms"):
+        if getattr(settings, name) < 1 and getattr(settings, name) != -1:
+            raise ConfigError(f"{name} must be positive (milliseconds) or -1 (forever), not {getattr(settings, name)}")
+    if settings.topic_min_insync_replicas > settings.topic_replication > 0:
+        raise ConfigError(f"topic_min_insync_replicas ({settings.topic_min_insync_replicas}) exceeds "
+                          f"topic_replication ({settings.topic_replication}): no write could ever succeed")
     kafka_security_config(settings)  # inconsistent Kafka security settings fail here, not at first use
     return _in_schema(settings)
 

@@ -1,14 +1,17 @@
-"""Create the job's Kafka topics (input, DLQ, status); idempotent."""
+"""The job's Kafka topics (input, DLQ, status): `mutagg topics create` makes the missing ones
+with every config the job relies on set explicitly (`topic_specs`), `mutagg topics check`
+reports where existing ones differ from that (`drift`)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from mutagg.settings import Settings
-from schemas.errors import ServiceUnavailable
+from schemas.errors import ConfigError, ServiceUnavailable
 from sources.kafka import list_partitions
 
 log = logging.getLogger(__name__)
@@ -17,6 +20,79 @@ TIMESTAMP_TYPE = "message.timestamp.type"
 LOG_APPEND_TIME = "LogAppendTime"
 """The input topic's timestamps are the broker's: an edge cannot forge them (DESIGN section 4, Time)."""
 MIN_INSYNC_REPLICAS = "min.insync.replicas"
+RETENTION_MS = "retention.ms"
+CLEANUP_POLICY = "cleanup.policy"
+UNCLEAN_LEADER_ELECTION = "unclean.leader.election.enable"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic as the job needs it: at least `partitions` partitions, `replication` replicas
+    (0: the broker's default, not checked), and exactly these configs."""
+
+    name: str
+    role: str  # input, DLQ, status
+    partitions: int
+    replication: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """One topic as the broker describes it (`replication`: the fewest replicas of any partition)."""
+
+    partitions: int
+    replication: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings, partitions: int | None = None, timestamp_type: str = LOG_APPEND_TIME
+                ) -> list[TopicSpec]:
+    """The three topics with every config the job relies on:
+
+    - input: `message.timestamp.type` (the broker's clock orders mutations, DESIGN section 4);
+    - all: `retention.ms` from the settings (how long unread input, an offline van's acks and
+      a rejected message survive), `cleanup.policy=delete` (compaction would keep one record
+      per key: mutations of one entity would vanish unread), no unclean leader election
+      (an out-of-sync replica as leader loses acknowledged writes), and `min.insync.replicas`
+      with the replication factor from the settings (3 and 2 in production).
+    """
+    common = {CLEANUP_POLICY: "delete", UNCLEAN_LEADER_ELECTION: "false"}
+    if settings.topic_min_insync_replicas:
+        common[MIN_INSYNC_REPLICAS] = str(settings.topic_min_insync_replicas)
+    count = partitions or settings.topic_partitions
+    replication = settings.topic_replication
+    return [
+        TopicSpec(settings.topic_mutations, "input", count, replication, {
+            **common, RETENTION_MS: str(settings.topic_retention_input_ms), TIMESTAMP_TYPE: timestamp_type}),
+        TopicSpec(settings.topic_dlq, "DLQ", 1, replication, {
+            **common, RETENTION_MS: str(settings.topic_retention_dlq_ms)}),
+        TopicSpec(settings.topic_status, "status", count, replication, {
+            **common, RETENTION_MS: str(settings.topic_retention_status_ms)}),
+    ]
+
+
+def drift(spec: TopicSpec, found: TopicState | None) -> list[str]:
+    """One line per way the topic differs from `spec`, each naming the fix; [] if it matches.
+    More partitions or replicas than asked for are not drift."""
+    where = f"topic {spec.name} ({spec.role})"
+    if found is None:
+        return [f"{where}: missing (create it with `mutagg topics create`)"]
+    lines = []
+    if found.partitions < spec.partitions:
+        lines.append(f"{where}: {found.partitions} partitions, expected at least {spec.partitions} "
+                     f"(kafka-topics.sh --alter --topic {spec.name} --partitions {spec.partitions}; "
+                     "adding partitions re-maps entities: README \"Scale\")")
+    if spec.replication and found.replication < spec.replication:
+        lines.append(f"{where}: replication factor {found.replication}, expected {spec.replication} "
+                     "(kafka-reassign-partitions.sh)")
+    for key, wanted in spec.config.items():
+        value = found.config.get(key)
+        if value != wanted:
+            lines.append(f"{where}: {key} is {value if value is not None else 'unset'}, expected {wanted} "
+                         f"(kafka-configs.sh --alter --entity-type topics --entity-name {spec.name} "
+                         f"--add-config {key}={wanted})")
+    return lines
 
 
 def ensure_output_topics(settings: Settings) -> list[str]:
@@ -34,37 +110,24 @@ def create_topics(
     outputs_only: bool = False,
     timestamp_type: str = LOG_APPEND_TIME,
 ) -> list[str]:
-    """Create missing topics; return the names created.
+    """Create missing topics as `topic_specs` describes them; return the names created.
 
-    Replication factor and `min.insync.replicas` are `topic_replication` and
-    `topic_min_insync_replicas`, or the broker's defaults where those are 0.
-
-    A new input topic gets `message.timestamp.type=timestamp_type`: `LogAppendTime` in
+    The input topic's `message.timestamp.type` is `timestamp_type`: `LogAppendTime` in
     production; `CreateTime` only for tests that produce explicit Kafka timestamps.
-    An existing topic is left as it is (`input_timestamp_type` reads it).
+    An existing topic is left as it is (`mutagg topics check` reports how it differs).
     """
     if timestamp_type not in (LOG_APPEND_TIME, "CreateTime"):
         raise ValueError(f"timestamp_type must be LogAppendTime or CreateTime, not {timestamp_type!r}")
     admin = AdminClient(settings.kafka_client_config())
-    wanted = {
-        settings.topic_mutations: partitions or settings.topic_partitions,
-        settings.topic_dlq: 1,
-        settings.topic_status: partitions or settings.topic_partitions,
-    }
+    specs = topic_specs(settings, partitions, timestamp_type)
     if outputs_only:
-        del wanted[settings.topic_mutations]
+        specs = [spec for spec in specs if spec.role != "input"]
     try:
         existing = set(admin.list_topics(timeout=min(30.0, settings.service_deadline_s)).topics)
     except KafkaException as exc:
         raise ServiceUnavailable(f"Kafka unreachable at {settings.kafka_bootstrap}: {exc}") from exc
-    min_insync = settings.topic_min_insync_replicas
-    replicated = {MIN_INSYNC_REPLICAS: str(min_insync)} if min_insync else {}
-    missing = [
-        NewTopic(name, count, settings.topic_replication or -1, config={
-            **replicated, **({TIMESTAMP_TYPE: timestamp_type} if name == settings.topic_mutations else {}),
-        })
-        for name, count in wanted.items() if name not in existing
-    ]
+    missing = [NewTopic(spec.name, spec.partitions, spec.replication or -1, config=spec.config)
+               for spec in specs if spec.name not in existing]
     if not missing:
         return []
     created = []
@@ -78,6 +141,37 @@ def create_topics(
     for name in created:  # wait until the metadata shows them
         list_partitions(settings.kafka_client_config(), name, settings.service_deadline_s, must_exist=False)
     return created
+
+
+def check_topics(settings: Settings, partitions: int | None = None) -> list[str]:
+    """Every way the three topics differ from `topic_specs` (`drift`), read from the broker."""
+    admin = AdminClient(settings.kafka_client_config())
+    timeout = min(30.0, settings.service_deadline_s)
+    try:
+        metadata = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise ServiceUnavailable(f"Kafka unreachable at {settings.kafka_bootstrap}: {exc}") from exc
+    lines = []
+    for spec in topic_specs(settings, partitions):
+        described = metadata.get(spec.name)
+        found = None
+        if described is not None and described.error is None:
+            replicas = [len(p.replicas) for p in described.partitions.values()]
+            found = TopicState(len(described.partitions), min(replicas, default=0), _configs(admin, spec, timeout))
+        lines += drift(spec, found)
+    return lines
+
+
+def _configs(admin: AdminClient, spec: TopicSpec, timeout: float) -> dict[str, str]:
+    resource = ConfigResource(ResourceType.TOPIC, spec.name)
+    try:
+        entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout=timeout)
+    except KafkaException as exc:
+        if exc.args[0].code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+            raise ConfigError(f"the Kafka user may not read the configs of topic {spec.name} "
+                              f"(DescribeConfigs ACL): {exc}") from exc
+        raise ServiceUnavailable(f"reading the configs of topic {spec.name} failed: {exc}") from exc
+    return {key: entry.value for key, entry in entries.items()}
 
 
 def input_timestamp_type(settings: Settings) -> str | None:

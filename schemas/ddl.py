@@ -6,9 +6,11 @@ is built from message content.
 
 from __future__ import annotations
 
+import hashlib
+
 from psycopg import sql
 
-from schemas.registry import EntityType
+from schemas.registry import EntityType, Registry
 from schemas.values import SQL_TYPES
 
 SCHEMA_VERSION = 3  # 2: input_gaps, dlq_replays.source_*; 3: job_commits
@@ -34,6 +36,8 @@ CREATE TABLE IF NOT EXISTS mutagg_schema (
     registry_source text,
     migrated_at timestamptz NOT NULL DEFAULT now()
 );
+-- What the last migration executed (`fingerprint`): a migrate that finds it unchanged does nothing.
+ALTER TABLE mutagg_schema ADD COLUMN IF NOT EXISTS ddl_fingerprint text;
 CREATE TABLE IF NOT EXISTS mutation_log (
     mutation_id text PRIMARY KEY,
     status text NOT NULL CHECK (status IN ('APPLIED','CONFLICT','REJECTED','DUPLICATE','FAILED')),
@@ -183,6 +187,20 @@ $$;
 
 def core_tables() -> sql.Composable:
     return sql.SQL(_CORE_TABLES)
+
+
+def fingerprint(registry: Registry) -> str:
+    """SHA-256 of every statement a migration for `registry` at this release executes (columns
+    added to existing tables aside: they follow from the registry's tables). Equal fingerprints:
+    the same DDL, so a schema recorded with this one needs no change."""
+    digest = hashlib.sha256(f"schema version {SCHEMA_VERSION}\n".encode())
+    statements = [core_tables()]
+    for entity_type in registry:
+        statements += [entity_table(entity_type), *foreign_writer_trigger(entity_type)]
+    for statement in statements:
+        digest.update(statement.as_string(None).encode())
+        digest.update(b"\n;\n")
+    return digest.hexdigest()
 
 
 def entity_table(entity_type: EntityType) -> sql.Composable:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 
 from mutagg.producer import produce
 from mutagg.settings import Settings
@@ -111,6 +112,33 @@ def test_an_unmigrated_schema_fails_the_job_naming_it(settings, base_settings, j
     finally:
         drop_schema(base_settings, schema)
     assert code == 2 and "mutagg: NotMigrated: " in termination_message(stderr), stderr[-3000:]
+    lands_as_intended(job_specs, code, "FailJob")
+
+
+def test_a_schema_older_than_the_release_or_the_registry_fails_the_job_naming_migrate(settings, job_specs, tmp_path):
+    """The dataflow holds the job role's credentials only: it cannot migrate, so it says what
+    is missing in one line naming `mutagg migrate` and fails the Job (the migrate Job's turn)."""
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        connection.execute("UPDATE mutagg_schema SET version = version - 1")
+        try:
+            code, stderr, _ = run_pod(pod_env(settings))
+        finally:
+            connection.execute("UPDATE mutagg_schema SET version = version + 1")
+    (line,) = [line for line in stderr.splitlines() if line.startswith("mutagg: ")]
+    assert code == 2 and line.startswith("mutagg: NotMigrated: the database is migrated to version "), stderr[-3000:]
+    assert "`mutagg migrate`" in line and line in termination_message(stderr)
+    lands_as_intended(job_specs, code, "FailJob")
+
+    registry = yaml.safe_load(Path(settings.registry).read_text())  # a registry change not migrated yet
+    registry["entity_types"]["customer"]["attributes"]["loyalty_tier"] = {"type": "string"}
+    registry["entity_types"]["invoice"] = {**registry["entity_types"]["customer"], "table": "invoice"}
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(registry))
+    code, stderr, _ = run_pod(pod_env(settings, MUTAGG_REGISTRY=str(path)))
+    (line,) = [line for line in stderr.splitlines() if line.startswith("mutagg: ")]
+    assert code == 2 and line.startswith("mutagg: NotMigrated: the registry is not migrated in schema "), stderr[-3000:]
+    assert "table customer lacks columns loyalty_tier" in line and "no table invoice (entity type invoice)" in line
+    assert "`mutagg migrate`" in line
     lands_as_intended(job_specs, code, "FailJob")
 
 

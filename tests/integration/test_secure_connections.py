@@ -25,7 +25,8 @@ from mutagg.producer import produce
 from mutagg.settings import Settings, load_settings
 from mutagg.topics import create_topics
 from mutagg.workload import Workload
-from tests.integration.conftest import acks_agree_with_ledger, query, run_job
+from tests.integration.conftest import acks_agree_with_ledger, query
+from tests.k8s.conftest import kustomize, render  # noqa: F401 (kustomize: a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 SECURE_SCRIPT = REPO / "services" / "secure.sh"
@@ -131,23 +132,6 @@ def _fails_fast(env: dict[str, str], *args: str, **extra: str) -> str:
     return result.stderr
 
 
-def test_job_runs_end_to_end_over_sasl_ssl_and_verified_tls_as_the_job_role(secure):
-    messages = Workload(seed=21).generate(300)
-    produce(secure.settings, messages)  # the project's producer, over SASL_SSL
-    run_job(secure.settings, **secure.env)
-
-    ledger = dict(query(secure.settings, "SELECT mutation_id, status FROM mutation_log"))
-    assert len(ledger) > 250 and set(ledger.values()) <= {"APPLIED", "CONFLICT", "REJECTED"}
-    assert "APPLIED" in ledger.values()
-    assert query(secure.settings, "SELECT count(*) FROM customer")[0][0] > 0
-    acks_agree_with_ledger(secure.settings)  # acks read back over SASL_SSL
-    with psycopg.connect(secure.settings.database_url) as connection:
-        ssl, user = connection.execute(
-            "SELECT ssl, current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
-        ).fetchone()
-    assert (ssl, user) == (True, JOB_ROLE)
-
-
 def test_postgres_refuses_connections_without_tls(secure):
     url = _changed(secure.settings.database_url, sslmode="disable")
     with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry.*no encryption"):
@@ -187,3 +171,90 @@ def test_untrusted_postgres_certificate_fails_with_a_certificate_error(secure, u
         stderr = _fails_fast(secure.env, *command, MUTAGG_DATABASE_URL=untrusted_url)
         assert "CertificateError: PostgreSQL TLS certificate verification failed" in stderr
         assert "certificate verify failed" in stderr
+
+
+RUN_CLUSTER = REPO / "k8s" / "base" / "scripts" / "run-cluster.sh"
+
+
+def _pod(resources: list[dict], job: str) -> dict:
+    (found,) = [r for r in resources if r["kind"] == "Job" and r["metadata"]["name"] == job]
+    return found["spec"]["template"]["spec"]
+
+
+def _containers(pod: dict) -> list[tuple[str, list[str], set[str]]]:
+    """(name, mutagg arguments, Secrets mounted) of each container, in the order the pod runs them
+    (the dev overlays' Secrets are generated: their names lose the hash suffix here)."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    return [(c["name"], c.get("args", []), {volumes[m["name"]]["secret"]["secretName"].rsplit("-", 1)[0]
+                                            for m in c["volumeMounts"] if "secret" in volumes[m["name"]]})
+            for c in pod.get("initContainers", []) + pod["containers"]]
+
+
+def test_the_k8s_start_sequence_runs_end_to_end_over_sasl_ssl_and_verified_tls(secure_env, kustomize, tmp_path):  # noqa: F811
+    """What an upgrade does, step by step as the rendered dev overlays say: the migrate Job's
+    containers (the owner's database secret for `migrate` only, none for the topics steps),
+    then the dataflow pod's main container with the job role's secret; every connection
+    SASL_SSL to Kafka and verified TLS to PostgreSQL."""
+    migrate_pod = _pod(render(kustomize, "dev-migrate"), "mutagg-migrate")
+    dataflow_resources = render(kustomize, "dev")
+    dataflow_pod = _pod(dataflow_resources, "mutagg")
+    (settings_map,) = [r["data"] for r in dataflow_resources if r["kind"] == "ConfigMap"
+                       and r["metadata"]["name"].startswith("mutagg-settings")]
+    assert settings_map["MUTAGG_JOB_ROLE"] == JOB_ROLE
+
+    suffix = uuid.uuid4().hex[:10]
+    schema = f"k_{suffix}"
+    owner_url = url_with_schema(secure_env["owner"]["MUTAGG_DATABASE_URL"], schema)
+    job_url = url_with_schema(secure_env["job"]["MUTAGG_DATABASE_URL"], schema)
+    with psycopg.connect(owner_url, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    kafka = {k: v for k, v in secure_env["job"].items() if k != "MUTAGG_DATABASE_URL"}
+    kafka.update({"MUTAGG_TOPIC_MUTATIONS": f"k-{suffix}.mutations", "MUTAGG_TOPIC_DLQ": f"k-{suffix}.dlq",
+                  "MUTAGG_TOPIC_STATUS": f"k-{suffix}.status", "MUTAGG_TOPIC_PARTITIONS": "2",
+                  "MUTAGG_JOB_ROLE": JOB_ROLE, "MUTAGG_SERVICE_DEADLINE_S": "30",
+                  "MUTAGG_AUDIT_URI": str(tmp_path / "audit"), "MUTAGG_WINDOW_MS": "50"})
+    databases = {"mutagg-database-owner": owner_url, "mutagg-database": job_url}
+    pod_env = {"JOB_COMPLETION_INDEX": "0", "MUTAGG_PROCESSES": "1", "MUTAGG_METRICS_PORT": "0",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    try:
+        # (The dataflow applied first exits 2, NotMigrated: test_exit_codes.py.) The job role cannot migrate:
+        refused = _mutagg({**kafka, "MUTAGG_DATABASE_URL": job_url}, "migrate")
+        assert refused.returncode == 2 and "run it as the role that owns the schema" in refused.stderr, \
+            refused.stderr[-3000:]
+
+        steps = _containers(migrate_pod)
+        assert [name for name, _args, _secrets in steps] == ["migrate", "topics", "topics-check"]
+        for name, args, secrets in steps:
+            (database,) = (secrets & set(databases)) or {None}
+            # a step without a database secret gets an address where no server listens
+            env = {**kafka, "MUTAGG_DATABASE_URL": databases.get(database, "postgresql://none@127.0.0.1:1/none")}
+            assert (name == "migrate") == (database == "mutagg-database-owner"), (name, secrets)
+            result = _mutagg(env, *args)
+            assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
+            if name == "migrate":
+                assert f"role {JOB_ROLE}: exactly the job's privileges" in result.stdout
+
+        settings = load_settings(environ={**kafka, "MUTAGG_DATABASE_URL": job_url})
+        produce(settings, Workload(seed=21).generate(300))  # the project's producer, over SASL_SSL
+        names = [name for name, _args, _secrets in _containers(dataflow_pod)]
+        assert names == ["recovery-init", "mutagg"]
+        ((_name, _args, secrets),) = [c for c in _containers(dataflow_pod) if c[0] == "mutagg"]
+        (database,) = secrets & set(databases)
+        assert database == "mutagg-database"
+        run = subprocess.run(["sh", str(RUN_CLUSTER), "--until-idle"], capture_output=True, text=True, timeout=180,
+                             env={**{k: v for k, v in os.environ.items() if not k.startswith("MUTAGG_")},
+                                  **kafka, **pod_env, "MUTAGG_DATABASE_URL": databases[database],
+                                  "MUTAGG_LOG_LEVEL": "WARNING"})
+        assert run.returncode == 0, run.stderr[-3000:]
+        ledger = dict(query(settings, "SELECT mutation_id, status FROM mutation_log"))
+        assert len(ledger) > 250 and set(ledger.values()) <= {"APPLIED", "CONFLICT", "REJECTED"}
+        assert "APPLIED" in ledger.values()
+        assert query(settings, "SELECT count(*) FROM customer")[0][0] > 0
+        acks_agree_with_ledger(settings)  # acks read back over SASL_SSL
+        with psycopg.connect(settings.database_url) as connection:
+            ssl, user = connection.execute(
+                "SELECT ssl, current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+        assert (ssl, user) == (True, JOB_ROLE)
+    finally:
+        with psycopg.connect(owner_url, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')

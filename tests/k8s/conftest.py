@@ -12,6 +12,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 KUSTOMIZE_SCRIPT = REPO / "k8s" / "tools" / "kustomize.sh"
 OVERLAYS = ("dev", "prod")
+MIGRATE_OVERLAYS = {"dev-migrate": "dev", "prod-migrate": "prod"}
+"""Each overlay's upgrade step: the migrate Job (k8s/components/migrate) in that overlay's rendering."""
 
 
 @pytest.fixture(scope="session")
@@ -31,5 +33,5 @@ def render(kustomize: Path, target: str) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def rendered(kustomize: Path) -> dict[str, list[dict]]:
-    """Every overlay (and the base) rendered: target -> list of resources."""
-    return {target: render(kustomize, target) for target in ("base", *OVERLAYS)}
+    """Every overlay (the base, and each overlay's migrate step) rendered: target -> list of resources."""
+    return {target: render(kustomize, target) for target in ("base", *OVERLAYS, *MIGRATE_OVERLAYS)}

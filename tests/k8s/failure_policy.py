@@ -80,3 +80,15 @@ INTENDED = {
     143: "Ignore",  # SIGTERM: pod deleted, liveness restart, or past MUTAGG_STOP_DEADLINE_S
 }
 """The README's exit-code table: `mutagg run`'s exit code (through run-cluster.sh) -> the action."""
+
+
+MIGRATE_INTENDED = {
+    0: None,  # migrated, topics created and as the settings say: the Job completes
+    1: "Count",  # an uncaught exception
+    2: "FailJob",  # a column type change refused, rejected credentials, a job role that is missing or unsafe
+    3: "Count",  # Kafka or PostgreSQL unreachable: tried again after the Job's backoff, a few times
+    6: "FailJob",  # `topics check`: topics differ from the settings; an operator fixes them
+    8: "Count",  # MigrationBlocked: locks held through every attempt; tried again later, a few times
+    137: "Count",
+}
+"""The README's table for the migrate Job (k8s/components/migrate): its steps' exit code -> the action."""

@@ -23,8 +23,8 @@ def test_every_exit_code_of_the_table_gets_its_action(rendered, target):
     for code, intended in INTENDED.items():
         if intended is not None:
             assert action(spec, {"mutagg": code}) == intended, f"{target}: exit {code}"
-            # the init containers run `mutagg` too (migrate, topics): same codes, same meaning
-            assert action(spec, {}, {"migrate": code}) == intended, f"{target}: init container exit {code}"
+            # the init container runs `mutagg` too (recovery init): same codes, same meaning
+            assert action(spec, {}, {"recovery-init": code}) == intended, f"{target}: init container exit {code}"
     assert action(spec, {"mutagg": 137}, conditions=[("DisruptionTarget", "True")]) == "Ignore"
 
 
