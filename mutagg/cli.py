@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     topics = commands.add_parser("topics", help="Kafka topics").add_subparsers(dest="action", required=True)
     create = topics.add_parser("create", help="create the input, DLQ and status topics (idempotent)")
     create.add_argument("--partitions", type=int)
+    acls = topics.add_parser("acls", help="the Kafka ACLs of the job and the edge nodes: print (default) or apply")
+    acls.add_argument("--apply", action="store_true", help="create them, as the cluster's admin (idempotent)")
+    acls.add_argument("--job-principal", default="User:mutagg-job", help="the job's principal (default %(default)s)")
+    acls.add_argument("--edge", action="append", default=[], metavar="NODE[=PRINCIPAL]",
+                      help="an edge node (repeat); its principal defaults to User:edge-NODE")
 
     run = commands.add_parser("run", help="run the dataflow")
     run.add_argument("--until-idle", action="store_true", help="exit 0 once every partition is drained")
@@ -189,6 +194,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "roles":
         return roles.run_command(args, settings, registry)
+    if args.command == "topics" and args.action == "acls":
+        from mutagg import acls
+
+        return acls.run_command(settings, args.job_principal, args.edge, args.apply)
     if args.command == "topics":
         from mutagg.topics import create_topics, warn_unless_log_append_time
 

@@ -1,8 +1,10 @@
 """Secure connections, for real: the job against a Kafka broker that only speaks
 SASL_SSL (SCRAM-SHA-512) and a PostgreSQL server that only accepts TLS with
 scram-sha-256, both started by services/secure.sh with certificates made by openssl.
-The job runs as a least-privileged role; rejected credentials and untrusted
-certificates fail fast with a typed error that names the cause."""
+The job runs as a least-privileged role and principal; the broker authorizes every
+request, with the ACLs of `mutagg topics acls`: an edge principal writes only the input
+topic and reads only the status topic. Rejected credentials and untrusted certificates
+fail fast with a typed error that names the cause."""
 
 from __future__ import annotations
 
@@ -19,10 +21,14 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
+from edge.client import EdgeConfig, EdgeNode
+from edge.sender import producer_config
+from mutagg import acls
 from mutagg.demo import url_with_schema
 from mutagg.producer import produce
-from mutagg.settings import Settings, load_settings
+from mutagg.settings import Settings, load_settings, with_overrides
 from mutagg.topics import create_topics
 from mutagg.workload import Workload
 from tests.integration.conftest import acks_agree_with_ledger, query, run_job
@@ -30,6 +36,7 @@ from tests.integration.conftest import acks_agree_with_ledger, query, run_job
 REPO = Path(__file__).resolve().parents[2]
 SECURE_SCRIPT = REPO / "services" / "secure.sh"
 JOB_ROLE = "mutagg_job"
+EDGE_NODE = "van-1"  # secure.sh's edge node: SCRAM user edge-van-1
 pytestmark = pytest.mark.integration
 
 
@@ -50,7 +57,7 @@ def secure_env() -> Iterator[dict[str, dict[str, str]]]:
     was_running = status.returncode == 0
     subprocess.run(["bash", str(SECURE_SCRIPT), "start"], check=True, timeout=300)
     try:
-        yield {"job": _script_env("job"), "owner": _script_env("owner")}
+        yield {role: _script_env(role) for role in ("job", "owner", "edge")}
     finally:
         if not was_running:
             subprocess.run(["bash", str(SECURE_SCRIPT), "stop"], check=True, timeout=300)
@@ -70,9 +77,11 @@ def untrusted_ca(tmp_path_factory) -> Path:
 
 @dataclass
 class Secure:
-    settings: Settings  # the job's: SASL_SSL user mutagg, PostgreSQL role mutagg_job over TLS
+    settings: Settings  # the job's: SASL_SSL user mutagg-job, PostgreSQL role mutagg_job over TLS
     env: dict[str, str]  # the same as variables for a `mutagg` process
     owner_url: str
+    admin: Settings  # the Kafka admin's (secure.sh env owner), with the job's database and topics
+    edge: Settings  # edge node van-1's Kafka principal, the same topics
 
 
 @pytest.fixture
@@ -96,13 +105,23 @@ def secure(secure_env, tmp_path) -> Iterator[Secure]:
         "MUTAGG_AUDIT_URI": str(tmp_path / "audit"),
     }
     settings = load_settings(environ=env)
+    admin = load_settings(environ={**env, **_kafka_only(secure_env["owner"])})
+    edge = load_settings(environ={**env, **_kafka_only(secure_env["edge"])})
+    assert edge.kafka_sasl_username == acls.edge_principal(EDGE_NODE).removeprefix("User:")
     migrated = _mutagg(env, "migrate", "--grant-to", JOB_ROLE, MUTAGG_DATABASE_URL=owner_url)
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     assert f"role {JOB_ROLE}: exactly the job's privileges" in migrated.stdout
-    create_topics(settings)
-    yield Secure(settings, env, owner_url)
+    # What a platform team does: topics and ACLs as the cluster's admin, not as the job.
+    create_topics(admin)
+    applied = acls.apply(admin, acls.plan(settings, f"User:{settings.kafka_sasl_username}", [EDGE_NODE]))
+    assert not applied.unplanned, applied.unplanned
+    yield Secure(settings, env, owner_url, admin, edge)
     with psycopg.connect(owner_url, autocommit=True) as connection:
         connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _kafka_only(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith("MUTAGG_KAFKA_")}
 
 
 def _mutagg(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedProcess:
@@ -131,21 +150,86 @@ def _fails_fast(env: dict[str, str], *args: str, **extra: str) -> str:
     return result.stderr
 
 
-def test_job_runs_end_to_end_over_sasl_ssl_and_verified_tls_as_the_job_role(secure):
-    messages = Workload(seed=21).generate(300)
-    produce(secure.settings, messages)  # the project's producer, over SASL_SSL
-    run_job(secure.settings, **secure.env)
+def test_job_runs_end_to_end_over_sasl_ssl_and_verified_tls_as_the_job_role(secure, tmp_path):
+    produce(secure.edge, Workload(seed=21).generate(300))  # the project's producer, as an edge principal
+    config = EdgeConfig(node_id=EDGE_NODE, outbox_path=tmp_path / "van-1.sqlite3",
+                        kafka_config=secure.edge.kafka_client_config(), topic_mutations=secure.settings.topic_mutations,
+                        topic_status=secure.settings.topic_status, delivery_timeout_s=10.0)
+    with EdgeNode(config) as node:  # the edge client, as its own principal: sends, then reads its acks
+        node.receive_acks(1.0)
+        node.create("customer", "VAN-1", {"name": "Van one", "balance": "0.00"})
+        assert node.send(deadline_s=20).delivered == 1
+        run_job(secure.settings, **secure.env)
+        assert node.wait_until_decided(deadline_s=20)
+        assert node.outbox.known_version("customer", "VAN-1") == 1
 
     ledger = dict(query(secure.settings, "SELECT mutation_id, status FROM mutation_log"))
     assert len(ledger) > 250 and set(ledger.values()) <= {"APPLIED", "CONFLICT", "REJECTED"}
-    assert "APPLIED" in ledger.values()
+    assert "APPLIED" in ledger.values() and "REJECTED" in ledger.values()  # acks and DLQ written by the job
     assert query(secure.settings, "SELECT count(*) FROM customer")[0][0] > 0
-    acks_agree_with_ledger(secure.settings)  # acks read back over SASL_SSL
+    acks_agree_with_ledger(secure.admin)  # acks read back over SASL_SSL (a test reader: the admin)
     with psycopg.connect(secure.settings.database_url) as connection:
         ssl, user = connection.execute(
             "SELECT ssl, current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
         ).fetchone()
     assert (ssl, user) == (True, JOB_ROLE)
+
+
+def _delivery_error(settings: Settings, topic: str) -> KafkaError | None:
+    """Produce one record to `topic` as the edge sender would; the delivery report's error."""
+    producer = Producer(producer_config(settings.kafka_client_config(), delivery_timeout_s=10.0))
+    reports: list[KafkaError | None] = []
+    producer.produce(topic, key=b"customer:X", value=b"{}", on_delivery=lambda error, _m: reports.append(error))
+    assert producer.flush(20) == 0 and len(reports) == 1
+    return reports[0]
+
+
+def test_an_edge_principal_writes_only_the_input_and_reads_only_the_status_topic(secure):
+    topics = secure.settings
+    assert _delivery_error(secure.edge, topics.topic_mutations) is None
+    for topic in (topics.topic_status, topics.topic_dlq):  # no forged acks, no forged rejects
+        error = _delivery_error(secure.edge, topic)
+        assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, (topic, error)
+        assert error.str() == "Broker: Topic authorization failed"
+
+    def first_event(topic: str) -> KafkaError | None:
+        """Read `topic` from its start with the edge ack listener's group: the first error, or None at its end."""
+        consumer = Consumer({**secure.edge.kafka_client_config(), "group.id": f"mutagg-edge-{EDGE_NODE}",
+                             "enable.auto.commit": False, "enable.partition.eof": True})
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        give_up_at = time.monotonic() + 20
+        try:
+            while time.monotonic() < give_up_at:
+                for message in consumer.consume(10, 0.5):
+                    error = message.error()
+                    if error is not None:
+                        return None if error.code() == KafkaError._PARTITION_EOF else error
+        finally:
+            consumer.close()
+        raise AssertionError(f"no event from {topic} within 20 s")
+
+    assert first_event(topics.topic_status) is None  # its acks: readable
+    error = first_event(topics.topic_mutations)  # other nodes' mutations: not
+    assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, error
+
+
+@pytest.mark.parametrize("withheld", ["every ACL", "Write on the status topic"])
+def test_a_job_principal_without_its_acls_fails_at_once_with_an_authorization_error(secure, withheld):
+    suffix = uuid.uuid4().hex[:10]
+    names = {"topic_mutations": f"d-{suffix}.mutations", "topic_dlq": f"d-{suffix}.dlq",
+             "topic_status": f"d-{suffix}.status"}
+    create_topics(with_overrides(secure.admin, **names))
+    job = with_overrides(secure.settings, **names)
+    if withheld != "every ACL":
+        acls.apply(secure.admin, [a for a in acls.plan(job, f"User:{job.kafka_sasl_username}")
+                                  if (a.name, a.operation) != (job.topic_status, "WRITE")])
+    produce(with_overrides(secure.admin, **names), Workload(seed=3).generate(5))
+    topics = {f"MUTAGG_{name.upper()}": value for name, value in names.items()}
+    stderr = _fails_fast(secure.env, "run", "--until-idle", **topics)
+    denied = job.topic_mutations if withheld == "every ACL" else job.topic_status
+    assert (f"AuthorizationError: Kafka authorization failed: broker {job.kafka_bootstrap} denied user "
+            f"'{job.kafka_sasl_username}' access to topic '{denied}': Broker: Topic authorization failed") in stderr
+    assert "mutagg topics acls" in stderr
 
 
 def test_postgres_refuses_connections_without_tls(secure):
