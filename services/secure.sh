@@ -25,12 +25,12 @@
 #                                (inter-broker, super user), `mutagg-job` (the job) and
 #                                `edge-van-1` (edge node van-1); PostgreSQL roles `postgres`
 #                                (superuser), `mutagg_owner` (owns schema mutagg), `mutagg_job`
+#   secrets/pgpass               libpq password file for those roles (0600)
+# Delete the state dir (after `stop`) to start over with a new CA and new passwords.
 #
 # The broker authorizes every request (StandardAuthorizer, deny unless an ACL allows):
 # `start` applies the ACLs of `mutagg topics acls` for the default topic names (README
 # "Kafka ACLs"); tests with their own topics apply the same plan for those.
-#   secrets/pgpass               libpq password file for those roles (0600)
-# Delete the state dir (after `stop`) to start over with a new CA and new passwords.
 set -euo pipefail
 
 SECURE_SERVICES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -213,37 +213,53 @@ sys.exit(0 if admin.list_topics(timeout=5).brokers else 1)
     fi
 }
 
-# The clients' SCRAM users (upserted as the admin; the broker takes a moment to know
-# them, so wait until each one authenticates), then the ACLs of `mutagg topics acls` for
-# the default topic names. Both are idempotent; they need the project's venv.
+# The clients' SCRAM users (added as the admin if missing, their passwords set again only
+# if they no longer authenticate; the broker takes a moment to know a new one, so wait until
+# each one authenticates), then the ACLs of `mutagg topics acls` for the default topic
+# names. Both are idempotent; they need the project's venv.
 kafka_users_and_acls() {
     [[ -x $VENV_PY ]] || die "kafka: $VENV_PY is missing: the secure broker's users and ACLs need the project's venv"
     log "kafka: SCRAM users $KAFKA_JOB and $KAFKA_EDGE, and their ACLs"
     timeout 120 "$VENV_PY" -c '
 import sys, time
 from pathlib import Path
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 bootstrap, ca, admin, admin_file, *users = sys.argv[1:]
 def client(user, password_file):
     return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "security.protocol": "SASL_SSL",
                         "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user,
                         "sasl.password": Path(password_file).read_text().strip(), "ssl.ca.location": ca})
-pairs = list(zip(users[::2], users[1::2]))
-upserts = [UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
-                                        Path(file).read_text().strip().encode()) for user, file in pairs]
-admin_client = client(admin, admin_file)  # referenced until the futures are done
-for future in admin_client.alter_user_scram_credentials(upserts).values():
-    future.result(timeout=60)
-for user, file in pairs:
-    give_up_at = time.monotonic() + 60
-    while True:
-        try:
-            client(user, file).list_topics(timeout=5)
-            break
-        except Exception:
-            if time.monotonic() > give_up_at:
-                sys.exit(f"SCRAM user {user} cannot authenticate after 60 s")
-            time.sleep(0.2)
+pairs = dict(zip(users[::2], users[1::2]))
+admin_client = client(admin, admin_file)  # referenced until its futures are done
+def upsert(names):
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    changes = [UserScramCredentialUpsertion(n, info, Path(pairs[n]).read_text().strip().encode()) for n in names]
+    for future in admin_client.alter_user_scram_credentials(changes).values():
+        future.result(timeout=60)
+def authenticates(user):
+    try:
+        return bool(client(user, pairs[user]).list_topics(timeout=3).brokers)
+    except KafkaException:
+        return False
+known = set()
+for user, future in admin_client.describe_user_scram_credentials(list(pairs)).items():
+    try:
+        future.result(timeout=60)
+        known.add(user)
+    except KafkaException:  # RESOURCE_NOT_FOUND: a new user
+        pass
+if set(pairs) - known:
+    upsert(sorted(set(pairs) - known))
+for user in pairs:  # a known user whose password file was made anew gets it set once
+    give_up_at, reset = time.monotonic() + 60, user not in known
+    while not authenticates(user):
+        if not reset:
+            upsert([user])
+            reset = True
+        elif time.monotonic() > give_up_at:
+            sys.exit(f"SCRAM user {user} cannot authenticate after 60 s")
+        time.sleep(0.2)
 ' "$HOST:$KAFKA_PORT" "$CA_PEM" "$KAFKA_ADMIN" "$(secret "kafka-$KAFKA_ADMIN")" \
         "$KAFKA_JOB" "$(secret "kafka-$KAFKA_JOB")" "$KAFKA_EDGE" "$(secret "kafka-$KAFKA_EDGE")" >&2 ||
         die "kafka: adding the SCRAM users failed"
