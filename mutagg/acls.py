@@ -202,6 +202,9 @@ def apply(settings: Settings, acls: list[Acl], wait_s: float = 30.0) -> Applied:
         on_topics = _topic_bindings(admin, sorted({a.name for a in acls if a.resource == "topic"}), timeout_s)
     except KafkaException as exc:
         raise _failure(settings, exc.args[0]) from exc
+    except TimeoutError as exc:
+        raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} did not answer an ACL request "
+                                 f"within {timeout_s:.0f}s") from exc
     return Applied(
         created=missing,
         present=[a for k, a in planned.items() if k in before],

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mutagg import acls
+from mutagg.cli import main
 from mutagg.security import AuthorizationError, kafka_denied
 from mutagg.settings import Settings
 from schemas.errors import ConfigError
@@ -72,6 +73,21 @@ def test_the_printed_commands_are_kafka_acls_commands():
             "--allow-principal User:mutagg-job --operation Describe --group mutagg-dlq- "
             "--resource-pattern-type prefixed") in commands
     assert len(commands) == len(set(commands)) == len(plan)
+
+
+def test_topics_acls_prints_the_plan_for_the_configured_topics(capsys, monkeypatch):
+    for name, value in {"MUTAGG_TOPIC_MUTATIONS": "fleet.in", "MUTAGG_TOPIC_STATUS": "fleet.status",
+                        "MUTAGG_TOPIC_DLQ": "fleet.dlq", "MUTAGG_KAFKA_BOOTSTRAP": "kafka.internal:9093"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["topics", "acls", "--job-principal", "agg", "--edge", "van-1", "--edge", "shop-2=User:CN=shop-2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "# User:agg: run: reads the mutations" in lines
+    commands = [line for line in lines if not line.startswith("#")]
+    assert len(commands) == len(acls.plan(Settings(topic_mutations="fleet.in", topic_status="fleet.status",
+                                                   topic_dlq="fleet.dlq"), "agg", ["van-1", "shop-2=User:CN=shop-2"]))
+    assert ("kafka-acls.sh --bootstrap-server kafka.internal:9093 --command-config admin.properties --add "
+            "--allow-principal User:CN=shop-2 --operation Write --topic fleet.in") in commands
+    assert all(c.startswith("kafka-acls.sh --bootstrap-server kafka.internal:9093 ") for c in commands)
 
 
 GROUP_ID = re.compile(r'"group\.id":\s*(f?)"([^"]*)"')
