@@ -10,8 +10,8 @@ not in the plan are reported, for a person to remove.
 Consumer groups: the job and the edge's ack listener read with manual assignment and keep
 their offsets elsewhere (recovery snapshots and the database; the outbox), never in a
 group. Their consumers still carry a `group.id`, and librdkafka then asks for the group's
-coordinator, which needs `Describe` on the group (without it every consume returns
-GROUP_AUTHORIZATION_FAILED). So each client gets `Describe` on the groups it names, not
+coordinator, which needs `Describe` on the group (without it the consumer reports
+GROUP_AUTHORIZATION_FAILED, and the job stops on it). So each client gets `Describe` on the groups it names, not
 `Read`: no one can join a group or commit offsets. No client is transactional, and an
 idempotent producer needs no cluster right since Kafka 3.0 (`Write` on a topic suffices):
 there are no transactional-id or cluster ACLs.
