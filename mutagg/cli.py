@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--partitions", type=int)
     check = topics.add_parser("check", help="report topics missing or differing from the settings; exit 6 if any")
     check.add_argument("--partitions", type=int, help="the input and status topics' expected partitions")
+    acls = topics.add_parser("acls", help="the Kafka ACLs of the job and the edge nodes: print (default) or apply")
+    acls.add_argument("--apply", action="store_true", help="create them, as the cluster's admin (idempotent)")
+    acls.add_argument("--job-principal", default="User:mutagg-job", help="the job's principal (default %(default)s)")
+    acls.add_argument("--edge", action="append", default=[], metavar="NODE[=PRINCIPAL]",
+                      help="an edge node (repeat); its principal defaults to User:edge-NODE")
 
     run = commands.add_parser("run", help="run the dataflow")
     run.add_argument("--until-idle", action="store_true", help="exit 0 once every partition is drained")
@@ -186,6 +191,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return migrate_cmd.run(settings, registry, args.grant_to)
     if args.command == "roles":
         return roles.run_command(args, settings, registry)
+    if args.command == "topics" and args.action == "acls":
+        from mutagg import acls
+
+        return acls.run_command(settings, args.job_principal, args.edge, args.apply)
     if args.command == "topics":
         from mutagg.topics import check_topics, create_topics, warn_unless_log_append_time
 

@@ -58,6 +58,31 @@ class CertificateError(MutaggError):
         self.service = service
 
 
+class AuthorizationError(MutaggError):
+    """Kafka accepted the credentials but its ACLs deny the principal an operation it needs:
+    no retry fixes that, a platform team does (`mutagg topics acls`, README "Kafka ACLs")."""
+
+    def __init__(self, message: str):
+        super().__init__(f"Kafka authorization failed: {message}")
+
+
+def kafka_denied(
+    error: KafkaError, bootstrap: str, username: str | None, topic: str | None = None, group: str | None = None,
+) -> AuthorizationError | None:
+    """The typed error if `error` says an ACL denied access to the topic or group, else None."""
+    if error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        resource = f"topic {topic!r}" if topic else "a topic"
+    elif error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        resource = f"consumer group {group!r}" if group else "a consumer group"
+    else:
+        return None
+    who = f"user {username!r}" if username else "this client"
+    return AuthorizationError(
+        f"broker {bootstrap} denied {who} access to {resource}: {error.str()} (the ACLs of the job's "
+        "principal: `mutagg topics acls`, README \"Kafka ACLs\")"
+    )
+
+
 def kafka_security_config(settings: Settings) -> dict[str, str]:
     """librdkafka's security.protocol, sasl.* and ssl.* keys for `settings` (empty if none set).
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
+from mutagg.security import AuthorizationError
 from mutagg.settings import Settings
-from schemas.errors import ConfigError, ServiceUnavailable
+from schemas.errors import ServiceUnavailable
 from sources.kafka import list_partitions
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def ensure_output_topics(settings: Settings) -> list[str]:
     """Before a run: the DLQ and status topics must exist, or no ack could ever be delivered."""
     try:
         return create_topics(settings, outputs_only=True)
-    except KafkaException as exc:  # e.g. no permission to create: the producer will say what is wrong
+    except (KafkaException, AuthorizationError) as exc:  # e.g. no permission to create: the producer says more
         log.warning("could not create output topics", extra={"error": str(exc)})
         return []
 
@@ -136,7 +137,14 @@ def create_topics(
             future.result(timeout=60)
             created.append(name)
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            code = exc.args[0].code()
+            if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+                raise AuthorizationError(
+                    f"broker {settings.kafka_bootstrap} denied {_who(settings)} creating topic {name!r}: "
+                    f"{exc.args[0].str()} (topics are created by the cluster's admin: `mutagg topics create` "
+                    "with the admin's credentials, before the job starts; README \"Kafka ACLs\")"
+                ) from exc
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     for name in created:  # wait until the metadata shows them
         list_partitions(settings.kafka_client_config(), name, settings.service_deadline_s, must_exist=False)
@@ -168,10 +176,14 @@ def _configs(admin: AdminClient, spec: TopicSpec, timeout: float) -> dict[str, s
         entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout=timeout)
     except KafkaException as exc:
         if exc.args[0].code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
-            raise ConfigError(f"the Kafka user may not read the configs of topic {spec.name} "
-                              f"(DescribeConfigs ACL): {exc}") from exc
+            raise AuthorizationError(f"the Kafka user may not read the configs of topic {spec.name} "
+                                     f"(DescribeConfigs ACL; README \"Kafka ACLs\"): {exc}") from exc
         raise ServiceUnavailable(f"reading the configs of topic {spec.name} failed: {exc}") from exc
     return {key: entry.value for key, entry in entries.items()}
+
+
+def _who(settings: Settings) -> str:
+    return f"user {settings.kafka_sasl_username!r}" if settings.kafka_sasl_username else "this client"
 
 
 def input_timestamp_type(settings: Settings) -> str | None:

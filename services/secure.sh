@@ -8,8 +8,9 @@
 #   secure.sh start  [kafka|postgres]   start (idempotent; no-op if running)
 #   secure.sh stop   [kafka|postgres]   stop (idempotent)
 #   secure.sh status [kafka|postgres]   exit 0 if all asked-for run, else 3
-#   secure.sh env    [job|owner]        `export` lines for the job's role (default)
-#                                       or the owner's (who runs `mutagg migrate`)
+#   secure.sh env    [job|owner|edge]   `export` lines for the job's role (default),
+#                                       the owner's (who runs `mutagg migrate` and creates
+#                                       topics) or the edge node's (Kafka only)
 #
 # Settings (environment):
 #   MUTAGG_SECURE_KAFKA_PORT             SASL_SSL listener         (default 19192)
@@ -21,10 +22,15 @@
 #   pki/ca.pem, ca.key           a test CA (openssl)
 #   pki/server.pem, server.key   certificate for 127.0.0.1 and localhost (SAN), signed by the CA
 #   secrets/*.password           generated passwords (0600): Kafka SCRAM users `admin`
-#                                (inter-broker) and `mutagg`; PostgreSQL roles `postgres`
+#                                (inter-broker, super user), `mutagg-job` (the job) and
+#                                `edge-van-1` (edge node van-1); PostgreSQL roles `postgres`
 #                                (superuser), `mutagg_owner` (owns schema mutagg), `mutagg_job`
 #   secrets/pgpass               libpq password file for those roles (0600)
 # Delete the state dir (after `stop`) to start over with a new CA and new passwords.
+#
+# The broker authorizes every request (StandardAuthorizer, deny unless an ACL allows):
+# `start` applies the ACLs of `mutagg topics acls` for the default topic names (README
+# "Kafka ACLs"); tests with their own topics apply the same plan for those.
 set -euo pipefail
 
 SECURE_SERVICES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,7 +49,10 @@ PKI_DIR=$STATE_DIR/pki
 SECRETS_DIR=$STATE_DIR/secrets
 CA_PEM=$PKI_DIR/ca.pem
 PGPASS=$SECRETS_DIR/pgpass
-KAFKA_USER=mutagg
+KAFKA_ADMIN=admin                        # inter-broker and super user: creates topics and ACLs
+KAFKA_JOB=mutagg-job
+EDGE_NODE=van-1
+KAFKA_EDGE=edge-$EDGE_NODE
 PG_OWNER=mutagg_owner
 PG_JOB=mutagg_job
 
@@ -74,7 +83,7 @@ secrets_ensure() {
     mkdir -p "$SECRETS_DIR"
     chmod 700 "$SECRETS_DIR"
     local name file
-    for name in kafka-admin kafka-$KAFKA_USER pg-postgres pg-$PG_OWNER pg-$PG_JOB; do
+    for name in kafka-$KAFKA_ADMIN kafka-$KAFKA_JOB kafka-$KAFKA_EDGE pg-postgres pg-$PG_OWNER pg-$PG_JOB; do
         file=$(secret "$name")
         [[ -s $file ]] && continue
         (umask 077 && openssl rand -hex 24 >"$file.tmp") && mv "$file.tmp" "$file"
@@ -143,7 +152,7 @@ listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
 inter.broker.listener.name=SASL_SSL
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$(<"$(secret kafka-admin)")";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$KAFKA_ADMIN" password="$(<"$(secret "kafka-$KAFKA_ADMIN")")";
 listener.name.controller.ssl.client.auth=required
 ssl.keystore.type=PEM
 ssl.keystore.location=$KAFKA_KEYSTORE
@@ -151,33 +160,38 @@ ssl.truststore.type=PEM
 ssl.truststore.location=$CA_PEM
 ssl.endpoint.identification.algorithm=https
 ssl.enabled.protocols=TLSv1.3,TLSv1.2
+# Nothing is allowed unless an ACL allows it. Super users: the SCRAM admin (inter-broker) and
+# the broker's certificate on the controller listener (mTLS principal).
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:$KAFKA_ADMIN;User:CN=localhost
 $(kafka_node_properties)
 EOF
     )
     mv "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"   # mode 0600: it holds the admin password
 }
 
-# SCRAM credentials must exist before the broker first starts: they are written
-# into the metadata log when the storage is formatted. (StorageTool takes them as
-# arguments only, so they show in `ps` for the second the format runs.)
+# The admin's SCRAM credentials must exist before the broker first starts: they are
+# written into the metadata log when the storage is formatted. (StorageTool takes them as
+# arguments only, so they show in `ps` for the second the format runs.) The clients'
+# users are added by kafka_users_and_acls, as the admin, on every start.
 kafka_format_storage() {
     [[ -f $KAFKA_DATA/meta.properties ]] && return 0
     local tmp=$KAFKA_DATA.tmp cluster_id
     [[ -e $KAFKA_DATA ]] && die "kafka: $KAFKA_DATA exists but has no meta.properties; delete it to re-format"
     rm -rf "$tmp"
     cluster_id=$(java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid)
-    log "kafka: formatting storage with SCRAM users admin and $KAFKA_USER (cluster id $cluster_id)"
+    log "kafka: formatting storage with SCRAM user $KAFKA_ADMIN (cluster id $cluster_id)"
     (umask 077 && sed "s|^log.dirs=.*|log.dirs=$tmp|" "$KAFKA_PROPS" >"$KAFKA_DIR/format.properties")
     java -Dlog4j2.configurationFile="$KAFKA_LOG4J" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool \
         format -t "$cluster_id" -c "$KAFKA_DIR/format.properties" \
-        --add-scram "SCRAM-SHA-512=[name=admin,password=$(<"$(secret kafka-admin)")]" \
-        --add-scram "SCRAM-SHA-512=[name=$KAFKA_USER,password=$(<"$(secret "kafka-$KAFKA_USER")")]" \
+        --add-scram "SCRAM-SHA-512=[name=$KAFKA_ADMIN,password=$(<"$(secret "kafka-$KAFKA_ADMIN")")]" \
         >&2 || die "kafka: formatting the storage failed"
     rm -f "$KAFKA_DIR/format.properties"
     mv -T "$tmp" "$KAFKA_DATA"
 }
 
-# True if the broker answers a metadata request over SASL_SSL as the job's user
+# True if the broker answers a metadata request over SASL_SSL as the admin
 # (or, without the venv's confluent_kafka, at least accepts TCP connections).
 kafka_answers() {
     if [[ -z $KAFKA_PROBE ]]; then
@@ -195,14 +209,75 @@ admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "security.p
                      "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user,
                      "sasl.password": Path(password_file).read_text().strip(), "ssl.ca.location": ca})
 sys.exit(0 if admin.list_topics(timeout=5).brokers else 1)
-' "$HOST:$KAFKA_PORT" "$KAFKA_USER" "$(secret "kafka-$KAFKA_USER")" "$CA_PEM" >/dev/null 2>&1
+' "$HOST:$KAFKA_PORT" "$KAFKA_ADMIN" "$(secret "kafka-$KAFKA_ADMIN")" "$CA_PEM" >/dev/null 2>&1
     fi
+}
+
+# The clients' SCRAM users (added as the admin if missing, their passwords set again only
+# if they no longer authenticate; the broker takes a moment to know a new one, so wait until
+# each one authenticates), then the ACLs of `mutagg topics acls` for the default topic
+# names. Both are idempotent; they need the project's venv.
+kafka_users_and_acls() {
+    [[ -x $VENV_PY ]] || die "kafka: $VENV_PY is missing: the secure broker's users and ACLs need the project's venv"
+    log "kafka: SCRAM users $KAFKA_JOB and $KAFKA_EDGE, and their ACLs"
+    timeout 120 "$VENV_PY" -c '
+import sys, time
+from pathlib import Path
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+bootstrap, ca, admin, admin_file, *users = sys.argv[1:]
+def client(user, password_file):
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "security.protocol": "SASL_SSL",
+                        "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user,
+                        "sasl.password": Path(password_file).read_text().strip(), "ssl.ca.location": ca})
+pairs = dict(zip(users[::2], users[1::2]))
+admin_client = client(admin, admin_file)  # referenced until its futures are done
+def upsert(names):
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    changes = [UserScramCredentialUpsertion(n, info, Path(pairs[n]).read_text().strip().encode()) for n in names]
+    for future in admin_client.alter_user_scram_credentials(changes).values():
+        future.result(timeout=60)
+def authenticates(user):
+    try:
+        return bool(client(user, pairs[user]).list_topics(timeout=3).brokers)
+    except KafkaException:
+        return False
+known = set()
+for user, future in admin_client.describe_user_scram_credentials(list(pairs)).items():
+    try:
+        future.result(timeout=60)
+        known.add(user)
+    except KafkaException:  # RESOURCE_NOT_FOUND: a new user
+        pass
+if set(pairs) - known:
+    upsert(sorted(set(pairs) - known))
+for user in pairs:  # a known user whose password file was made anew gets it set once
+    give_up_at, reset = time.monotonic() + 60, user not in known
+    while not authenticates(user):
+        if not reset:
+            upsert([user])
+            reset = True
+        elif time.monotonic() > give_up_at:
+            sys.exit(f"SCRAM user {user} cannot authenticate after 60 s")
+        time.sleep(0.2)
+' "$HOST:$KAFKA_PORT" "$CA_PEM" "$KAFKA_ADMIN" "$(secret "kafka-$KAFKA_ADMIN")" \
+        "$KAFKA_JOB" "$(secret "kafka-$KAFKA_JOB")" "$KAFKA_EDGE" "$(secret "kafka-$KAFKA_EDGE")" >&2 ||
+        die "kafka: adding the SCRAM users failed"
+    (
+        # shellcheck disable=SC2046  # names of variables, no spaces
+        unset $(compgen -v MUTAGG_)   # the default topic names, whatever the caller has set
+        eval "$(print_secure_env owner)"
+        export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"   # this checkout's mutagg
+        timeout 120 "$VENV_PY" -m mutagg.cli --log-level WARNING topics acls --apply \
+            --job-principal "User:$KAFKA_JOB" --edge "$EDGE_NODE=User:$KAFKA_EDGE" >&2
+    ) || die "kafka: applying the ACLs failed"
 }
 
 secure_kafka_start() {
     secrets_ensure
     pki_ensure
     kafka_start
+    kafka_users_and_acls
 }
 
 # ----------------------------------------------------------- PostgreSQL ---
@@ -307,26 +382,28 @@ urlencode() {
 }
 
 print_secure_env() {
-    local role
+    local role user
     case ${1:-job} in
-    job) role=$PG_JOB ;;
-    owner) role=$PG_OWNER ;;
-    *) die "unknown role '$1' (expected job or owner)" ;;
+    job) role=$PG_JOB user=$KAFKA_JOB ;;
+    owner) role=$PG_OWNER user=$KAFKA_ADMIN ;;
+    edge) role="" user=$KAFKA_EDGE ;;
+    *) die "unknown role '$1' (expected job, owner or edge)" ;;
     esac
-    local url="postgresql://$role@$HOST:$PG_PORT/$PG_DATABASE?sslmode=verify-full"
-    url+="&sslrootcert=$(urlencode "$CA_PEM")&passfile=$(urlencode "$PGPASS")"
     printf 'export %s=%q\n' \
         MUTAGG_KAFKA_BOOTSTRAP "$HOST:$KAFKA_PORT" \
         MUTAGG_KAFKA_SECURITY_PROTOCOL SASL_SSL \
         MUTAGG_KAFKA_SASL_MECHANISM SCRAM-SHA-512 \
-        MUTAGG_KAFKA_SASL_USERNAME "$KAFKA_USER" \
-        MUTAGG_KAFKA_SASL_PASSWORD_FILE "$(secret "kafka-$KAFKA_USER")" \
-        MUTAGG_KAFKA_SSL_CA_FILE "$CA_PEM" \
-        MUTAGG_DATABASE_URL "$url"
+        MUTAGG_KAFKA_SASL_USERNAME "$user" \
+        MUTAGG_KAFKA_SASL_PASSWORD_FILE "$(secret "kafka-$user")" \
+        MUTAGG_KAFKA_SSL_CA_FILE "$CA_PEM"
+    [[ -n $role ]] || return 0   # an edge node has no database
+    local url="postgresql://$role@$HOST:$PG_PORT/$PG_DATABASE?sslmode=verify-full"
+    url+="&sslrootcert=$(urlencode "$CA_PEM")&passfile=$(urlencode "$PGPASS")"
+    printf 'export %s=%q\n' MUTAGG_DATABASE_URL "$url"
 }
 
 secure_usage() {
-    echo "usage: $0 start|stop|status [kafka|postgres] | env [job|owner]" >&2
+    echo "usage: $0 start|stop|status [kafka|postgres] | env [job|owner|edge]" >&2
     exit 2
 }
 

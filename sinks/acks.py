@@ -14,8 +14,8 @@ from collections.abc import Iterable
 import orjson
 from confluent_kafka import KafkaError, Producer
 
-from mutagg.security import KafkaErrorWatch
-from schemas.errors import ServiceUnavailable
+from mutagg.security import KafkaErrorWatch, kafka_denied
+from schemas.errors import MutaggError, ServiceUnavailable
 from schemas.mutation import Rejection
 from sinks.outcomes import Outcome
 
@@ -76,10 +76,13 @@ class AckProducer:
             }
         )
         self._errors: list[KafkaError] = []
+        self._denied: MutaggError | None = None  # an ACL refused a write: no retry helps
 
-    def _on_delivery(self, error: KafkaError | None, _message) -> None:
+    def _on_delivery(self, error: KafkaError | None, message) -> None:
         if error is not None:
             self._errors.append(error)
+            self._denied = self._denied or kafka_denied(
+                error, self._watch.bootstrap, self._watch.username, message.topic())
 
     def send(self, outcomes: Iterable[Outcome]) -> int:
         """Produce every ack and DLQ record for `outcomes`; return how many were sent."""
@@ -109,6 +112,8 @@ class AckProducer:
         remaining = self._producer.flush(self.deadline_s)
         if remaining or self._errors:
             self._watch.raise_if_failed()  # the cause, if the broker rejected our credentials or certificate
+            if self._denied is not None:
+                raise self._denied
             errors, self._errors = self._errors, []
             raise ServiceUnavailable(
                 f"acknowledgements not delivered to Kafka ({remaining} pending, "

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from mutagg.security import KafkaErrorWatch
+from mutagg.security import KafkaErrorWatch, kafka_denied
 from schemas.errors import ConfigError, InputGap, ServiceUnavailable
 from schemas.mutation import RawMessage
 
@@ -74,6 +74,11 @@ def list_partitions(config: dict, topic: str, deadline_s: float, must_exist: boo
                 if described is not None and described.error is None:
                     return sorted(described.partitions)
                 error = described.error if described is not None else "missing"
+                if described is not None:  # an ACL that is missing will not appear by waiting
+                    denied = kafka_denied(described.error, config.get("bootstrap.servers", ""),
+                                          config.get("sasl.username"), topic)
+                    if denied is not None:
+                        raise denied
                 unknown = described is not None and described.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
                 if unknown and must_exist:
                     raise ConfigError(
@@ -92,6 +97,10 @@ def list_partitions(config: dict, topic: str, deadline_s: float, must_exist: boo
         consumer.close()
 
 
+_GROUP = "mutagg-unused"
+"""Never joined and never committed to (manual assignment); its ACL is `Describe` (mutagg/acls.py)."""
+
+
 class _Partition(StatefulSourcePartition[Chunk, int]):
     def __init__(
         self, config: dict, topic: str, partition: int, offset: int, batch_size: int,
@@ -102,7 +111,7 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         self._consumer = Consumer({
             **config,
             "error_cb": self._watch,
-            "group.id": "mutagg-unused",  # offsets live in recovery snapshots and the database
+            "group.id": _GROUP,  # offsets live in recovery snapshots and the database
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "fetch.wait.max.ms": 50,
@@ -150,6 +159,9 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
                 if error.code() == KafkaError._AUTO_OFFSET_RESET:
                     resume_at = self._gap_at(record.offset())
                     break  # the fetcher stopped at the error; it reads on from `resume_at`
+                denied = kafka_denied(error, self._watch.bootstrap, self._watch.username, self._topic, _GROUP)
+                if denied is not None:
+                    raise denied
                 if error.fatal() or time.monotonic() - self._last_healthy > self._deadline_s:
                     raise ServiceUnavailable(
                         f"Kafka partition {self._topic}[{self._partition}] failing for "
