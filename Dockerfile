@@ -14,9 +14,11 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 # Dependencies first, in their own layer: a code change does not reinstall them. The
 # lock's pins and hashes, wheels only; CI tests the same pins (requirements/dev.txt is
-# this file plus the dev tools, tests/unit/test_lock_files.py keeps them in step).
-COPY requirements/runtime.txt ./requirements/
-RUN /opt/venv/bin/pip install --require-hashes --only-binary :all: -r requirements/runtime.txt
+# runtime.txt plus the dev tools; tests/unit/test_lock_files.py keeps them in step).
+# First the pip of requirements/pip.txt, the one `make` installs with too.
+COPY requirements/pip.txt requirements/runtime.txt ./requirements/
+RUN /opt/venv/bin/pip install --require-hashes --only-binary :all: -r requirements/pip.txt \
+ && /opt/venv/bin/pip install --require-hashes --only-binary :all: -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 # Every package of [tool.setuptools.packages.find] (tests/k8s checks this list).
 COPY mutagg ./mutagg

@@ -56,16 +56,21 @@ def test_the_image_installs_the_lock_with_hashes_and_no_version_ranges():
     other = [words for words in _run_commands() if "pip" in " ".join(words) and _pip(words) is None]
     assert not other, f"pip run some other way: {other}"
     installs = [args[1:] for args in runs if args[0] == "install"]
-    assert len(installs) == 2
-    (locked,) = [args for args in installs if "-r" in args]
-    assert "--require-hashes" in locked and locked[locked.index("-r") + 1] == "requirements/runtime.txt"
-    named = [arg for arg in locked if not arg.startswith("-") and arg not in {"requirements/runtime.txt", ":all:"}]
-    assert not named, f"packages installed by name, outside the lock: {named}"
+    locks = {}
+    for args in installs:
+        if "-r" in args:
+            assert "--require-hashes" in args, args
+            locks[args[args.index("-r") + 1]] = args
+    assert list(locks) == ["requirements/pip.txt", "requirements/runtime.txt"]  # pip first, then the lock
+    for path, args in locks.items():
+        named = [arg for arg in args if not arg.startswith("-") and arg not in {path, ":all:"}]
+        assert not named, f"packages installed by name, outside the lock: {named}"
     (project,) = [args for args in installs if "-r" not in args]
     assert "--no-deps" in project and "--no-build-isolation" in project  # setuptools from the lock too
     assert [arg for arg in project if not arg.startswith("-")] == ["."]
-    assert "COPY requirements/runtime.txt ./requirements/" in INSTRUCTIONS
-    assert "!requirements/runtime.txt" in (REPO / ".dockerignore").read_text().split()
+    assert "COPY requirements/pip.txt requirements/runtime.txt ./requirements/" in INSTRUCTIONS
+    ignore = (REPO / ".dockerignore").read_text().split()
+    assert {"!requirements/pip.txt", "!requirements/runtime.txt"} <= set(ignore)
 
 
 def test_the_image_installs_every_package_of_the_project():

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 RUNTIME = REPO / "requirements" / "runtime.txt"
 DEV = REPO / "requirements" / "dev.txt"
+PIP = REPO / "requirements" / "pip.txt"
 LOCK_TOOL = REPO / "requirements" / "uv.txt"
 # Linux x86_64 CPython: CI's machine and the image; 3.11 and 3.12 are what the Makefile accepts.
 TARGETS = {
@@ -74,7 +75,7 @@ def locked(pins: list[Pin], name: str, environment: dict[str, str]) -> list[Pin]
     return [pin for pin in pins if pin.name == canonicalize_name(name) and pin.applies(environment)]
 
 
-@pytest.mark.parametrize("path", [RUNTIME, DEV, LOCK_TOOL], ids=lambda path: path.name)
+@pytest.mark.parametrize("path", [RUNTIME, DEV, PIP, LOCK_TOOL], ids=lambda path: path.name)
 def test_every_pin_is_exact_and_hashed(path):
     pins = read_lock(path)
     assert pins
@@ -138,11 +139,13 @@ def test_the_venv_ci_tests_in_is_installed_from_the_lock():
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^LOCK := requirements/dev\.txt$", makefile, re.MULTILINE)
     (prerequisites,) = re.findall(r"^\$\(STAMP\):(.*)$", makefile, re.MULTILINE)
-    assert "$(LOCK)" in prerequisites.split()  # a new lock reinstalls the venv
+    assert {"$(LOCK)", "$(PIP_LOCK)"} <= set(prerequisites.split())  # a new lock reinstalls the venv
     (recipe,) = re.findall(r"^\$\(STAMP\):.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
     installs = [line for line in recipe.splitlines() if "pip install" in line]
     flags = re.search(r"^PIP_LOCKED := (.*)$", makefile, re.MULTILINE).group(1).split()
     assert "--require-hashes" in flags
-    assert installs[0].split()[-3:] == ["$(PIP_LOCKED)", "-r", "$(LOCK)"]
-    assert all("--no-deps" in line for line in installs[1:])  # the project itself, nothing resolved
+    assert re.search(r"^PIP_LOCK := requirements/pip\.txt$", makefile, re.MULTILINE)
+    assert [line.split()[-3:] for line in installs[:2]] == [["$(PIP_LOCKED)", "-r", "$(PIP_LOCK)"],
+                                                            ["$(PIP_LOCKED)", "-r", "$(LOCK)"]]
+    assert all("--no-deps" in line for line in installs[2:])  # the project itself, nothing resolved
     assert "make test" in (REPO / ".ci" / "run").read_text()
