@@ -3,15 +3,23 @@
 # user. Nothing is written under / at run time (byte code is compiled at build), so
 # Kubernetes can mount the root read-only (k8s/ mounts /tmp and the data volume).
 #   docker build -t mutation-aggregator:dev .
-FROM python:3.11-slim AS build
+# Reproducible: both stages are one base image named by digest (python:3.11-slim as
+# published on 2026-08-05: Python 3.11.15 on Debian trixie, the multi-platform index),
+# and the dependencies are exactly requirements/runtime.txt, each file checked against
+# its hash. To move the base: `docker buildx imagetools inspect python:3.11-slim`,
+# and put the `Digest:` it prints in both FROM lines.
+FROM python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-# Dependencies first, in their own layer: a code change does not reinstall them.
+# Dependencies first, in their own layer: a code change does not reinstall them. The
+# lock's pins and hashes, wheels only; CI tests the same pins (requirements/dev.txt is
+# runtime.txt plus the dev tools; tests/unit/test_lock_files.py keeps them in step).
+# First the pip of requirements/pip.txt, the one `make` installs with too.
+COPY requirements/pip.txt requirements/runtime.txt ./requirements/
+RUN /opt/venv/bin/pip install --require-hashes --only-binary :all: -r requirements/pip.txt \
+ && /opt/venv/bin/pip install --require-hashes --only-binary :all: -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
-RUN /opt/venv/bin/python -c "import subprocess, sys, tomllib; \
-deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
-subprocess.run([sys.executable, '-m', 'pip', 'install', *deps], check=True)"
 # Every package of [tool.setuptools.packages.find] (tests/k8s checks this list).
 COPY mutagg ./mutagg
 COPY dataflows ./dataflows
@@ -21,11 +29,14 @@ COPY sources ./sources
 COPY schemas ./schemas
 COPY edge ./edge
 COPY bench ./bench
-RUN /opt/venv/bin/pip install --no-deps . \
+# The project alone, built with the lock's setuptools (no isolated build environment
+# fetching an unpinned one).
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation . \
+ && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
  && /opt/venv/bin/mutagg --help >/dev/null
 
-FROM python:3.11-slim
+FROM python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff
 RUN groupadd --system --gid 10001 mutagg \
  && useradd --system --uid 10001 --gid mutagg --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin mutagg \

@@ -1,10 +1,12 @@
-"""The image definition installs the whole project and runs as the user the
-manifests expect. (No Docker engine runs on CI machines, so the build itself is
-not run here; these checks keep the Dockerfile in step with pyproject and k8s/.)"""
+"""The image definition installs the whole project, from the lock, on a base named by
+digest, and runs as the user the manifests expect. (No Docker engine runs on CI
+machines, so the build itself is not run here; these checks keep the Dockerfile in step
+with pyproject, the lock files and k8s/.)"""
 
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
 
 from tests.k8s.conftest import OVERLAYS, REPO
@@ -18,9 +20,57 @@ def _packages() -> list[str]:
     return [pattern.rstrip("*") for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]]
 
 
-def test_every_stage_is_python_3_11_slim():
+def _run_commands() -> list[list[str]]:
+    """Every command the RUN instructions chain, as words."""
+    commands: list[list[str]] = []
+    for line in DOCKERFILE.replace("\\\n", " ").splitlines():
+        if line.startswith("RUN "):
+            lexer = shlex.shlex(line.removeprefix("RUN "), posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            commands.append([])
+            for token in lexer:
+                if token in {"&&", "||", ";", "|", ">", ">>"}:
+                    commands.append([])
+                else:
+                    commands[-1].append(token)
+    return [words for words in commands if words]
+
+
+def _pip(words: list[str]) -> list[str] | None:
+    """What follows `pip` (or `python -m pip`) in a command, None if it does not run pip."""
+    for index, word in enumerate(words):
+        if word.endswith("/pip") or word == "pip":
+            return words[index + 1:]
+    return None
+
+
+def test_every_stage_is_one_python_3_11_slim_named_by_digest():
     stages = [line.split()[1] for line in INSTRUCTIONS if line.startswith("FROM ")]
-    assert stages and all(image == "python:3.11-slim" for image in stages)
+    assert len(stages) == 2 and len(set(stages)) == 1  # the venv built in one runs in the other
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", stages[0]), stages[0]
+
+
+def test_the_image_installs_the_lock_with_hashes_and_no_version_ranges():
+    runs = [args for args in map(_pip, _run_commands()) if args is not None]
+    assert all(args[0] in {"install", "check"} for args in runs), runs
+    other = [words for words in _run_commands() if "pip" in " ".join(words) and _pip(words) is None]
+    assert not other, f"pip run some other way: {other}"
+    installs = [args[1:] for args in runs if args[0] == "install"]
+    locks = {}
+    for args in installs:
+        if "-r" in args:
+            assert "--require-hashes" in args, args
+            locks[args[args.index("-r") + 1]] = args
+    assert list(locks) == ["requirements/pip.txt", "requirements/runtime.txt"]  # pip first, then the lock
+    for path, args in locks.items():
+        named = [arg for arg in args if not arg.startswith("-") and arg not in {path, ":all:"}]
+        assert not named, f"packages installed by name, outside the lock: {named}"
+    (project,) = [args for args in installs if "-r" not in args]
+    assert "--no-deps" in project and "--no-build-isolation" in project  # setuptools from the lock too
+    assert [arg for arg in project if not arg.startswith("-")] == ["."]
+    assert "COPY requirements/pip.txt requirements/runtime.txt ./requirements/" in INSTRUCTIONS
+    ignore = (REPO / ".dockerignore").read_text().split()
+    assert {"!requirements/pip.txt", "!requirements/runtime.txt"} <= set(ignore)
 
 
 def test_the_image_installs_every_package_of_the_project():
@@ -28,7 +78,6 @@ def test_the_image_installs_every_package_of_the_project():
     copied |= {name for line in INSTRUCTIONS if line.startswith("COPY pyproject") for name in line.split()[1:-1]}
     assert {"pyproject.toml", "README.md"} <= copied  # pyproject names README.md as its readme
     assert set(_packages()) <= copied
-    assert re.search(r"pip install --no-deps \.", DOCKERFILE)
     ignore = (REPO / ".dockerignore").read_text().split()
     for name in ["pyproject.toml", "README.md", *_packages()]:
         assert f"!{name}" in ignore or f"!{name}/" in ignore, f".dockerignore drops {name}"
