@@ -12,11 +12,14 @@ import time
 import urllib.error
 import urllib.request
 
+import psycopg
 import pytest
 
+from mutagg.heartbeat import HEARTBEAT
+from mutagg.metrics import JobMetrics, StateRefresher
 from mutagg.producer import produce
-from mutagg.workload import Workload
-from tests.integration.conftest import settings_env
+from mutagg.workload import Message, Workload
+from tests.integration.conftest import query, read_topic, settings_env
 from tests.integration.test_audit_job import free_port
 
 pytestmark = pytest.mark.integration
@@ -65,3 +68,40 @@ def test_a_stuck_worker_fails_liveness_while_metrics_still_answer(settings, tmp_
     finally:
         job.send_signal(signal.SIGKILL)
         job.wait(30)
+
+
+def test_the_last_commit_and_the_lag_in_time_come_from_the_database_and_the_broker(settings):
+    """A new process reports the last commit any run recorded (not its own start), and how old the
+    oldest message not yet committed is, from its Kafka timestamp."""
+    old = int(time.time() * 1000) - 3_600_000  # an hour ago
+    produce(settings, [Message(b"k", b"{}", old + i * 1000) for i in range(3)])
+    (partition,) = {record.partition() for record in read_topic(settings, settings.topic_mutations)}
+    stamps = [record.timestamp()[1] for record in read_topic(settings, settings.topic_mutations)]
+    with psycopg.connect(settings.database_url) as connection:
+        connection.execute("INSERT INTO job_commits (run_id, batches, last_batch_id, updated_at) "
+                           "VALUES ('earlier-run', 7, 'b7', now() - interval '2 hours')")
+        connection.execute("INSERT INTO source_offsets (kafka_topic, kafka_partition, next_offset) "
+                           "VALUES (%s, %s, 1)", (settings.topic_mutations, partition))
+    recorded = query(settings, "SELECT extract(epoch FROM updated_at)::float8 FROM job_commits")[0][0]
+
+    metrics = JobMetrics(entity_types=["customer"])
+    refresher = StateRefresher(metrics, settings)
+    HEARTBEAT.reset()
+    HEARTBEAT.expect("database", "kafka")
+    HEARTBEAT.beat(0)
+    refresher.refresh_once()
+    sample = metrics.registry.get_sample_value
+    assert sample("mutagg_last_commit_timestamp_seconds") == recorded
+    lag = {p: sample("mutagg_consumer_lag_seconds", {"topic": settings.topic_mutations, "partition": str(p)})
+           for p in range(4)}
+    expected = time.time() - stamps[1] / 1000  # the message at the committed position, offset 1
+    assert expected - 30 < lag[partition] <= expected + 1, (lag, expected)
+    assert all(lag[p] == 0 for p in range(4) if p != partition)
+    assert HEARTBEAT.readiness().ok, HEARTBEAT.readiness()
+
+    with psycopg.connect(settings.database_url) as connection:  # everything committed: no lag left
+        connection.execute("UPDATE source_offsets SET next_offset = 3")
+    refresher.refresh_once()
+    assert sample("mutagg_consumer_lag_seconds", {"topic": settings.topic_mutations, "partition": str(partition)}) == 0
+    refresher.close()
+    HEARTBEAT.reset()
