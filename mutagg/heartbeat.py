@@ -47,11 +47,14 @@ class Lookup:
 
 
 def judge_liveness(
-    last_turn: float | None, now: float, timeout_s: float, waiting: Wait | None, wait_limit_s: float
+    last_turn: float | None, now: float, timeout_s: float, waiting: Wait | None, wait_limit_s: float,
+    drained: bool = False,
 ) -> Verdict:
     """Alive if the (stalest) worker turned within `timeout_s`, or a thread has been waiting on
     a named dependency for at most `wait_limit_s` (the job gives up on a dependency by itself
-    after its service deadline, and exits 3). `last_turn` None: no worker has turned yet."""
+    after its service deadline, and exits 3). `last_turn` None: nothing is turning, because
+    nothing has started yet, or (`drained`) this process's input of a run `--until-idle` ended
+    while its peers may still drain theirs."""
     if last_turn is not None and now - last_turn <= timeout_s:
         return Verdict(True, f"worker loop turned {now - last_turn:.1f}s ago")
     if waiting is not None:
@@ -60,6 +63,8 @@ def judge_liveness(
             return Verdict(True, f"waiting on {waiting.dependency} for {waited:.1f}s")
         return Verdict(False, f"waiting on {waiting.dependency} for {waited:.1f}s, past {wait_limit_s:.0f}s")
     if last_turn is None:
+        if drained:
+            return Verdict(True, "this process's input is drained; finishing")
         return Verdict(False, "the dataflow has not started")
     return Verdict(False, f"worker loop stuck: last turn {now - last_turn:.1f}s ago (limit {timeout_s:.0f}s)")
 
@@ -87,6 +92,7 @@ class Heartbeat:
     def __init__(self, clock=time.monotonic):
         self._clock = clock
         self._turns: dict[int, float] = {}
+        self._retired = False
         self._waits: dict[int, Wait] = {}
         self._lookups: dict[str, Lookup | None] = {}
         self._tokens = itertools.count()
@@ -96,6 +102,7 @@ class Heartbeat:
         """A new run in this process: nothing has turned or been looked up yet."""
         with self._lock:
             self._turns.clear()
+            self._retired = False
             self._waits.clear()
             self._lookups.clear()
 
@@ -103,6 +110,12 @@ class Heartbeat:
         """Worker `worker`'s loop turned (called from the dataflow, every poll; the input's polls
         beat under a key of their own, sources/kafka.py)."""
         self._turns[worker] = self._clock()
+
+    def retire(self, worker: int) -> None:
+        """`worker` (key) stops beating for good: its input ended (a run `--until-idle`)."""
+        with self._lock:
+            self._turns.pop(worker, None)
+            self._retired = True
 
     def last_turn(self) -> float | None:
         """The stalest worker's last turn: one hung worker stops the whole dataflow."""
@@ -139,7 +152,9 @@ class Heartbeat:
             self._lookups[dependency] = Lookup(ok, self._clock(), error[:200])
 
     def liveness(self, timeout_s: float, wait_limit_s: float) -> Verdict:
-        return judge_liveness(self.last_turn(), self._clock(), timeout_s, self.waiting(), wait_limit_s)
+        last_turn = self.last_turn()
+        drained = self._retired and last_turn is None
+        return judge_liveness(last_turn, self._clock(), timeout_s, self.waiting(), wait_limit_s, drained)
 
     def readiness(self) -> Verdict:
         with self._lock:

@@ -135,6 +135,7 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
 
     def next_batch(self) -> list[Chunk]:
         if self._at_end or self._should_stop():
+            HEARTBEAT.retire(INPUT_POLLS)  # a drained process stays alive while its peers drain theirs
             raise StopIteration()
         HEARTBEAT.beat(INPUT_POLLS)  # what a run --until-idle, which has no heartbeat input, is alive by
         polled = self._consumer.consume(self._batch_size, 0)

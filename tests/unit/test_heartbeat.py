@@ -45,13 +45,27 @@ def test_a_wait_on_a_named_dependency_keeps_it_alive_until_the_limit():
     assert not too_long.ok and "PostgreSQL" in too_long.reason
 
 
-@given(last=st.none() | times, now=times, since=st.none() | times)
-def test_liveness_is_a_recent_turn_or_a_wait_within_its_limit(last, now, since):
+@given(last=st.none() | times, now=times, since=st.none() | times, drained=st.booleans())
+def test_liveness_is_a_recent_turn_or_a_wait_within_its_limit(last, now, since, drained):
     waiting = None if since is None else Wait("Kafka", since)
-    verdict = judge_liveness(last, now, TIMEOUT, waiting, LIMIT)
+    verdict = judge_liveness(last, now, TIMEOUT, waiting, LIMIT, drained)
     turned = last is not None and now - last <= TIMEOUT
     waits = since is not None and now - since <= LIMIT
-    assert verdict.ok == (turned or waits)
+    finishing = last is None and drained and not (since is not None and now - since > LIMIT)
+    assert verdict.ok == (turned or waits or finishing)
+
+
+def test_a_process_whose_input_drained_stays_alive_while_its_peers_drain():
+    clock = Clock()
+    heartbeat = Heartbeat(clock)
+    heartbeat.beat(-1)  # the input's polls of a run --until-idle
+    heartbeat.retire(-1)
+    clock.now += 10 * TIMEOUT
+    verdict = heartbeat.liveness(TIMEOUT, LIMIT)
+    assert verdict.ok and "drained" in verdict.reason
+    heartbeat.beat(0)  # something still beating must keep doing so
+    clock.now += TIMEOUT + 1
+    assert not heartbeat.liveness(TIMEOUT, LIMIT).ok
 
 
 def test_readiness_needs_a_running_dataflow_and_both_dependencies():
