@@ -23,8 +23,7 @@ class _Beat(StatelessSourcePartition[None]):
     def __init__(self, heartbeat: Heartbeat, worker: int, should_stop):
         self._heartbeat = heartbeat
         self._worker = worker
-        self._should_stop = should_stop
-        heartbeat.beat(worker)
+        self._should_stop = should_stop  # no beat yet: the first poll comes once every step is built
 
     def next_batch(self) -> list[None]:
         if self._should_stop():

@@ -5,12 +5,16 @@ dataflow runs and the database and broker answered."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -39,7 +43,9 @@ def probe(port: int, path: str) -> tuple[int, str]:
 def wait_for(job: subprocess.Popen, check, what: str, timeout_s: float = 30):
     deadline = time.monotonic() + timeout_s
     while True:
-        assert job.poll() is None, f"the job exited {job.returncode} while waiting for {what}"
+        if job.poll() is not None:
+            raise AssertionError(f"the job exited {job.returncode} while waiting for {what}:\n"
+                                 f"{job.stderr.read()[-3000:]}")
         found = check()
         if found:
             return found
@@ -68,6 +74,93 @@ def test_a_stuck_worker_fails_liveness_while_metrics_still_answer(settings, tmp_
     finally:
         job.send_signal(signal.SIGKILL)
         job.wait(30)
+
+
+class Cable:
+    """A TCP forwarder to PostgreSQL that a test can cut (every connection dropped, new ones
+    refused) and mend: the shared server itself is never stopped."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.port = free_port()
+        self._links: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._lock = threading.Lock()
+        self.mend()
+
+    def mend(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            self._listener.close()
+            for link in self._links:
+                with contextlib.suppress(OSError):
+                    link.shutdown(socket.SHUT_RDWR)
+                link.close()
+            self._links.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            server = socket.create_connection(self.target)
+            with self._lock:
+                if listener.fileno() == -1:  # cut while this one connected
+                    client.close()
+                    server.close()
+                    return
+                self._links += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def test_a_job_whose_database_goes_away_stays_alive_and_is_not_ready(settings, tmp_path):
+    url = urlsplit(settings.database_url)
+    cable = Cable((url.hostname, url.port))
+    through = urlunsplit(url._replace(netloc=url.netloc.replace(f":{url.port}", f":{cable.port}")))
+    port = free_port()
+    job = subprocess.Popen(
+        [sys.executable, "-m", "mutagg.cli", "run"],
+        env=settings_env(settings, MUTAGG_DATABASE_URL=through, MUTAGG_METRICS_PORT=str(port),
+                         MUTAGG_AUDIT_URI=str(tmp_path / "audit"), MUTAGG_HEARTBEAT_TIMEOUT_S="1.5",
+                         MUTAGG_SERVICE_DEADLINE_S="60"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(job, lambda: probe(port, "/readyz")[0] == 200, "readiness")
+        cable.cut()
+        produce(settings, Workload(seed=4).generate(20))  # its commit and export now wait for PostgreSQL
+        _status, reason = wait_for(job, lambda: (found := probe(port, "/readyz"))[0] == 503 and found, "unready")
+        assert "PostgreSQL" in reason or "database" in reason, reason
+        answers = []
+        until = time.monotonic() + 4.0  # well past the heartbeat timeout: never a liveness failure
+        while time.monotonic() < until:
+            answers.append(probe(port, "/healthz"))
+            time.sleep(0.2)
+        assert {status for status, _reason in answers} == {200}, answers
+        assert probe(port, "/readyz")[0] == 503
+        cable.mend()  # PostgreSQL is back: the batch commits, the job is ready again
+        wait_for(job, lambda: query(settings, "SELECT count(*) FROM mutation_log")[0][0] == 20, "the commit", 40)
+        wait_for(job, lambda: probe(port, "/readyz")[0] == 200, "readiness again", timeout_s=40)
+    finally:
+        job.send_signal(signal.SIGKILL)
+        job.wait(30)
+        cable.cut()
 
 
 def test_the_last_commit_and_the_lag_in_time_come_from_the_database_and_the_broker(settings):
