@@ -128,6 +128,10 @@ class StateRefresher:
                 **self.settings.kafka_client_config(), "group.id": "mutagg-metrics", "enable.auto.commit": False,
                 # The oldest message not committed: when retention deleted the committed position, the earliest left.
                 "auto.offset.reset": "earliest",
+                # It reads one message per lagging partition: no 64 MiB read-ahead per partition (the default).
+                "max.partition.fetch.bytes": 65536,
+                "fetch.max.bytes": 1 << 20,
+                "queued.max.messages.kbytes": 1024,
             })
         topic = self.settings.topic_mutations
         described = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
