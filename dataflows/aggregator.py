@@ -2,6 +2,7 @@
 
     Kafka chunks -> decode -> route to the committer -> window, sequence,
     decide, commit, acknowledge -> batch reports
+    (tailing runs: a heartbeat input on every worker, for the liveness probe)
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from dataflows import steps
 from dataflows.apply import ApplyLogic, BatchReport
 from dataflows.runtime import Runtime
+from mutagg.heartbeat import HEARTBEAT
 from operators.decode import decode_chunk, event_time_cap
 from sinks.gaps import InputGapPolicy
 from sinks.offsets import stored_offsets
+from sources.heartbeat import HeartbeatSource, NoOutput
 from sources.kafka import Chunk, MutationSource
 
 
@@ -55,4 +58,7 @@ def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
     routed = op.key_on(steps.ROUTE, decoded, lambda _chunk: "committer")
     reports = op.stateful_batch(steps.APPLY, routed, lambda state: ApplyLogic(runtime, state))
     op.output(steps.REPORT, reports, ReportSink())
+    if not stop_at_end:  # liveness (mutagg/heartbeat.py); a drain beats from its input polls instead
+        beats = op.input(steps.HEARTBEAT, flow, HeartbeatSource(HEARTBEAT, runtime.stopping.is_set))
+        op.output(steps.HEARTBEAT_END, beats, NoOutput())
     return flow

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows.runtime import Runtime
+from mutagg.heartbeat import HEARTBEAT
 from operators.decode import DecodedChunk
 from operators.sequencer import Sequencer
 from schemas.errors import MutaggError
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 WAITING_CHECK = timedelta(milliseconds=500)  # held mutations: dependency timeouts are checked this often
 IN_FLIGHT_POLL = timedelta(milliseconds=10)
 IN_FLIGHT_LIMIT = 2  # batches handed to the commit thread and not yet collected: one commits, one waits
+# What the worker waits on while it blocks on another thread (the liveness probe's named dependencies).
+COMMITTING = "PostgreSQL (a batch committing)"
+AFTER_COMMIT = "the after-commit thread (audit export, acks to Kafka)"
 
 
 class CommitAborted(MutaggError):
@@ -92,9 +96,10 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.restored_mark = None if state is None else state.committed
         if self.restored_mark is not None:
             # On the commit thread (the committer's connection is its own); raises DatabaseBehind.
-            runtime.commits.submit(
-                runtime.committer.verify_held, self.restored_mark, "resuming from a recovery snapshot"
-            ).result()
+            with HEARTBEAT.waiting_on(COMMITTING):
+                runtime.commits.submit(
+                    runtime.committer.verify_held, self.restored_mark, "resuming from a recovery snapshot"
+                ).result()
         self.window_closes: datetime | None = None
         self.recorded_offsets: Offsets = {}
         self.in_flight: deque[InFlight] = deque()
@@ -157,6 +162,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
 
     def flush(self, at_end: bool) -> list[BatchReport]:
         """Commit everything that may go now, in batches, and acknowledge it."""
+        self.runtime.faults.hit("hang_worker")  # liveness tests: a worker stuck in a step
         self.window_closes = None
         self._flush_at = None
         self.fresh = 0
@@ -175,7 +181,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         unknown = sequencer.unknown_dependencies()
         if unknown:
             # On the commit thread: the committer's connection is its own (this waits for the batches in flight).
-            sequencer.learn_decided(self.runtime.commits.submit(self.runtime.committer.decided, unknown).result())
+            with HEARTBEAT.waiting_on(COMMITTING):
+                decided = self.runtime.commits.submit(self.runtime.committer.decided, unknown).result()
+            sequencer.learn_decided(decided)
         return sequencer.release(at_end_of_input=at_end, node_budget=self.node_budget)
 
     def _hold(self, items: list) -> None:
@@ -200,7 +208,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         """Wait until every batch is committed, exported and acknowledged, then record the
         exact resume offsets, so that a restart re-reads nothing already acknowledged."""
         reports = self._collect()
-        self.runtime.after_commit.drain()
+        with HEARTBEAT.waiting_on(AFTER_COMMIT):
+            self.runtime.after_commit.drain()
         resume = self._resume_offsets(self._held_offsets())
         if resume and resume != self.recorded_offsets:
             record_offsets(self.runtime.committer, resume, f"{self.runtime.run_id}-settled")
@@ -262,11 +271,14 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def _collect_one(self) -> list[BatchReport]:
         """Wait for the oldest batch in flight; hand its outcomes to the after-commit thread."""
         batch = self.in_flight[0]
-        outcomes, seconds, committed_at = batch.future.result()  # a failed commit stops the job here
+        with HEARTBEAT.waiting_on(COMMITTING):
+            outcomes, seconds, committed_at = batch.future.result()  # a failed commit stops the job here
         self.in_flight.popleft()
         # Audit export, acks and metrics follow in order on another thread, overlapping the
         # next transaction; the offsets recorded meanwhile keep this batch re-readable.
-        self.runtime.after_commit.submit(Committed(batch.batch_id, outcomes, batch.offsets, seconds, committed_at))
+        with HEARTBEAT.waiting_on(AFTER_COMMIT):  # blocks only while two batches wait for it
+            self.runtime.after_commit.submit(
+                Committed(batch.batch_id, outcomes, batch.offsets, seconds, committed_at))
         log.info("batch committed", extra={"batch_id": batch.batch_id, "size": len(batch.part),
                                            "seconds": round(seconds, 4)})
         return [BatchReport(batch.batch_id, len(batch.part), seconds)]

@@ -7,3 +7,5 @@ DECODE = "decode"
 ROUTE = "route_to_committer"
 APPLY = "apply"
 REPORT = "report"
+HEARTBEAT = "heartbeat"  # stateless: a tailing run's proof that each worker loop turns (sources/heartbeat.py)
+HEARTBEAT_END = "heartbeat_end"

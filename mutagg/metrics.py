@@ -1,11 +1,13 @@
 """Prometheus metrics of a running job (DESIGN section 8), served over HTTP.
 
 One `JobMetrics` per process, on its own registry. The after-commit thread makes one call
-after each commit, `record_batch(outcomes, seconds, connection)`; a
-`StateRefresher` thread keeps the gauges that come from outside the flow: the
-consumer lag per partition (broker high watermark minus the committed position in
-`source_offsets`) and the open manual conflicts (from the database).
-`start_metrics(metrics, settings, port)` starts both and returns a handle to close.
+after each commit, `record_batch(outcomes, seconds, connection)`; a `StateRefresher` thread
+(mutagg/refresher.py) keeps the gauges that come from the database and the broker: lag in
+messages and in time, open manual conflicts, the latest verify run, and the last commit the
+database recorded. Every counter with a status, kind or reason label starts at 0 for each
+value, so that `increase()` sees the first FAILED.
+`start_metrics(metrics, settings, port)` starts the refresher and the HTTP endpoint (/metrics,
+/healthz, /readyz: mutagg/endpoint.py) and returns a handle to close.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 import psycopg
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from mutagg.endpoint import Probes, serve_endpoint
+from mutagg.heartbeat import HEARTBEAT
+from mutagg.refresher import StateRefresher
 from mutagg.settings import Settings
-from schemas.mutation import Mutation, Rejection
+from schemas.mutation import Mutation, Reason, Rejection, Status
 from sinks.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,10 @@ OTHER = "_other"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
 BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+MESSAGE_KINDS = ("decided", "replayed", "duplicate")
+REASONS = tuple(sorted(value for name, value in vars(Reason).items() if name.isupper()))
+PREPARED_RESULTS = ("used", "stale", "not_prepared", "shares_ids", "failed")
+LOOKUP_SOURCES = ("database", "kafka")
 
 
 class JobMetrics:
@@ -62,7 +70,8 @@ class JobMetrics:
             "mutagg_batch_duration_seconds", "Commit and acknowledgement time of a micro-batch",
             buckets=DURATION_BUCKETS, registry=r)
         self.last_commit = Gauge(
-            "mutagg_last_commit_timestamp_seconds", "When the last batch committed (process start before)",
+            "mutagg_last_commit_timestamp_seconds", "When the last batch committed: this process's, or the "
+            "last one recorded in the database (job_commits) by any run; 0 until one is known",
             registry=r)
         self.conflicts = Counter(
             "mutagg_conflicts", "Conflicts detected, by strategy and winner (open: held for a person)",
@@ -84,6 +93,9 @@ class JobMetrics:
         self.lag = Gauge(
             "mutagg_consumer_lag_messages", "High watermark minus committed position", ["topic", "partition"],
             registry=r)
+        self.lag_seconds = Gauge(
+            "mutagg_consumer_lag_seconds", "Age of the oldest input message not committed yet (now minus its "
+            "Kafka timestamp; at the committed position); 0 without lag", ["topic", "partition"], registry=r)
         self.open_conflicts = Gauge(
             "mutagg_open_manual_conflicts", "Conflicts held for a person (status OPEN)", ["entity_type"], registry=r)
         self.prepared = Counter(
@@ -102,8 +114,37 @@ class JobMetrics:
         self.verify_last_success = Gauge(
             "mutagg_verify_last_success_timestamp_seconds",
             "When the latest `mutagg verify` that found no problem (or repaired all) finished", registry=r)
-        self.last_commit.set(time.time())
+        self._last_commit_at = 0.0
+        self._last_commit_lock = threading.Lock()
+        self._zero_counters()
         self._latency_children: dict[tuple[str, str], Histogram] = {}
+
+    def _zero_counters(self) -> None:
+        """Every label value a counter can take with a status, kind, reason, result or source,
+        at 0: a series born at its first increment is invisible to `increase()` (no sample before)."""
+        for entity in sorted(self.entity_types | {OTHER}):
+            for status in Status:
+                self.mutations.labels(entity, status.value)
+        for kind in MESSAGE_KINDS:
+            self.messages.labels(kind)
+        for reason in REASONS:
+            self.dlq.labels(reason)
+        for result in PREPARED_RESULTS:
+            self.prepared.labels(result)
+        for source in LOOKUP_SOURCES:
+            self.refresh_errors.labels(source)
+
+    def expect_partitions(self, topic: str, partitions: Iterable[int]) -> None:
+        """The input's partitions are known: their gap counters start at 0 (see `_zero_counters`)."""
+        for partition in partitions:
+            self.input_gaps.labels(topic, str(partition))
+
+    def note_commit(self, committed_at: float) -> None:
+        """A commit at `committed_at` (this process's, or the database's latest): the gauge keeps the latest."""
+        with self._last_commit_lock:  # the after-commit thread and the refresher both report
+            if committed_at > self._last_commit_at:
+                self._last_commit_at = committed_at
+                self.last_commit.set(committed_at)
 
     def _latency_child(self, since: str, entity: str) -> Histogram:
         child = self._latency_children.get((since, entity))
@@ -143,7 +184,7 @@ class JobMetrics:
         committed_at = time.time() if committed_at is None else committed_at
         self.batch_size.observe(len(outcomes))
         self.batch_duration.observe(batch_seconds)
-        self.last_commit.set(committed_at)
+        self.note_commit(committed_at)
         # Counted per batch, then added once per label set: per-outcome `labels()` calls cost
         # as much as a tenth of the job's time.
         by_kind: Tally = Tally()
@@ -194,6 +235,9 @@ class JobMetrics:
         """Lag of one partition: messages the job has not committed yet."""
         self.lag.labels(topic, str(partition)).set(max(0, high_watermark - position))
 
+    def set_lag_seconds(self, topic: str, partition: int, seconds: float) -> None:
+        self.lag_seconds.labels(topic, str(partition)).set(max(0.0, seconds))
+
     def set_verification(self, counts: dict[str, dict[str, int]], last_run: float, last_success: float | None) -> None:
         """The latest `mutagg verify` result (`verify_runs`): problems per check and its times."""
         for check, problems in counts.items():
@@ -240,98 +284,9 @@ def conflict_breakdown(connection: psycopg.Connection, conflict_ids: list[str]) 
         return cursor.fetchall()
 
 
-class StateRefresher:
-    """Refreshes lag and open-conflict gauges every `interval_s` in a daemon thread."""
-
-    def __init__(self, metrics: JobMetrics, settings: Settings, interval_s: float = 15.0):
-        self.metrics = metrics
-        self.settings = settings
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="mutagg-metrics", daemon=True)
-        self._connection: psycopg.Connection | None = None
-        self._consumer: Consumer | None = None
-
-    def start(self) -> StateRefresher:
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        """Stop soon; a lookup in flight (bounded by its timeouts) is not waited for long."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
-
-    def _loop(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.refresh_once()
-                self._stop.wait(self.interval_s)
-        finally:  # the thread owns its clients
-            if self._connection is not None:
-                self._connection.close()
-            if self._consumer is not None:
-                self._consumer.close()
-
-    def refresh_once(self) -> None:
-        """One refresh; a failure is logged and counted, and tried again next time."""
-        try:
-            positions = self._database()
-        except psycopg.Error as exc:
-            self.metrics.refresh_errors.labels("database").inc()
-            log.warning("metrics: database lookup failed", extra={"error": str(exc)[:300]})
-            if self._connection is not None:
-                self._connection.close()
-            self._connection = None
-            return
-        try:
-            self._lag(positions)
-        except KafkaException as exc:
-            self.metrics.refresh_errors.labels("kafka").inc()
-            log.warning("metrics: broker lookup failed", extra={"error": str(exc)[:300]})
-
-    def _database(self) -> dict[int, int]:
-        if self._connection is None or self._connection.closed:
-            self._connection = psycopg.connect(
-                self.settings.database_url, autocommit=True, connect_timeout=10, application_name="mutagg-metrics")
-        connection = self._connection
-        counts = dict(connection.execute(
-            "SELECT entity_type, count(*) FROM conflicts WHERE status = 'OPEN' GROUP BY 1").fetchall())
-        self.metrics.set_open_conflicts(counts)
-        self._verification(connection)
-        return dict(connection.execute(
-            "SELECT kafka_partition, next_offset FROM source_offsets WHERE kafka_topic = %s",
-            (self.settings.topic_mutations,)).fetchall())
-
-    def _verification(self, connection: psycopg.Connection) -> None:
-        """Export the latest `mutagg verify` run, if any (a schema migrated before verify_runs has none)."""
-        try:
-            latest = connection.execute(
-                "SELECT counts, extract(epoch FROM finished_at)::float8, (SELECT extract(epoch FROM max(finished_at))"
-                "::float8 FROM verify_runs WHERE problems = 0) FROM verify_runs ORDER BY finished_at DESC LIMIT 1"
-            ).fetchone()
-        except psycopg.errors.UndefinedTable:
-            return
-        if latest is not None:
-            self.metrics.set_verification(*latest)
-
-    def _lag(self, positions: dict[int, int]) -> None:
-        if self._consumer is None:
-            self._consumer = Consumer({
-                **self.settings.kafka_client_config(), "group.id": "mutagg-metrics", "enable.auto.commit": False,
-            })
-        topic = self.settings.topic_mutations
-        described = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if described is None or described.error is not None:
-            return
-        for partition in sorted(described.partitions):
-            low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            self.metrics.set_consumer_lag(topic, partition, high, positions.get(partition, low))
-
-
 @dataclass
 class MetricsService:
-    """The HTTP endpoint and the refresher thread; `close()` stops both."""
+    """The HTTP endpoint (/metrics, /healthz, /readyz) and the refresher thread; `close()` stops both."""
 
     server: WSGIServer
     thread: threading.Thread
@@ -356,9 +311,18 @@ def start_metrics(
     address: str = "0.0.0.0",
     refresh_interval_s: float = 15.0,
 ) -> MetricsService:
-    """Serve `/metrics` on `port` (0: any free port) and, given settings, refresh the gauges."""
-    server, thread = start_http_server(port, addr=address, registry=metrics.registry)
-    refresher = StateRefresher(metrics, settings, refresh_interval_s).start() if settings is not None else None
+    """Serve /metrics, /healthz and /readyz on `port` (0: any free port) and, given settings,
+    refresh the gauges (readiness then also needs the database and the broker to answer)."""
+    known = settings or Settings()
+    # A wait on a dependency is the job's own business until its service deadline (it exits 3 then).
+    probes = Probes(HEARTBEAT, known.heartbeat_timeout_s, known.service_deadline_s + known.heartbeat_timeout_s)
+    server = serve_endpoint(metrics.registry, probes, port, address)
+    thread = threading.Thread(target=server.serve_forever, name="mutagg-endpoint", daemon=True)
+    thread.start()
+    refresher = None
+    if settings is not None:
+        HEARTBEAT.expect(*LOOKUP_SOURCES)
+        refresher = StateRefresher(metrics, settings, refresh_interval_s).start()
     log.info("metrics endpoint listening", extra={"port": server.server_address[1]})
     return MetricsService(server, thread, refresher)
 

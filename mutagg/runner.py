@@ -15,6 +15,7 @@ from bytewax.recovery import RecoveryConfig
 
 from dataflows.aggregator import build_flow
 from dataflows.runtime import RunStats, Runtime
+from mutagg.heartbeat import HEARTBEAT
 from mutagg.metrics import serve_job_metrics
 from mutagg.settings import Settings
 from mutagg.topics import ensure_output_topics, warn_unless_log_append_time
@@ -67,6 +68,7 @@ def run(
         log.info("created output topics", extra={"topics": created})
     if not process_id:  # one warning per cluster, not one per process
         warn_unless_log_append_time(settings)
+    HEARTBEAT.reset()  # liveness and readiness count from this run's dataflow
     runtime = Runtime(settings, registry)
     flow = build_flow(runtime, stop_at_end=until_idle)
     stop_deadline = threading.Timer(settings.stop_deadline_s, _exit_past_stop_deadline, (settings.stop_deadline_s,))

@@ -50,6 +50,9 @@ class Settings:
     event_time_lead_s: float = 0.0
     snapshot_interval_s: float = 10.0
     service_deadline_s: float = 120.0
+    # Liveness (/healthz): the dataflow's worker loop must have turned within this many seconds,
+    # unless it waits on a named dependency (for at most service_deadline_s + this). README "Probes".
+    heartbeat_timeout_s: float = 120.0
     # After SIGTERM the batch in flight may finish for this long; past it the process exits 143
     # without it (its transaction rolls back, the restart decides it again, as after a crash).
     # Kubernetes kills at terminationGracePeriodSeconds (60 s): keep it well below (BENCHMARKS.md).
@@ -128,6 +131,7 @@ _ENV = {
     "MUTAGG_EVENT_TIME_LEAD_S": "event_time_lead_s",
     "MUTAGG_SNAPSHOT_INTERVAL_S": "snapshot_interval_s",
     "MUTAGG_SERVICE_DEADLINE_S": "service_deadline_s",
+    "MUTAGG_HEARTBEAT_TIMEOUT_S": "heartbeat_timeout_s",
     "MUTAGG_STOP_DEADLINE_S": "stop_deadline_s",
     "MUTAGG_ON_INPUT_GAP": "on_input_gap",
     "MUTAGG_TOPIC_PARTITIONS": "topic_partitions",
@@ -228,6 +232,8 @@ def load_settings(
         raise ConfigError(f"on_input_gap must be one of {'|'.join(INPUT_GAP_POLICIES)}, not {settings.on_input_gap!r}")
     if settings.stop_deadline_s <= 0:
         raise ConfigError(f"stop_deadline_s must be positive, not {settings.stop_deadline_s}")
+    if settings.heartbeat_timeout_s <= 0:
+        raise ConfigError(f"heartbeat_timeout_s must be positive, not {settings.heartbeat_timeout_s}")
     if settings.event_time_lead_s < 0:
         raise ConfigError(f"event_time_lead_s must be >= 0 (0: off), not {settings.event_time_lead_s}")
     if settings.migrate_lock_timeout_s <= 0 or settings.migrate_attempts < 1 or settings.migrate_retry_backoff_s < 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import TypeVar
 
 import orjson
@@ -12,6 +13,7 @@ import psycopg
 from psycopg import errors
 from psycopg.types.json import set_json_dumps, set_json_loads
 
+from mutagg.heartbeat import HEARTBEAT
 from mutagg.security import database_failure
 from schemas.errors import ServiceUnavailable
 
@@ -61,18 +63,21 @@ def retry_transient(action: Callable[[], T], deadline_s: float, what: str) -> T:
     give_up_at = time.monotonic() + deadline_s
     delay = 0.1
     attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return action()
-        except TRANSIENT as exc:
-            if time.monotonic() + delay > give_up_at:
-                raise ServiceUnavailable(
-                    f"{what} unreachable after {attempt} attempts over {deadline_s:.0f}s: {exc}"
-                ) from exc
-            log.warning(
-                "waiting for %s", what,
-                extra={"attempt": attempt, "retry_in_s": round(delay, 2), "error": str(exc).strip()},
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    with ExitStack() as waiting:  # from the first failure on, the heartbeat knows what the job waits for
+        while True:
+            attempt += 1
+            try:
+                return action()
+            except TRANSIENT as exc:
+                if time.monotonic() + delay > give_up_at:
+                    raise ServiceUnavailable(
+                        f"{what} unreachable after {attempt} attempts over {deadline_s:.0f}s: {exc}"
+                    ) from exc
+                log.warning(
+                    "waiting for %s", what,
+                    extra={"attempt": attempt, "retry_in_s": round(delay, 2), "error": str(exc).strip()},
+                )
+                if attempt == 1:
+                    waiting.enter_context(HEARTBEAT.waiting_on(what, retrying=True))
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)

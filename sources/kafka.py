@@ -8,18 +8,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from mutagg.heartbeat import HEARTBEAT
 from mutagg.security import KafkaErrorWatch, kafka_denied
 from schemas.errors import ConfigError, InputGap, ServiceUnavailable
 from schemas.mutation import RawMessage
 
 log = logging.getLogger(__name__)
 
+INPUT_POLLS = -1
+"""The heartbeat key of this process's input polls (workers beat under their index)."""
 PAUSE = timedelta(milliseconds=20)  # a partition that gave fewer than TRICKLE records is polled again after this
 TRICKLE = 500
 
@@ -66,6 +70,7 @@ def list_partitions(config: dict, topic: str, deadline_s: float, must_exist: boo
     consumer = Consumer({**config, "group.id": "mutagg-metadata", "enable.auto.commit": False, "error_cb": watch})
     give_up_at = time.monotonic() + deadline_s
     delay = 0.5
+    waiting = ExitStack()  # from the first failure on, the heartbeat knows the job waits for Kafka
     try:
         while True:
             try:
@@ -91,9 +96,12 @@ def list_partitions(config: dict, topic: str, deadline_s: float, must_exist: boo
             if time.monotonic() + delay > give_up_at:
                 raise ServiceUnavailable(f"Kafka unreachable for topic {topic!r} after {deadline_s:.0f}s: {error}")
             log.warning("waiting for Kafka", extra={"topic": topic, "error": str(error), "retry_in_s": delay})
+            if delay == 0.5:
+                waiting.enter_context(HEARTBEAT.waiting_on("Kafka", retrying=True))
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
     finally:
+        waiting.close()
         consumer.close()
 
 
@@ -136,7 +144,9 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
 
     def next_batch(self) -> list[Chunk]:
         if self._at_end or self._should_stop():
+            HEARTBEAT.retire(INPUT_POLLS)  # a drained process stays alive while its peers drain theirs
             raise StopIteration()
+        HEARTBEAT.beat(INPUT_POLLS)  # what a run --until-idle, which has no heartbeat input, is alive by
         polled = self._consumer.consume(self._batch_size, 0)
         self._watch.raise_if_failed()  # e.g. the password was rotated under a running job
         messages: list[RawMessage] = []
@@ -209,16 +219,21 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
 
     def _watermarks(self) -> tuple[int, int]:
         give_up_at = time.monotonic() + self._deadline_s
-        while True:
-            try:
-                return self._consumer.get_watermark_offsets(
-                    TopicPartition(self._topic, self._partition), timeout=10, cached=False)
-            except KafkaException as exc:
-                if time.monotonic() > give_up_at:
-                    raise ServiceUnavailable(
-                        f"Kafka partition {self._topic}[{self._partition}]: no watermarks "
-                        f"for {self._deadline_s:.0f}s: {exc}") from exc
-                time.sleep(1.0)
+        with ExitStack() as waiting:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    return self._consumer.get_watermark_offsets(
+                        TopicPartition(self._topic, self._partition), timeout=10, cached=False)
+                except KafkaException as exc:
+                    if time.monotonic() > give_up_at:
+                        raise ServiceUnavailable(
+                            f"Kafka partition {self._topic}[{self._partition}]: no watermarks "
+                            f"for {self._deadline_s:.0f}s: {exc}") from exc
+                    if attempt == 1:
+                        waiting.enter_context(HEARTBEAT.waiting_on("Kafka", retrying=True))
+                    time.sleep(1.0)
 
     def next_awake(self) -> datetime | None:
         # The poll never blocks: a blocking poll (50 ms until `batch_size` records came) held up

@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from mutagg.endpoint import LIVENESS_PATH, READINESS_PATH
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.registry import load_registry
 from tests.k8s.conftest import MIGRATE_OVERLAYS, OVERLAYS, REPO
@@ -146,12 +147,15 @@ def test_every_container_has_requests_and_limits(rendered, overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_probes_watch_the_metrics_endpoint(rendered, overlay):
+def test_probes_ask_the_dataflows_heartbeat(rendered, overlay):
     main = _main(_pod(rendered[overlay]))
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    # Liveness from the worker loop (/healthz), readiness from it and the dependencies (/readyz):
+    # never /metrics, which the HTTP thread serves while a worker hangs (mutagg/endpoint.py).
+    paths = {"startupProbe": LIVENESS_PATH, "livenessProbe": LIVENESS_PATH, "readinessProbe": READINESS_PATH}
+    for probe, path in paths.items():
         check = main[probe]["httpGet"]
-        assert check["path"] == "/metrics"
+        assert check["path"] == path, probe
         assert ports.get(check["port"], check["port"]) == METRICS_PORT, probe
     # Liveness must not kill a process that is still forming its cluster or loading state.
     startup = main["startupProbe"]

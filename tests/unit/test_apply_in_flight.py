@@ -19,6 +19,7 @@ from mutagg.settings import Settings
 from operators.decode import DecodedChunk
 from schemas.mutation import Mutation, Operation
 from sinks.after_commit import AfterCommit
+from sinks.faults import NO_FAULTS
 from sinks.outcomes import Outcome, item_id
 
 T0 = datetime(2026, 11, 26, tzinfo=UTC)
@@ -82,6 +83,7 @@ def make_logic():
             stats=SimpleNamespace(deferred={}),
             metrics=SimpleNamespace(record_deferrals=lambda deferred: None),
             stopping=threading.Event(),
+            faults=NO_FAULTS,
             run_id="run",
             input_partitions=[0],
             next_batch_id=lambda: f"b{next(numbers)}",

@@ -12,6 +12,7 @@ from mutagg.metrics import JobMetrics
 
 MONITORING = Path(__file__).resolve().parents[2] / "k8s" / "monitoring"
 METRIC = re.compile(r"\b(mutagg[_:][a-z0-9_:]+)")
+PRESENCE = "mutation-aggregator.presence"
 
 
 def exposed() -> set[str]:
@@ -54,16 +55,24 @@ def test_dashboard_queries_exposed_metrics():
 def test_alert_rules_query_exposed_or_recorded_metrics():
     rule = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
     assert rule["kind"] == "PrometheusRule" and rule["apiVersion"] == "monitoring.coreos.com/v1"
-    rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    groups = {group["name"]: group["rules"] for group in rule["spec"]["groups"]}
+    rules = [r for group in groups.values() for r in group]
     recorded = {r["record"] for r in rules if "record" in r}
     alerts = {r["alert"]: r for r in rules if "alert" in r}
     assert {"MutaggConsumerLagGrowing", "MutaggErrorRateHigh", "MutaggNoCommits"} <= set(alerts)
-    for r in rules:
+    # The presence alerts fire when the job's pods are gone: none may need a metric of the job.
+    presence = groups.pop(PRESENCE)
+    assert {"MutaggJobMetricsAbsent", "MutaggJobFailed", "MutaggRestartsLooping"} <= {r["alert"] for r in presence}
+    for r in presence:
+        assert balanced(r["expr"]) and not METRIC.findall(r["expr"]), r["expr"]
+        assert re.findall(r"\b(up|kube_[a-z_]+)\b", r["expr"]), r["expr"]
+    for r in (r for group in groups.values() for r in group):
         assert balanced(r["expr"]), r["expr"]
         used = set(METRIC.findall(r["expr"]))
         assert used and used <= exposed() | recorded, used - exposed() - recorded
     for alert in alerts.values():
         assert alert["labels"]["severity"] in ("critical", "warning", "info") and alert["annotations"]["summary"]
+        assert alert["annotations"]["runbook"], alert["alert"]  # what to do (README "Alerts")
 
 
 def test_kustomization_lists_every_manifest():
