@@ -1,0 +1,88 @@
+"""The edge signature (DESIGN section 2, "Edge signature"): who sent a message.
+
+Header `mutagg-sig` = lowercase hex of HMAC-SHA256(node_key, the value's bytes), where
+node_key = HMAC-SHA256(master_key, edge_node_id as UTF-8), the raw 32 bytes. The job holds
+the master key only; each node holds its own node key (`mutagg edge-key` derives it).
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+from schemas.errors import ConfigError
+
+SIGNATURE_HEADER = "mutagg-sig"
+NODE_KEY_CACHE = 100_000
+"""Node keys kept per verifier: a forger naming new nodes only costs a cleared cache, never memory."""
+
+
+def read_master_key(path: str, source: str = "MUTAGG_EDGE_MASTER_KEY_FILE") -> bytes:
+    """The master key: the file's text, surrounding whitespace stripped, as UTF-8 bytes.
+    A missing, unreadable or empty file is a `ConfigError` (the job never runs unkeyed by mistake)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{source} {path}: the edge master key cannot be read ({reason})") from exc
+    if not text:
+        raise ConfigError(f"{source} {path}: the edge master key file is empty")
+    return text.encode("utf-8")
+
+
+def node_key(master_key: bytes, edge_node_id: str) -> bytes:
+    """The raw 32-byte key of one edge node."""
+    return hmac.digest(master_key, edge_node_id.encode("utf-8"), "sha256")
+
+
+def signature(key: bytes, value: bytes) -> bytes:
+    """The `mutagg-sig` header value of `value` signed with a node key (lowercase hex, ASCII)."""
+    return hmac.digest(key, value, "sha256").hex().encode("ascii")
+
+
+def header_signature(headers: tuple[tuple[str, bytes | None], ...]) -> bytes | None:
+    """The first `mutagg-sig` header's value (None: the message is unsigned)."""
+    for name, header in headers:
+        if name == SIGNATURE_HEADER:
+            return header
+    return None
+
+
+class Verifier:
+    """Checks signatures with one master key; one HMAC per message once a node's key is cached."""
+
+    __slots__ = ("_keys", "_master_key")
+
+    def __init__(self, master_key: bytes):
+        self._master_key = master_key
+        self._keys: dict[str, bytes] = {}
+
+    def key_of(self, edge_node_id: str) -> bytes:
+        key = self._keys.get(edge_node_id)
+        if key is None:
+            if len(self._keys) >= NODE_KEY_CACHE:
+                self._keys.clear()
+            key = self._keys[edge_node_id] = node_key(self._master_key, edge_node_id)
+        return key
+
+    def problem(self, edge_node_id: str, value: bytes, headers: tuple[tuple[str, bytes | None], ...]) -> str | None:
+        """None if `value` carries a valid signature of `edge_node_id`; else what is wrong with it."""
+        claimed = header_signature(headers) if headers else None
+        if claimed is None:
+            return f"no {SIGNATURE_HEADER} header for edge node {edge_node_id[:128]!r}"
+        if not hmac.compare_digest(signature(self.key_of(edge_node_id), value), claimed):
+            return f"wrong {SIGNATURE_HEADER} for edge node {edge_node_id[:128]!r}"
+        return None
+
+
+class Signer:
+    """Signs messages for any edge node with the master key (the job's own tools: demo, bench,
+    `conflicts resolve`). An edge node signs with its own key instead (edge/signing.py)."""
+
+    __slots__ = ("_verifier",)
+
+    def __init__(self, master_key: bytes):
+        self._verifier = Verifier(master_key)
+
+    def header(self, edge_node_id: str, value: bytes) -> tuple[str, bytes]:
+        return (SIGNATURE_HEADER, signature(self._verifier.key_of(edge_node_id), value))
