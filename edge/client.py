@@ -44,6 +44,9 @@ class EdgeConfig:
     round_limit: int = 5000
     tenant_id: str | None = None
     default_priority: int = 5
+    node_key: bytes | None = field(default=None, repr=False)
+    """This node's key (edge/signing.py): every message is signed with it. None: unsigned, which a
+    job with a master key dead-letters as UNAUTHENTICATED."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,7 @@ class EdgeNode:
         self.outbox = Outbox(config.outbox_path, config.node_id)
         self.sender = Sender(
             self.outbox, config.kafka_config, config.topic_mutations, config.backoff,
-            config.delivery_timeout_s, config.round_limit, rng=rng,
+            config.delivery_timeout_s, config.round_limit, rng=rng, node_key=config.node_key,
         )
         self.acks = AckListener(self.outbox, config.kafka_config, config.topic_status)
 
