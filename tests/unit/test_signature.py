@@ -16,7 +16,15 @@ from operators.decode import decode_chunk
 from operators.sequencer import Sequencer
 from schemas.errors import ConfigError
 from schemas.mutation import Mutation, RawMessage, Reason, Rejection, decode
-from schemas.signature import SIGNATURE_HEADER, Signer, Verifier, node_key, read_master_key, signature
+from schemas.signature import (
+    SIGNATURE_HEADER,
+    Signer,
+    Verifier,
+    _NodeMac,
+    node_key,
+    read_master_key,
+    signature,
+)
 from tests.unit.test_decode import KAFKA_MS, REGISTRY, VALID
 
 MASTER = b"correct horse battery staple"
@@ -116,6 +124,13 @@ def test_the_verifier_accepts_exactly_the_signers_signature(node, value):
     assert VERIFIER.problem(node, value, (header,)) is None
     assert VERIFIER.problem(node + "x", value, (header,)) is not None
     assert VERIFIER.problem(node, value + b"x", (header,)) is not None
+
+
+@given(st.binary(max_size=100), st.binary(max_size=300))
+def test_the_cached_node_mac_is_hmac_sha256(key, value):
+    assert _NodeMac(key).hexdigest(value) == hmac.new(key, value, hashlib.sha256).hexdigest().encode()
+    mac = _NodeMac(key)
+    assert mac.hexdigest(value) == mac.hexdigest(value)  # its states are copied, never consumed
 
 
 def test_decode_chunk_counts_unsigned_messages():
