@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.count:,} workload messages ({nodes} edge nodes), identical results; best of {args.rounds} rounds, "
           f"CPU time per message:")
     print(f"  decode, unsigned, no key:        {plain:6.2f} us")
-    print(f"  decode, signed, no key:          {header:6.2f} us  (+{header - plain:.2f}: a header to scan)")
-    print(f"  decode, signed, key (verified):  {verified:6.2f} us  (+{verified - plain:.2f})")
+    print(f"  decode, signed, no key:          {header:6.2f} us  ({header - plain:+.2f}: a header to scan)")
+    print(f"  decode, signed, key (verified):  {verified:6.2f} us  ({verified - plain:+.2f})")
     print(f"  ratio verified / unsigned:       {verified / plain:6.3f}x")
 
 
