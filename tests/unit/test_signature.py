@@ -204,3 +204,25 @@ def test_the_master_key_file_is_stripped_utf8_and_must_hold_a_key(tmp_path):
     key_file.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError, match="cannot be read"):
         load_settings(environ={"MUTAGG_EDGE_MASTER_KEY_FILE": str(key_file)})
+
+
+def test_the_jobs_own_producers_sign_as_the_node_a_message_names(tmp_path):
+    from mutagg.conflicts_cmd import _signature
+    from mutagg.producer import signature_headers
+
+    key_file = tmp_path / "master"
+    key_file.write_text(MASTER.decode())
+    settings = load_settings(environ={"MUTAGG_EDGE_MASTER_KEY_FILE": str(key_file)})
+    value = orjson.dumps(VALID)
+    job_side = Signer(settings.edge_master_key())
+    for headers in (signature_headers(job_side, value), _signature(settings, "shop-1", value)):
+        assert VERIFIER.problem("shop-1", value, tuple(headers)) is None
+    assert signature_headers(SIGNER, b"not json") is None and signature_headers(None, value) is None
+    assert _signature(load_settings(environ={}), "shop-1", value) == []
+
+
+def test_a_dlq_replay_keeps_the_signature_among_its_headers():
+    value = orjson.dumps({**VALID, "dependencies": []})
+    replayed = message(value, [("trace", b"t"), SIGNER.header("shop-1", value), ("mutagg-replay-of", b"dlq:0:5")])
+    mutation = decode(replayed, REGISTRY, verifier=VERIFIER)
+    assert isinstance(mutation, Mutation) and mutation.replayed
