@@ -226,3 +226,20 @@ def test_a_dlq_replay_keeps_the_signature_among_its_headers():
     replayed = message(value, [("trace", b"t"), SIGNER.header("shop-1", value), ("mutagg-replay-of", b"dlq:0:5")])
     mutation = decode(replayed, REGISTRY, verifier=VERIFIER)
     assert isinstance(mutation, Mutation) and mutation.replayed
+
+
+def test_forgeries_count_in_the_dlq_metric_not_as_mutations_and_unsigned_reads_are_counted():
+    from mutagg.metrics import JobMetrics
+    from sinks.outcomes import from_decision, rejected_decision
+
+    metrics = JobMetrics(entity_types=["customer"])
+    forged = decode(message(VALID), REGISTRY, verifier=VERIFIER)
+    outcome = from_decision(forged, rejected_decision(forged), "b1", "2026-12-07T00:00:00+00:00")
+    assert (outcome.mutation_id, outcome.edge_node_id) == (None, None)  # so no ledger row and no ack
+    metrics.record_batch([outcome], 0.1)
+    sample = metrics.registry.get_sample_value
+    assert sample("mutagg_dlq_messages_total", {"reason": "UNAUTHENTICATED"}) == 1
+    assert not [s for family in metrics.registry.collect() if family.name == "mutagg_mutations"
+                for s in family.samples if s.value]
+    metrics.count_unsigned(3)
+    assert sample("mutagg_unsigned_total", {}) == 3
