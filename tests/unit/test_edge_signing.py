@@ -76,3 +76,17 @@ def test_a_node_key_file_is_hex_or_raw(tmp_path):
             parse_node_key(bad)
     with pytest.raises(InvalidNodeKey, match="node key file"):
         load_node_key(tmp_path / "missing")
+
+
+def test_the_node_command_refuses_a_bad_key_file_with_exit_2(tmp_path, capsys, monkeypatch):
+    from edge.node import main as node_main
+
+    monkeypatch.delenv("MUTAGG_EDGE_NODE_KEY_FILE", raising=False)
+    bad = tmp_path / "van-07.key"
+    bad.write_text("not a key\n")
+    argv = ["--node-id", "van-07", "--outbox", str(tmp_path / "van-07.sqlite3"), "--node-key-file", str(bad), "status"]
+    assert node_main(argv) == 2
+    assert f"node key file {bad}" in capsys.readouterr().err
+    monkeypatch.setenv("MUTAGG_EDGE_NODE_KEY_FILE", str(tmp_path / "missing.key"))
+    assert node_main([*argv[:4], "status"]) == 2
+    assert "missing.key" in capsys.readouterr().err
