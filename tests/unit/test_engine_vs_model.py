@@ -59,7 +59,9 @@ VALUES = {
 
 
 @st.composite
-def logs(draw):
+def logs(draw, forgers: bool = False):
+    """Mutations, re-deliveries and foreign writes; with `forgers`, also ("forged", mutation):
+    a forger's message on an id taken before or later (other users of `logs` leave them out)."""
     items = []
     for serial in range(draw(st.integers(1, 40))):
         entity_type = draw(st.sampled_from(sorted(TYPES)))
@@ -74,7 +76,7 @@ def logs(draw):
         if items and draw(st.integers(0, 12)) == 0 and isinstance(items[-1], Mutation):
             items.append(items[-1])  # a re-delivered message
             continue
-        if draw(st.integers(0, 8)) == 0:
+        if forgers and draw(st.integers(0, 8)) == 0:
             forged = FORGED  # a forger writes as a real node, on an id taken before or one taken later
         else:
             forged = None
@@ -192,7 +194,7 @@ def run_model(items):
 
 
 @settings(max_examples=500)
-@given(logs())
+@given(logs(forgers=True))
 def test_engine_matches_reference_model(items):
     engine_entities, engine_ledger, engine_conflicts = run_engine(items)
     model_entities, model_ledger, model_conflicts = run_model(items)
