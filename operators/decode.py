@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from schemas.mutation import KAFKA_TIME_LIMIT_MS, Mutation, RawMessage, Rejection, decode
 from schemas.registry import Registry
-from schemas.signature import Verifier, header_signature
+from schemas.signature import SIGNATURE_HEADER, Verifier, header_signature
 
 
 @dataclass(slots=True)
@@ -45,7 +45,8 @@ def decode_chunk(
     for message in messages:
         result = decode(message, registry, max_bytes, verifier)
         (mutations if isinstance(result, Mutation) else rejections).append(result)
-        if not message.headers or header_signature(message.headers) is None:
+        headers = message.headers  # an edge node's message: the signature is its first (only) header
+        if not headers or (headers[0][1] if headers[0][0] == SIGNATURE_HEADER else header_signature(headers)) is None:
             unsigned += 1
     # A timestamp past any datetime is the producer's doing, not time passing.
     event_time = max(m.timestamp_ms if m.timestamp_ms < KAFKA_TIME_LIMIT_MS else 0 for m in messages)
