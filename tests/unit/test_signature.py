@@ -136,6 +136,9 @@ def test_the_cached_node_mac_is_hmac_sha256(key, value):
 def test_decode_chunk_counts_unsigned_messages():
     chunk = [signed(VALID, offset=1), message(VALID, offset=2), message(b"junk", offset=3)]
     assert decode_chunk("edge.mutations", 2, chunk, REGISTRY, 1 << 20).unsigned == 2
+    others = [message(VALID, [(SIGNATURE_HEADER, None)]), message(VALID, [("trace", b"t")]),
+              message(VALID, [("trace", b"t"), SIGNER.header("shop-1", orjson.dumps(VALID))])]
+    assert decode_chunk("edge.mutations", 2, others, REGISTRY, 1 << 20).unsigned == 2
     decoded = decode_chunk("edge.mutations", 2, chunk, REGISTRY, 1 << 20, verifier=VERIFIER)
     assert decoded.unsigned == 2
     assert [m.offset for m in decoded.mutations] == [1]
