@@ -37,7 +37,8 @@ def node_key(master_key: bytes, edge_node_id: str) -> bytes:
 
 
 def signature(key: bytes, value: bytes) -> bytes:
-    """The `mutagg-sig` header value of `value` signed with a node key (lowercase hex, ASCII)."""
+    """The `mutagg-sig` header value of `value` signed with a node key (lowercase hex, ASCII): the
+    plain definition; `Verifier` computes the same from cached key states (tests hold them equal)."""
     return hmac.digest(key, value, "sha256").hex().encode("ascii")
 
 
