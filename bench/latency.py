@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
+from mutagg.producer import signature_headers
 from mutagg.settings import Settings
 from mutagg.workload import Message
+from schemas.signature import Signer
 
 
 class PacedProducer:
@@ -30,6 +32,8 @@ class PacedProducer:
         self.settings = settings
         self.producer = Producer({**settings.kafka_client_config(), "linger.ms": 20, "compression.type": "lz4",
                                   "enable.idempotence": True})
+        master_key = settings.edge_master_key()
+        self.signer = Signer(master_key) if master_key is not None else None  # signed as the job expects
 
     def warm_up(self, messages: list[Message]) -> None:
         """Produce `messages` at once and wait until every one is delivered."""
@@ -57,7 +61,8 @@ class PacedProducer:
 
     def _produce(self, message: Message) -> bool:
         try:
-            self.producer.produce(self.settings.topic_mutations, key=message.key, value=message.value)
+            self.producer.produce(self.settings.topic_mutations, key=message.key, value=message.value,
+                                  headers=signature_headers(self.signer, message.value))
             return True
         except BufferError:
             self.producer.poll(0.01)

@@ -16,6 +16,7 @@ from dataflows.apply import ApplyLogic, BatchReport
 from dataflows.runtime import Runtime
 from mutagg.heartbeat import HEARTBEAT
 from operators.decode import decode_chunk, event_time_cap
+from schemas.signature import Verifier
 from sinks.gaps import InputGapPolicy
 from sinks.offsets import stored_offsets
 from sources.heartbeat import HeartbeatSource, NoOutput
@@ -46,11 +47,13 @@ def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
         should_stop=runtime.stopping.is_set,
     )
     chunks = op.input(steps.INPUT, flow, source)
+    master_key = settings.edge_master_key()
+    verifier = Verifier(master_key) if master_key is not None else None  # DESIGN section 2, "Edge signature"
 
     def decode(chunk: Chunk):
         return decode_chunk(
             chunk.topic, chunk.partition, chunk.messages, registry, settings.max_message_bytes, chunk.caught_up_ms,
-            event_time_cap(chunk.read_ms, settings.event_time_lead_s),
+            event_time_cap(chunk.read_ms, settings.event_time_lead_s), verifier,
         )
 
     decoded = op.map(steps.DECODE, chunks, decode)

@@ -118,6 +118,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             if chunk.next_offset is not None:
                 self.next_offsets[(chunk.topic, chunk.partition)] = chunk.next_offset
             self.fresh += len(chunk.mutations) + len(chunk.rejections)
+            if chunk.unsigned:
+                self.runtime.metrics.count_unsigned(chunk.unsigned)
         if self.fresh >= self.batch_size:
             return self.flush(at_end=False), self.RETAIN
         if self.window_closes is None:

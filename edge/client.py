@@ -49,6 +49,9 @@ class EdgeConfig:
     # (the job answers a copy from its ledger); the wait doubles per resend up to the maximum.
     requeue_after_s: float = 900.0
     requeue_max_s: float = 86_400.0
+    node_key: bytes | None = field(default=None, repr=False)
+    """This node's key (edge/signing.py): every message is signed with it. None: unsigned, which a
+    job with a master key dead-letters as UNAUTHENTICATED."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,7 @@ class EdgeNode:
         self.outbox = Outbox(config.outbox_path, config.node_id)
         self.sender = Sender(
             self.outbox, config.kafka_config, config.topic_mutations, config.backoff,
-            config.delivery_timeout_s, config.round_limit, rng=rng,
+            config.delivery_timeout_s, config.round_limit, rng=rng, node_key=config.node_key,
         )
         self.acks = AckListener(self.outbox, config.kafka_config, config.topic_status)
 

@@ -6,7 +6,9 @@
     python -m edge.node --node-id van-07 --outbox van-07.sqlite3 sync --deadline 120
     python -m edge.node --node-id van-07 --outbox van-07.sqlite3 outcomes
 
-Kafka and topic names come from the job's settings (`MUTAGG_*`, `--config`).
+Kafka and topic names come from the job's settings (`MUTAGG_*`, `--config`). The node
+signs what it sends with its own key (`--node-key-file`, or `MUTAGG_EDGE_NODE_KEY_FILE`: the
+file `mutagg edge-key` wrote; README "Edge signatures").
 `send --round-limit N --pause S` paces a constrained uplink: at most N mutations
 per round and S seconds between rounds. `sync` is what a node that comes back runs:
 send, read acks, send again what stays unanswered (acks lost to the status topic's
@@ -24,6 +26,7 @@ import time
 from edge.backoff import Backoff
 from edge.client import EdgeConfig, EdgeNode
 from edge.erp import explain
+from edge.signing import InvalidNodeKey, load_node_key
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds a delivered change may stay unanswered before it is sent again")
     parser.add_argument("--requeue-max", type=float, default=86_400.0,
                         help="the longest wait between resends of one change (the wait doubles per resend)")
+    parser.add_argument("--node-key-file", help="this node's key (default: MUTAGG_EDGE_NODE_KEY_FILE; none: unsigned)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help="entries by state")
     send = commands.add_parser("send", help="deliver the outbox")
@@ -56,11 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     settings = load_settings(args.config)
+    key_file = args.node_key_file or settings.edge_node_key_file
+    try:
+        node_key = load_node_key(key_file) if key_file else None
+    except InvalidNodeKey as exc:
+        print(f"edge.node: {exc}", file=sys.stderr)
+        return 2
     config = EdgeConfig(
         node_id=args.node_id, outbox_path=args.outbox, kafka_config=settings.kafka_client_config(),
         topic_mutations=settings.topic_mutations, topic_status=settings.topic_status,
         delivery_timeout_s=args.delivery_timeout, backoff=Backoff(0.5, 2.0, 30.0),
-        round_limit=getattr(args, "round_limit", 5000),
+        round_limit=getattr(args, "round_limit", 5000), node_key=node_key,
         requeue_after_s=args.requeue_after, requeue_max_s=args.requeue_max,
     )
     with EdgeNode(config) as node:

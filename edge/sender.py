@@ -24,6 +24,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from edge.backoff import Backoff
 from edge.outbox import Outbox
 from edge.records import OutboxEntry
+from edge.signing import signature_header
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,11 @@ class Sender:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        node_key: bytes | None = None,
     ):
+        """With `node_key`, every message carries its signature (`mutagg-sig`, DESIGN section 2)."""
         self.outbox = outbox
+        self._node_key = node_key
         self.topic = topic
         self.backoff = backoff or Backoff()
         self.delivery_timeout_s = delivery_timeout_s
@@ -140,7 +144,10 @@ class Sender:
     ) -> None:
         while True:
             try:
-                self._producer.produce(self.topic, key=entry.kafka_key, value=entry.payload, on_delivery=on_delivery)
+                headers = None if self._node_key is None else [signature_header(self._node_key, entry.payload)]
+                self._producer.produce(
+                    self.topic, key=entry.kafka_key, value=entry.payload, headers=headers, on_delivery=on_delivery,
+                )
                 return
             except BufferError:
                 self._producer.poll(0.05)

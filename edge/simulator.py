@@ -4,7 +4,8 @@ come back and deliver everything, and edit the same hot entities concurrently.
 
     python -m edge.simulator --nodes 6 --rounds 20 --work-dir /tmp/fleet
 
-Kafka and topic names come from the job's settings (`MUTAGG_*`, `--config`). Run
+Kafka and topic names come from the job's settings (`MUTAGG_*`, `--config`); with
+`MUTAGG_EDGE_MASTER_KEY_FILE` set, every node signs with its derived key. Run
 the job alongside (`mutagg run`) to see acks flow back; `Simulation` also takes
 a `between_rounds` callback (the integration tests run the job there).
 """
@@ -27,6 +28,7 @@ from edge.backoff import Backoff
 from edge.client import EdgeConfig, EdgeNode
 from edge.erp import Catalog, Change, NodeWorkload
 from edge.records import EdgeMutation, EntryState, Operation
+from edge.signing import derive_node_key
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,9 @@ class Simulation:
         work_dir: str | Path,
         run_tag: str | None = None,
         delivery_timeout_s: float = 10.0,
+        master_key: bytes | None = None,
     ):
+        """With the job's `master_key`, each node signs with its own derived key (as if provisioned)."""
         self.plan = plan
         self.rng = random.Random(plan.seed)
         self.run_tag = run_tag or f"sim{plan.seed}"
@@ -89,6 +93,7 @@ class Simulation:
                 node_id=node_id, outbox_path=Path(work_dir) / f"{node_id}.sqlite3", kafka_config=kafka_config,
                 topic_mutations=topic_mutations, topic_status=topic_status,
                 delivery_timeout_s=delivery_timeout_s, backoff=Backoff(0.2, 2.0, 5.0),
+                node_key=None if master_key is None else derive_node_key(master_key, node_id),
             ), clock=lambda: self.clock, rng=random.Random(f"{plan.seed}:{node_id}:net"))
             self.workloads[node_id] = NodeWorkload(node_id, plan.seed, self.run_tag)
             self.report.recorded[node_id] = []
@@ -208,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = FleetPlan(nodes=args.nodes, rounds=args.rounds, seed=args.seed,
                      offline_probability=args.offline_probability)
     simulation = Simulation(plan, settings.kafka_client_config(), settings.topic_mutations, settings.topic_status,
-                            args.work_dir, run_tag=f"sim{args.seed}-{int(time.time())}")
+                            args.work_dir, run_tag=f"sim{args.seed}-{int(time.time())}",
+                            master_key=settings.edge_master_key())
     try:
         report = simulation.run()
         delivered = simulation.finish(settings.service_deadline_s)

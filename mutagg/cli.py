@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     from mutagg import verify_cmd
 
     verify_cmd.add_parser(commands)
+    from mutagg import edge_key
+
+    edge_key.add_parser(commands)
     recovery = commands.add_parser("recovery", help="Bytewax recovery partitions").add_subparsers(
         dest="action", required=True
     )
@@ -182,6 +185,10 @@ _NEEDS_TABLES = {("conflicts", None), ("status", None), ("roles", None), ("dlq",
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "edge-key":  # needs the master key only: no registry, no services
+        from mutagg import edge_key
+
+        return edge_key.run(args, settings)
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
     if {(args.command, None), (args.command, getattr(args, "action", None))} & _NEEDS_TABLES:
         require_migrated(settings.database_url)

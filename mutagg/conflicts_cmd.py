@@ -20,6 +20,7 @@ from mutagg.settings import Settings
 from schemas.errors import MutaggError, ServiceUnavailable
 from schemas.mutation import RESOLVES_HEADER, SETS_HEADER
 from schemas.registry import Registry
+from schemas.signature import Signer
 
 
 class ResolutionError(MutaggError):
@@ -107,19 +108,21 @@ def resolve(
         "priority": 10,
         "dependencies": [],
     }
+    value = orjson.dumps(mutation)
     # Idempotent (acks=all): a retry after a lost broker never writes the resolution twice.
     producer = Producer({**settings.kafka_client_config(), "enable.idempotence": True})
     errors: list[str] = []
     producer.produce(
         settings.topic_mutations,
         key=f"{conflict['entity_type']}:{conflict['entity_id']}".encode(),
-        value=orjson.dumps(mutation),
+        value=value,
         headers=[
             (RESOLVES_HEADER, ",".join(open_ids).encode()),
             # A chosen value is the value the attribute ends with, also for `sum` (DESIGN section 4).
             (SETS_HEADER, ",".join(sorted(chosen or {})).encode()),
             ("mutagg-resolution", decision.encode()),
             ("mutagg-resolved-by", getpass.getuser().encode()),
+            *_signature(settings, mutation["edge_node_id"], value),
         ],
         on_delivery=lambda error, _message: errors.append(str(error)) if error is not None else None,
     )
@@ -127,6 +130,12 @@ def resolve(
     if producer.flush(settings.service_deadline_s) or errors:
         raise ServiceUnavailable(f"the resolution could not be delivered to Kafka: {errors[:1]}")
     return mutation
+
+
+def _signature(settings: Settings, edge_node_id: str, value: bytes) -> list[tuple[str, bytes]]:
+    """A resolution goes in as the held mutation's node: signed as it when the job checks signatures."""
+    master_key = settings.edge_master_key()
+    return [] if master_key is None else [Signer(master_key).header(edge_node_id, value)]
 
 
 def _current_version(connection: psycopg.Connection, entity_type, entity_id: str) -> int:

@@ -81,6 +81,10 @@ class JobMetrics:
             "an earlier run decided (its ledger row says so) is not counted again; only a message without a "
             "ledger row (no readable id, or UNAUTHENTICATED) in flight at the crash can count twice",
             ["reason"], registry=r)
+        self.unsigned = Counter(
+            "mutagg_unsigned", "Input messages read without a mutagg-sig header (counted when read: a message "
+            "re-read after a crash counts again). Without a master key they are accepted; with one, those that "
+            "name an edge node are dead-lettered UNAUTHENTICATED (README \"Edge signatures\")", registry=r)
         self.input_gaps = Counter(
             "mutagg_input_gap_messages", "Input offsets deleted from the broker before the job read them "
             "(recorded in input_gaps; the job stops unless MUTAGG_ON_INPUT_GAP=skip)",
@@ -163,6 +167,11 @@ class JobMetrics:
         """Offsets of one partition lost to retention (`sinks/gaps.py`)."""
         self.input_gaps.labels(topic, str(partition)).inc(messages)
 
+    def count_unsigned(self, messages: int) -> None:
+        """Messages read without a signature (`DecodedChunk.unsigned`)."""
+        if messages:
+            self.unsigned.inc(messages)
+
     def record_deferrals(self, deferred: dict[str, int]) -> None:
         """Fair-share reordering of one release (not labelled by node: node ids are unbounded)."""
         total = sum(deferred.values())
@@ -199,6 +208,8 @@ class JobMetrics:
                 continue  # decided (and counted) by an earlier run: its DLQ record is a repeat
             if isinstance(outcome.source, Rejection):
                 by_reason[outcome.source.code] += 1
+                if outcome.source.code == Reason.UNAUTHENTICATED:
+                    continue  # a forgery is no mutation (DESIGN section 2): only the DLQ counts it
             if outcome.reused:
                 reused += 1
             entity = self.entity_label(outcome.entity_type)

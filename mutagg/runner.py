@@ -68,6 +68,9 @@ def run(
         log.info("created output topics", extra={"topics": created})
     if not process_id:  # one warning per cluster, not one per process
         warn_unless_log_append_time(settings)
+        if settings.edge_master_key_file is None:
+            log.info("edge signatures are not checked (no MUTAGG_EDGE_MASTER_KEY_FILE): unsigned messages "
+                        "are accepted and counted in mutagg_unsigned_total")
     HEARTBEAT.reset()  # liveness and readiness count from this run's dataflow
     runtime = Runtime(settings, registry)
     flow = build_flow(runtime, stop_at_end=until_idle)

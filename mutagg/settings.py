@@ -14,6 +14,7 @@ import yaml
 
 from mutagg.security import kafka_security_config
 from schemas.errors import ConfigError
+from schemas.signature import read_master_key
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "schemas" / "example_registry.yaml"
 
@@ -92,6 +93,16 @@ class Settings:
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = field(default=None, repr=False)
     kafka_ssl_ca_file: str | None = None  # PEM bundle of the CA(s) that signed the broker's certificate
+    # Edge signatures (DESIGN section 2, README "Edge signatures"): the file holding the master key
+    # (a mounted secret). Unset: unsigned messages are accepted and counted (mutagg_unsigned_total).
+    edge_master_key_file: str | None = None
+    # An edge node's own key (`python -m edge.node`): the file `mutagg edge-key` wrote.
+    edge_node_key_file: str | None = None
+
+    def edge_master_key(self) -> bytes | None:
+        """The master key (read from its file now: the key itself is never held in, logged
+        or pickled with the settings); None without one. `ConfigError` if it cannot be read."""
+        return read_master_key(self.edge_master_key_file) if self.edge_master_key_file else None
 
     def as_env(self) -> dict[str, str]:
         """The MUTAGG_* variables that make a child `mutagg` process use exactly these settings."""
@@ -151,11 +162,14 @@ _ENV = {
     "MUTAGG_KAFKA_SASL_USERNAME": "kafka_sasl_username",
     "MUTAGG_KAFKA_SASL_PASSWORD": "kafka_sasl_password",
     "MUTAGG_KAFKA_SSL_CA_FILE": "kafka_ssl_ca_file",
+    "MUTAGG_EDGE_MASTER_KEY_FILE": "edge_master_key_file",
+    "MUTAGG_EDGE_NODE_KEY_FILE": "edge_node_key_file",
 }
 
 _OPTIONAL = (
     "schema", "recovery_dir", "fault_point", "kafka_security_protocol", "kafka_sasl_mechanism",
-    "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file", "job_role",
+    "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file", "job_role", "edge_master_key_file",
+    "edge_node_key_file",
 )
 
 INPUT_GAP_POLICIES = ("stop", "skip")
@@ -246,6 +260,7 @@ def load_settings(
         raise ConfigError(f"topic_min_insync_replicas ({settings.topic_min_insync_replicas}) exceeds "
                           f"topic_replication ({settings.topic_replication}): no write could ever succeed")
     kafka_security_config(settings)  # inconsistent Kafka security settings fail here, not at first use
+    settings.edge_master_key()  # a missing, unreadable or empty key file fails here, not at the first message
     return _in_schema(settings)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from schemas.mutation import KAFKA_TIME_LIMIT_MS, Mutation, RawMessage, Rejection, decode
 from schemas.registry import Registry
+from schemas.signature import SIGNATURE_HEADER, Verifier, header_signature
 
 
 @dataclass(slots=True)
@@ -19,6 +20,8 @@ class DecodedChunk:
     rejections: list[Rejection]
     event_time_ms: int
     """The latest event time the partition has shown with this chunk."""
+    unsigned: int = 0
+    """Records without a `mutagg-sig` header (counted by `mutagg_unsigned_total`)."""
 
 
 def event_time_cap(read_ms: int | None, lead_s: float) -> int | None:
@@ -30,17 +33,23 @@ def decode_chunk(
     topic: str, partition: int, messages: list[RawMessage], registry: Registry, max_bytes: int,
     caught_up_ms: int | None = None,
     event_time_cap_ms: int | None = None,
+    verifier: Verifier | None = None,
 ) -> DecodedChunk:
-    """`event_time_cap_ms` (see Settings.event_time_lead_s): the latest event time this chunk may show."""
+    """`event_time_cap_ms` (see Settings.event_time_lead_s): the latest event time this chunk may show.
+    `verifier`: the master key's, when one is configured (see `schemas.mutation.decode`)."""
     if not messages:  # a caught-up heartbeat
         return DecodedChunk(topic, partition, None, [], [], caught_up_ms or 0)
     mutations: list[Mutation] = []
     rejections: list[Rejection] = []
+    unsigned = 0
     for message in messages:
-        result = decode(message, registry, max_bytes)
+        result = decode(message, registry, max_bytes, verifier)
         (mutations if isinstance(result, Mutation) else rejections).append(result)
+        headers = message.headers  # an edge node's message: the signature is its first (only) header
+        if not headers or (headers[0][1] if headers[0][0] == SIGNATURE_HEADER else header_signature(headers)) is None:
+            unsigned += 1
     # A timestamp past any datetime is the producer's doing, not time passing.
     event_time = max(m.timestamp_ms if m.timestamp_ms < KAFKA_TIME_LIMIT_MS else 0 for m in messages)
     if event_time_cap_ms is not None:
         event_time = min(event_time, event_time_cap_ms)
-    return DecodedChunk(topic, partition, messages[-1].offset + 1, mutations, rejections, event_time)
+    return DecodedChunk(topic, partition, messages[-1].offset + 1, mutations, rejections, event_time, unsigned)

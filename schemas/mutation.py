@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from schemas.registry import Registry
+from schemas.signature import SIGNATURE_HEADER, Verifier
 from schemas.values import COERCERS, CoercionError, parse_rfc3339
 
 
@@ -44,6 +45,8 @@ class Reason:
     INVALID_ATTRIBUTE_VALUE = "INVALID_ATTRIBUTE_VALUE"
     KEY_MISMATCH = "KEY_MISMATCH"
     TIMESTAMP_OUT_OF_RANGE = "TIMESTAMP_OUT_OF_RANGE"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    """The message names an edge node, and its `mutagg-sig` is missing or wrong (DESIGN section 2)."""
     FUTURE_BASE_VERSION = "FUTURE_BASE_VERSION"
     ENTITY_NOT_FOUND = "ENTITY_NOT_FOUND"
     MISSING_DEPENDENCY = "MISSING_DEPENDENCY"
@@ -178,14 +181,25 @@ def _readable(document: Any, name: str, max_len: int) -> str | None:
     return None
 
 
-def decode(raw: RawMessage, registry: Registry, max_bytes: int = 1 << 20) -> Mutation | Rejection:
-    """Turn one Kafka record into a `Mutation`, or a `Rejection` saying exactly why not."""
+def decode(
+    raw: RawMessage, registry: Registry, max_bytes: int = 1 << 20, verifier: Verifier | None = None,
+) -> Mutation | Rejection:
+    """Turn one Kafka record into a `Mutation`, or a `Rejection` saying exactly why not.
+
+    With a `verifier` (a master key is configured) the signature is checked first: a message
+    that names an edge node (`claimed_node`) and is not signed by it is `UNAUTHENTICATED`,
+    whatever else is wrong with it, and its rejection carries no identity at all (no id, node
+    or entity): it writes no ledger row and no ack, takes no id and satisfies no dependency."""
     document: Any = None
     value = raw.value
     try:
         if value is None:
             raise _Invalid(Reason.NOT_AN_OBJECT, "message has no value")
         if len(value) > max_bytes:
+            if verifier is not None:  # too large, but it may still claim a node it is not
+                forged = _unauthenticated(raw, verifier, _parsed_or_none(value))
+                if forged is not None:
+                    return forged
             raise _Invalid(Reason.MESSAGE_TOO_LARGE, f"{len(value)} bytes > limit {max_bytes}")
         try:
             if type(value) is not bytes or not value.isascii():  # ASCII bytes are UTF-8 without decoding
@@ -196,6 +210,10 @@ def decode(raw: RawMessage, registry: Registry, max_bytes: int = 1 << 20) -> Mut
             document = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise _Invalid(Reason.INVALID_JSON, str(exc)[:200]) from None
+        if verifier is not None:
+            forged = _unauthenticated(raw, verifier, document)
+            if forged is not None:
+                return forged
         if raw.timestamp_ms >= KAFKA_TIME_LIMIT_MS:  # a producer may set any CreateTime
             raise _Invalid(Reason.TIMESTAMP_OUT_OF_RANGE, f"Kafka timestamp {raw.timestamp_ms} is after year 9999")
         return _validate(document, raw, registry)
@@ -209,6 +227,34 @@ def decode(raw: RawMessage, registry: Registry, max_bytes: int = 1 << 20) -> Mut
             entity_type=_readable(document, "entity_type", 256),
             entity_id=_readable(document, "entity_id", 256),
         )
+
+
+def claimed_node(document: Any) -> str | None:
+    """The edge node a decoded value names: its `edge_node_id`, if the value is a JSON object
+    and that field a non-empty string (any length: the signature is checked before the field's
+    rules). None: the message names no node, and is judged by its own validation reason."""
+    if type(document) is dict:
+        node = document.get("edge_node_id")
+        if type(node) is str and node:
+            return node
+    return None
+
+
+def _parsed_or_none(value: bytes) -> Any:
+    try:
+        return orjson.loads(value)  # orjson rejects invalid UTF-8 itself
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _unauthenticated(raw: RawMessage, verifier: Verifier, document: Any) -> Rejection | None:
+    node = claimed_node(document)
+    if node is None:
+        return None
+    problem = verifier.problem(node, raw.value, raw.headers)
+    if problem is None:
+        return None
+    return Rejection(Reason.UNAUTHENTICATED, problem.replace("\x00", "\\x00"), raw)
 
 
 def _check_fields(document: dict) -> None:
@@ -280,7 +326,9 @@ def _validate(document: Any, raw: RawMessage, registry: Registry) -> Mutation:
         attributes[name] = coerced
     if raw.key is not None and raw.key != f"{type_name}:{entity_id}".encode():
         raise _Invalid(Reason.KEY_MISMATCH, "message key does not match entity_type:entity_id")
-    no_headers = raw.headers == ()  # then nothing to scan for
+    headers = raw.headers
+    # Then nothing to scan for: no header, or only the signature an edge node's message carries.
+    no_headers = headers == () or (len(headers) == 1 and headers[0][0] == SIGNATURE_HEADER)
     # In field order, positionally: binding 17 keywords costs more than the rest of the construction.
     return Mutation(
         mutation_id, edge_node_id, type_name, entity_id, operation, attributes, base_version, timestamp, priority,

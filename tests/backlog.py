@@ -16,7 +16,11 @@ the record must get (None: it is a mutation the job accepts). Contents:
   invalid message, and two-member cycles;
 * ~1.5 % re-sent copies (same partition, later offset): byte for byte, with other
   content, with invalid content, mostly of a mutation that waits for a dependency;
-* ~1 % hostile messages (undecodable, or one defect each with a readable id).
+* ~1 % hostile messages (undecodable, or one defect each with a readable id);
+* with `forged_rate` (0 by default), forged messages (DESIGN section 2, "Edge signature"): a
+  real node's name without its signature, on the id of a real mutation (before it, or a later
+  copy) or on an id a real mutation depends on and nothing else provides. The replay then gives
+  the job a master key and signs every other message as the node it names.
 
 `python -m tests.backlog --help`: the long form (tests/replay.py runs it end to end).
 """
@@ -64,6 +68,7 @@ class BacklogSpec:
     hostile_rate: float = 0.01
     start_ms: int = START_MS
     closing: bool = False  # each partition ends with a CREATE stamped past the timeout (see `_closing`)
+    forged_rate: float = 0.0  # forged messages per message (see `_forged`); they come on top of `messages`
 
 
 @dataclass
@@ -81,6 +86,7 @@ class Record:
     document: dict | None = field(default=None, repr=False)
     seq: int = 0  # creation order: breaks ties of Kafka time within a partition
     wait_ms: int = 0  # how long its dependency keeps it waiting (copies are sent meanwhile)
+    forged_headers: tuple | None = None  # a forged message's headers (none, or a wrong signature)
 
 
 @dataclass
@@ -174,6 +180,9 @@ class _Generator:
                     for i in range(hostile)]
         _Dependencies(self, records, f"s{number}").add()
         records += [self._resend(records) for _ in range(resends)]
+        forged = round(spec.messages * spec.forged_rate)
+        if forged:  # no draw otherwise: the backlog of a seed stays what it was
+            records += [self._forged(records) for _ in range(forged)]
         if spec.closing:
             last_ms = max(r.timestamp_ms for r in records)
             records += [self._closing(p, last_ms + spec.dependency_timeout_ms + 1000) for p in range(spec.partitions)]
@@ -326,6 +335,35 @@ class _Generator:
         record = Record(original.partition, 0, kafka_ms, original.key, orjson.dumps(document),
                         self.to_model(document, "INVALID_FIELD"), "INVALID_FIELD", "resend-invalid", document,
                         seq=self._seq())
+        return record
+
+    def _forged(self, records: list[Record]) -> Record:
+        """A forger writing as a real node: on a real mutation's id (earlier: squatting; later: a
+        copy), or on an id a real mutation depends on that no message provides; unsigned, or
+        signed with a key that is not the named node's. The job dead-letters it UNAUTHENTICATED."""
+        rng = self.rng
+        real = [r for r in records if r.dlq_reason is None and r.mutation is not None and r.document is not None]
+        provided = {r.document["id"] for r in records if r.document is not None and "id" in r.document}
+        missing = sorted({d for r in real for d in r.document["dependencies"]} - provided)
+        mode = rng.choice(["squat", "squat", "copy", "ghost"] if missing else ["squat", "copy"])
+        original = rng.choice(real)
+        document = dict(original.document, priority=10, dependencies=list(original.document["dependencies"]))
+        if document["operation_type"] != "DELETE":
+            document["attributes"] = self._attributes(document["entity_type"], document["operation_type"])
+        kafka_ms = original.timestamp_ms + (rng.randrange(1, 120_000) if mode == "copy" else
+                                            -rng.randrange(1, 120_000))
+        if mode == "ghost":
+            dependant = next(r for r in real if set(r.document["dependencies"]) & set(missing))
+            document["id"] = sorted(set(dependant.document["dependencies"]) & set(missing))[0]
+            kafka_ms = dependant.timestamp_ms - rng.randrange(1, 120_000)
+        value = orjson.dumps(document)
+        headers = rng.choice([(), (("mutagg-sig", b"0" * 64),), (("mutagg-sig", b"not hex"),)])
+        record = Record(
+            partition_of(f"{document['entity_type']}:{document['entity_id']}", self.spec.partitions), 0,
+            max(kafka_ms, self.spec.start_ms), f"{document['entity_type']}:{document['entity_id']}".encode(),
+            value, replace(self.to_model(document), forged=True), "UNAUTHENTICATED", f"forged-{mode}", document,
+            seq=self._seq(), forged_headers=headers,
+        )
         return record
 
     def _hostile(self, kafka_ms: int, kind: str) -> Record:

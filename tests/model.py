@@ -11,15 +11,18 @@ FULL write history of every attribute, so each rule is a direct reading of it.
   two segments; ``Model.apply(ModelMutation)`` is a segment of one message.
 * ``run_log(types, log)`` = a new ``Model`` + ``apply_log``.
 
-A caller passes every message whose id is readable, and nothing that failed the edge
-signature (section 2: such a message does not exist for section 4).
+A caller passes every message whose id is readable. A message that names an edge node and
+fails the edge signature (``forged=True``; section 2) does not exist for section 4: it takes
+no id, satisfies no dependency, is no copy and is not acknowledged; it is only listed in
+``unauthenticated`` (the DLQ).
 
 Results: ``entities`` ((type, id) -> {"version", "deleted", "values"}; ``values`` holds
 only attributes ever written), ``ledger`` (id -> (status, reason, version-after or
 None); one row per id: the first copy's decision), ``conflicts`` (one dict per conflict
 row), ``acks`` ((partition, offset) -> (ack key = the message's own edge_node_id,
 mutation id, status, reason, version); a later copy carries the first copy's decision)
-and ``duplicates`` (the (partition, offset) of every later copy).
+``duplicates`` (the (partition, offset) of every later copy) and ``unauthenticated`` (the
+(partition, offset) of every forged message: dead-lettered, nothing else).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class ModelMutation:
     offset: int = 0
     invalid_reason: str | None = None  # rejected on validation; the id still counts (section 2)
     sets: frozenset[str] = frozenset()  # attributes holding a chosen value (`conflicts resolve --set`)
+    forged: bool = False  # names a node whose signature it lacks (section 2): invisible to section 4
 
 
 @dataclass
@@ -171,7 +175,7 @@ def dependency_order(
     log: list[ModelMutation], dependency_timeout_ms: int = 600_000,
 ) -> tuple[list[ModelMutation], dict[str, str]]:
     """``sequence`` of a whole log on its own: (processing order, id -> rejection)."""
-    log = sorted(log, key=lambda m: (m.partition, m.offset))
+    log = sorted((m for m in log if not m.forged), key=lambda m: (m.partition, m.offset))
     earliest: dict[str, int] = {}
     for m in log:
         earliest[m.id] = min(m.kafka_timestamp_ms, earliest.get(m.id, m.kafka_timestamp_ms))
@@ -226,6 +230,7 @@ class Model:
         self.conflicts: list[dict] = []
         self.acks: dict[tuple[int, int], tuple[str, str, str, str | None, int | None]] = {}
         self.duplicates: set[tuple[int, int]] = set()
+        self.unauthenticated: set[tuple[int, int]] = set()  # forged messages: the DLQ only (section 2)
         self.earliest_ms: dict[str, int] = {}  # id -> earliest Kafka timestamp of any copy
 
     @property
@@ -243,8 +248,10 @@ class Model:
             self.apply_log([item])
 
     def apply_log(self, log: list[ModelMutation], dependency_timeout_ms: int = 600_000) -> None:
-        """Decide one segment of the log (see ``sequence``), then acknowledge every message."""
-        log = sorted(log, key=lambda m: (m.partition, m.offset))
+        """Decide one segment of the log (see ``sequence``), then acknowledge every message.
+        Forged messages are set aside first: nothing below sees them."""
+        self.unauthenticated.update((m.partition, m.offset) for m in log if m.forged)
+        log = sorted((m for m in log if not m.forged), key=lambda m: (m.partition, m.offset))
         for m in log:
             self.earliest_ms[m.id] = min(m.kafka_timestamp_ms, self.earliest_ms.get(m.id, m.kafka_timestamp_ms))
         first, rejected, order = sequence(log, dependency_timeout_ms, self.earliest_ms, set(self.ledger))

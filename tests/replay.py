@@ -30,9 +30,11 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
 
+from mutagg.producer import signature_headers
 from mutagg.settings import Settings, load_settings, with_overrides
 from mutagg.topics import create_topics
 from operators.entity_state import Provenance
+from schemas.signature import Signer
 from sources.kafka import list_partitions
 from tests import model
 from tests.backlog import Backlog, BacklogSpec, Record, generate, model_types, production_order
@@ -105,8 +107,10 @@ def cleanup(base: Settings, settings: Settings) -> None:
     shutil.rmtree(settings.audit_uri, ignore_errors=True)
 
 
-def produce_records(settings: Settings, records: list[Record]) -> None:
-    """Each record to its own partition with its own timestamp; its offset must be the one planned."""
+def produce_records(settings: Settings, records: list[Record], signer: Signer | None = None) -> None:
+    """Each record to its own partition with its own timestamp; its offset must be the one planned.
+    With a `signer` (the job checks signatures), each record is signed as the node it names,
+    except a forged one, which carries its own headers."""
     producer = Producer({**settings.kafka_client_config(), "enable.idempotence": True, "linger.ms": 20,
                          "compression.type": "lz4", "message.max.bytes": 8 << 20})
     wrong: list[str] = []
@@ -120,9 +124,11 @@ def produce_records(settings: Settings, records: list[Record]) -> None:
     for record in records:
         while True:
             try:
+                headers = record.forged_headers if record.forged_headers is not None else signature_headers(
+                    signer, record.value)
                 producer.produce(settings.topic_mutations, key=record.key, value=record.value,
                                  partition=record.partition, timestamp=record.timestamp_ms,
-                                 on_delivery=delivered(record))
+                                 headers=list(headers) if headers else None, on_delivery=delivered(record))
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -157,16 +163,19 @@ def erp_writes(settings: Settings, reference: model.Model, rng: random.Random, c
     return writes
 
 
-def run_live(settings: Settings, config: JobConfig, records: list[Record], first: int, expected_ids: int) -> None:
+def run_live(
+    settings: Settings, config: JobConfig, records: list[Record], first: int, expected_ids: int,
+    signer: Signer | None = None,
+) -> None:
     """A tailing job (no --until-idle): partition `first` is produced and decided as far as it can
     be before the other partitions get anything; then the rest; stopped once all is decided."""
     job = subprocess.Popen([sys.executable, "-m", "mutagg.cli", "run", *config.args()], cwd=REPO,
                            env=settings_env(settings, **config.env()), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
     try:
-        produce_records(settings, [r for r in records if r.partition == first])
+        produce_records(settings, [r for r in records if r.partition == first], signer)
         _wait_stable(settings, lambda n: n > 0, 90)
-        produce_records(settings, [r for r in records if r.partition != first])
+        produce_records(settings, [r for r in records if r.partition != first], signer)
         _wait_stable(settings, lambda n: n >= expected_ids, 240)
     finally:
         job.terminate()
@@ -242,6 +251,13 @@ def replay(
     """Produce each segment, run the job on it (`erp` ERP writes between segments), compare."""
     started = time.monotonic()
     settings = fresh_settings(base, backlog.spec.partitions)
+    signer = None
+    if any(r.forged_headers is not None for r in backlog.records):  # the job checks signatures
+        master_file = os.path.join(settings.audit_uri, "edge-master-key")
+        with open(master_file, "w") as key_file:
+            key_file.write(f"backlog master key {backlog.spec.seed}\n")
+        settings = with_overrides(settings, edge_master_key_file=master_file)
+        signer = Signer(settings.edge_master_key())
     timeout_ms = round(config.dependency_timeout_s * 1000)
     reference = model.Model(TYPES) if erp else decided_by_model(backlog, timeout_ms)
     rng = random.Random(backlog.spec.seed)
@@ -253,10 +269,10 @@ def replay(
             if erp:
                 reference.apply_log(backlog.model_log(number), timeout_ms)
             if first_partition is None:
-                produce_records(settings, production_order(segment))
+                produce_records(settings, production_order(segment), signer)
                 kills += run_with_kills(settings, config, rng)
             else:
-                run_live(settings, config, segment, first_partition, len(ids))
+                run_live(settings, config, segment, first_partition, len(ids), signer)
             if erp and number + 1 < len(backlog.segments):
                 for write in erp_writes(settings, reference, rng, erp):
                     reference.apply(write)
@@ -288,13 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dependency-timeout-s", type=float, default=600.0)
     parser.add_argument("--kills", type=int, default=0, help="SIGKILL the job this often per segment, at random")
     parser.add_argument("--recovery", action="store_true", help="with Bytewax recovery data (MUTAGG_RECOVERY_DIR)")
+    parser.add_argument("--forged-rate", type=float, default=0.0,
+                        help="forged messages per message (then the job holds a master key)")
     parser.add_argument("--limit", type=int, default=20, help="differences shown per kind")
     parser.add_argument("--keep", action="store_true", help="keep the schema and topics")
     args = parser.parse_args(argv)
     spec = BacklogSpec(
         seed=args.seed, messages=args.messages, partitions=args.partitions, segments=args.segments,
         span_ms=args.span_minutes * 60_000, dependency_timeout_ms=round(args.dependency_timeout_s * 1000),
-        closing=args.first_partition is not None,
+        closing=args.first_partition is not None, forged_rate=args.forged_rate,
     )
     config = JobConfig(args.workers, args.batch_size, args.window_ms, args.read_chunk, args.dependency_timeout_s,
                        args.kills, args.recovery)

@@ -7,14 +7,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.conflicts import decide
 from operators.entity_state import EntityState, Provenance
 from operators.strategies import CUSTOM_STRATEGIES
-from schemas.mutation import Mutation, Operation
+from schemas.mutation import Mutation, Operation, RawMessage, Rejection, decode
 from schemas.registry import parse_registry
+from schemas.signature import Verifier
 from tests import model
 
 REGISTRY = parse_registry(
@@ -57,7 +59,9 @@ VALUES = {
 
 
 @st.composite
-def logs(draw):
+def logs(draw, forgers: bool = False):
+    """Mutations, re-deliveries and foreign writes; with `forgers`, also ("forged", mutation):
+    a forger's message on an id taken before or later (other users of `logs` leave them out)."""
     items = []
     for serial in range(draw(st.integers(1, 40))):
         entity_type = draw(st.sampled_from(sorted(TYPES)))
@@ -72,6 +76,10 @@ def logs(draw):
         if items and draw(st.integers(0, 12)) == 0 and isinstance(items[-1], Mutation):
             items.append(items[-1])  # a re-delivered message
             continue
+        if forgers and draw(st.integers(0, 8)) == 0:
+            forged = FORGED  # a forger writes as a real node, on an id taken before or one taken later
+        else:
+            forged = None
         operation = draw(st.sampled_from([Operation.CREATE, Operation.UPDATE, Operation.UPDATE, Operation.DELETE]))
         attributes = {}
         if operation is not Operation.DELETE:
@@ -83,16 +91,34 @@ def logs(draw):
         stamp = T0 + timedelta(seconds=draw(st.integers(0, 60)))
         # Sometimes a resolution's chosen values (`--set`): a sum attribute ends with it, not a delta.
         chosen = tuple(sorted(n for n in attributes if n in ("balance", "qty") and draw(st.booleans())))
-        items.append(Mutation(
-            id=f"m{serial}", edge_node_id=draw(st.sampled_from(["shop", "van", "hq"])), entity_type=entity_type,
+        item = Mutation(
+            id=f"m{serial}" if forged is None else f"m{serial + draw(st.sampled_from([-2, -1, 1, 2]))}",
+            edge_node_id=draw(st.sampled_from(["shop", "van", "hq"])), entity_type=entity_type,
             entity_id=entity_id, operation=operation, attributes=attributes,
             base_version=draw(st.integers(0, 6)),  # a CREATE acts from version 0 whatever its base
             timestamp=stamp, priority=draw(st.integers(1, 10)), dependencies=(), tenant_id=None, topic="in",
             partition=0, offset=serial,
             kafka_timestamp_ms=int((stamp + timedelta(minutes=draw(st.sampled_from([0, 16, 61])))).timestamp() * 1000),
             resolves=("k1",) if chosen else (), sets=chosen,
-        ))
+        )
+        items.append(item if forged is None else (forged, item))
     return items
+
+
+FORGED = "forged"
+VERIFIER = Verifier(b"master")
+
+
+def forged_message(mutation: Mutation) -> RawMessage:
+    """`mutation` as a forger writes it: unsigned (the job holds a master key)."""
+    value = orjson.dumps({
+        "id": mutation.id, "edge_node_id": mutation.edge_node_id, "entity_type": mutation.entity_type,
+        "entity_id": mutation.entity_id, "operation_type": mutation.operation.value,
+        "attributes": mutation.attributes, "base_version": mutation.base_version,
+        "timestamp": mutation.timestamp.isoformat(), "priority": mutation.priority, "dependencies": [],
+    }, default=str)
+    return RawMessage("in", 0, 0, f"{mutation.entity_type}:{mutation.entity_id}".encode(), value,
+                      mutation.kafka_timestamp_ms)
 
 
 def foreign_write(state: EntityState, attributes: dict, stamp: datetime) -> None:
@@ -111,6 +137,10 @@ def run_engine(items):
     states: dict[tuple[str, str], EntityState] = {}
     ledger, conflicts = {}, []
     for item in items:
+        if isinstance(item, tuple) and item[0] == FORGED:
+            item = decode(forged_message(item[1]), REGISTRY, verifier=VERIFIER)
+            if isinstance(item, Rejection):
+                continue  # dead-lettered: no ledger row, no id taken
         if isinstance(item, tuple):
             _, entity_type, entity_id, attributes, stamp = item
             foreign_write(states.setdefault((entity_type, entity_id), EntityState()), attributes, stamp)
@@ -135,7 +165,14 @@ def run_engine(items):
 def run_model(items):
     reference = model.Model(TYPES)
     for item in items:
-        if isinstance(item, tuple):
+        if isinstance(item, tuple) and item[0] == FORGED:
+            forged = item[1]
+            reference.apply(model.ModelMutation(
+                forged.id, forged.edge_node_id, forged.entity_type, forged.entity_id, forged.operation.value,
+                dict(forged.attributes), forged.base_version, forged.timestamp, forged.priority, (),
+                forged.kafka_timestamp_ms, forged=True,
+            ))
+        elif isinstance(item, tuple):
             _, entity_type, entity_id, attributes, stamp = item
             reference.apply(model.ForeignWrite(entity_type, entity_id, attributes, stamp))
         else:
@@ -157,7 +194,7 @@ def run_model(items):
 
 
 @settings(max_examples=500)
-@given(logs())
+@given(logs(forgers=True))
 def test_engine_matches_reference_model(items):
     engine_entities, engine_ledger, engine_conflicts = run_engine(items)
     model_entities, model_ledger, model_conflicts = run_model(items)
