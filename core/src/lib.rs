@@ -1,0 +1,555 @@
+//! mutagg_core: one partition's chunk of raw Kafka values decoded and decided in Rust, the
+//! results handed back as Arrow column buffers (prototype of issue 22; not wired into the job).
+//!
+//! Imported by prototypes/rust_core.py only (the facade). Two calls per chunk:
+//! 1. `decode`: every value validated (DESIGN section 2); the indexes the Python decoder must
+//!    word (rejections: their DLQ message and readable identity) or judge (shapes this core
+//!    does not render) come back, each with this core's reason code where it has one.
+//! 2. `decide`: with those rejections filled in, every message decided in offset order
+//!    (DESIGN section 4) against the entity rows held here; `None` (nothing changed) when the
+//!    chunk needs the Python engine (see `Refusal::Unsupported`).
+
+mod columns;
+mod decide;
+mod decode;
+mod values;
+
+use std::collections::{HashMap as StdMap, HashSet as StdSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+use pyo3::exceptions::PyValueError;
+
+/// FNV-1a: the maps here are keyed by ids the job reads, not by an adversary's choice of
+/// collisions alone (a prototype; the real core would use a keyed fast hash such as ahash).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for byte in bytes {
+            hash = (hash ^ *byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+type HashMap<K, V> = StdMap<K, V, BuildHasherDefault<Fnv>>;
+type HashSet<K> = StdSet<K, BuildHasherDefault<Fnv>>;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use columns::{Column, Table};
+use decide::{decide, CustomResolver, EntityState, Status, TOMBSTONE};
+use decode::{Attribute, EntityType, Mutation, Registry, Strategy};
+use values::{copy_text, json_string, python_text, AttrType, Refusal, Value};
+
+/// What a later copy of an id is answered with (a ledger entry, or a first copy in this chunk).
+#[derive(Clone)]
+struct Decided {
+    status: &'static str,
+    reason: Option<Rc<str>>,
+    entity_type: Option<Rc<str>>,
+    entity_id: Option<Rc<str>>,
+    version: Option<i64>,
+    conflict_ids: Rc<str>,
+    #[allow(dead_code)] // the ack carries it (sinks/outcomes.py); not compared here
+    batch_id: Rc<str>,
+    partition: i64,
+    offset: i64,
+    kafka_timestamp_ms: i64,
+}
+
+/// A message the Python decoder rejected, as the facade passes it in.
+struct Rejected {
+    code: Rc<str>,
+    mutation_id: Option<Rc<str>>,
+    edge_node_id: Option<Rc<str>>,
+    entity_type: Option<Rc<str>>,
+    entity_id: Option<Rc<str>>,
+    detail: String,
+}
+
+#[pyclass(unsendable)]
+struct Core {
+    registry: Registry,
+    max_bytes: usize,
+    dependency_timeout_ms: i64,
+    resolver: Py<PyAny>,
+    states: Vec<HashMap<Rc<str>, EntityState>>,
+    ledger: HashMap<Rc<str>, Decided>,
+    decoded: Vec<Result<Mutation, Refusal>>,
+    timestamps: Vec<i64>,
+}
+
+struct PyResolver<'py> {
+    py: Python<'py>,
+    function: &'py Py<PyAny>,
+}
+
+impl CustomResolver for PyResolver<'_> {
+    fn resolve(&mut self, strategy: &str, mutation: &Mutation, entity_type: &EntityType, attribute: usize,
+               priority: i64, state: &EntityState) -> Result<&'static str, Refusal> {
+        let definition: &Attribute = &entity_type.attributes[attribute];
+        let incoming = mutation.attribute(attribute).cloned().flatten().map(|v| python_text(&v));
+        let current = state.values.get(attribute).cloned().flatten().map(|v| python_text(&v));
+        let current_prov = state.provenance_of(attribute);
+        let render = |t: &values::Ts| {
+            let mut out = String::new();
+            t.render(&mut out);
+            out
+        };
+        let args = (
+            strategy, &entity_type.name, &*mutation.entity_id, &definition.name, type_name(definition.ty), incoming,
+            current, render(&mutation.timestamp), current_prov.and_then(|p| p.timestamp.as_ref().map(render)),
+            priority, current_prov.and_then(|p| p.priority),
+        );
+        let answer = self.function.call1(self.py, args).map_err(|_| Refusal::Unsupported)?;
+        match answer.extract::<String>(self.py).as_deref() {
+            Ok("incoming") => Ok("incoming"),
+            Ok("server") => Ok("server"),
+            _ => Err(Refusal::Unsupported), // merged values and failures: the Python engine's
+        }
+    }
+}
+
+fn type_name(ty: AttrType) -> &'static str {
+    match ty {
+        AttrType::String => "string",
+        AttrType::Integer => "integer",
+        AttrType::Decimal => "decimal",
+        AttrType::Float => "float",
+        AttrType::Boolean => "boolean",
+        AttrType::Timestamp => "timestamp",
+        AttrType::Date => "date",
+        AttrType::Json => "json",
+    }
+}
+
+type TypeSpec = (String, i64, String, i64, Vec<(String, String, String)>);
+
+#[pymethods]
+impl Core {
+    /// `types`: (name, criticality bonus, delete rule, foreign priority, [(attribute, type,
+    /// strategy)]) per entity type; `resolver(strategy, type, id, attribute, attribute type,
+    /// incoming text, current text, incoming time, current time, priority, current priority)`
+    /// answers a custom strategy with "incoming" or "server".
+    #[new]
+    fn new(types: Vec<TypeSpec>, resolver: Py<PyAny>, max_bytes: usize, dependency_timeout_ms: i64) -> PyResult<Self> {
+        let mut registry = Registry { types: vec![], by_name: StdMap::new() };
+        for (name, criticality_bonus, delete_rule, foreign_priority, attributes) in types {
+            let mut entity_type = EntityType {
+                name: name.clone(), criticality_bonus, delete_rule, foreign_priority, attributes: vec![],
+                by_name: StdMap::new(),
+            };
+            for (attribute, ty, strategy) in attributes {
+                let ty = AttrType::parse(&ty).ok_or_else(|| PyValueError::new_err(format!("type {ty}")))?;
+                let kind = match strategy.as_str() {
+                    "last_writer_wins" => Strategy::LastWriterWins,
+                    "priority" => Strategy::Priority,
+                    "server_wins" => Strategy::ServerWins,
+                    "sum" => Strategy::Sum,
+                    "manual" => Strategy::Manual,
+                    _ => Strategy::Custom,
+                };
+                entity_type.by_name.insert(attribute.clone(), entity_type.attributes.len());
+                entity_type.attributes.push(Attribute { name: attribute, ty, strategy: kind, strategy_name: strategy });
+            }
+            registry.by_name.insert(name, registry.types.len());
+            registry.types.push(entity_type);
+        }
+        let states = registry.types.iter().map(|_| HashMap::default()).collect();
+        Ok(Core {
+            registry, max_bytes, dependency_timeout_ms, resolver, states, ledger: HashMap::default(), decoded: vec![],
+            timestamps: vec![],
+        })
+    }
+
+    /// Decode a chunk; the (index, reason code or None) of each message the Python decoder must see.
+    fn decode(&mut self, values: &Bound<'_, PyList>, keys: &Bound<'_, PyList>, timestamps: Vec<i64>)
+              -> PyResult<Vec<(usize, Option<&'static str>)>> {
+        let mut refused = vec![];
+        self.decoded.clear();
+        for (index, (value, key)) in values.iter().zip(keys.iter()).enumerate() {
+            let value = if value.is_none() { None } else { Some(value.cast_into::<PyBytes>()?) };
+            let key = if key.is_none() { None } else { Some(key.cast_into::<PyBytes>()?) };
+            let result = decode::decode(
+                value.as_ref().map(|v| v.as_bytes()), key.as_ref().map(|k| k.as_bytes()), timestamps[index],
+                &self.registry, self.max_bytes,
+            );
+            if let Err(refusal) = &result {
+                refused.push((index, match refusal {
+                    Refusal::Invalid(code) => Some(*code),
+                    Refusal::Unsupported => None,
+                }));
+            }
+            self.decoded.push(result);
+        }
+        self.timestamps = timestamps;
+        Ok(refused)
+    }
+
+    /// Decide the chunk `decode` saw. `rejections`: index -> (code, id, node, type, entity id,
+    /// detail) from the Python decoder. Returns the tables, or None: the chunk is the Python
+    /// engine's, and nothing here changed.
+    #[allow(clippy::type_complexity)]
+    fn decide<'py>(
+        &mut self, py: Python<'py>, topic: &str, partition: i64, offsets: Vec<i64>,
+        rejections: HashMap<usize, (String, Option<String>, Option<String>, Option<String>, Option<String>, String)>,
+        batch_id: &str,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let rejections: HashMap<usize, Rejected> = rejections.into_iter().map(|(index, r)| (index, Rejected {
+            code: Rc::from(r.0), mutation_id: r.1.map(Rc::from), edge_node_id: r.2.map(Rc::from),
+            entity_type: r.3.map(Rc::from), entity_id: r.4.map(Rc::from), detail: r.5,
+        })).collect();
+        let function = self.resolver.clone_ref(py);
+        let mut resolver = PyResolver { py, function: &function };
+        let tables = match decide_chunk(self, &mut resolver, topic, partition, &offsets, &rejections, batch_id) {
+            Ok(tables) => tables,
+            Err(_) => return Ok(None),
+        };
+        let result = PyDict::new(py);
+        result.set_item("ledger", tables.ledger.into_py(py)?)?;
+        result.set_item("conflicts", tables.conflicts.into_py(py)?)?;
+        result.set_item("outcomes", tables.outcomes.into_py(py)?)?;
+        let entities = PyDict::new(py);
+        for (name, table) in tables.entities {
+            entities.set_item(name, table.into_py(py)?)?;
+        }
+        result.set_item("entities", entities)?;
+        Ok(Some(result))
+    }
+}
+
+struct Tables {
+    ledger: Table,
+    conflicts: Table,
+    outcomes: Table,
+    entities: Vec<(String, Table)>,
+}
+
+const LEDGER: [&str; 20] = [
+    "mutation_id", "status", "reason", "entity_type", "entity_id", "version", "edge_node_id", "operation",
+    "base_version", "adjusted_priority", "batch_id", "kafka_topic", "kafka_partition", "kafka_offset",
+    "kafka_timestamp", "edge_timestamp", "decided_at", "conflict_ids", "detail", "held_attributes",
+];
+const CONFLICTS: [&str; 18] = [
+    "conflict_id", "entity_type", "entity_id", "attributes", "mutation_id", "other_mutation_id",
+    "incoming_edge_node_id", "other_edge_node_id", "strategy", "winner", "status", "incoming_values",
+    "server_values", "result_values", "base_version", "entity_version", "batch_id", "detected_at",
+];
+const OUTCOMES: [&str; 11] = [
+    "offset", "kind", "mutation_id", "status", "reason", "entity_type", "entity_id", "version", "edge_node_id",
+    "conflict_ids", "reused",
+];
+const INT_COLUMNS: [&str; 9] = [
+    "version", "base_version", "adjusted_priority", "kafka_partition", "kafka_offset", "kafka_timestamp",
+    "edge_timestamp", "entity_version", "offset",
+];
+
+fn table(names: &[&str]) -> Table {
+    Table::new(names.iter().map(|&n| {
+        let column = if INT_COLUMNS.contains(&n) { Column::int() } else if n == "reused" { Column::boolean() } else { Column::text() };
+        (n.to_owned(), column)
+    }).collect())
+}
+
+fn text_array(values: &[&str]) -> String {
+    if values.is_empty() {
+        return "{}".to_owned();
+    }
+    format!("{{\"{}\"}}", values.join("\",\""))
+}
+
+fn within_ledger_range(ms: i64) -> Option<i64> {
+    (0..decode::KAFKA_TIME_LIMIT_MS).contains(&ms).then_some(ms)
+}
+
+fn decide_chunk(
+    core: &mut Core, resolver: &mut PyResolver, topic: &str, partition: i64, offsets: &[i64],
+    rejections: &HashMap<usize, Rejected>, batch_id: &str,
+) -> Result<Tables, Refusal> {
+    let (mut ledger, mut conflicts, mut outcomes) = (table(&LEDGER), table(&CONFLICTS), table(&OUTCOMES));
+    let batch: Rc<str> = Rc::from(batch_id);
+    let mut working: HashMap<(usize, Rc<str>), EntityState> = HashMap::default();
+    let mut touched: Vec<(usize, Rc<str>)> = vec![];
+    let mut is_touched: HashSet<(usize, Rc<str>)> = HashSet::default();
+    let mut here: HashMap<Rc<str>, Decided> = HashMap::default();
+    for (index, decoded) in core.decoded.iter().enumerate() {
+        let offset = offsets[index];
+        let timestamp_ms = core.timestamps[index];
+        let (mutation_id, edge_node_id) = match decoded {
+            Ok(m) => (Some(m.id.clone()), Some(m.edge_node_id.clone())),
+            Err(_) => {
+                let rejected = rejections.get(&index).ok_or(Refusal::Unsupported)?;
+                (rejected.mutation_id.clone(), rejected.edge_node_id.clone())
+            }
+        };
+        // Later copies of an id: the first copy's decision, acknowledged to this copy's own node.
+        if let Some(id) = &mutation_id {
+            let earlier = match (here.get(id), core.ledger.get(id)) {
+                (Some(first), _) => Some((first, "duplicate")),
+                (None, Some(entry)) => Some((entry, if (entry.partition, entry.offset) == (partition, offset) { "replayed" } else { "duplicate" })),
+                (None, None) => None,
+            };
+            if let Some((earlier, kind)) = earlier {
+                let reused = kind == "duplicate" && earlier.partition != partition;
+                outcome_row(&mut outcomes, offset, kind, Some(id), earlier, edge_node_id.as_deref(), reused);
+                continue;
+            }
+        }
+        let decided = match decoded {
+            Err(_) => {
+                let r = &rejections[&index];
+                let entry = Decided {
+                    status: "REJECTED", reason: Some(r.code.clone()), entity_type: r.entity_type.clone(),
+                    entity_id: r.entity_id.clone(), version: None, conflict_ids: Rc::from("{}"), batch_id: batch.clone(),
+                    partition, offset, kafka_timestamp_ms: timestamp_ms,
+                };
+                if let Some(id) = &r.mutation_id {
+                    let row = &mut ledger;
+                    row.text(Some(id));
+                    row.text(Some("REJECTED"));
+                    row.text(Some(&r.code));
+                    row.text(r.entity_type.as_deref());
+                    row.text(r.entity_id.as_deref());
+                    row.int(None);
+                    row.text(r.edge_node_id.as_deref());
+                    row.text(None);
+                    row.int(None);
+                    row.int(None);
+                    row.text(Some(batch_id));
+                    row.text(Some(topic));
+                    row.int(Some(partition));
+                    row.int(Some(offset));
+                    row.int(within_ledger_range(timestamp_ms));
+                    row.int(None);
+                    row.text(None);
+                    row.text(Some("{}"));
+                    row.text(Some(&r.detail));
+                    row.text(None);
+                }
+                entry
+            }
+            Ok(m) => {
+                let entity_type = &core.registry.types[m.entity_type];
+                for dependency in &m.dependencies {
+                    // Decided before this one (here or in an earlier chunk) and in time; anything else
+                    // waits in the sequencer: the Python engine's.
+                    let seen = here.get(dependency).or_else(|| core.ledger.get(dependency));
+                    match seen {
+                        Some(d) if d.kafka_timestamp_ms <= m.kafka_timestamp_ms + core.dependency_timeout_ms => {}
+                        _ => return Err(Refusal::Unsupported),
+                    }
+                }
+                let key = (m.entity_type, m.entity_id.clone());
+                let state = working.entry(key.clone()).or_insert_with(|| {
+                    core.states[m.entity_type].get(&m.entity_id).cloned().unwrap_or_default()
+                });
+                let before = state.version;
+                let decision = decide(state, m, entity_type, resolver)?;
+                if state.version != before && is_touched.insert(key.clone()) {
+                    touched.push(key);
+                }
+                let conflict_ids: Vec<&str> = decision.conflicts.iter().map(|c| c.conflict_id.as_str()).collect();
+                let conflict_ids = text_array(&conflict_ids);
+                let held = if decision.status == Status::Conflict {
+                    let mut out = String::from("{");
+                    for (n, (attribute, value)) in m.attributes.iter().enumerate() {
+                        if n > 0 {
+                            out.push(',');
+                        }
+                        json_string(&entity_type.attributes[*attribute].name, &mut out);
+                        out.push(':');
+                        values::json_value(value.as_ref(), &mut out)?;
+                    }
+                    out.push('}');
+                    Some(out)
+                } else {
+                    None
+                };
+                let row = &mut ledger;
+                row.text(Some(&m.id));
+                row.text(Some(decision.status.name()));
+                row.text(decision.reason);
+                row.text(Some(&entity_type.name));
+                row.text(Some(&m.entity_id));
+                row.int(decision.version);
+                row.text(Some(&m.edge_node_id));
+                row.text(Some(m.operation.name()));
+                row.int(Some(m.base_version));
+                row.int(Some(decision.priority));
+                row.text(Some(batch_id));
+                row.text(Some(topic));
+                row.int(Some(partition));
+                row.int(Some(offset));
+                row.int(within_ledger_range(timestamp_ms));
+                row.int(Some(m.timestamp.us));
+                row.text(None);
+                row.text(Some(&conflict_ids));
+                row.text(None);
+                row.text(held.as_deref());
+                for c in &decision.conflicts {
+                    let attributes: Vec<&str> = c.attributes.iter().map(String::as_str).collect();
+                    conflicts.text(Some(&c.conflict_id));
+                    conflicts.text(Some(&entity_type.name));
+                    conflicts.text(Some(&m.entity_id));
+                    conflicts.text(Some(&text_array(&attributes)));
+                    conflicts.text(Some(&m.id));
+                    conflicts.text(c.other_mutation_id.as_deref());
+                    conflicts.text(Some(&m.edge_node_id));
+                    conflicts.text(c.other_edge_node_id.as_deref());
+                    conflicts.text(Some(&c.strategy));
+                    conflicts.text(c.winner);
+                    conflicts.text(Some(if c.winner.is_none() { "OPEN" } else { "AUTO_RESOLVED" }));
+                    conflicts.text(Some(&c.incoming_values));
+                    conflicts.text(Some(&c.server_values));
+                    conflicts.text(c.result_values.as_deref());
+                    conflicts.int(Some(m.base_version));
+                    conflicts.int(Some(c.entity_version));
+                    conflicts.text(Some(batch_id));
+                    conflicts.text(None);
+                }
+                Decided {
+                    status: decision.status.name(), reason: decision.reason.map(Rc::from),
+                    entity_type: Some(Rc::from(entity_type.name.as_str())), entity_id: Some(m.entity_id.clone()),
+                    version: decision.version, conflict_ids: Rc::from(conflict_ids), batch_id: batch.clone(),
+                    partition, offset, kafka_timestamp_ms: timestamp_ms,
+                }
+            }
+        };
+        outcome_row(&mut outcomes, offset, "decided", mutation_id.as_deref(), &decided, edge_node_id.as_deref(), false);
+        if let Some(id) = mutation_id {
+            here.insert(id, decided);
+        }
+    }
+    // Every message decided: the chunk's rows become the rows the next chunk reads.
+    let mut entities: Vec<(String, Table)> = vec![];
+    let mut by_type: Vec<Vec<Rc<str>>> = vec![vec![]; core.registry.types.len()];
+    for (type_index, id) in &touched {
+        by_type[*type_index].push(id.clone());
+    }
+    for (type_index, mut ids) in by_type.into_iter().enumerate() {
+        if ids.is_empty() {
+            continue;
+        }
+        ids.sort();
+        let entity_type = &core.registry.types[type_index];
+        entities.push((entity_type.name.clone(), entity_table(entity_type, &ids, &working, type_index)?));
+    }
+    for key in touched {
+        let state = working.remove(&key).expect("touched states are working copies");
+        core.states[key.0].insert(key.1, state);
+    }
+    core.ledger.extend(here);
+    Ok(Tables { ledger, conflicts, outcomes, entities })
+}
+
+fn outcome_row(outcomes: &mut Table, offset: i64, kind: &str, mutation_id: Option<&str>, decided: &Decided,
+               edge_node_id: Option<&str>, reused: bool) {
+    outcomes.int(Some(offset));
+    outcomes.text(Some(kind));
+    outcomes.text(mutation_id);
+    outcomes.text(Some(decided.status));
+    outcomes.text(decided.reason.as_deref());
+    outcomes.text(decided.entity_type.as_deref());
+    outcomes.text(decided.entity_id.as_deref());
+    outcomes.int(decided.version);
+    outcomes.text(edge_node_id);
+    let ids = decided.conflict_ids.trim_start_matches('{').trim_end_matches('}').replace('"', "");
+    outcomes.text(Some(&ids));
+    outcomes.boolean(Some(reused));
+}
+
+fn entity_table(entity_type: &EntityType, ids: &[Rc<str>], working: &HashMap<(usize, Rc<str>), EntityState>,
+                type_index: usize) -> Result<Table, Refusal> {
+    let mut columns: Vec<(String, Column)> = vec![("key".to_owned(), Column::text())];
+    for attribute in &entity_type.attributes {
+        let column = match attribute.ty {
+            AttrType::Float => Column::float(),
+            AttrType::Boolean => Column::boolean(),
+            _ => Column::text(),
+        };
+        columns.push((attribute.name.clone(), column));
+    }
+    columns.push(("version".to_owned(), Column::int()));
+    columns.push(("deleted".to_owned(), Column::boolean()));
+    columns.push(("mutagg_provenance".to_owned(), Column::text()));
+    let mut rows = Table::new(columns);
+    let mut text = String::new();
+    for id in ids {
+        let state = &working[&(type_index, id.clone())];
+        rows.text(Some(id));
+        for (index, attribute) in entity_type.attributes.iter().enumerate() {
+            match (attribute.ty, state.values.get(index).and_then(Option::as_ref)) {
+                (_, None) => rows.null(),
+                (AttrType::Float, Some(Value::Float(f))) => rows.float(Some(*f)),
+                (AttrType::Boolean, Some(Value::Bool(b))) => rows.boolean(Some(*b)),
+                (_, Some(value)) => {
+                    text.clear();
+                    copy_text(value, &mut text);
+                    rows.text(Some(&text));
+                }
+            }
+        }
+        rows.int(Some(state.version));
+        rows.boolean(Some(state.deleted));
+        text.clear();
+        provenance_json(entity_type, state, &mut text);
+        rows.text(Some(&text));
+    }
+    Ok(rows)
+}
+
+/// The provenance column as orjson writes `EntityState.provenance_json()`.
+fn provenance_json(entity_type: &EntityType, state: &EntityState, out: &mut String) {
+    out.push('{');
+    for (n, (name, p)) in state.provenance.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        json_string(if *name == TOMBSTONE { "#deleted" } else { &entity_type.attributes[*name].name }, out);
+        let _ = write!(out, ":[{},", p.version);
+        optional_string(p.mutation_id.as_deref(), out);
+        out.push(',');
+        optional_string(p.edge_node_id.as_deref(), out);
+        out.push(',');
+        match p.timestamp {
+            Some(t) => {
+                out.push('"');
+                t.render(out);
+                out.push('"');
+            }
+            None => out.push_str("null"),
+        }
+        match p.priority {
+            Some(priority) => {
+                let _ = write!(out, ",{priority},{},", p.other_version);
+            }
+            None => {
+                let _ = write!(out, ",null,{},", p.other_version);
+            }
+        }
+        optional_string(p.other_mutation_id.as_deref(), out);
+        out.push(']');
+    }
+    out.push('}');
+}
+
+fn optional_string(value: Option<&str>, out: &mut String) {
+    match value {
+        Some(s) => json_string(s, out),
+        None => out.push_str("null"),
+    }
+}
+
+#[pymodule]
+fn mutagg_core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<Core>()?;
+    Ok(())
+}
