@@ -4,7 +4,12 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use serde_json::{Map, Value as Json};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::Value as Json;
 
 use crate::values::{coerce, parse_timestamp, AttrType, Refusal, Ts, Value};
 
@@ -107,6 +112,55 @@ fn integer_field(value: &Json, low: i64, high: i64) -> Result<i64, Refusal> {
     }
 }
 
+/// A JSON object's members as written (keys, and values left unparsed); a repeated key's last
+/// value counts, as in Python's dict. Not an object: `None`.
+struct Members<'a>(Option<Vec<(Cow<'a, str>, &'a RawValue)>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Walk<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Walk<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Members<'a>, M::Error> {
+                let mut members: Vec<(Cow<'a, str>, &'a RawValue)> = Vec::with_capacity(12);
+                while let Some(key) = map.next_key::<Cow<'a, str>>()? {
+                    let value: &'a RawValue = map.next_value()?;
+                    match members.iter_mut().find(|(k, _)| *k == key) {
+                        Some(slot) => slot.1 = value,
+                        None => members.push((key, value)),
+                    }
+                }
+                Ok(Members(Some(members)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Members<'a>, E> { Ok(Members(None)) }
+            fn visit_i64<E>(self, _: i64) -> Result<Members<'a>, E> { Ok(Members(None)) }
+            fn visit_u64<E>(self, _: u64) -> Result<Members<'a>, E> { Ok(Members(None)) }
+            fn visit_f64<E>(self, _: f64) -> Result<Members<'a>, E> { Ok(Members(None)) }
+            fn visit_str<E>(self, _: &str) -> Result<Members<'a>, E> { Ok(Members(None)) }
+            fn visit_unit<E>(self) -> Result<Members<'a>, E> { Ok(Members(None)) }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<Members<'a>, S::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Members(None))
+            }
+        }
+        deserializer.deserialize_any(Walk(std::marker::PhantomData))
+    }
+}
+
+impl<'a> Members<'a> {
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0.as_ref()?.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+}
+
+/// A member's value parsed (small values: one field at a time).
+fn parsed(raw: &RawValue) -> Json {
+    serde_json::from_str(raw.get()).expect("checked as JSON already")
+}
+
 pub fn decode(
     value: Option<&[u8]>, key: Option<&[u8]>, timestamp_ms: i64, registry: &Registry, max_bytes: usize,
 ) -> Result<Mutation, Refusal> {
@@ -117,25 +171,32 @@ pub fn decode(
     if std::str::from_utf8(value).is_err() {
         return Err(invalid("INVALID_ENCODING"));
     }
-    let document: Json = serde_json::from_slice(value).map_err(|_| invalid("INVALID_JSON"))?;
+    let document: Members = serde_json::from_slice(value).map_err(|_| invalid("INVALID_JSON"))?;
     if timestamp_ms >= KAFKA_TIME_LIMIT_MS {
         return Err(invalid("TIMESTAMP_OUT_OF_RANGE"));
     }
-    let Json::Object(document) = document else {
+    if document.0.is_none() {
         return Err(invalid("NOT_AN_OBJECT"));
-    };
+    }
     validate(&document, key, timestamp_ms, registry)
 }
 
-fn validate(document: &Map<String, Json>, key: Option<&[u8]>, timestamp_ms: i64, registry: &Registry) -> Result<Mutation, Refusal> {
-    let mut fields: [&Json; 10] = [&Json::Null; 10];
+fn validate(document: &Members, key: Option<&[u8]>, timestamp_ms: i64, registry: &Registry) -> Result<Mutation, Refusal> {
+    let mut fields: [Json; 10] = Default::default();
     for (slot, name) in fields.iter_mut().zip(FIELDS) {
-        *slot = document.get(name).ok_or(invalid("MISSING_FIELD"))?;
+        if name != "attributes" {
+            *slot = parsed(document.get(name).ok_or(invalid("MISSING_FIELD"))?);
+        } else if document.get(name).is_none() {
+            return Err(invalid("MISSING_FIELD"));
+        }
     }
-    if document.len() != FIELDS.len() + usize::from(document.contains_key("tenant_id")) {
+    let has_tenant = document.get("tenant_id").is_some();
+    if document.0.as_ref().map_or(0, Vec::len) != FIELDS.len() + usize::from(has_tenant) {
         return Err(invalid("UNKNOWN_FIELD"));
     }
-    let [id, node, type_name, entity_id, operation, attributes, base_version, timestamp, priority, dependencies] = fields;
+    let [id, node, type_name, entity_id, operation, _, base_version, timestamp, priority, dependencies] = &fields;
+    let attributes: Members = serde_json::from_str(document.get("attributes").expect("checked").get())
+        .expect("checked as JSON already");
     let id = string_field(id, 1, 128)?;
     let edge_node_id = string_field(node, 1, 128)?;
     let entity_id = string_field(entity_id, 1, 256)?;
@@ -168,9 +229,9 @@ fn validate(document: &Map<String, Json>, key: Option<&[u8]>, timestamp_ms: i64,
             timestamp = Ts { us: broker_us, offset_min: 0 }; // DESIGN section 4 "Time"
         }
     }
-    match document.get("tenant_id") {
+    match document.get("tenant_id").map(parsed) {
         None | Some(Json::Null) => {}
-        Some(Json::String(s)) if !s.contains('\0') && chars_within(s, 0, 256) => {}
+        Some(Json::String(s)) if !s.contains('\0') && chars_within(&s, 0, 256) => {}
         Some(_) => return Err(invalid("INVALID_FIELD")),
     }
     let Json::Array(dependencies) = dependencies else {
@@ -189,7 +250,7 @@ fn validate(document: &Map<String, Json>, key: Option<&[u8]>, timestamp_ms: i64,
     if depends_on.contains(&id) {
         return Err(invalid("DEPENDENCY_CYCLE"));
     }
-    let Json::Object(raw_attributes) = attributes else {
+    let Some(raw_attributes) = &attributes.0 else {
         return Err(invalid("INVALID_FIELD"));
     };
     if operation == Operation::Delete && !raw_attributes.is_empty() {
@@ -197,9 +258,10 @@ fn validate(document: &Map<String, Json>, key: Option<&[u8]>, timestamp_ms: i64,
     }
     let mut coerced = Vec::with_capacity(raw_attributes.len());
     for (name, value) in raw_attributes {
-        let index = *entity_type.by_name.get(name.as_str()).ok_or(invalid("UNKNOWN_ATTRIBUTE"))?;
+        let index = *entity_type.by_name.get(name.as_ref()).ok_or(invalid("UNKNOWN_ATTRIBUTE"))?;
         let attribute = &entity_type.attributes[index];
-        let value = if value.is_null() { None } else { Some(coerce(attribute.ty, value)?) };
+        let value = parsed(value);
+        let value = if value.is_null() { None } else { Some(coerce(attribute.ty, &value)?) };
         if value.is_none() && attribute.strategy == Strategy::Sum && operation == Operation::Update {
             return Err(invalid("INVALID_ATTRIBUTE_VALUE"));
         }

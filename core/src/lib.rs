@@ -16,7 +16,6 @@ mod values;
 
 use std::collections::{HashMap as StdMap, HashSet as StdSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::fmt::Write as _;
 use std::rc::Rc;
 
 use pyo3::exceptions::PyValueError;
@@ -461,8 +460,12 @@ fn outcome_row(outcomes: &mut Table, offset: i64, kind: &str, mutation_id: Optio
     outcomes.text(decided.entity_id.as_deref());
     outcomes.int(decided.version);
     outcomes.text(edge_node_id);
-    let ids = decided.conflict_ids.trim_start_matches('{').trim_end_matches('}').replace('"', "");
-    outcomes.text(Some(&ids));
+    if &*decided.conflict_ids == "{}" {
+        outcomes.text(Some(""));
+    } else {
+        let ids = decided.conflict_ids.trim_start_matches('{').trim_end_matches('}').replace('"', "");
+        outcomes.text(Some(&ids));
+    }
     outcomes.boolean(Some(reused));
 }
 
@@ -514,7 +517,9 @@ fn provenance_json(entity_type: &EntityType, state: &EntityState, out: &mut Stri
             out.push(',');
         }
         json_string(if *name == TOMBSTONE { "#deleted" } else { &entity_type.attributes[*name].name }, out);
-        let _ = write!(out, ":[{},", p.version);
+        out.push_str(":[");
+        values::push_int(out, p.version);
+        out.push(',');
         optional_string(p.mutation_id.as_deref(), out);
         out.push(',');
         optional_string(p.edge_node_id.as_deref(), out);
@@ -529,12 +534,14 @@ fn provenance_json(entity_type: &EntityType, state: &EntityState, out: &mut Stri
         }
         match p.priority {
             Some(priority) => {
-                let _ = write!(out, ",{priority},{},", p.other_version);
+                out.push(',');
+                values::push_int(out, priority);
             }
-            None => {
-                let _ = write!(out, ",null,{},", p.other_version);
-            }
+            None => out.push_str(",null"),
         }
+        out.push(',');
+        values::push_int(out, p.other_version);
+        out.push(',');
         optional_string(p.other_mutation_id.as_deref(), out);
         out.push(']');
     }

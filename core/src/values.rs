@@ -159,7 +159,14 @@ impl Dec {
     }
 
     pub fn render(&self, out: &mut String) {
-        let magnitude = self.coef.unsigned_abs().to_string();
+        let magnitude = match i64::try_from(self.coef.unsigned_abs()) {
+            Ok(small) => {
+                let mut text = String::with_capacity(20);
+                push_int(&mut text, small);
+                text
+            }
+            Err(_) => self.coef.unsigned_abs().to_string(),
+        };
         if self.coef < 0 {
             out.push('-');
         }
@@ -178,6 +185,36 @@ impl Dec {
             out.push_str(&magnitude);
         }
     }
+}
+
+/// An integer in decimal, without core::fmt (this runs for every cell).
+pub fn push_int(out: &mut String, value: i64) {
+    let mut buffer = [0u8; 20];
+    let mut at = buffer.len();
+    let mut magnitude = value.unsigned_abs();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (magnitude % 10) as u8;
+        magnitude /= 10;
+        if magnitude == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push('-');
+    }
+    out.push_str(std::str::from_utf8(&buffer[at..]).expect("digits"));
+}
+
+/// `value` zero-padded to `width` digits (value >= 0).
+fn push_padded(out: &mut String, value: i64, width: usize) {
+    let mut buffer = [b'0'; 20];
+    let mut magnitude = value;
+    for at in (0..width).rev() {
+        buffer[at] = b'0' + (magnitude % 10) as u8;
+        magnitude /= 10;
+    }
+    out.push_str(std::str::from_utf8(&buffer[..width]).expect("digits"));
 }
 
 // -- time -----------------------------------------------------------------------------------
@@ -278,12 +315,26 @@ impl Ts {
         let (days, rest) = (local.div_euclid(US_PER_DAY), local.rem_euclid(US_PER_DAY));
         let (y, m, d) = civil_from_days(days);
         let (secs, micros) = (rest / 1_000_000, rest % 1_000_000);
-        let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+        push_padded(out, y, 4);
+        out.push('-');
+        push_padded(out, m, 2);
+        out.push('-');
+        push_padded(out, d, 2);
+        out.push('T');
+        push_padded(out, secs / 3600, 2);
+        out.push(':');
+        push_padded(out, secs / 60 % 60, 2);
+        out.push(':');
+        push_padded(out, secs % 60, 2);
         if micros != 0 {
-            let _ = write!(out, ".{micros:06}");
+            out.push('.');
+            push_padded(out, micros, 6);
         }
-        let offset = self.offset_min.abs();
-        let _ = write!(out, "{}{:02}:{:02}", if self.offset_min < 0 { '-' } else { '+' }, offset / 60, offset % 60);
+        let offset = self.offset_min.abs() as i64;
+        out.push(if self.offset_min < 0 { '-' } else { '+' });
+        push_padded(out, offset / 60, 2);
+        out.push(':');
+        push_padded(out, offset % 60, 2);
     }
 
     pub fn utc(&self) -> Ts {
@@ -427,9 +478,7 @@ fn float_repr(f: f64) -> Option<String> {
 pub fn copy_text(value: &Value, out: &mut String) {
     match value {
         Value::Str(s) | Value::Date(s) => out.push_str(s),
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
+        Value::Int(i) => push_int(out, *i),
         Value::Dec(d) => d.render(out),
         Value::Ts(t) => t.render(out),
         Value::Json(j) => out.push_str(&serde_json::to_string(j.as_ref()).unwrap_or_default()),
@@ -470,9 +519,7 @@ pub fn json_value(value: Option<&Value>, out: &mut String) -> Result<(), Refusal
     match value {
         None => out.push_str("null"),
         Some(Value::Str(s)) | Some(Value::Date(s)) => json_string(s, out),
-        Some(Value::Int(i)) => {
-            let _ = write!(out, "{i}");
-        }
+        Some(Value::Int(i)) => push_int(out, *i),
         Some(Value::Dec(d)) => {
             d.render(&mut text);
             json_string(&text, out);
