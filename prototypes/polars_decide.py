@@ -132,22 +132,26 @@ class PolarsEngine:
 
     def decide_chunk(self, topic: str, partition: int, raws: list[RawMessage], batch_id: str) -> dict[str, Any]:
         decoded = self._decode(raws)
-        known = set(self.ledger["mutation_id"].to_list()) if self.ledger.height else set()
-        firsts = decoded.filter(pl.col("id").is_first_distinct() & ~pl.col("id").is_in(list(known)))
+        firsts = decoded.filter(pl.col("id").is_first_distinct()).join(
+            self.ledger.select("mutation_id"), left_on="id", right_on="mutation_id", how="anti")
         firsts = firsts.with_columns(pl.col("offset").cum_count().over("entity_id").alias("rank") - 1)
+        # The chunk's entities only: each round reads and rewrites these rows, not every row.
+        work = self.state.join(firsts.select(pl.col("entity_id").unique().alias("id")), on="id", how="semi")
         ledger_parts, conflict_parts = [], []
         touched: set[str] = set()
         rounds = int(firsts["rank"].max()) + 1 if firsts.height else 0
         self.rounds = rounds
         for number in range(rounds):
             batch = firsts.filter(pl.col("rank") == number)
-            decided, conflicts, states = self._round(batch)
+            decided, conflicts, states = self._round(batch, work)
             ledger_parts.append(decided)
             conflict_parts.append(conflicts)
             changed = states.filter(pl.col("changed")).drop("changed")
             touched.update(changed["id"].to_list())
-            self.state = pl.concat([self.state.join(changed.select("id"), on="id", how="anti"), changed],
-                                   how="vertical_relaxed")
+            work = pl.concat([work.join(changed.select("id"), on="id", how="anti"), changed], how="vertical_relaxed")
+        rows = work.filter(pl.col("id").is_in(sorted(touched))).sort("id")
+        self.state = pl.concat([self.state.join(rows.select("id"), on="id", how="anti"), rows],
+                               how="vertical_relaxed")
         ledger = pl.concat(ledger_parts) if ledger_parts else None
         outcomes = self._outcomes(decoded, ledger)
         if ledger is not None:
@@ -159,14 +163,14 @@ class PolarsEngine:
             conflicts = conflicts.with_columns(pl.lit(batch_id).alias("batch_id"),
                                                pl.lit(None, pl.String).alias("detected_at")).select(CONFLICT_COLUMNS)
             conflicts = conflicts if conflicts.height else None
-        rows = self.state.filter(pl.col("id").is_in(sorted(touched))).sort("id")
         return {"ledger": ledger, "conflicts": conflicts, "outcomes": outcomes,
                 "entities": {TYPE: self._rows_frame(rows)} if rows.height else {}}
 
-    def _round(self, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-        """Decide one mutation of every entity in `batch` (operators/conflicts.py `decide`)."""
+    def _round(self, batch: pl.DataFrame, work: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """Decide one mutation of every entity in `batch` against its row in `work`
+        (operators/conflicts.py `decide`)."""
         names, entity_type = self.names, self.entity_type
-        rows = batch.join(self.state, left_on="entity_id", right_on="id", how="left").with_columns(
+        rows = batch.join(work, left_on="entity_id", right_on="id", how="left").with_columns(
             pl.col("version").fill_null(0), pl.col("deleted").fill_null(False))
         node, op = pl.col("edge_node_id"), pl.col("operation_type")
         base = pl.when(op == "CREATE").then(0).otherwise(pl.col("base_version"))
@@ -369,7 +373,8 @@ class PolarsEngine:
 
     def _outcomes(self, decoded: pl.DataFrame, ledger: pl.DataFrame | None) -> pl.DataFrame:
         """Every message's acknowledgement; a later copy answered with its first copy's decision."""
-        known = pl.concat([self.ledger, ledger.select(self.ledger.columns)]) if ledger is not None else self.ledger
+        earlier = self.ledger.join(decoded.select(pl.col("id").alias("mutation_id")), on="mutation_id", how="semi")
+        known = pl.concat([earlier, ledger.select(self.ledger.columns)]) if ledger is not None else earlier
         firsts = set(ledger["mutation_id"].to_list()) if ledger is not None else set()
         answered = decoded.select("offset", "id", "edge_node_id").join(
             known.unique("mutation_id", keep="last"), left_on="id", right_on="mutation_id", how="left")
