@@ -48,9 +48,42 @@ fn bitmap(bits: &[bool]) -> Vec<u8> {
     out
 }
 
+/// The bytes of a slice of 8-byte numbers, in place: Arrow's little-endian layout.
+fn le_bytes<T: Copy>(values: &[T]) -> &[u8] {
+    const { assert!(cfg!(target_endian = "little") && std::mem::size_of::<T>() == 8) };
+    // SAFETY: plain 8-byte numbers (i64, f64) have no padding; the length is in bytes.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+}
+
 impl Table {
     pub fn new(columns: Vec<(String, Column)>) -> Table {
         Table { columns, next: 0 }
+    }
+
+    /// Room for `rows` rows (text columns `width` bytes a cell): no copying as they grow.
+    pub fn reserve(mut self, rows: usize, width: usize) -> Table {
+        for (_, column) in &mut self.columns {
+            match column {
+                Column::Text { offsets, data, valid } => {
+                    offsets.reserve(rows);
+                    data.reserve(rows * width);
+                    valid.reserve(rows);
+                }
+                Column::Int { values, valid } => {
+                    values.reserve(rows);
+                    valid.reserve(rows);
+                }
+                Column::Float { values, valid } => {
+                    values.reserve(rows);
+                    valid.reserve(rows);
+                }
+                Column::Boolean { values, valid } => {
+                    values.reserve(rows);
+                    valid.reserve(rows);
+                }
+            }
+        }
+        self
     }
 
     fn column(&mut self) -> &mut Column {
@@ -134,16 +167,13 @@ impl Table {
             let validity = PyBytes::new(py, &bitmap(valid));
             let item = match &column {
                 Column::Text { offsets, data, .. } => {
-                    let offsets: Vec<u8> = offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
-                    (name, "text", length, validity, PyBytes::new(py, &offsets), Some(PyBytes::new(py, data)))
+                    (name, "text", length, validity, PyBytes::new(py, le_bytes(offsets)), Some(PyBytes::new(py, data)))
                 }
                 Column::Int { values, .. } => {
-                    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    (name, "int", length, validity, PyBytes::new(py, &bytes), None)
+                    (name, "int", length, validity, PyBytes::new(py, le_bytes(values)), None)
                 }
                 Column::Float { values, .. } => {
-                    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    (name, "float", length, validity, PyBytes::new(py, &bytes), None)
+                    (name, "float", length, validity, PyBytes::new(py, le_bytes(values)), None)
                 }
                 Column::Boolean { values, .. } => {
                     (name, "bool", length, validity, PyBytes::new(py, &bitmap(values)), None)

@@ -156,6 +156,17 @@ impl<'a> Members<'a> {
     }
 }
 
+/// A string member read in place (no escapes), or its value parsed.
+fn parsed_str(raw: &RawValue) -> Json {
+    if !raw.get().starts_with('"') {
+        return parsed(raw);
+    }
+    match serde_json::from_str::<&str>(raw.get()) {
+        Ok(text) => Json::String(text.to_owned()),
+        Err(_) => parsed(raw),
+    }
+}
+
 /// A member's value parsed (small values: one field at a time).
 fn parsed(raw: &RawValue) -> Json {
     serde_json::from_str(raw.get()).expect("checked as JSON already")
@@ -185,7 +196,8 @@ fn validate(document: &Members, key: Option<&[u8]>, timestamp_ms: i64, registry:
     let mut fields: [Json; 10] = Default::default();
     for (slot, name) in fields.iter_mut().zip(FIELDS) {
         if name != "attributes" {
-            *slot = parsed(document.get(name).ok_or(invalid("MISSING_FIELD"))?);
+            let raw = document.get(name).ok_or(invalid("MISSING_FIELD"))?;
+            *slot = if matches!(name, "base_version" | "priority" | "dependencies") { parsed(raw) } else { parsed_str(raw) };
         } else if document.get(name).is_none() {
             return Err(invalid("MISSING_FIELD"));
         }
@@ -260,7 +272,7 @@ fn validate(document: &Members, key: Option<&[u8]>, timestamp_ms: i64, registry:
     for (name, value) in raw_attributes {
         let index = *entity_type.by_name.get(name.as_ref()).ok_or(invalid("UNKNOWN_ATTRIBUTE"))?;
         let attribute = &entity_type.attributes[index];
-        let value = parsed(value);
+        let value = parsed_str(value);
         let value = if value.is_null() { None } else { Some(coerce(attribute.ty, &value)?) };
         if value.is_none() && attribute.strategy == Strategy::Sum && operation == Operation::Update {
             return Err(invalid("INVALID_ATTRIBUTE_VALUE"));

@@ -251,11 +251,12 @@ const INT_COLUMNS: [&str; 9] = [
     "edge_timestamp", "entity_version", "offset",
 ];
 
-fn table(names: &[&str]) -> Table {
+fn table(names: &[&str], rows: usize) -> Table {
+    let width = 24;
     Table::new(names.iter().map(|&n| {
         let column = if INT_COLUMNS.contains(&n) { Column::int() } else if n == "reused" { Column::boolean() } else { Column::text() };
         (n.to_owned(), column)
-    }).collect())
+    }).collect()).reserve(rows, width)
 }
 
 fn text_array(values: &[&str]) -> String {
@@ -273,12 +274,15 @@ fn decide_chunk(
     core: &mut Core, resolver: &mut PyResolver, topic: &str, partition: i64, offsets: &[i64],
     rejections: &HashMap<usize, Rejected>, batch_id: &str,
 ) -> Result<Tables, Refusal> {
-    let (mut ledger, mut conflicts, mut outcomes) = (table(&LEDGER), table(&CONFLICTS), table(&OUTCOMES));
+    let (mut ledger, mut conflicts, mut outcomes) = (table(&LEDGER, offsets.len()), table(&CONFLICTS, offsets.len() / 8), table(&OUTCOMES, offsets.len()));
     let batch: Rc<str> = Rc::from(batch_id);
-    let mut working: HashMap<(usize, Rc<str>), EntityState> = HashMap::default();
+    let mut working: HashMap<(usize, Rc<str>), EntityState> =
+        HashMap::with_capacity_and_hasher(offsets.len(), Default::default());
     let mut touched: Vec<(usize, Rc<str>)> = vec![];
-    let mut is_touched: HashSet<(usize, Rc<str>)> = HashSet::default();
-    let mut here: HashMap<Rc<str>, Decided> = HashMap::default();
+    let mut is_touched: HashSet<(usize, Rc<str>)> = HashSet::with_capacity_and_hasher(offsets.len(), Default::default());
+    let mut here: HashMap<Rc<str>, Decided> = HashMap::with_capacity_and_hasher(offsets.len(), Default::default());
+    let no_conflicts: Rc<str> = Rc::from("{}");
+    let type_names: Vec<Rc<str>> = core.registry.types.iter().map(|t| Rc::from(t.name.as_str())).collect();
     for (index, decoded) in core.decoded.iter().enumerate() {
         let offset = offsets[index];
         let timestamp_ms = core.timestamps[index];
@@ -307,7 +311,7 @@ fn decide_chunk(
                 let r = &rejections[&index];
                 let entry = Decided {
                     status: "REJECTED", reason: Some(r.code.clone()), entity_type: r.entity_type.clone(),
-                    entity_id: r.entity_id.clone(), version: None, conflict_ids: Rc::from("{}"), batch_id: batch.clone(),
+                    entity_id: r.entity_id.clone(), version: None, conflict_ids: no_conflicts.clone(), batch_id: batch.clone(),
                     partition, offset, kafka_timestamp_ms: timestamp_ms,
                 };
                 if let Some(id) = &r.mutation_id {
@@ -416,8 +420,10 @@ fn decide_chunk(
                 }
                 Decided {
                     status: decision.status.name(), reason: decision.reason.map(Rc::from),
-                    entity_type: Some(Rc::from(entity_type.name.as_str())), entity_id: Some(m.entity_id.clone()),
-                    version: decision.version, conflict_ids: Rc::from(conflict_ids), batch_id: batch.clone(),
+                    entity_type: Some(type_names[m.entity_type].clone()), entity_id: Some(m.entity_id.clone()),
+                    version: decision.version,
+                    conflict_ids: if decision.conflicts.is_empty() { no_conflicts.clone() } else { Rc::from(conflict_ids) },
+                    batch_id: batch.clone(),
                     partition, offset, kafka_timestamp_ms: timestamp_ms,
                 }
             }
@@ -445,6 +451,7 @@ fn decide_chunk(
         let state = working.remove(&key).expect("touched states are working copies");
         core.states[key.0].insert(key.1, state);
     }
+    core.ledger.reserve(here.len());
     core.ledger.extend(here);
     Ok(Tables { ledger, conflicts, outcomes, entities })
 }
@@ -483,7 +490,7 @@ fn entity_table(entity_type: &EntityType, ids: &[Rc<str>], working: &HashMap<(us
     columns.push(("version".to_owned(), Column::int()));
     columns.push(("deleted".to_owned(), Column::boolean()));
     columns.push(("mutagg_provenance".to_owned(), Column::text()));
-    let mut rows = Table::new(columns);
+    let mut rows = Table::new(columns).reserve(ids.len(), 32);
     let mut text = String::new();
     for id in ids {
         let state = &working[&(type_index, id.clone())];
