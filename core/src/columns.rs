@@ -6,29 +6,58 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 pub enum Column {
-    Text { offsets: Vec<i64>, data: Vec<u8>, valid: Vec<bool> },
-    Int { values: Vec<i64>, valid: Vec<bool> },
-    Float { values: Vec<f64>, valid: Vec<bool> },
-    Boolean { values: Vec<bool>, valid: Vec<bool> },
+    Text {
+        offsets: Vec<i64>,
+        data: Vec<u8>,
+        valid: Vec<bool>,
+    },
+    Int {
+        values: Vec<i64>,
+        valid: Vec<bool>,
+    },
+    Float {
+        values: Vec<f64>,
+        valid: Vec<bool>,
+    },
+    Boolean {
+        values: Vec<bool>,
+        valid: Vec<bool>,
+    },
 }
 
 impl Column {
     pub fn text() -> Column {
-        Column::Text { offsets: vec![0], data: vec![], valid: vec![] }
+        Column::Text {
+            offsets: vec![0],
+            data: vec![],
+            valid: vec![],
+        }
     }
     pub fn int() -> Column {
-        Column::Int { values: vec![], valid: vec![] }
+        Column::Int {
+            values: vec![],
+            valid: vec![],
+        }
     }
     pub fn float() -> Column {
-        Column::Float { values: vec![], valid: vec![] }
+        Column::Float {
+            values: vec![],
+            valid: vec![],
+        }
     }
     pub fn boolean() -> Column {
-        Column::Boolean { values: vec![], valid: vec![] }
+        Column::Boolean {
+            values: vec![],
+            valid: vec![],
+        }
     }
 
     fn valid(&self) -> &[bool] {
         match self {
-            Column::Text { valid, .. } | Column::Int { valid, .. } | Column::Float { valid, .. } | Column::Boolean { valid, .. } => valid,
+            Column::Text { valid, .. }
+            | Column::Int { valid, .. }
+            | Column::Float { valid, .. }
+            | Column::Boolean { valid, .. } => valid,
         }
     }
 }
@@ -166,15 +195,23 @@ impl Table {
             let length = valid.len();
             let validity = PyBytes::new(py, &bitmap(valid));
             let item = match &column {
-                Column::Text { offsets, data, .. } => {
-                    (name, "text", length, validity, PyBytes::new(py, le_bytes(offsets)), Some(PyBytes::new(py, data)))
-                }
-                Column::Int { values, .. } => {
-                    (name, "int", length, validity, PyBytes::new(py, le_bytes(values)), None)
-                }
-                Column::Float { values, .. } => {
-                    (name, "float", length, validity, PyBytes::new(py, le_bytes(values)), None)
-                }
+                Column::Text { offsets, data, .. } => (
+                    name,
+                    "text",
+                    length,
+                    validity,
+                    PyBytes::new(py, le_bytes(offsets)),
+                    Some(PyBytes::new(py, data)),
+                ),
+                Column::Int { values, .. } => (name, "int", length, validity, PyBytes::new(py, le_bytes(values)), None),
+                Column::Float { values, .. } => (
+                    name,
+                    "float",
+                    length,
+                    validity,
+                    PyBytes::new(py, le_bytes(values)),
+                    None,
+                ),
                 Column::Boolean { values, .. } => {
                     (name, "bool", length, validity, PyBytes::new(py, &bitmap(values)), None)
                 }

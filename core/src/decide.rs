@@ -103,8 +103,15 @@ pub struct Decision {
 
 /// A custom strategy, answered by Python: "incoming" or "server" (anything else: Unsupported).
 pub trait CustomResolver {
-    fn resolve(&mut self, strategy: &str, mutation: &Mutation, entity_type: &EntityType, attribute: usize,
-               priority: i64, state: &EntityState) -> Result<&'static str, Refusal>;
+    fn resolve(
+        &mut self,
+        strategy: &str,
+        mutation: &Mutation,
+        entity_type: &EntityType,
+        attribute: usize,
+        priority: i64,
+        state: &EntityState,
+    ) -> Result<&'static str, Refusal>;
 }
 
 pub fn conflict_id(mutation_id: &str, subject: &str) -> String {
@@ -126,7 +133,13 @@ pub fn conflict_id(mutation_id: &str, subject: &str) -> String {
 pub fn adjusted_priority(mutation: &Mutation, entity_type: &EntityType) -> i64 {
     let age_us = mutation.kafka_timestamp_ms * 1000 - mutation.timestamp.us;
     let minute = 60_000_000;
-    let age_bonus = if age_us > 60 * minute { 2 } else if age_us > 15 * minute { 1 } else { 0 };
+    let age_bonus = if age_us > 60 * minute {
+        2
+    } else if age_us > 15 * minute {
+        1
+    } else {
+        0
+    };
     let operation_bonus = match mutation.operation {
         Operation::Delete => 2,
         Operation::Create => 1,
@@ -168,8 +181,16 @@ impl Builder<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record(&mut self, state: &EntityState, subject: &str, attributes: &[usize], other: Other,
-              strategy: &str, winner: Option<&'static str>, result: Option<String>) -> Result<(), Refusal> {
+    fn record(
+        &mut self,
+        state: &EntityState,
+        subject: &str,
+        attributes: &[usize],
+        other: Other,
+        strategy: &str,
+        winner: Option<&'static str>,
+        result: Option<String>,
+    ) -> Result<(), Refusal> {
         let mutation = self.mutation;
         let incoming = self.values_json(attributes, |i| mutation.attribute(i).cloned().flatten())?;
         let server = self.values_json(attributes, |i| state.value(i).cloned())?;
@@ -210,23 +231,43 @@ fn sorted_names(entity_type: &EntityType, mut indices: Vec<usize>) -> Vec<usize>
 }
 
 /// Decide `mutation` against `state`, applying its effect to `state` in place.
-pub fn decide(state: &mut EntityState, mutation: &Mutation, entity_type: &EntityType,
-              custom: &mut dyn CustomResolver) -> Result<Decision, Refusal> {
+pub fn decide(
+    state: &mut EntityState,
+    mutation: &Mutation,
+    entity_type: &EntityType,
+    custom: &mut dyn CustomResolver,
+) -> Result<Decision, Refusal> {
     let priority = adjusted_priority(mutation, entity_type);
     let operation = mutation.operation;
     if state.values.len() < entity_type.attributes.len() {
         state.values.resize(entity_type.attributes.len(), None);
     }
     if state.version == 0 {
-        let builder = Builder { mutation, entity_type, base_version: mutation.base_version, priority, conflicts: vec![] };
+        let builder = Builder {
+            mutation,
+            entity_type,
+            base_version: mutation.base_version,
+            priority,
+            conflicts: vec![],
+        };
         if operation != Operation::Create {
             return Ok(builder.finish(state, Status::Rejected, Some("ENTITY_NOT_FOUND")));
         }
         let writes = mutation.attributes.clone();
         return write(builder, state, writes, Some(false));
     }
-    let base_version = if operation == Operation::Create { 0 } else { mutation.base_version };
-    let mut builder = Builder { mutation, entity_type, base_version, priority, conflicts: vec![] };
+    let base_version = if operation == Operation::Create {
+        0
+    } else {
+        mutation.base_version
+    };
+    let mut builder = Builder {
+        mutation,
+        entity_type,
+        base_version,
+        priority,
+        conflicts: vec![],
+    };
     if base_version > state.version {
         return Ok(builder.finish(state, Status::Rejected, Some("FUTURE_BASE_VERSION")));
     }
@@ -238,8 +279,15 @@ pub fn decide(state: &mut EntityState, mutation: &Mutation, entity_type: &Entity
         let incoming_wins = entity_type.delete_rule == "update_wins";
         let names = sorted_names(entity_type, mutation.attributes.iter().map(|(i, _)| *i).collect());
         let deleter = state.provenance_of(TOMBSTONE).cloned();
-        builder.record(state, "#delete", &names, Other::Writer(deleter.as_deref()), &entity_type.delete_rule,
-                       Some(if incoming_wins { "incoming" } else { "server" }), None)?;
+        builder.record(
+            state,
+            "#delete",
+            &names,
+            Other::Writer(deleter.as_deref()),
+            &entity_type.delete_rule,
+            Some(if incoming_wins { "incoming" } else { "server" }),
+            None,
+        )?;
         if !incoming_wins {
             return Ok(builder.finish(state, Status::Applied, Some("SUPERSEDED")));
         }
@@ -254,19 +302,29 @@ pub fn decide(state: &mut EntityState, mutation: &Mutation, entity_type: &Entity
 fn delete(mut builder: Builder, state: &mut EntityState) -> Result<Decision, Refusal> {
     let (mutation, entity_type) = (builder.mutation, builder.entity_type);
     let node = &*mutation.edge_node_id;
-    let changed: Vec<usize> = state.provenance.iter()
+    let changed: Vec<usize> = state
+        .provenance
+        .iter()
         .filter(|(name, prov)| *name != TOMBSTONE && prov.written_by_other_after(node, builder.base_version))
         .map(|(name, _)| *name)
         .collect();
     if !changed.is_empty() {
         let changed = sorted_names(entity_type, changed);
-        let (_, other_id) = changed.iter()
+        let (_, other_id) = changed
+            .iter()
             .map(|&name| state.provenance_of(name).expect("listed above").latest_by_other(node))
             .max()
             .expect("not empty");
         let incoming_wins = entity_type.delete_rule == "delete_wins";
-        builder.record(state, "#delete", &changed, Other::Deleter(other_id), &entity_type.delete_rule,
-                       Some(if incoming_wins { "incoming" } else { "server" }), None)?;
+        builder.record(
+            state,
+            "#delete",
+            &changed,
+            Other::Deleter(other_id),
+            &entity_type.delete_rule,
+            Some(if incoming_wins { "incoming" } else { "server" }),
+            None,
+        )?;
         if !incoming_wins {
             return Ok(builder.finish(state, Status::Applied, Some("SUPERSEDED")));
         }
@@ -274,8 +332,12 @@ fn delete(mut builder: Builder, state: &mut EntityState) -> Result<Decision, Ref
     write(builder, state, vec![], Some(true))
 }
 
-fn update(mut builder: Builder, state: &mut EntityState, custom: &mut dyn CustomResolver, revive: bool)
-          -> Result<Decision, Refusal> {
+fn update(
+    mut builder: Builder,
+    state: &mut EntityState,
+    custom: &mut dyn CustomResolver,
+    revive: bool,
+) -> Result<Decision, Refusal> {
     let (mutation, entity_type, priority) = (builder.mutation, builder.entity_type, builder.priority);
     let mut writes: Vec<(usize, Option<Value>)> = Vec::with_capacity(mutation.attributes.len());
     let mut held: Vec<usize> = vec![];
@@ -302,31 +364,57 @@ fn update(mut builder: Builder, state: &mut EntityState, custom: &mut dyn Custom
             }
             Strategy::LastWriterWins => lww(mutation, &prov),
             Strategy::Priority => {
-                let current = if prov.edge_node_id.is_none() { entity_type.foreign_priority } else { prov.priority.unwrap_or(0) };
+                let current = if prov.edge_node_id.is_none() {
+                    entity_type.foreign_priority
+                } else {
+                    prov.priority.unwrap_or(0)
+                };
                 if priority != current {
-                    if priority > current { "incoming" } else { "server" }
+                    if priority > current {
+                        "incoming"
+                    } else {
+                        "server"
+                    }
                 } else {
                     lww(mutation, &prov)
                 }
             }
             Strategy::ServerWins => "server",
             Strategy::Sum => "merged",
-            Strategy::Custom => custom.resolve(&attribute.strategy_name, mutation, entity_type, name, priority, state)?,
+            Strategy::Custom => {
+                custom.resolve(&attribute.strategy_name, mutation, entity_type, name, priority, state)?
+            }
         };
         if winner != "server" {
             writes.push((name, incoming_value));
         }
         let written = writes.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
-        let result = builder.values_json(&[name], |_| written.clone().unwrap_or_else(|| state.value(name).cloned()))?;
-        builder.record(state, &attribute.name, &[name], Other::Writer(Some(&prov)), &attribute.strategy_name,
-                       Some(winner), Some(result))?;
+        let result = builder.values_json(&[name], |_| {
+            written.clone().unwrap_or_else(|| state.value(name).cloned())
+        })?;
+        builder.record(
+            state,
+            &attribute.name,
+            &[name],
+            Other::Writer(Some(&prov)),
+            &attribute.strategy_name,
+            Some(winner),
+            Some(result),
+        )?;
     }
     if !held.is_empty() {
         builder.conflicts.clear(); // nothing of a held mutation applies, so no auto-resolution stands
         for name in held {
             let prov = state.provenance_of(name).cloned();
-            builder.record(state, &entity_type.attributes[name].name, &[name], Other::Writer(prov.as_deref()),
-                           "manual", None, None)?;
+            builder.record(
+                state,
+                &entity_type.attributes[name].name,
+                &[name],
+                Other::Writer(prov.as_deref()),
+                "manual",
+                None,
+                None,
+            )?;
         }
         return Ok(builder.finish(state, Status::Conflict, None));
     }
@@ -340,12 +428,20 @@ fn lww(mutation: &Mutation, current: &Provenance) -> &'static str {
         current.mutation_id.as_deref().unwrap_or(""),
     );
     let mine = (mutation.timestamp.us, &*mutation.edge_node_id, &*mutation.id);
-    if mine > theirs { "incoming" } else { "server" }
+    if mine > theirs {
+        "incoming"
+    } else {
+        "server"
+    }
 }
 
 /// Apply `writes` (and the tombstone flag, when given) as one new version.
-fn write(builder: Builder, state: &mut EntityState, writes: Vec<(usize, Option<Value>)>, tombstone: Option<bool>)
-         -> Result<Decision, Refusal> {
+fn write(
+    builder: Builder,
+    state: &mut EntityState,
+    writes: Vec<(usize, Option<Value>)>,
+    tombstone: Option<bool>,
+) -> Result<Decision, Refusal> {
     if writes.is_empty() && tombstone.is_none() {
         return Ok(builder.finish(state, Status::Applied, Some("SUPERSEDED")));
     }
@@ -364,7 +460,9 @@ fn write(builder: Builder, state: &mut EntityState, writes: Vec<(usize, Option<V
         let position = state.provenance.iter().position(|(n, _)| *n == name);
         let (other_version, other_mutation_id) = match position.map(|p| &state.provenance[p].1) {
             None => (0, None),
-            Some(previous) if previous.edge_node_id == mine => (previous.other_version, previous.other_mutation_id.clone()),
+            Some(previous) if previous.edge_node_id == mine => {
+                (previous.other_version, previous.other_mutation_id.clone())
+            }
             Some(previous) => (previous.version, previous.mutation_id.clone()),
         };
         let entry = Rc::new(Provenance {

@@ -83,8 +83,16 @@ impl Mutation {
 }
 
 const FIELDS: [&str; 10] = [
-    "id", "edge_node_id", "entity_type", "entity_id", "operation_type", "attributes", "base_version", "timestamp",
-    "priority", "dependencies",
+    "id",
+    "edge_node_id",
+    "entity_type",
+    "entity_id",
+    "operation_type",
+    "attributes",
+    "base_version",
+    "timestamp",
+    "priority",
+    "dependencies",
 ];
 pub const KAFKA_TIME_LIMIT_MS: i64 = 253_402_300_800_000;
 const MAX_FUTURE_SKEW_US: i64 = 366 * 86_400_000_000;
@@ -94,7 +102,11 @@ fn invalid(code: &'static str) -> Refusal {
 }
 
 fn chars_within(s: &str, low: usize, high: usize) -> bool {
-    let n = if s.len() <= high { s.chars().count() } else { s.chars().take(high + 1).count() };
+    let n = if s.len() <= high {
+        s.chars().count()
+    } else {
+        s.chars().take(high + 1).count()
+    };
     (low..=high).contains(&n)
 }
 
@@ -135,12 +147,24 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
                 }
                 Ok(Members(Some(members)))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Members<'a>, E> { Ok(Members(None)) }
-            fn visit_i64<E>(self, _: i64) -> Result<Members<'a>, E> { Ok(Members(None)) }
-            fn visit_u64<E>(self, _: u64) -> Result<Members<'a>, E> { Ok(Members(None)) }
-            fn visit_f64<E>(self, _: f64) -> Result<Members<'a>, E> { Ok(Members(None)) }
-            fn visit_str<E>(self, _: &str) -> Result<Members<'a>, E> { Ok(Members(None)) }
-            fn visit_unit<E>(self) -> Result<Members<'a>, E> { Ok(Members(None)) }
+            fn visit_bool<E>(self, _: bool) -> Result<Members<'a>, E> {
+                Ok(Members(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Members<'a>, E> {
+                Ok(Members(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Members<'a>, E> {
+                Ok(Members(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Members<'a>, E> {
+                Ok(Members(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Members<'a>, E> {
+                Ok(Members(None))
+            }
+            fn visit_unit<E>(self) -> Result<Members<'a>, E> {
+                Ok(Members(None))
+            }
             fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<Members<'a>, S::Error> {
                 while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
                 Ok(Members(None))
@@ -173,7 +197,11 @@ fn parsed(raw: &RawValue) -> Json {
 }
 
 pub fn decode(
-    value: Option<&[u8]>, key: Option<&[u8]>, timestamp_ms: i64, registry: &Registry, max_bytes: usize,
+    value: Option<&[u8]>,
+    key: Option<&[u8]>,
+    timestamp_ms: i64,
+    registry: &Registry,
+    max_bytes: usize,
 ) -> Result<Mutation, Refusal> {
     let value = value.ok_or(invalid("NOT_AN_OBJECT"))?;
     if value.len() > max_bytes {
@@ -192,12 +220,21 @@ pub fn decode(
     validate(&document, key, timestamp_ms, registry)
 }
 
-fn validate(document: &Members, key: Option<&[u8]>, timestamp_ms: i64, registry: &Registry) -> Result<Mutation, Refusal> {
+fn validate(
+    document: &Members,
+    key: Option<&[u8]>,
+    timestamp_ms: i64,
+    registry: &Registry,
+) -> Result<Mutation, Refusal> {
     let mut fields: [Json; 10] = Default::default();
     for (slot, name) in fields.iter_mut().zip(FIELDS) {
         if name != "attributes" {
             let raw = document.get(name).ok_or(invalid("MISSING_FIELD"))?;
-            *slot = if matches!(name, "base_version" | "priority" | "dependencies") { parsed(raw) } else { parsed_str(raw) };
+            *slot = if matches!(name, "base_version" | "priority" | "dependencies") {
+                parsed(raw)
+            } else {
+                parsed_str(raw)
+            };
         } else if document.get(name).is_none() {
             return Err(invalid("MISSING_FIELD"));
         }
@@ -207,15 +244,18 @@ fn validate(document: &Members, key: Option<&[u8]>, timestamp_ms: i64, registry:
         return Err(invalid("UNKNOWN_FIELD"));
     }
     let [id, node, type_name, entity_id, operation, _, base_version, timestamp, priority, dependencies] = &fields;
-    let attributes: Members = serde_json::from_str(document.get("attributes").expect("checked").get())
-        .expect("checked as JSON already");
+    let attributes: Members =
+        serde_json::from_str(document.get("attributes").expect("checked").get()).expect("checked as JSON already");
     let id = string_field(id, 1, 128)?;
     let edge_node_id = string_field(node, 1, 128)?;
     let entity_id = string_field(entity_id, 1, 256)?;
     let Json::String(type_name) = type_name else {
         return Err(invalid("INVALID_FIELD"));
     };
-    let type_index = *registry.by_name.get(type_name.as_str()).ok_or(invalid("UNKNOWN_ENTITY_TYPE"))?;
+    let type_index = *registry
+        .by_name
+        .get(type_name.as_str())
+        .ok_or(invalid("UNKNOWN_ENTITY_TYPE"))?;
     let entity_type = &registry.types[type_index];
     let operation = match operation.as_str() {
         Some("CREATE") => Operation::Create,
@@ -238,7 +278,10 @@ fn validate(document: &Members, key: Option<&[u8]>, timestamp_ms: i64, registry:
             return Err(invalid("TIMESTAMP_OUT_OF_RANGE"));
         }
         if timestamp.us > broker_us {
-            timestamp = Ts { us: broker_us, offset_min: 0 }; // DESIGN section 4 "Time"
+            timestamp = Ts {
+                us: broker_us,
+                offset_min: 0,
+            }; // DESIGN section 4 "Time"
         }
     }
     match document.get("tenant_id").map(parsed) {
@@ -270,10 +313,17 @@ fn validate(document: &Members, key: Option<&[u8]>, timestamp_ms: i64, registry:
     }
     let mut coerced = Vec::with_capacity(raw_attributes.len());
     for (name, value) in raw_attributes {
-        let index = *entity_type.by_name.get(name.as_ref()).ok_or(invalid("UNKNOWN_ATTRIBUTE"))?;
+        let index = *entity_type
+            .by_name
+            .get(name.as_ref())
+            .ok_or(invalid("UNKNOWN_ATTRIBUTE"))?;
         let attribute = &entity_type.attributes[index];
         let value = parsed_str(value);
-        let value = if value.is_null() { None } else { Some(coerce(attribute.ty, &value)?) };
+        let value = if value.is_null() {
+            None
+        } else {
+            Some(coerce(attribute.ty, &value)?)
+        };
         if value.is_none() && attribute.strategy == Strategy::Sum && operation == Operation::Update {
             return Err(invalid("INVALID_ATTRIBUTE_VALUE"));
         }

@@ -92,10 +92,21 @@ struct PyResolver<'py> {
 }
 
 impl CustomResolver for PyResolver<'_> {
-    fn resolve(&mut self, strategy: &str, mutation: &Mutation, entity_type: &EntityType, attribute: usize,
-               priority: i64, state: &EntityState) -> Result<&'static str, Refusal> {
+    fn resolve(
+        &mut self,
+        strategy: &str,
+        mutation: &Mutation,
+        entity_type: &EntityType,
+        attribute: usize,
+        priority: i64,
+        state: &EntityState,
+    ) -> Result<&'static str, Refusal> {
         let definition: &Attribute = &entity_type.attributes[attribute];
-        let incoming = mutation.attribute(attribute).cloned().flatten().map(|v| python_text(&v));
+        let incoming = mutation
+            .attribute(attribute)
+            .cloned()
+            .flatten()
+            .map(|v| python_text(&v));
         let current = state.values.get(attribute).cloned().flatten().map(|v| python_text(&v));
         let current_prov = state.provenance_of(attribute);
         let render = |t: &values::Ts| {
@@ -104,9 +115,17 @@ impl CustomResolver for PyResolver<'_> {
             out
         };
         let args = (
-            strategy, &entity_type.name, &*mutation.entity_id, &definition.name, type_name(definition.ty), incoming,
-            current, render(&mutation.timestamp), current_prov.and_then(|p| p.timestamp.as_ref().map(render)),
-            priority, current_prov.and_then(|p| p.priority),
+            strategy,
+            &entity_type.name,
+            &*mutation.entity_id,
+            &definition.name,
+            type_name(definition.ty),
+            incoming,
+            current,
+            render(&mutation.timestamp),
+            current_prov.and_then(|p| p.timestamp.as_ref().map(render)),
+            priority,
+            current_prov.and_then(|p| p.priority),
         );
         let answer = self.function.call1(self.py, args).map_err(|_| Refusal::Unsupported)?;
         match answer.extract::<String>(self.py).as_deref() {
@@ -140,10 +159,17 @@ impl Core {
     /// answers a custom strategy with "incoming" or "server".
     #[new]
     fn new(types: Vec<TypeSpec>, resolver: Py<PyAny>, max_bytes: usize, dependency_timeout_ms: i64) -> PyResult<Self> {
-        let mut registry = Registry { types: vec![], by_name: StdMap::new() };
+        let mut registry = Registry {
+            types: vec![],
+            by_name: StdMap::new(),
+        };
         for (name, criticality_bonus, delete_rule, foreign_priority, attributes) in types {
             let mut entity_type = EntityType {
-                name: name.clone(), criticality_bonus, delete_rule, foreign_priority, attributes: vec![],
+                name: name.clone(),
+                criticality_bonus,
+                delete_rule,
+                foreign_priority,
+                attributes: vec![],
                 by_name: StdMap::new(),
             };
             for (attribute, ty, strategy) in attributes {
@@ -156,36 +182,67 @@ impl Core {
                     "manual" => Strategy::Manual,
                     _ => Strategy::Custom,
                 };
-                entity_type.by_name.insert(attribute.clone(), entity_type.attributes.len());
-                entity_type.attributes.push(Attribute { name: attribute, ty, strategy: kind, strategy_name: strategy });
+                entity_type
+                    .by_name
+                    .insert(attribute.clone(), entity_type.attributes.len());
+                entity_type.attributes.push(Attribute {
+                    name: attribute,
+                    ty,
+                    strategy: kind,
+                    strategy_name: strategy,
+                });
             }
             registry.by_name.insert(name, registry.types.len());
             registry.types.push(entity_type);
         }
         let states = registry.types.iter().map(|_| HashMap::default()).collect();
         Ok(Core {
-            registry, max_bytes, dependency_timeout_ms, resolver, states, ledger: HashMap::default(), decoded: vec![],
+            registry,
+            max_bytes,
+            dependency_timeout_ms,
+            resolver,
+            states,
+            ledger: HashMap::default(),
+            decoded: vec![],
             timestamps: vec![],
         })
     }
 
     /// Decode a chunk; the (index, reason code or None) of each message the Python decoder must see.
-    fn decode(&mut self, values: &Bound<'_, PyList>, keys: &Bound<'_, PyList>, timestamps: Vec<i64>)
-              -> PyResult<Vec<(usize, Option<&'static str>)>> {
+    fn decode(
+        &mut self,
+        values: &Bound<'_, PyList>,
+        keys: &Bound<'_, PyList>,
+        timestamps: Vec<i64>,
+    ) -> PyResult<Vec<(usize, Option<&'static str>)>> {
         let mut refused = vec![];
         self.decoded.clear();
         for (index, (value, key)) in values.iter().zip(keys.iter()).enumerate() {
-            let value = if value.is_none() { None } else { Some(value.cast_into::<PyBytes>()?) };
-            let key = if key.is_none() { None } else { Some(key.cast_into::<PyBytes>()?) };
+            let value = if value.is_none() {
+                None
+            } else {
+                Some(value.cast_into::<PyBytes>()?)
+            };
+            let key = if key.is_none() {
+                None
+            } else {
+                Some(key.cast_into::<PyBytes>()?)
+            };
             let result = decode::decode(
-                value.as_ref().map(|v| v.as_bytes()), key.as_ref().map(|k| k.as_bytes()), timestamps[index],
-                &self.registry, self.max_bytes,
+                value.as_ref().map(|v| v.as_bytes()),
+                key.as_ref().map(|k| k.as_bytes()),
+                timestamps[index],
+                &self.registry,
+                self.max_bytes,
             );
             if let Err(refusal) = &result {
-                refused.push((index, match refusal {
-                    Refusal::Invalid(code) => Some(*code),
-                    Refusal::Unsupported => None,
-                }));
+                refused.push((
+                    index,
+                    match refusal {
+                        Refusal::Invalid(code) => Some(*code),
+                        Refusal::Unsupported => None,
+                    },
+                ));
             }
             self.decoded.push(result);
         }
@@ -198,16 +255,45 @@ impl Core {
     /// engine's, and nothing here changed.
     #[allow(clippy::type_complexity)]
     fn decide<'py>(
-        &mut self, py: Python<'py>, topic: &str, partition: i64, offsets: Vec<i64>,
-        rejections: HashMap<usize, (String, Option<String>, Option<String>, Option<String>, Option<String>, String)>,
+        &mut self,
+        py: Python<'py>,
+        topic: &str,
+        partition: i64,
+        offsets: Vec<i64>,
+        rejections: HashMap<
+            usize,
+            (
+                String,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                String,
+            ),
+        >,
         batch_id: &str,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let rejections: HashMap<usize, Rejected> = rejections.into_iter().map(|(index, r)| (index, Rejected {
-            code: Rc::from(r.0), mutation_id: r.1.map(Rc::from), edge_node_id: r.2.map(Rc::from),
-            entity_type: r.3.map(Rc::from), entity_id: r.4.map(Rc::from), detail: r.5,
-        })).collect();
+        let rejections: HashMap<usize, Rejected> = rejections
+            .into_iter()
+            .map(|(index, r)| {
+                (
+                    index,
+                    Rejected {
+                        code: Rc::from(r.0),
+                        mutation_id: r.1.map(Rc::from),
+                        edge_node_id: r.2.map(Rc::from),
+                        entity_type: r.3.map(Rc::from),
+                        entity_id: r.4.map(Rc::from),
+                        detail: r.5,
+                    },
+                )
+            })
+            .collect();
         let function = self.resolver.clone_ref(py);
-        let mut resolver = PyResolver { py, function: &function };
+        let mut resolver = PyResolver {
+            py,
+            function: &function,
+        };
         let tables = match decide_chunk(self, &mut resolver, topic, partition, &offsets, &rejections, batch_id) {
             Ok(tables) => tables,
             Err(_) => return Ok(None),
@@ -233,30 +319,90 @@ struct Tables {
 }
 
 const LEDGER: [&str; 20] = [
-    "mutation_id", "status", "reason", "entity_type", "entity_id", "version", "edge_node_id", "operation",
-    "base_version", "adjusted_priority", "batch_id", "kafka_topic", "kafka_partition", "kafka_offset",
-    "kafka_timestamp", "edge_timestamp", "decided_at", "conflict_ids", "detail", "held_attributes",
+    "mutation_id",
+    "status",
+    "reason",
+    "entity_type",
+    "entity_id",
+    "version",
+    "edge_node_id",
+    "operation",
+    "base_version",
+    "adjusted_priority",
+    "batch_id",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_timestamp",
+    "edge_timestamp",
+    "decided_at",
+    "conflict_ids",
+    "detail",
+    "held_attributes",
 ];
 const CONFLICTS: [&str; 18] = [
-    "conflict_id", "entity_type", "entity_id", "attributes", "mutation_id", "other_mutation_id",
-    "incoming_edge_node_id", "other_edge_node_id", "strategy", "winner", "status", "incoming_values",
-    "server_values", "result_values", "base_version", "entity_version", "batch_id", "detected_at",
+    "conflict_id",
+    "entity_type",
+    "entity_id",
+    "attributes",
+    "mutation_id",
+    "other_mutation_id",
+    "incoming_edge_node_id",
+    "other_edge_node_id",
+    "strategy",
+    "winner",
+    "status",
+    "incoming_values",
+    "server_values",
+    "result_values",
+    "base_version",
+    "entity_version",
+    "batch_id",
+    "detected_at",
 ];
 const OUTCOMES: [&str; 11] = [
-    "offset", "kind", "mutation_id", "status", "reason", "entity_type", "entity_id", "version", "edge_node_id",
-    "conflict_ids", "reused",
+    "offset",
+    "kind",
+    "mutation_id",
+    "status",
+    "reason",
+    "entity_type",
+    "entity_id",
+    "version",
+    "edge_node_id",
+    "conflict_ids",
+    "reused",
 ];
 const INT_COLUMNS: [&str; 9] = [
-    "version", "base_version", "adjusted_priority", "kafka_partition", "kafka_offset", "kafka_timestamp",
-    "edge_timestamp", "entity_version", "offset",
+    "version",
+    "base_version",
+    "adjusted_priority",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_timestamp",
+    "edge_timestamp",
+    "entity_version",
+    "offset",
 ];
 
 fn table(names: &[&str], rows: usize) -> Table {
     let width = 24;
-    Table::new(names.iter().map(|&n| {
-        let column = if INT_COLUMNS.contains(&n) { Column::int() } else if n == "reused" { Column::boolean() } else { Column::text() };
-        (n.to_owned(), column)
-    }).collect()).reserve(rows, width)
+    Table::new(
+        names
+            .iter()
+            .map(|&n| {
+                let column = if INT_COLUMNS.contains(&n) {
+                    Column::int()
+                } else if n == "reused" {
+                    Column::boolean()
+                } else {
+                    Column::text()
+                };
+                (n.to_owned(), column)
+            })
+            .collect(),
+    )
+    .reserve(rows, width)
 }
 
 fn text_array(values: &[&str]) -> String {
@@ -271,15 +417,25 @@ fn within_ledger_range(ms: i64) -> Option<i64> {
 }
 
 fn decide_chunk(
-    core: &mut Core, resolver: &mut PyResolver, topic: &str, partition: i64, offsets: &[i64],
-    rejections: &HashMap<usize, Rejected>, batch_id: &str,
+    core: &mut Core,
+    resolver: &mut PyResolver,
+    topic: &str,
+    partition: i64,
+    offsets: &[i64],
+    rejections: &HashMap<usize, Rejected>,
+    batch_id: &str,
 ) -> Result<Tables, Refusal> {
-    let (mut ledger, mut conflicts, mut outcomes) = (table(&LEDGER, offsets.len()), table(&CONFLICTS, offsets.len() / 8), table(&OUTCOMES, offsets.len()));
+    let (mut ledger, mut conflicts, mut outcomes) = (
+        table(&LEDGER, offsets.len()),
+        table(&CONFLICTS, offsets.len() / 8),
+        table(&OUTCOMES, offsets.len()),
+    );
     let batch: Rc<str> = Rc::from(batch_id);
     let mut working: HashMap<(usize, Rc<str>), EntityState> =
         HashMap::with_capacity_and_hasher(offsets.len(), Default::default());
     let mut touched: Vec<(usize, Rc<str>)> = vec![];
-    let mut is_touched: HashSet<(usize, Rc<str>)> = HashSet::with_capacity_and_hasher(offsets.len(), Default::default());
+    let mut is_touched: HashSet<(usize, Rc<str>)> =
+        HashSet::with_capacity_and_hasher(offsets.len(), Default::default());
     let mut here: HashMap<Rc<str>, Decided> = HashMap::with_capacity_and_hasher(offsets.len(), Default::default());
     let no_conflicts: Rc<str> = Rc::from("{}");
     let type_names: Vec<Rc<str>> = core.registry.types.iter().map(|t| Rc::from(t.name.as_str())).collect();
@@ -297,12 +453,27 @@ fn decide_chunk(
         if let Some(id) = &mutation_id {
             let earlier = match (here.get(id), core.ledger.get(id)) {
                 (Some(first), _) => Some((first, "duplicate")),
-                (None, Some(entry)) => Some((entry, if (entry.partition, entry.offset) == (partition, offset) { "replayed" } else { "duplicate" })),
+                (None, Some(entry)) => Some((
+                    entry,
+                    if (entry.partition, entry.offset) == (partition, offset) {
+                        "replayed"
+                    } else {
+                        "duplicate"
+                    },
+                )),
                 (None, None) => None,
             };
             if let Some((earlier, kind)) = earlier {
                 let reused = kind == "duplicate" && earlier.partition != partition;
-                outcome_row(&mut outcomes, offset, kind, Some(id), earlier, edge_node_id.as_deref(), reused);
+                outcome_row(
+                    &mut outcomes,
+                    offset,
+                    kind,
+                    Some(id),
+                    earlier,
+                    edge_node_id.as_deref(),
+                    reused,
+                );
                 continue;
             }
         }
@@ -310,9 +481,16 @@ fn decide_chunk(
             Err(_) => {
                 let r = &rejections[&index];
                 let entry = Decided {
-                    status: "REJECTED", reason: Some(r.code.clone()), entity_type: r.entity_type.clone(),
-                    entity_id: r.entity_id.clone(), version: None, conflict_ids: no_conflicts.clone(), batch_id: batch.clone(),
-                    partition, offset, kafka_timestamp_ms: timestamp_ms,
+                    status: "REJECTED",
+                    reason: Some(r.code.clone()),
+                    entity_type: r.entity_type.clone(),
+                    entity_id: r.entity_id.clone(),
+                    version: None,
+                    conflict_ids: no_conflicts.clone(),
+                    batch_id: batch.clone(),
+                    partition,
+                    offset,
+                    kafka_timestamp_ms: timestamp_ms,
                 };
                 if let Some(id) = &r.mutation_id {
                     let row = &mut ledger;
@@ -352,7 +530,10 @@ fn decide_chunk(
                 }
                 let key = (m.entity_type, m.entity_id.clone());
                 let state = working.entry(key.clone()).or_insert_with(|| {
-                    core.states[m.entity_type].get(&m.entity_id).cloned().unwrap_or_default()
+                    core.states[m.entity_type]
+                        .get(&m.entity_id)
+                        .cloned()
+                        .unwrap_or_default()
                 });
                 let before = state.version;
                 let decision = decide(state, m, entity_type, resolver)?;
@@ -419,16 +600,32 @@ fn decide_chunk(
                     conflicts.text(None);
                 }
                 Decided {
-                    status: decision.status.name(), reason: decision.reason.map(Rc::from),
-                    entity_type: Some(type_names[m.entity_type].clone()), entity_id: Some(m.entity_id.clone()),
+                    status: decision.status.name(),
+                    reason: decision.reason.map(Rc::from),
+                    entity_type: Some(type_names[m.entity_type].clone()),
+                    entity_id: Some(m.entity_id.clone()),
                     version: decision.version,
-                    conflict_ids: if decision.conflicts.is_empty() { no_conflicts.clone() } else { Rc::from(conflict_ids) },
+                    conflict_ids: if decision.conflicts.is_empty() {
+                        no_conflicts.clone()
+                    } else {
+                        Rc::from(conflict_ids)
+                    },
                     batch_id: batch.clone(),
-                    partition, offset, kafka_timestamp_ms: timestamp_ms,
+                    partition,
+                    offset,
+                    kafka_timestamp_ms: timestamp_ms,
                 }
             }
         };
-        outcome_row(&mut outcomes, offset, "decided", mutation_id.as_deref(), &decided, edge_node_id.as_deref(), false);
+        outcome_row(
+            &mut outcomes,
+            offset,
+            "decided",
+            mutation_id.as_deref(),
+            &decided,
+            edge_node_id.as_deref(),
+            false,
+        );
         if let Some(id) = mutation_id {
             here.insert(id, decided);
         }
@@ -445,7 +642,10 @@ fn decide_chunk(
         }
         ids.sort();
         let entity_type = &core.registry.types[type_index];
-        entities.push((entity_type.name.clone(), entity_table(entity_type, &ids, &working, type_index)?));
+        entities.push((
+            entity_type.name.clone(),
+            entity_table(entity_type, &ids, &working, type_index)?,
+        ));
     }
     for key in touched {
         let state = working.remove(&key).expect("touched states are working copies");
@@ -453,11 +653,23 @@ fn decide_chunk(
     }
     core.ledger.reserve(here.len());
     core.ledger.extend(here);
-    Ok(Tables { ledger, conflicts, outcomes, entities })
+    Ok(Tables {
+        ledger,
+        conflicts,
+        outcomes,
+        entities,
+    })
 }
 
-fn outcome_row(outcomes: &mut Table, offset: i64, kind: &str, mutation_id: Option<&str>, decided: &Decided,
-               edge_node_id: Option<&str>, reused: bool) {
+fn outcome_row(
+    outcomes: &mut Table,
+    offset: i64,
+    kind: &str,
+    mutation_id: Option<&str>,
+    decided: &Decided,
+    edge_node_id: Option<&str>,
+    reused: bool,
+) {
     outcomes.int(Some(offset));
     outcomes.text(Some(kind));
     outcomes.text(mutation_id);
@@ -470,14 +682,22 @@ fn outcome_row(outcomes: &mut Table, offset: i64, kind: &str, mutation_id: Optio
     if &*decided.conflict_ids == "{}" {
         outcomes.text(Some(""));
     } else {
-        let ids = decided.conflict_ids.trim_start_matches('{').trim_end_matches('}').replace('"', "");
+        let ids = decided
+            .conflict_ids
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .replace('"', "");
         outcomes.text(Some(&ids));
     }
     outcomes.boolean(Some(reused));
 }
 
-fn entity_table(entity_type: &EntityType, ids: &[Rc<str>], working: &HashMap<(usize, Rc<str>), EntityState>,
-                type_index: usize) -> Result<Table, Refusal> {
+fn entity_table(
+    entity_type: &EntityType,
+    ids: &[Rc<str>],
+    working: &HashMap<(usize, Rc<str>), EntityState>,
+    type_index: usize,
+) -> Result<Table, Refusal> {
     let mut columns: Vec<(String, Column)> = vec![("key".to_owned(), Column::text())];
     for attribute in &entity_type.attributes {
         let column = match attribute.ty {
@@ -523,7 +743,14 @@ fn provenance_json(entity_type: &EntityType, state: &EntityState, out: &mut Stri
         if n > 0 {
             out.push(',');
         }
-        json_string(if *name == TOMBSTONE { "#deleted" } else { &entity_type.attributes[*name].name }, out);
+        json_string(
+            if *name == TOMBSTONE {
+                "#deleted"
+            } else {
+                &entity_type.attributes[*name].name
+            },
+            out,
+        );
         out.push_str(":[");
         values::push_int(out, p.version);
         out.push(',');

@@ -122,7 +122,10 @@ impl Dec {
                         scale += 1;
                     }
                     seen_digit = true;
-                    coef = coef.checked_mul(10).and_then(|c| c.checked_add((b - b'0') as i128)).ok_or(Refusal::Unsupported)?;
+                    coef = coef
+                        .checked_mul(10)
+                        .and_then(|c| c.checked_add((b - b'0') as i128))
+                        .ok_or(Refusal::Unsupported)?;
                     if coef >= POW10[30] {
                         return Err(Refusal::Unsupported);
                     }
@@ -153,8 +156,14 @@ impl Dec {
 
     pub fn add(self, other: Dec) -> Result<Dec, Refusal> {
         let scale = self.scale.max(other.scale);
-        let a = self.coef.checked_mul(POW10[(scale - self.scale) as usize]).ok_or(Refusal::Unsupported)?;
-        let b = other.coef.checked_mul(POW10[(scale - other.scale) as usize]).ok_or(Refusal::Unsupported)?;
+        let a = self
+            .coef
+            .checked_mul(POW10[(scale - self.scale) as usize])
+            .ok_or(Refusal::Unsupported)?;
+        let b = other
+            .coef
+            .checked_mul(POW10[(scale - other.scale) as usize])
+            .ok_or(Refusal::Unsupported)?;
         Dec::checked(a.checked_add(b).ok_or(Refusal::Unsupported)?, scale)
     }
 
@@ -270,7 +279,10 @@ pub fn parse_timestamp(text: &str) -> Option<Ts> {
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    if ![0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18].iter().all(|&i| digit(i)) {
+    if ![0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+        .iter()
+        .all(|&i| digit(i))
+    {
         return None;
     }
     let mut i = 19;
@@ -295,7 +307,11 @@ pub fn parse_timestamp(text: &str) -> Option<Ts> {
                 return None;
             }
             let minutes = (h * 60 + m) as i32;
-            if *sign == b'-' { -minutes } else { minutes }
+            if *sign == b'-' {
+                -minutes
+            } else {
+                minutes
+            }
         }
         _ => return None,
     };
@@ -305,7 +321,10 @@ pub fn parse_timestamp(text: &str) -> Option<Ts> {
         return None;
     }
     let local = days_from_civil(y, mo, d) * US_PER_DAY + ((hh * 60 + mm) * 60 + ss) * 1_000_000 + micros;
-    Some(Ts { us: local - offset_min as i64 * 60_000_000, offset_min })
+    Some(Ts {
+        us: local - offset_min as i64 * 60_000_000,
+        offset_min,
+    })
 }
 
 impl Ts {
@@ -338,7 +357,10 @@ impl Ts {
     }
 
     pub fn utc(&self) -> Ts {
-        Ts { us: self.us, offset_min: 0 }
+        Ts {
+            us: self.us,
+            offset_min: 0,
+        }
     }
 }
 
@@ -367,6 +389,9 @@ fn plain_string(s: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// 2**63, exactly representable: the floats that are 64-bit integers lie in [-2**63, 2**63).
+const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
+
 const INVALID: Refusal = Refusal::Invalid("INVALID_ATTRIBUTE_VALUE");
 
 /// A JSON value (not null) coerced to `ty`.
@@ -384,7 +409,7 @@ pub fn coerce(ty: AttrType, value: &Json) -> Result<Value, Refusal> {
                     Err(INVALID)
                 } else {
                     let f = n.as_f64().ok_or(INVALID)?;
-                    if f.fract() == 0.0 && (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&f) {
+                    if f.fract() == 0.0 && (-TWO_TO_63..TWO_TO_63).contains(&f) {
                         Ok(Value::Int(f as i64))
                     } else {
                         Err(INVALID)
