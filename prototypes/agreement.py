@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import polars as pl
-
 from prototypes.baseline import outcome_frame
 from sinks.decisions import BatchDecisions, Rendered
 
@@ -47,10 +45,3 @@ def differences(expected: dict[str, Any], actual: dict[str, Any], limit: int = 3
             found.append(f"{name} ({want.height} vs {got.height} rows): " + "; ".join(lines[:limit * 3]))
     return found
 
-
-def rows(tables: dict[str, Any]) -> int:
-    ledger = tables["ledger"]
-    return 0 if ledger is None else ledger.height
-
-
-__all__ = ["baseline_tables", "differences", "pl", "rows"]

@@ -20,7 +20,7 @@ from schemas.registry import Registry
 from sinks import entity_rows
 from sinks.decisions import BatchDecisions, Rendered, decide_batch, render, wanted_entities
 from sinks.ledger import LedgerEntry
-from sinks.outcomes import Unmet, decided_ids
+from sinks.outcomes import Unmet, decided_ids, item_id
 
 OUTCOME_COLUMNS = (
     "offset", "kind", "mutation_id", "status", "reason", "entity_type", "entity_id", "version", "edge_node_id",
@@ -67,7 +67,7 @@ class PythonEngine:
             states[type_name] = {i: stored.get(i) or EntityState() for i in ids}
         decisions = decide_batch(items, states, known, self.plans, self.registry, self.custom, batch_id)
         frames = render(decisions, self.plans)
-        sequencer.mark_decided(filter(None, map(_item_id, items)))
+        sequencer.mark_decided(filter(None, map(item_id, items)))
         for type_name, touched in decisions.touched.items():
             self.states[type_name].update(touched)
         for row in decisions.ledger_rows:
@@ -79,12 +79,6 @@ class PythonEngine:
         conflict_ids = tuple(row[17].strip("{}").replace('"', "").split(",")) if row[17] != "{}" else ()
         return LedgerEntry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[10], conflict_ids, None,
                            row[11], row[12], row[13])
-
-
-def _item_id(item) -> str | None:
-    from sinks.outcomes import item_id
-
-    return item_id(item)
 
 
 def outcome_frame(decisions: BatchDecisions) -> pl.DataFrame:
