@@ -6,11 +6,13 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.cli import options_from
 from bench.peer import AT_ITS_BEST, CONNECTOR_DEFAULTS
 from bench.peer_records import partition_of, peer_records
 from bench.report import Report, Result, format_report
 from bench.rows import Replayer, decoded, row_chunks
 from bench.steady import OutputClock, steady_rate, steady_seconds
+from mutagg.cli import _parser
 from mutagg.settings import DEFAULT_REGISTRY
 from mutagg.workload import Message, Workload
 from operators.strategies import CUSTOM_STRATEGIES
@@ -142,3 +144,10 @@ def test_the_last_peer_record_of_each_partition_carries_its_entity_final_version
             key = orjson.loads(last[(f"bench-x.peer.{table}", partition)])["payload"]
             assert key == {tables[table].key: entity_id}
             assert replayer.states[(tables[table].name, entity_id)].version == version
+
+
+def test_the_default_run_is_a_million_mutations_with_the_peer():
+    default = options_from(_parser().parse_args(["bench"]))
+    assert (default.mutations, default.peer, default.naive_slice) == (1_000_000, True, 20_000)
+    quick = options_from(_parser().parse_args(["bench", "--quick", "--no-peer"]))
+    assert (quick.mutations, quick.peer) == (100_000, False)
