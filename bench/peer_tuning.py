@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                     "-" if run.first_row_s is None else f"{run.first_row_s:.1f}",
                     _us(run.cpu_s, count), _us(use.postgres_s, count), _us(use.machine_s, count),
                 ))
-                print(f"[peer_tuning {time.strftime('%H:%M:%S')}] {rows[-1][0]}: {tuning.describe()}", flush=True)
+                print(f"[peer_tuning {time.strftime('%H:%M:%S')}] {tuning.describe()}: "
+                      + "  ".join(f"{name} {value}" for name, value in zip(rows[0][1:], rows[-1][1:])),
+                      flush=True)  # as it goes: a later failure keeps what was measured
     finally:
         workspace.close()
     print("\n".join(aligned(rows, rule=True)))
