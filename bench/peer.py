@@ -1,7 +1,7 @@
 """The peer: Kafka Connect standalone with the Debezium JDBC sink connector,
 upserting the same entity rows into the same PostgreSQL (records and tables:
 `bench.peer_records`), configured as its own documentation allows for
-throughput (`AT_ITS_BEST`; the comparison with its defaults is
+throughput (`at_its_best`; the comparison with its defaults is
 `python -m bench.peer_tuning`, figures in BENCHMARKS.md).
 
 Done when the last record of every partition has landed (its entity at its
@@ -58,8 +58,12 @@ class PeerTuning:
 
 
 CONNECTOR_DEFAULTS = PeerTuning(batch_size=500, reduction_buffer=False, max_poll_records=500, tasks=1)
-# The fastest measured on the bench's workload (BENCHMARKS.md, "The peer at its best").
-AT_ITS_BEST = PeerTuning(batch_size=5000, reduction_buffer=True, max_poll_records=5000, tasks=1)
+
+
+def at_its_best(partitions: int) -> PeerTuning:
+    """The fastest measured on the bench's workload (BENCHMARKS.md, "The peer at its best"):
+    large batches reduced per key, large polls, and a task per input partition."""
+    return PeerTuning(batch_size=5000, reduction_buffer=True, max_poll_records=5000, tasks=partitions)
 
 
 @dataclass
@@ -91,7 +95,7 @@ def _properties(path: Path, values: dict[str, str]) -> None:
 
 def run_connect(
     settings: Settings, schema: str, topics: list[str], registry: Registry, expected: Expected, finals: Finals,
-    records: int, timeout_s: float, tuning: PeerTuning = AT_ITS_BEST,
+    records: int, timeout_s: float, tuning: PeerTuning,
 ) -> PeerRun:
     """Start the worker with the connector, wait until every row is there, stop it."""
     libs = connect_libs()

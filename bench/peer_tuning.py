@@ -4,8 +4,8 @@ configuration of the Debezium JDBC sink is its best on this workload.
 Run: .venv/bin/python -m bench.peer_tuning [--mutations 300000] [--rounds 1] [--partitions 4]
 The records are produced once (`bench.peer_records`); each run is a fresh Connect
 worker and connector (its own consumer group) into a fresh schema. Variants: the
-connector's defaults, `AT_ITS_BEST`, and `AT_ITS_BEST` with `tasks.max` equal to
-the partitions (and 1, whichever `AT_ITS_BEST` is not). Prints per run the wall and
+connector's defaults, and `at_its_best` with `tasks.max` 1 and equal to the
+partitions. Prints per run the wall and
 steady rates, the first row's moment, and the CPU per row of the worker and of
 PostgreSQL; then the best steady rate of each variant.
 """
@@ -17,7 +17,7 @@ import time
 from dataclasses import replace
 
 from bench.cpu import CpuMeter
-from bench.peer import AT_ITS_BEST, CONNECTOR_DEFAULTS, PeerTuning, run_connect
+from bench.peer import CONNECTOR_DEFAULTS, PeerTuning, at_its_best, run_connect
 from bench.peer_records import create_tables, peer_records, produce_records
 from bench.report import aligned
 from bench.steady import steady_rate
@@ -29,11 +29,10 @@ from schemas.registry import load_registry
 
 
 def variants(partitions: int) -> dict[str, PeerTuning]:
-    """The connector's defaults, the tuned settings, and the tuned settings at the other task count."""
-    other = 1 if AT_ITS_BEST.tasks != 1 else partitions
-    found = {"defaults": CONNECTOR_DEFAULTS, f"tuned, tasks.max={AT_ITS_BEST.tasks}": AT_ITS_BEST}
-    if other != AT_ITS_BEST.tasks:
-        found[f"tuned, tasks.max={other}"] = replace(AT_ITS_BEST, tasks=other)
+    """The connector's defaults, and the tuned settings with one task and with a task per partition."""
+    best = at_its_best(partitions)
+    found = {"defaults": CONNECTOR_DEFAULTS, "tuned, tasks.max=1": replace(best, tasks=1)}
+    found[f"tuned, tasks.max={partitions}"] = best
     return found
 
 

@@ -199,7 +199,7 @@ def _peer(
     expected = replayer.finish()
     progress(f"produced {count:,} JSON-with-schema records for the peer in {time.perf_counter() - began:.1f}s; "
              "starting Kafka Connect")
-    tuning = peer.AT_ITS_BEST
+    tuning = peer.at_its_best(options.partitions)
     with meter.measure() as cpu:
         run = peer.run_connect(
             peer_settings, workspace.schema_name("peer"), topics, registry, expected, finals, count,

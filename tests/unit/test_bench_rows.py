@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.cli import options_from
-from bench.peer import AT_ITS_BEST, CONNECTOR_DEFAULTS
+from bench.peer import CONNECTOR_DEFAULTS, at_its_best
 from bench.peer_records import partition_of, peer_records
 from bench.report import Report, Result, format_report
 from bench.rows import Replayer, decoded, row_chunks
@@ -121,8 +121,8 @@ def test_steady_rate_is_never_below_the_wall_rate(moments, items):
 
 
 def test_peer_at_its_best_sets_what_its_documentation_names():
-    assert AT_ITS_BEST.properties() | {"tasks.max": "x"} == {
-        "tasks.max": "x", "batch.size": "5000", "use.reduction.buffer": "true",
+    assert at_its_best(partitions=6).properties() == {
+        "tasks.max": "6", "batch.size": "5000", "use.reduction.buffer": "true",
         "consumer.override.max.poll.records": "5000",
     }
     assert CONNECTOR_DEFAULTS.properties()["batch.size"] == "500"
