@@ -19,17 +19,20 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from psycopg import sql
 
 from bench.rows import RowChunk
+from bench.steady import OutputClock, Timing
 from mutagg.settings import Settings
 from schemas.ddl import LEDGER_COLUMNS
 from schemas.registry import EntityType, Registry
 
 
-def database_limit(settings: Settings, registry: Registry, chunks: list[RowChunk]) -> float:
-    """Seconds to land every chunk, one transaction each, on a migrated schema."""
+def database_limit(settings: Settings, registry: Registry, chunks: list[RowChunk]) -> Timing:
+    """Seconds to land every chunk, one transaction each, on a migrated schema; steady: first
+    commit to last."""
     with psycopg.connect(settings.database_url) as connection, connection.cursor() as cursor:
         statements = {t.name: _statements(t, _stamp_column(cursor, t.table)) for t in registry}
         connection.commit()
         began = time.perf_counter()
+        commits = OutputClock()
         for chunk in chunks:
             with connection.transaction():
                 cursor.execute("SET LOCAL mutagg.writer = 'job'")  # as the job: the foreign-writer trigger skips
@@ -41,7 +44,8 @@ def database_limit(settings: Settings, registry: Registry, chunks: list[RowChunk
                     cursor.execute(upsert(columns))
                 with cursor.copy(_copy(sql.Identifier("mutation_log"), LEDGER_COLUMNS)) as copy:
                     copy.write(chunk.ledger_csv)
-        return time.perf_counter() - began
+            commits.mark()
+        return Timing(time.perf_counter() - began, commits.seconds)
 
 
 def _copy(table: sql.Composable, columns: tuple[str, ...]) -> sql.Composable:
@@ -83,8 +87,9 @@ def _statements(entity_type: EntityType, stamp: str | None) -> tuple:
     return create, lambda columns: _copy(stage, columns), upsert
 
 
-def kafka_limit(settings: Settings, topic: str, deadline_s: float = 600.0) -> tuple[int, float]:
-    """(records, seconds) for one consumer to read every partition of `topic` from the start to its end."""
+def kafka_limit(settings: Settings, topic: str, deadline_s: float = 600.0) -> tuple[int, Timing]:
+    """(records, timing) for one consumer to read every partition of `topic` from the start to its
+    end; steady: from the first record received to the last."""
     consumer = Consumer({
         **settings.kafka_client_config(), "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False, "enable.partition.eof": True,
@@ -94,9 +99,12 @@ def kafka_limit(settings: Settings, topic: str, deadline_s: float = 600.0) -> tu
         partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         records, finished, size = 0, set(), 0
+        received = OutputClock()
         give_up = time.monotonic() + deadline_s
         while len(finished) < len(partitions) and time.monotonic() < give_up:
-            for message in consumer.consume(num_messages=10_000, timeout=1.0):
+            batch = consumer.consume(num_messages=10_000, timeout=1.0)
+            arrived, before = time.perf_counter(), records
+            for message in batch:
                 error = message.error()
                 if error is None:
                     records += 1
@@ -105,9 +113,13 @@ def kafka_limit(settings: Settings, topic: str, deadline_s: float = 600.0) -> tu
                     finished.add(message.partition())
                 else:
                     raise RuntimeError(f"raw consume of {topic}: {error}")
+            if records > before:
+                if received.first is None:
+                    received.mark(arrived)  # the first records received...
+                received.mark()  # ... to the last ones read and touched
         seconds = time.perf_counter() - began
     finally:
         consumer.close()
     if len(finished) < len(partitions):
         raise RuntimeError(f"raw consume of {topic} did not reach the end within {deadline_s:.0f}s")
-    return records, seconds
+    return records, Timing(seconds, received.seconds)

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from bench.steady import OutputClock, Timing
 from mutagg.settings import Settings
 from mutagg.workload import Message
 from schemas.mutation import Mutation, Operation, RawMessage, decode
@@ -27,8 +28,9 @@ def _value(attribute_type: str, value):
     return Jsonb(value) if attribute_type == "json" and value is not None else value
 
 
-def naive_apply(settings: Settings, registry: Registry, messages: list[Message]) -> tuple[int, float]:
-    """(mutations applied, seconds) for the row-by-row path over `messages` on a migrated schema."""
+def naive_apply(settings: Settings, registry: Registry, messages: list[Message]) -> tuple[int, Timing]:
+    """(mutations applied, timing) for the row-by-row path over `messages` on a migrated schema;
+    steady: first commit to last."""
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
     applied = 0
     with psycopg.connect(settings.database_url) as connection, connection.cursor() as cursor:
@@ -36,6 +38,7 @@ def naive_apply(settings: Settings, registry: Registry, messages: list[Message])
         cursor.execute("SELECT set_config('mutagg.writer', 'job', false)")
         connection.commit()
         began = time.perf_counter()
+        commits = OutputClock()
         in_transaction = 0
         for offset, message in enumerate(messages):
             mutation = decode(RawMessage("naive", 0, offset, message.key, message.value, now_ms), registry)
@@ -53,9 +56,12 @@ def naive_apply(settings: Settings, registry: Registry, messages: list[Message])
             in_transaction += 1
             if in_transaction == TRANSACTION_SIZE:
                 connection.commit()
+                commits.mark()
                 in_transaction = 0
-        connection.commit()
-        return applied, time.perf_counter() - began
+        if in_transaction:
+            connection.commit()
+            commits.mark()
+        return applied, Timing(time.perf_counter() - began, commits.seconds)
 
 
 def _apply_one(cursor: psycopg.Cursor, entity_type: EntityType, mutation: Mutation) -> None:

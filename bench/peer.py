@@ -1,13 +1,13 @@
 """The peer: Kafka Connect standalone with the Debezium JDBC sink connector,
-upserting the same entity rows into the same PostgreSQL.
+upserting the same entity rows into the same PostgreSQL (records and tables:
+`bench.peer_records`), configured as its own documentation allows for
+throughput (`at_its_best`; the comparison with its defaults is
+`python -m bench.peer_tuning`, figures in BENCHMARKS.md).
 
-Every valid mutation becomes one JSON-with-schema record on its entity type's
-topic, keyed by the entity key, carrying the entity's full row after that
-mutation (as replayed by `bench.rows.Replayer`); the connector upserts them
-into tables made with the project's DDL (no foreign-writer trigger, no ledger,
-no conflict handling). Done when every table holds every entity at its final
-version (sum of versions per table), which only the last record of each
-entity brings.
+Done when the last record of every partition has landed (its entity at its
+final version), checked by key every 0.1 s; the table counts and version sums
+are checked after that. Steady span: from the first row written (its
+`peer_written_at` stamp) to that moment.
 """
 
 from __future__ import annotations
@@ -18,113 +18,64 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import psycopg
-from confluent_kafka import Producer
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from bench.peer_records import WRITTEN_AT, Finals
 from bench.pipeline import Measured
-from bench.rows import Expected, Replayer, decoded
+from bench.rows import Expected
+from bench.steady import steady_seconds
 from mutagg.settings import Settings
-from mutagg.workload import Message
-from operators.entity_state import EntityState
-from schemas import ddl
-from schemas.mutation import Mutation
-from schemas.registry import EntityType, Registry
-from schemas.values import to_copy_text
+from schemas.registry import Registry
 
 CONNECT_SCRIPT = Path(__file__).resolve().parent.parent / "services" / "connect" / "connect.sh"
-_CONNECT_TYPES = {
-    "string": "string", "integer": "int64", "decimal": "string", "float": "double",
-    "boolean": "boolean", "timestamp": "string", "date": "string", "json": "string",
-}
+DONE_POLL_S = 0.1  # the last row's moment is known to within this
+HEALTH_POLL_S = 1.0  # the worker's process and its task status (a REST call) are checked this often
+
+
+@dataclass(frozen=True)
+class PeerTuning:
+    """The Debezium JDBC sink's throughput settings, as its documentation names them."""
+
+    batch_size: int  # batch.size: records per flush
+    reduction_buffer: bool  # use.reduction.buffer: the last record per key in a batch, like our coalescing
+    max_poll_records: int  # consumer.override.max.poll.records
+    tasks: int  # tasks.max
+
+    def properties(self) -> dict[str, str]:
+        return {
+            "tasks.max": str(self.tasks), "batch.size": str(self.batch_size),
+            "use.reduction.buffer": str(self.reduction_buffer).lower(),
+            "consumer.override.max.poll.records": str(self.max_poll_records),
+        }
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.properties().items())
+
+
+CONNECTOR_DEFAULTS = PeerTuning(batch_size=500, reduction_buffer=False, max_poll_records=500, tasks=1)
+
+
+def at_its_best(partitions: int) -> PeerTuning:
+    """The fastest measured on the bench's workload (BENCHMARKS.md, "The peer at its best"):
+    large batches reduced per key, large polls, and a task per input partition."""
+    return PeerTuning(batch_size=5000, reduction_buffer=True, max_poll_records=5000, tasks=partitions)
 
 
 @dataclass
 class PeerRun:
     records: int
     seconds: float  # from starting the worker until every row is there
-    first_row_s: float  # from starting the worker until the first row appeared
+    first_row_s: float | None  # from starting the worker until the first row was written
+    steady_seconds: float | None  # from the first row written until every row is there
     peak_rss_mib: float
     cpu_s: float
     entities: dict[str, int]
     version_sums: dict[str, int]
-
-
-def _schemas(entity_type: EntityType) -> tuple[bytes, bytes]:
-    key = {"type": "struct", "optional": False, "name": f"{entity_type.table}.Key",
-           "fields": [{"field": entity_type.key, "type": "string", "optional": False}]}
-    fields = [{"field": entity_type.key, "type": "string", "optional": False}]
-    fields += [{"field": a.name, "type": _CONNECT_TYPES[a.type], "optional": True}
-               for a in entity_type.attributes.values()]
-    fields += [{"field": "version", "type": "int64", "optional": False},
-               {"field": "deleted", "type": "boolean", "optional": False}]
-    value = {"type": "struct", "optional": False, "name": f"{entity_type.table}.Value", "fields": fields}
-    return orjson.dumps(key), orjson.dumps(value)
-
-
-def _payload(entity_type: EntityType, entity_id: str, state: EntityState) -> dict:
-    row = {entity_type.key: entity_id}
-    for name, attribute in entity_type.attributes.items():
-        value = state.values.get(name)
-        row[name] = value if _CONNECT_TYPES[attribute.type] != "string" else to_copy_text(attribute.type, value)
-    row["version"], row["deleted"] = state.version, state.deleted
-    return row
-
-
-def _envelope(schema: bytes, payload: bytes) -> bytes:
-    """JsonConverter's schemas.enable=true form, from pre-serialised parts."""
-    return b'{"schema":' + schema + b',"payload":' + payload + b"}"
-
-
-def peer_records(
-    messages: list[Message], registry: Registry, topic_prefix: str
-) -> tuple[Iterator[tuple[str, bytes, bytes]], Replayer]:
-    """(topic, key, value) per valid mutation, and the replayer whose `finish()` says what must land."""
-    replayer = Replayer(registry)
-    schemas = {t.name: _schemas(t) for t in registry}
-
-    def records() -> Iterator[tuple[str, bytes, bytes]]:
-        for result in decoded(messages, registry):
-            _, state = replayer.feed(result)
-            if state is None:
-                continue
-            assert isinstance(result, Mutation)
-            entity_type = registry.entity_types[result.entity_type]
-            key_schema, value_schema = schemas[result.entity_type]
-            key = _envelope(key_schema, orjson.dumps({entity_type.key: result.entity_id}))
-            value = _envelope(value_schema, orjson.dumps(_payload(entity_type, result.entity_id, state)))
-            yield f"{topic_prefix}.{entity_type.table}", key, value
-
-    return records(), replayer
-
-
-def produce_records(settings: Settings, records: Iterator[tuple[str, bytes, bytes]]) -> int:
-    producer = Producer({**settings.kafka_client_config(), "linger.ms": 20, "compression.type": "lz4",
-                         "enable.idempotence": True})
-    count = 0
-    for topic, key, value in records:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        count += 1
-    if producer.flush(settings.service_deadline_s):
-        raise RuntimeError("could not deliver every peer record to Kafka")
-    return count
-
-
-def create_tables(settings: Settings, registry: Registry) -> None:
-    """The project's entity tables (DDL from the registry), without the job's trigger."""
-    with psycopg.connect(settings.database_url) as connection:
-        for entity_type in registry:
-            connection.execute(ddl.entity_table(entity_type))
 
 
 def connect_libs() -> str:
@@ -143,7 +94,8 @@ def _properties(path: Path, values: dict[str, str]) -> None:
 
 
 def run_connect(
-    settings: Settings, schema: str, topics: list[str], expected: Expected, records: int, timeout_s: float
+    settings: Settings, schema: str, topics: list[str], registry: Registry, expected: Expected, finals: Finals,
+    records: int, timeout_s: float, tuning: PeerTuning,
 ) -> PeerRun:
     """Start the worker with the connector, wait until every row is there, stop it."""
     libs = connect_libs()
@@ -169,9 +121,11 @@ def run_connect(
             "listeners": f"http://127.0.0.1:{port}",
             # ServiceLoader manifests only: scanning every jar by reflection costs ~30 s of start-up here.
             "plugin.discovery": "service_load",
+            # Lets the connector set its own consumer's max.poll.records (consumer.override.*).
+            "connector.client.config.override.policy": "All",
         })
         _properties(folder / "connector.properties", {
-            "name": name, "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector", "tasks.max": "1",
+            "name": name, "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
             "topics": ",".join(topics), "connection.url": jdbc_url,
             "connection.username": db.get("user", "postgres"), "connection.password": db.get("password", ""),
             "insert.mode": "upsert", "primary.key.mode": "record_key", "delete.enabled": "false",
@@ -180,21 +134,25 @@ def run_connect(
             "collection.name.format": f"{schema}.${{topic}}",
             "transforms": "route", "transforms.route.type": "org.apache.kafka.connect.transforms.RegexRouter",
             "transforms.route.regex": r".*\.peer\.(.*)", "transforms.route.replacement": "$1",
+            **tuning.properties(),
         })
-        began = time.perf_counter()
+        started = time.time()
         process = Measured(
             ["java", "-Xmx1g", f"-Dlog4j2.configurationFile={folder / 'log4j2.properties'}",
              "-cp", f"{libs}/*", "org.apache.kafka.connect.cli.ConnectStandalone",
              str(folder / "worker.properties"), str(folder / "connector.properties")],
             None, subprocess.DEVNULL, cwd=scratch,
         )
+        health = _Health(process, port, name, started + timeout_s, folder)
         try:
-            first_row, done = _wait_for_rows(settings, expected, process, port, name, began, timeout_s, folder)
+            done = _wait_for_rows(settings, registry, expected, finals, health)
         finally:
             process.stop()
             usage = process.wait(60)
     counts, sums = _table_state(settings, expected)
-    return PeerRun(records, done, first_row, usage.peak_rss_mib, usage.cpu_s, counts, sums)
+    first = _first_written(settings, expected)
+    return PeerRun(records, done - started, None if first is None else first - started,
+                   steady_seconds(first, done), usage.peak_rss_mib, usage.cpu_s, counts, sums)
 
 
 def _table_state(settings: Settings, expected: Expected) -> tuple[dict[str, int], dict[str, int]]:
@@ -208,23 +166,71 @@ def _table_state(settings: Settings, expected: Expected) -> tuple[dict[str, int]
     return counts, sums
 
 
-def _wait_for_rows(settings, expected, process, port, name, began, timeout_s, folder) -> tuple[float, float]:
-    first_row = None
-    while True:
-        elapsed = time.perf_counter() - began
-        counts, sums = _table_state(settings, expected)
-        if first_row is None and any(counts.values()):
-            first_row = elapsed
-        if counts == expected.entities and sums == expected.version_sums:
-            return first_row or elapsed, time.perf_counter() - began
-        if process.poll() is not None:
-            raise RuntimeError(f"Kafka Connect exited ({process.poll()}):\n{_log_tail(folder)}")
-        failure = _task_failure(port, name)
+def _first_written(settings: Settings, expected: Expected) -> float | None:
+    """Epoch seconds of the first row the sink wrote (its insert stamp)."""
+    union = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT min({}) FROM {}").format(sql.Identifier(WRITTEN_AT), sql.Identifier(table))
+        for table in expected.entities
+    )
+    with psycopg.connect(settings.database_url) as connection:
+        first = connection.execute(sql.SQL("SELECT extract(epoch FROM min(m)) FROM ({}) AS f(m)").format(union))
+        value = first.fetchone()[0]
+    return None if value is None else float(value)
+
+
+@dataclass
+class _Health:
+    """The worker's process and its connector's task status, checked every `HEALTH_POLL_S`."""
+
+    process: Measured
+    port: int
+    name: str
+    give_up: float  # epoch seconds
+    folder: Path
+    next_check: float = 0.0
+
+    def check(self, now: float) -> None:
+        if now < self.next_check:
+            return
+        self.next_check = now + HEALTH_POLL_S
+        if self.process.poll() is not None:
+            raise RuntimeError(f"Kafka Connect exited ({self.process.poll()}):\n{_log_tail(self.folder)}")
+        failure = _task_failure(self.port, self.name)
         if failure:
             raise RuntimeError(f"Debezium JDBC sink task failed: {failure[:3000]}")
-        if elapsed > timeout_s:
-            raise RuntimeError(f"peer did not land every row within {timeout_s:.0f}s:\n{_log_tail(folder)}")
+        if now > self.give_up:
+            raise RuntimeError(f"peer did not land every row in time:\n{_log_tail(self.folder)}")
+
+
+def _wait_for_rows(
+    settings: Settings, registry: Registry, expected: Expected, finals: Finals, health: _Health
+) -> float:
+    """Epoch seconds when the last record of every partition was seen landed: a look-up by key
+    every `DONE_POLL_S` (cheap next to the sink's work). Then the whole tables are checked, and
+    waited for should a flush have landed a partition's last record before its earlier ones."""
+    wanted = finals.expected()
+    keys = {t.table: t.key for t in registry}
+    query = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {table}, {key}, version FROM {ident} WHERE {key} = ANY(%s)").format(
+            table=sql.Literal(table), key=sql.Identifier(keys[table]), ident=sql.Identifier(table))
+        for table in wanted
+    )
+    arguments = [list(ids) for ids in wanted.values()]
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        while True:
+            landed = {}
+            for table, entity_id, version in connection.execute(query, arguments):
+                landed.setdefault(table, {})[entity_id] = version
+            done = time.time()
+            if landed == wanted:
+                break
+            health.check(done)
+            time.sleep(DONE_POLL_S)
+    while _table_state(settings, expected) != (expected.entities, expected.version_sums):
+        health.check(time.time())
         time.sleep(0.5)
+        done = time.time()
+    return done
 
 
 def _task_failure(port: int, name: str) -> str | None:

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bench import limit, naive, peer
+from bench import limit, naive, peer, peer_records
 from bench.cpu import CpuMeter
 from bench.latency import PacedProducer, log_append_time, utc_now, wait_until
 from bench.pipeline import Job, count_rows, ledger_latency
 from bench.report import Report, Result
 from bench.rows import Replayer, decoded, row_chunks
+from bench.steady import steady_seconds
 from bench.workspace import Workspace
 from mutagg.producer import produce
 from mutagg.settings import Settings
@@ -98,24 +99,29 @@ def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions)
         raise RuntimeError(f"mutagg run failed ({run.returncode}):\n{run.stderr_tail}")
     latency = ledger_latency(job_settings)
     first_commit = latency.first_decided.timestamp() - run.started_at if latency.first_decided else float("nan")
+    first, last = latency.first_decided, latency.last_decided
+    span = steady_seconds(first.timestamp(), last.timestamp()) if first and last else None
     report.results["pipeline"] = Result(
         "pipeline (mutagg run --until-idle)", len(messages), run.seconds, "mutations",
         latency.p50_ms, latency.p95_ms, latency.p99_ms,
         # Under py-spy the launcher's children are py-spy, not the job: no honest RSS/CPU then.
         None if wrapper else run.peak_rss_mib, None if wrapper else run.cpu_s, None if wrapper else cpu(),
         note=f"wall time of the job process incl. start-up (first commit {first_commit:.1f}s after spawn); "
+             "steady from the first batch's decided_at to the last; "
              "latency here includes the time a message waited in the pre-produced backlog: see --latency"
              + (f"; PROFILED with py-spy into {options.profile}: rate includes its overhead; RSS/CPU not measured"
                 if wrapper else ""),
+        steady_seconds=span,
     )
     progress(f"pipeline: {report.results['pipeline'].rate:,.0f} mutations/s")
 
     # 2b. Kafka alone: a raw consume of the same topic.
     with meter.measure() as cpu:
-        records, seconds = limit.kafka_limit(job_settings, job_settings.topic_mutations)
-    report.results["limit_kafka"] = Result("limit: raw Kafka consume, same topic", records, seconds, "records",
-                                           cpu_s=cpu().own_s, cpu_use=cpu())
-    progress(f"raw consume: {records / seconds:,.0f} records/s")
+        records, timing = limit.kafka_limit(job_settings, job_settings.topic_mutations)
+    report.results["limit_kafka"] = Result("limit: raw Kafka consume, same topic", records, timing.seconds,
+                                           "records", cpu_s=cpu().own_s, cpu_use=cpu(),
+                                           steady_seconds=timing.steady_seconds)
+    progress(f"raw consume: {records / timing.seconds:,.0f} records/s")
 
     # 2a. The database alone: the same rows, rendered before the clock starts.
     began = time.perf_counter()
@@ -123,26 +129,26 @@ def _throughput(workspace: Workspace, registry: Registry, options: BenchOptions)
     progress(f"rendered {len(chunks)} batches of rows in {time.perf_counter() - began:.1f}s")
     limit_settings = workspace.schema("limit")
     with meter.measure() as cpu:
-        seconds = limit.database_limit(limit_settings, registry, chunks)
+        timing = limit.database_limit(limit_settings, registry, chunks)
     report.results["limit_db"] = Result(
-        "limit: database alone (COPY+upsert+ledger)", len(messages), seconds, "mutations",
-        cpu_s=cpu().own_s, cpu_use=cpu(),
+        "limit: database alone (COPY+upsert+ledger)", len(messages), timing.seconds, "mutations",
+        cpu_s=cpu().own_s, cpu_use=cpu(), steady_seconds=timing.steady_seconds,
         note=f"{len(chunks)} transactions of {settings.batch_size} messages: "
              f"{sum(c.entity_rows for c in chunks):,} entity rows upserted, "
              f"{sum(c.ledger_rows for c in chunks):,} ledger rows; no locks, look-ups, conflicts or Python decisions",
     )
-    progress(f"database limit: {len(messages) / seconds:,.0f} mutations/s")
+    progress(f"database limit: {len(messages) / timing.seconds:,.0f} mutations/s")
     del chunks
 
     # 3. The naive baseline, on a slice.
     part = messages[: options.naive_slice]
     naive_settings = workspace.schema("naive")
     with meter.measure() as cpu:
-        applied, seconds = naive.naive_apply(naive_settings, registry, part)
-    naive_rate = len(part) / seconds
+        applied, timing = naive.naive_apply(naive_settings, registry, part)
+    naive_rate = len(part) / timing.seconds
     report.results["naive"] = Result(
-        f"naive: row by row, slice {len(part):,}", len(part), seconds, "mutations",
-        cpu_s=cpu().own_s, cpu_use=cpu(),
+        f"naive: row by row, slice {len(part):,}", len(part), timing.seconds, "mutations",
+        cpu_s=cpu().own_s, cpu_use=cpu(), steady_seconds=timing.steady_seconds,
         note=f"first {len(part):,} messages only ({applied:,} valid applied); extrapolated, all "
              f"{len(messages):,} would take ~{len(messages) / naive_rate:,.0f}s at the slice's rate",
     )
@@ -183,30 +189,33 @@ def _peer(
     workspace: Workspace, registry: Registry, options: BenchOptions, messages, report: Report, meter: CpuMeter
 ) -> None:
     peer_settings = workspace.schema("peer", migrated=False)
-    peer.create_tables(peer_settings, registry)
+    peer_records.create_tables(peer_settings, registry)
     prefix = f"bench-{workspace.run_id}.peer"
     topics = [f"{prefix}.{t.table}" for t in registry]
     workspace.plain_topics(topics, options.partitions)
-    records, replayer = peer.peer_records(messages, registry, prefix)
+    records, replayer, finals = peer_records.peer_records(messages, registry, prefix, options.partitions)
     began = time.perf_counter()
-    count = peer.produce_records(peer_settings, records)
+    count = peer_records.produce_records(peer_settings, records)
     expected = replayer.finish()
     progress(f"produced {count:,} JSON-with-schema records for the peer in {time.perf_counter() - began:.1f}s; "
              "starting Kafka Connect")
+    tuning = peer.at_its_best(options.partitions)
     with meter.measure() as cpu:
         run = peer.run_connect(
-            peer_settings, workspace.schema_name("peer"), topics, expected, count, timeout_s=max(600.0, count / 1000)
+            peer_settings, workspace.schema_name("peer"), topics, registry, expected, finals, count,
+            timeout_s=max(600.0, count / 1000), tuning=tuning,
         )
+    first_row = "-" if run.first_row_s is None else f"{run.first_row_s:.1f}s"
     report.results["peer"] = Result(
         "peer: Debezium JDBC sink (Connect standalone)", count, run.seconds, "rows",
-        peak_rss_mib=run.peak_rss_mib, cpu_s=run.cpu_s, cpu_use=cpu(),
-        note=f"one upsert record per valid mutation; wall time from starting the worker (JVM start-up incl.; "
-             f"first row after {run.first_row_s:.1f}s; {count / (run.seconds - run.first_row_s):,.0f} rows/s "
-             "from the first row on); no ledger, no conflict handling",
+        peak_rss_mib=run.peak_rss_mib, cpu_s=run.cpu_s, cpu_use=cpu(), steady_seconds=run.steady_seconds,
+        note=f"one upsert record per valid mutation; {tuning.describe()}; wall time from starting the worker "
+             f"(JVM start-up incl.; first row written after {first_row}); steady from the first row written "
+             "to the last (within 0.1 s); no ledger, no conflict handling",
     )
     report.check("peer: entity rows", run.entities, expected.entities)
     report.check("peer: sum of final versions", run.version_sums, expected.version_sums)
-    progress(f"peer: {count / run.seconds:,.0f} rows/s")
+    progress(f"peer: {count / run.seconds:,.0f} rows/s wall, {report.results['peer'].steady_rate or 0:,.0f} steady")
 
 
 def _latency(workspace: Workspace, registry: Registry, options: BenchOptions) -> Report:

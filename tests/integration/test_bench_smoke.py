@@ -7,12 +7,15 @@ import pytest
 
 from bench.report import format_report
 from bench.run import BenchOptions, run_bench
+from mutagg.settings import with_overrides
 
 pytestmark = pytest.mark.integration
 
 
 def test_bench_table_is_complete_and_consistent(base_settings):
-    report = run_bench(base_settings, BenchOptions(mutations=2_000, naive_slice=500, peer=False))
+    # Batches of 500: the pipeline and the limit commit 4 times, so each has a steady span.
+    settings = with_overrides(base_settings, batch_size=500)
+    report = run_bench(settings, BenchOptions(mutations=2_000, naive_slice=500, peer=False))
 
     assert set(report.results) == {"pipeline", "limit_kafka", "limit_db", "naive"}
     for result in report.results.values():
@@ -35,8 +38,19 @@ def test_bench_table_is_complete_and_consistent(base_settings):
     assert "pipeline: duplicate deliveries recorded" in names
     assert all(check.ok for check in report.checks), [c for c in report.checks if not c.ok]
 
-    assert set(report.ratios()) == {"pipeline/limit", "pipeline/naive"}
+    for key, result in report.results.items():  # from the first output to the last: inside the wall time
+        assert result.steady_seconds is not None and 0 < result.steady_seconds <= result.seconds, (key, result)
+        assert result.steady_rate >= result.rate, (key, result)
+
+    document = report.as_dict()
+    assert set(document["ratios"]) == set(document["wall_ratios"]) == {"pipeline/limit", "pipeline/naive"}
+    assert document["ratios"]["pipeline/limit"] == (
+        report.results["pipeline"].steady_rate
+        / min(report.results["limit_db"].steady_rate, report.results["limit_kafka"].steady_rate)
+    )
+    for result in document["results"].values():
+        assert result["steady_rate"] >= result["rate"] > 0
     table = format_report(report)
     for label in ("pipeline", "limit: raw Kafka", "limit: database", "naive", "pipeline/limit", "pipeline/naive",
-                  "CPU per item", "pipeline ceiling / limit"):
+                  "CPU per item", "pipeline ceiling / limit", "steady /s", "wall /s", "Wall-time ratios"):
         assert label in table

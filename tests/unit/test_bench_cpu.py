@@ -72,12 +72,12 @@ def test_ceiling_is_the_rate_with_every_core_busy(monkeypatch):
     assert ceilings == {"pipeline": pytest.approx(10_000), "limit_db": pytest.approx(40_000)}
 
 
-def test_table_says_when_the_pipeline_cannot_reach_half_the_limit(monkeypatch):
+def test_table_says_when_the_pipeline_cannot_reach_the_limit_target(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     table = format_report(_report())
-    # limit 25,000/s (database); pipeline ceiling 10,000/s = 0.40 of it; 0.5 x would need 2.5 cores.
+    # limit 25,000/s (database); pipeline ceiling 10,000/s = 0.40 of it; 0.7 x would need 3.5 cores.
     assert "pipeline ceiling / limit 0.40" in table
-    assert "would keep 2.50 of 2 cores busy (more than the machine has)" in table
+    assert "0.7 x the limit" in table and "would keep 3.50 of 2 cores busy (more than the machine has)" in table
     row = next(line for line in table.splitlines() if line.startswith("  pipeline  "))
     assert row.split()[1:] == ["100.0", "60.0", "10.0", "200.0", "1.00", "10,000"]
 
