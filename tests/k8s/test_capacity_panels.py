@@ -8,14 +8,15 @@ as the refresher does):
 - input: partition 0's end offset grows at 58 + h/4 messages/s in hour h (h = 1..168): 100/s in
   the last hour, and a linear fit puts hour 168 + 720 (30 days on) at 58 + 888/4 = 280/s;
 - commits: 50/s per process, 100/s per process in hours 10-12 (peak 200/s); replays at 1000/s
-  in hours 20-21 must not count as capacity (few series: promtool's engine stops at 10,000
-  samples in memory, a 7-day subquery of 5-minute steps holds 2016 per series);
+  in hours 20-21 must not count as capacity;
 - lag in time: partition 1 stalled for the last hour (0 -> 3600 s, +1 s per s), partition 0 at
   a steady 5 s, partition 2 draining (4600 -> 1600 s); retention 7200 s: (7200 - 3600) / 1 =
   3600 s left (a draining partition is never "0 s left");
 - CPU: 0.25 s/s per process, mutations 25/s per process: 0.5 / 50 = 0.01 s per mutation; RSS
   300 MB + 200 MB: 5e8 / 50 = 1e7 bytes per mutation/s. Another job in the namespace (a database
   exporter) burns 2 CPU s/s and 1 GB and must not count.
+Few series go into the 7-day subqueries: promtool's engine stops at 10,000 samples in memory,
+and a subquery in 5-minute steps holds 2016 per series (a real Prometheus allows 50 million).
 """
 
 from __future__ import annotations
