@@ -106,7 +106,8 @@ def job_acls(settings: Settings, job: str = DEFAULT_JOB_PRINCIPAL) -> list[Acl]:
     inputs, status, dlq = settings.topic_mutations, settings.topic_status, settings.topic_dlq
     acls = [
         Acl(job, "topic", inputs, "READ", why="run: reads the mutations"),
-        Acl(job, "topic", inputs, "DESCRIBE_CONFIGS", why="run, topics create: checks message.timestamp.type"),
+        Acl(job, "topic", inputs, "DESCRIBE_CONFIGS",
+            why="run, topics create: checks message.timestamp.type; run: reads retention.ms (metrics)"),
         Acl(job, "topic", inputs, "WRITE", why="conflicts resolve, dlq replay: submit mutations"),
         Acl(job, "topic", status, "WRITE", why="run, verify --repair: acks to edge nodes"),
         Acl(job, "topic", status, "READ", why="verify: reads the acks back"),

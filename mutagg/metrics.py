@@ -3,8 +3,10 @@
 One `JobMetrics` per process, on its own registry. The after-commit thread makes one call
 after each commit, `record_batch(outcomes, seconds, connection)`; a `StateRefresher` thread
 (mutagg/refresher.py) keeps the gauges that come from the database and the broker: lag in
-messages and in time, open manual conflicts, the latest verify run, and the last commit the
-database recorded. Every counter with a status, kind or reason label starts at 0 for each
+messages and in time, the input's end offsets and retention, open manual conflicts, the latest
+verify run, and the last commit the database recorded. The process collector (CPU seconds,
+resident memory) is on the same registry: the dashboard's capacity row divides them by the
+mutation rate. Every counter with a status, kind or reason label starts at 0 for each
 value, so that `increase()` sees the first FAILED.
 `start_metrics(metrics, settings, port)` starts the refresher and the HTTP endpoint (/metrics,
 /healthz, /readyz: mutagg/endpoint.py) and returns a handle to close.
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 import psycopg
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from mutagg.endpoint import Probes, serve_endpoint
 from mutagg.heartbeat import HEARTBEAT
@@ -97,6 +99,12 @@ class JobMetrics:
         self.lag = Gauge(
             "mutagg_consumer_lag_messages", "High watermark minus committed position", ["topic", "partition"],
             registry=r)
+        self.end_offset = Gauge(
+            "mutagg_input_end_offset", "The input partition's high watermark (the offset its next message gets): "
+            "its rate is the input rate", ["topic", "partition"], registry=r)
+        self.retention = Gauge(
+            "mutagg_input_retention_seconds", "The input topic's retention.ms in seconds, as the broker reports "
+            "it (+Inf: kept forever): a lag in time beyond it loses input", ["topic"], registry=r)
         self.lag_seconds = Gauge(
             "mutagg_consumer_lag_seconds", "Age of the oldest input message not committed yet (now minus its "
             "Kafka timestamp; at the committed position); 0 without lag", ["topic", "partition"], registry=r)
@@ -118,6 +126,7 @@ class JobMetrics:
         self.verify_last_success = Gauge(
             "mutagg_verify_last_success_timestamp_seconds",
             "When the latest `mutagg verify` that found no problem (or repaired all) finished", registry=r)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self._last_commit_at = 0.0
         self._last_commit_lock = threading.Lock()
         self._zero_counters()
@@ -243,8 +252,12 @@ class JobMetrics:
             self.mutations.labels(entity, status).inc(count)
 
     def set_consumer_lag(self, topic: str, partition: int, high_watermark: int, position: int) -> None:
-        """Lag of one partition: messages the job has not committed yet."""
+        """Lag of one partition: messages the job has not committed yet; and its end offset."""
+        self.end_offset.labels(topic, str(partition)).set(high_watermark)
         self.lag.labels(topic, str(partition)).set(max(0, high_watermark - position))
+
+    def set_input_retention(self, topic: str, seconds: float) -> None:
+        self.retention.labels(topic).set(seconds)
 
     def set_lag_seconds(self, topic: str, partition: int, seconds: float) -> None:
         self.lag_seconds.labels(topic, str(partition)).set(max(0.0, seconds))

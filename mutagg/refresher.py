@@ -1,9 +1,10 @@
 """The gauges of a running job that come from outside the flow, refreshed on their own thread:
 consumer lag per partition (broker high watermark minus the committed position in
-`source_offsets`) in messages and in time (the age of the oldest message not committed), open
-manual conflicts, the latest `mutagg verify` result, and the last commit the database recorded
-(`job_commits`: a job that restarts in a loop does not look fresh). Each refresh tells the
-heartbeat whether the database and the broker answered (readiness, mutagg/heartbeat.py).
+`source_offsets`) in messages and in time (the age of the oldest message not committed), the
+input's end offsets and its retention (re-read every few minutes), open manual conflicts, the
+latest `mutagg verify` result, and the last commit the database recorded (`job_commits`: a job
+that restarts in a loop does not look fresh). Each refresh tells the heartbeat whether the
+database and the broker answered (readiness, mutagg/heartbeat.py).
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, T
 
 from mutagg.heartbeat import HEARTBEAT
 from mutagg.settings import Settings
+from mutagg.topics import input_retention_s
 
 if TYPE_CHECKING:
     from mutagg.metrics import JobMetrics
 
 log = logging.getLogger(__name__)
+
+RETENTION_REREAD_S = 300.0
+"""How often the input topic's retention.ms is read again (an operator may change it; one DescribeConfigs)."""
 
 
 class StateRefresher:
@@ -41,6 +46,7 @@ class StateRefresher:
         # partition -> (committed position, Kafka timestamp in ms of the message there): refetched only
         # when the position moves
         self._oldest: dict[int, tuple[int, int]] = {}
+        self._retention_read_at: float | None = None
 
     def start(self) -> StateRefresher:
         self._thread.start()
@@ -84,6 +90,18 @@ class StateRefresher:
             log.warning("metrics: broker lookup failed", extra={"error": str(exc)[:300]})
             return
         HEARTBEAT.looked_up("kafka", True)
+        self._retention()
+
+    def _retention(self) -> None:
+        """The input topic's retention, at the first refresh the broker answered and every few minutes;
+        a failed read (logged) leaves the gauge as it was and does not touch readiness."""
+        now = time.monotonic()
+        if self._retention_read_at is not None and now - self._retention_read_at < RETENTION_REREAD_S:
+            return
+        self._retention_read_at = now
+        seconds = input_retention_s(self.settings)
+        if seconds is not None:
+            self.metrics.set_input_retention(self.settings.topic_mutations, seconds)
 
     def _database(self) -> dict[int, int]:
         if self._connection is None or self._connection.closed:

@@ -5,6 +5,7 @@ reports where existing ones differ from that (`drift`)."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
@@ -186,19 +187,37 @@ def _who(settings: Settings) -> str:
     return f"user {settings.kafka_sasl_username!r}" if settings.kafka_sasl_username else "this client"
 
 
-def input_timestamp_type(settings: Settings) -> str | None:
-    """The input topic's `message.timestamp.type`, or None (logged) when it cannot be read."""
+def _input_config(settings: Settings, key: str) -> str:
+    """One config of the input topic as the broker reports it (raises as `describe_configs` does)."""
     admin = AdminClient(settings.kafka_client_config())
     resource = ConfigResource(ResourceType.TOPIC, settings.topic_mutations)
+    timeout = min(30.0, settings.service_deadline_s)
+    future = admin.describe_configs([resource], request_timeout=timeout)[resource]
+    return future.result(timeout=timeout)[key].value
+
+
+def input_timestamp_type(settings: Settings) -> str | None:
+    """The input topic's `message.timestamp.type`, or None (logged) when it cannot be read."""
     try:
-        future = admin.describe_configs([resource], request_timeout=min(30.0, settings.service_deadline_s))[resource]
-        return future.result(timeout=min(30.0, settings.service_deadline_s))[TIMESTAMP_TYPE].value
+        return _input_config(settings, TIMESTAMP_TYPE)
     except (KafkaException, KeyError, TimeoutError) as exc:  # e.g. no DescribeConfigs permission
         log.warning(
             "could not read the input topic's message.timestamp.type; make sure it is LogAppendTime",
             extra={"topic": settings.topic_mutations, "error": str(exc)[:300]},
         )
         return None
+
+
+def input_retention_s(settings: Settings) -> float | None:
+    """The input topic's `retention.ms` in seconds (inf for -1, kept forever), or None (logged)
+    when it cannot be read: how long the job may lag before unread input is deleted."""
+    try:
+        retention_ms = int(_input_config(settings, RETENTION_MS))
+    except (KafkaException, KeyError, TimeoutError, ValueError) as exc:
+        log.warning("could not read the input topic's retention.ms",
+                    extra={"topic": settings.topic_mutations, "error": str(exc)[:300]})
+        return None
+    return math.inf if retention_ms < 0 else retention_ms / 1000
 
 
 def warn_unless_log_append_time(settings: Settings) -> str | None:

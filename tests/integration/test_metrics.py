@@ -3,15 +3,18 @@ committed by the real Postgres sink, counted by `record_batch`, scraped over HTT
 
 from __future__ import annotations
 
+import math
 import time
 import urllib.request
 from collections import Counter, defaultdict
 
 import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from prometheus_client.parser import text_string_to_metric_families
 
 from mutagg.metrics import OTHER, JobMetrics, start_metrics
 from mutagg.producer import produce
+from mutagg.refresher import StateRefresher
 from mutagg.workload import Workload
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.mutation import Mutation, RawMessage, Rejection, decode
@@ -126,3 +129,26 @@ def test_scraped_counters_match_the_ledger(settings):
     open_now = dict(query(settings, "SELECT entity_type, count(*) FROM conflicts WHERE status = 'OPEN' GROUP BY 1"))
     gauge = {labels["entity_type"]: value for labels, value in samples["mutagg_open_manual_conflicts"]}
     assert {k: v for k, v in gauge.items() if v} == open_now
+
+
+def test_the_capacity_gauges_come_from_the_broker_and_the_process(settings):
+    """What the dashboard's capacity row divides: the input's end offsets (input rate), its
+    retention.ms in seconds (+Inf for -1), and the process collector's CPU and memory."""
+    produce(settings, Workload(seed=5).generate(60))
+    sizes = Counter(record.partition() for record in read_topic(settings, settings.topic_mutations))
+    metrics = JobMetrics(entity_types=["customer"])
+    sample = metrics.registry.get_sample_value
+    StateRefresher(metrics, settings).refresh_once()
+    topic = settings.topic_mutations
+    assert {p: sample("mutagg_input_end_offset", {"topic": topic, "partition": str(p)}) for p in range(4)} == {
+        p: sizes[p] for p in range(4)}
+    assert sample("mutagg_input_retention_seconds", {"topic": topic}) == settings.topic_retention_input_ms / 1000
+    assert sample("process_cpu_seconds_total") > 0 and sample("process_resident_memory_bytes") > 0
+
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "-1", incremental_operation=AlterConfigOpType.SET)])
+    admin = AdminClient(settings.kafka_client_config())
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    StateRefresher(metrics, settings).refresh_once()  # a new process reads it at its first refresh
+    assert sample("mutagg_input_retention_seconds", {"topic": topic}) == math.inf
