@@ -94,8 +94,8 @@ def parse_state_record(key: bytes | None, value: bytes | None) -> StateRecord | 
             raise InvalidStateRecord(f"central state {name!r}: {field} must be a number, not {found!r}")
         return float(found)
 
-    partitions = document.get("partitions") or {}
-    reasons = document.get("reasons") or []
+    partitions = document.get("partitions", {})
+    reasons = document.get("reasons", [])
     if not isinstance(partitions, dict) or not isinstance(reasons, list):
         raise InvalidStateRecord(f"central state {name!r}: partitions must be an object, reasons a list")
     return StateRecord(

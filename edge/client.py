@@ -57,7 +57,7 @@ class EdgeConfig:
     """This node's key (edge/signing.py): every message is signed with it. None: unsigned, which a
     job with a master key dead-letters as UNAUTHENTICATED."""
     # The job's state (edge/central.py, README "Edge nodes: when the centre is behind"). None: not read.
-    topic_central_state: str | None = "edge.central-state"
+    topic_central_state: str | None = None
     behind_after_s: float = 60.0
     overloaded_after_s: float = 600.0
     central_silence_s: float = 60.0

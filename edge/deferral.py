@@ -56,6 +56,16 @@ class RoundPlan:
     deferred: frozenset[int]       # seqs held back because the job is overloaded
 
 
+def next_deferred_since(
+    deferred_since: Mapping[int, float], plan: RoundPlan, undelivered: Sequence[OutboxEntry], now: float
+) -> dict[int, float]:
+    """The deferral clocks after a round: a clock starts at an entry's first deferral and runs
+    until it is delivered (so `defer_max_s` bounds the wait however the state flaps)."""
+    present = {entry.seq for entry in undelivered}
+    kept = {seq: since for seq, since in deferred_since.items() if seq in present}
+    return {**{seq: now for seq in plan.deferred}, **kept}
+
+
 def dependencies_of(entry: OutboxEntry) -> tuple[str, ...]:
     """The mutation ids the recorded change depends on (read from its payload)."""
     return tuple(orjson.loads(entry.payload).get("dependencies") or ())

@@ -24,7 +24,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from edge.backoff import Backoff
-from edge.deferral import SendPolicy, plan_round
+from edge.deferral import SendPolicy, next_deferred_since, plan_round
 from edge.outbox import Outbox
 from edge.records import OutboxEntry
 from edge.signing import signature_header
@@ -152,10 +152,7 @@ class Sender:
         undelivered = self.outbox.undelivered()
         now = self._clock()
         plan = plan_round(undelivered, self.policy, self.defer, self.deferred_since, now, self.round_limit)
-        # A deferral's clock runs until the entry is delivered (the bound is from its first deferral).
-        present = {entry.seq for entry in undelivered}
-        kept = {seq: since for seq, since in self.deferred_since.items() if seq in present}
-        self.deferred_since = {**{seq: now for seq in plan.deferred}, **kept}
+        self.deferred_since = next_deferred_since(self.deferred_since, plan, undelivered, now)
         self.deferred = len(plan.deferred)
         return plan.chosen
 

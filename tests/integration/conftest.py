@@ -42,6 +42,7 @@ def settings(base_settings: Settings, request, tmp_path) -> Iterator[Settings]:
         topic_mutations=f"t-{suffix}.mutations",
         topic_dlq=f"t-{suffix}.dlq",
         topic_status=f"t-{suffix}.status",
+        topic_central_state=f"t-{suffix}.central-state",
         topic_partitions=getattr(request, "param", 4),
         batch_size=500,
         window_ms=50,
