@@ -172,13 +172,18 @@ class Simulation:
         self.report.statuses.update(by_status)
 
     def finish(self, deadline_s: float) -> bool:
-        """Bring every node online and deliver everything; True if all outboxes are in Kafka."""
+        """Bring every node online and deliver everything; True if all outboxes are in Kafka
+        (changes a node defers while the job is overloaded go within its `defer_max_s`)."""
         give_up_at = time.monotonic() + deadline_s
         self.offline_until.clear()
         for node in self.nodes.values():
-            remaining = max(0.1, give_up_at - time.monotonic())
-            if not node.send(remaining).drained:
-                return False
+            while True:
+                report = node.send(max(0.1, give_up_at - time.monotonic()))
+                if not report.drained or (report.deferred and time.monotonic() >= give_up_at):
+                    return False
+                if not report.deferred:
+                    break
+                time.sleep(0.2)  # deferred: waiting for the job's state or the deferral bound
         return True
 
     def collect_acks(self, deadline_s: float) -> bool:

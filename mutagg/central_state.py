@@ -91,9 +91,12 @@ class CentralStatePublisher:
         return self
 
     def close(self) -> None:
+        """Stop, publishing the state once more (a short run is heard too; a stopped job's last
+        record then says where it stopped)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+            self.publish_once()
         self._producer.flush(2)
 
     def _loop(self) -> None:
