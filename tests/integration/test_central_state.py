@@ -15,6 +15,7 @@ from edge.central import CentralState
 from edge.client import EdgeConfig, EdgeNode
 from edge.criticality import load_criticality
 from edge.records import EntryState
+from edge.simulator import FleetPlan, Simulation
 from mutagg.central_state import CentralStatePublisher
 from mutagg.metrics import JobMetrics
 from mutagg.refresher import LagSnapshot, StateRefresher
@@ -131,3 +132,38 @@ def test_overloaded_nodes_send_critical_changes_first_defer_the_rest_and_every_c
     finally:
         shop.close()
         van.close()
+
+
+def test_a_simulated_fleet_under_an_overloaded_job_defers_standard_changes_and_all_end_acked(settings, tmp_path):
+    criticality = load_criticality(settings.registry)
+    plan = FleetPlan(nodes=3, rounds=3, changes_per_round=(3, 6), offline_probability=0.0, seed=5)
+    simulation = Simulation(plan, settings.kafka_client_config(), settings.topic_mutations, settings.topic_status,
+                            tmp_path, run_tag="overload", node_options={
+                                "topic_central_state": settings.topic_central_state, "criticality": criticality})
+    try:
+        simulation.step(0)  # nothing heard from the job yet: sent as usual, the fleet's catalogue fills
+        publish(settings, throttled=True)
+        wait_for(lambda: all(n.central_view().state is CentralState.OVERLOADED for n in simulation.nodes.values()),
+                 20.0, "overloaded")
+        sent_before = {e.mutation_id for n in simulation.nodes.values() for e in n.outbox.entries()
+                       if e.state is not EntryState.PENDING}
+        for round_no in (1, 2):
+            simulation.step(round_no)
+        report = simulation.report
+        pending = [e for n in simulation.nodes.values() for e in n.outbox.entries([EntryState.PENDING])]
+        assert pending and sum(n.deferred() for n in simulation.nodes.values()) == len(pending)
+        assert all(criticality[e.entity_type] != "critical" for e in pending)  # only the rest waits
+        critical = [e for n in simulation.nodes.values() for e in n.outbox.entries()
+                    if criticality[e.entity_type] == "critical" and e.mutation_id not in sent_before]
+        assert critical and all(e.state is EntryState.DELIVERED for e in critical)
+
+        publish(settings, throttled=False)
+        wait_for(lambda: all(n.central_view().state is CentralState.NORMAL for n in simulation.nodes.values()),
+                 20.0, "normal")
+        assert simulation.finish(deadline_s=60.0)
+        run_job(settings)
+        assert simulation.collect_acks(deadline_s=30.0)
+        assert set(dict(query(settings, "SELECT mutation_id, status FROM mutation_log"))) == set(report.all_ids)
+        acks_agree_with_ledger(settings)
+    finally:
+        simulation.close()
