@@ -1,8 +1,9 @@
 """The edge-node client: a durable SQLite outbox, an ordered idempotent sender with
 backoff, an acknowledgement listener, and a fleet simulator built on them.
 
-Pure rules (`transitions`, `backoff`, `routing`, `erp`) hold no I/O; `outbox`,
-`sender` and `acks` are the three I/O pieces; `client.EdgeNode` puts them together.
+Pure rules (`transitions`, `backoff`, `routing`, `erp`, `central`, `deferral`) hold no
+I/O; `outbox`, `sender`, `acks` and `central_listener` are the I/O pieces; `client.EdgeNode`
+puts them together.
 The package depends on nothing of the job's but the wire format (DESIGN section 2).
 """
 

@@ -5,6 +5,7 @@ and learn what the central job decided.
                                kafka_config={"bootstrap.servers": "kafka:9092"}))
     node.update("customer", "C000042", {"credit_limit": "900.00"})   # durable now
     node.sync(deadline_s=30)       # send what the network allows, then read acks
+    node.central_view()            # normal / behind / overloaded / unknown, and central_delay_s
 
 Every change carries the base version this node last saw of the entity (0 if
 never), learnt from acks and from `observe` (snapshots synced down from the ERP).
@@ -23,6 +24,9 @@ from typing import Any
 
 from edge.acks import AckListener
 from edge.backoff import Backoff
+from edge.central import CentralState, CentralView, Thresholds
+from edge.central_listener import CentralListener
+from edge.deferral import DEFAULT_SEND_FIRST, SendPolicy
 from edge.erp import Outcome, OutcomeListener, outcome_of
 from edge.outbox import AckReport, Outbox
 from edge.records import EdgeMutation, Operation, OutboxEntry
@@ -52,6 +56,16 @@ class EdgeConfig:
     node_key: bytes | None = field(default=None, repr=False)
     """This node's key (edge/signing.py): every message is signed with it. None: unsigned, which a
     job with a master key dead-letters as UNAUTHENTICATED."""
+    # The job's state (edge/central.py, README "Edge nodes: when the centre is behind"). None: not read.
+    topic_central_state: str | None = None
+    behind_after_s: float = 60.0
+    overloaded_after_s: float = 600.0
+    central_silence_s: float = 60.0
+    # entity type -> criticality (the registry's: `edge.criticality.load_criticality`); while the job is
+    # overloaded, types in `send_first` go first and the rest wait up to `defer_max_s`. Empty: no deferral.
+    criticality: Mapping[str, str] = field(default_factory=dict)
+    send_first: frozenset[str] = DEFAULT_SEND_FIRST
+    defer_max_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +93,12 @@ class EdgeNode:
         self.sender = Sender(
             self.outbox, config.kafka_config, config.topic_mutations, config.backoff,
             config.delivery_timeout_s, config.round_limit, rng=rng, node_key=config.node_key,
+            policy=SendPolicy(config.criticality, config.send_first, config.defer_max_s),
         )
         self.acks = AckListener(self.outbox, config.kafka_config, config.topic_status)
+        self.central = None if not config.topic_central_state else CentralListener(
+            config.kafka_config, config.topic_central_state, config.node_id,
+            Thresholds(config.behind_after_s, config.overloaded_after_s, config.central_silence_s))
 
     @property
     def node_id(self) -> str:
@@ -89,6 +107,8 @@ class EdgeNode:
     def close(self) -> None:
         self.sender.close()
         self.acks.close()
+        if self.central is not None:
+            self.central.close()
         self.outbox.close()
 
     def __enter__(self) -> EdgeNode:
@@ -152,8 +172,26 @@ class EdgeNode:
     # -- network -------------------------------------------------------------------
 
     def send(self, deadline_s: float, pause_s: float = 0.0) -> SendReport:
-        """Deliver the outbox (see `Sender.send`)."""
+        """Deliver the outbox (see `Sender.send`); while the job is overloaded, critical changes
+        first and the rest deferred (edge/deferral.py)."""
+        self.sender.defer = self.central_view().state is CentralState.OVERLOADED
         return self.sender.send(deadline_s, pause_s)
+
+    def central_view(self, timeout_s: float = 0.1) -> CentralView:
+        """The job's state as this node hears it now (reads what arrived within `timeout_s`)."""
+        if self.central is None:
+            return CentralView(CentralState.UNKNOWN)
+        self.central.poll(timeout_s)
+        return self.central.view()
+
+    @property
+    def central_delay_s(self) -> float | None:
+        """How far behind the central job is, in seconds (None: unknown)."""
+        return self.central_view().delay_s
+
+    def deferred(self) -> int:
+        """Entries the last send held back because the job is overloaded (still in the outbox)."""
+        return self.sender.deferred
 
     def receive_acks(self, timeout_s: float = 1.0) -> AckReport:
         """Apply the acks that arrive within `timeout_s`; once caught up, put entries unanswered

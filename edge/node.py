@@ -14,6 +14,10 @@ per round and S seconds between rounds. `sync` is what a node that comes back ru
 send, read acks, send again what stays unanswered (acks lost to the status topic's
 retention, or unanswered for `--requeue-after` seconds), until everything is decided.
 `outcomes` lists the changes the job rejected, held as conflicts, or failed, with why.
+`status` also says how far behind the central job is (the central-state topic); while it
+is overloaded, changes of critical entity types (the registry's, `--registry`, default
+`MUTAGG_REGISTRY`) go first and the rest wait up to `--defer-max` seconds (README
+"Edge nodes: when the centre is behind").
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import sys
 import time
 
 from edge.backoff import Backoff
+from edge.central import explain_central
 from edge.client import EdgeConfig, EdgeNode
+from edge.criticality import CriticalityError, load_criticality
 from edge.erp import explain
 from edge.signing import InvalidNodeKey, load_node_key
 
@@ -40,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--requeue-max", type=float, default=86_400.0,
                         help="the longest wait between resends of one change (the wait doubles per resend)")
     parser.add_argument("--node-key-file", help="this node's key (default: MUTAGG_EDGE_NODE_KEY_FILE; none: unsigned)")
+    parser.add_argument("--registry", help="the entity registry, for criticality (default: MUTAGG_REGISTRY)")
+    parser.add_argument("--behind-after", type=float, default=60.0, help="seconds of central delay shown as behind")
+    parser.add_argument("--overloaded-after", type=float, default=600.0,
+                        help="seconds of central delay shown as overloaded (critical changes first)")
+    parser.add_argument("--defer-max", type=float, default=300.0,
+                        help="the longest a standard change waits while the centre is overloaded")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help="entries by state")
     send = commands.add_parser("send", help="deliver the outbox")
@@ -63,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     key_file = args.node_key_file or settings.edge_node_key_file
     try:
         node_key = load_node_key(key_file) if key_file else None
-    except InvalidNodeKey as exc:
+        criticality = load_criticality(args.registry or settings.registry)
+    except (InvalidNodeKey, CriticalityError) as exc:
         print(f"edge.node: {exc}", file=sys.stderr)
         return 2
     config = EdgeConfig(
@@ -72,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         delivery_timeout_s=args.delivery_timeout, backoff=Backoff(0.5, 2.0, 30.0),
         round_limit=getattr(args, "round_limit", 5000), node_key=node_key,
         requeue_after_s=args.requeue_after, requeue_max_s=args.requeue_max,
+        topic_central_state=settings.topic_central_state, criticality=criticality,
+        behind_after_s=args.behind_after, overloaded_after_s=args.overloaded_after, defer_max_s=args.defer_max,
     )
     with EdgeNode(config) as node:
         if node.outbox.recovered:
@@ -93,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         for state, count in sorted(node.outbox.counts().items()):
             print(f"{state.value:<10} {count}")
+        view = node.central_view(timeout_s=2.0)
+        print(f"central    {view.state.value} ({explain_central(view, node.undecided())})")
         return 0
 
 
@@ -115,7 +132,8 @@ def _sync(node: EdgeNode, deadline_s: float) -> bool:
 def _send(node: EdgeNode, deadline_s: float, pause_s: float) -> bool:
     report = node.send(deadline_s, pause_s)
     print(f"{report.delivered} delivered in {report.rounds} rounds, {report.failed} failed deliveries; "
-          f"{node.undecided()} entries await the job's decision", flush=True)
+          f"{node.undecided()} entries await the job's decision; {report.deferred} deferred (the centre is "
+          "overloaded; they stay in the outbox)", flush=True)
     return report.drained
 
 

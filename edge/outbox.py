@@ -121,6 +121,14 @@ class Outbox:
         ).fetchall()
         return transitions.sendable(entry_from_row(row) for row in rows)[:limit]
 
+    def undelivered(self) -> list[OutboxEntry]:
+        """Every PENDING and IN_FLIGHT entry, in record order (what `deferral.plan_round` chooses from)."""
+        rows = self._db.execute(
+            f"SELECT {COLUMNS} FROM outbox WHERE state IN (?, ?) ORDER BY seq",
+            (EntryState.PENDING, EntryState.IN_FLIGHT),
+        ).fetchall()
+        return [entry_from_row(row) for row in rows]
+
     def mark_sent(self, seqs: Sequence[int]) -> None:
         self._apply_event(seqs, Event.SEND, count_attempt=True)
         if seqs:

@@ -2,7 +2,9 @@
 deadline passes.
 
 One round: take the sendable entries (per entity only the oldest undelivered
-one), mark them sent, produce them with the entity key, wait for every delivery
+one, after the undelivered dependencies recorded before it; while the job is
+overloaded, critical ones first and the rest deferred: edge/deferral.py),
+mark them sent, produce them with the entity key, wait for every delivery
 report, record each outcome. A round with a failure (the network is down, the
 broker is away) ends the producer and waits out an exponential backoff with
 jitter before the next. The producer is idempotent with acks=all, so a broker
@@ -22,6 +24,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from edge.backoff import Backoff
+from edge.deferral import SendPolicy, next_deferred_since, plan_round
 from edge.outbox import Outbox
 from edge.records import OutboxEntry
 from edge.signing import signature_header
@@ -44,7 +47,8 @@ class SendReport:
     rounds: int = 0
     delivered: int = 0
     failed: int = 0
-    drained: bool = False
+    drained: bool = False      # nothing more to send now (deferred entries aside)
+    deferred: int = 0          # entries held back at the end, the job being overloaded
     backoff_delays: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -79,9 +83,15 @@ class Sender:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         node_key: bytes | None = None,
+        policy: SendPolicy | None = None,
     ):
-        """With `node_key`, every message carries its signature (`mutagg-sig`, DESIGN section 2)."""
+        """With `node_key`, every message carries its signature (`mutagg-sig`, DESIGN section 2).
+        `policy` says what to defer while `defer` is set (the owner sets it from the job's state)."""
         self.outbox = outbox
+        self.policy = policy or SendPolicy({})
+        self.defer = False
+        self.deferred_since: dict[int, float] = {}  # seq -> when first deferred (this process's clock)
+        self.deferred = 0  # entries the last round held back
         self._node_key = node_key
         self.topic = topic
         self.backoff = backoff or Backoff()
@@ -107,7 +117,7 @@ class Sender:
 
     def send_round(self) -> RoundResult:
         """Hand every sendable entry to the producer and wait for each delivery report."""
-        batch = self.outbox.sendable(self.round_limit)
+        batch = self._plan()
         if not batch:
             return RoundResult(0, 0, 0)
         if self._producer is None:
@@ -137,6 +147,14 @@ class Sender:
         if len(reports) < len(batch):
             errors += (f"{len(batch) - len(reports)} delivery reports missing",)
         return RoundResult(len(batch), len(delivered), len(failed), errors)
+
+    def _plan(self) -> list[OutboxEntry]:
+        undelivered = self.outbox.undelivered()
+        now = self._clock()
+        plan = plan_round(undelivered, self.policy, self.defer, self.deferred_since, now, self.round_limit)
+        self.deferred_since = next_deferred_since(self.deferred_since, plan, undelivered, now)
+        self.deferred = len(plan.deferred)
+        return plan.chosen
 
     def _produce(
         self, entry: OutboxEntry, on_delivery: Callable[[KafkaError | None, Message], None],
@@ -170,6 +188,7 @@ class Sender:
             if self._clock() > give_up_at:
                 return report
             result = self.send_round()
+            report.deferred = self.deferred
             if result.sent == 0:
                 report.drained = True
                 return report

@@ -26,6 +26,7 @@ from typing import Any
 
 from edge.backoff import Backoff
 from edge.client import EdgeConfig, EdgeNode
+from edge.criticality import load_criticality
 from edge.erp import Catalog, Change, NodeWorkload
 from edge.records import EdgeMutation, EntryState, Operation
 from edge.signing import derive_node_key
@@ -76,8 +77,11 @@ class Simulation:
         run_tag: str | None = None,
         delivery_timeout_s: float = 10.0,
         master_key: bytes | None = None,
+        node_options: Mapping[str, Any] | None = None,
     ):
-        """With the job's `master_key`, each node signs with its own derived key (as if provisioned)."""
+        """With the job's `master_key`, each node signs with its own derived key (as if provisioned).
+        `node_options`: more `EdgeConfig` fields for every node (e.g. the central-state topic,
+        the criticality map)."""
         self.plan = plan
         self.rng = random.Random(plan.seed)
         self.run_tag = run_tag or f"sim{plan.seed}"
@@ -94,6 +98,7 @@ class Simulation:
                 topic_mutations=topic_mutations, topic_status=topic_status,
                 delivery_timeout_s=delivery_timeout_s, backoff=Backoff(0.2, 2.0, 5.0),
                 node_key=None if master_key is None else derive_node_key(master_key, node_id),
+                **(node_options or {}),
             ), clock=lambda: self.clock, rng=random.Random(f"{plan.seed}:{node_id}:net"))
             self.workloads[node_id] = NodeWorkload(node_id, plan.seed, self.run_tag)
             self.report.recorded[node_id] = []
@@ -167,13 +172,18 @@ class Simulation:
         self.report.statuses.update(by_status)
 
     def finish(self, deadline_s: float) -> bool:
-        """Bring every node online and deliver everything; True if all outboxes are in Kafka."""
+        """Bring every node online and deliver everything; True if all outboxes are in Kafka
+        (changes a node defers while the job is overloaded go within its `defer_max_s`)."""
         give_up_at = time.monotonic() + deadline_s
         self.offline_until.clear()
         for node in self.nodes.values():
-            remaining = max(0.1, give_up_at - time.monotonic())
-            if not node.send(remaining).drained:
-                return False
+            while True:
+                report = node.send(max(0.1, give_up_at - time.monotonic()))
+                if not report.drained or (report.deferred and time.monotonic() >= give_up_at):
+                    return False
+                if not report.deferred:
+                    break
+                time.sleep(0.2)  # deferred: waiting for the job's state or the deferral bound
         return True
 
     def collect_acks(self, deadline_s: float) -> bool:
@@ -214,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                      offline_probability=args.offline_probability)
     simulation = Simulation(plan, settings.kafka_client_config(), settings.topic_mutations, settings.topic_status,
                             args.work_dir, run_tag=f"sim{args.seed}-{int(time.time())}",
-                            master_key=settings.edge_master_key())
+                            master_key=settings.edge_master_key(),
+                            node_options={"topic_central_state": settings.topic_central_state,
+                                          "criticality": load_criticality(settings.registry)})
     try:
         report = simulation.run()
         delivered = simulation.finish(settings.service_deadline_s)

@@ -1,7 +1,8 @@
 """Kafka ACLs for the job's topics: which principal may do what (README "Kafka ACLs").
 
-Edge principals write only the input topic and read only the status topic; the job's
-principal is the only one that writes the status and DLQ topics. `mutagg topics acls`
+Edge principals write only the input topic and read only the status and central-state
+topics; the job's principal is the only one that writes the status, DLQ and central-state
+topics. `mutagg topics acls`
 prints the bindings (as `kafka-acls.sh` commands a platform team can review and run) or
 applies them with the Admin API; the broker ignores a binding that already exists, so
 applying is idempotent. It grants, never revokes: bindings on the job's topics that are
@@ -113,6 +114,7 @@ def job_acls(settings: Settings, job: str = DEFAULT_JOB_PRINCIPAL) -> list[Acl]:
         Acl(job, "topic", status, "READ", why="verify: reads the acks back"),
         Acl(job, "topic", dlq, "WRITE", why="run: rejected messages"),
         Acl(job, "topic", dlq, "READ", why="dlq list|replay, verify"),
+        Acl(job, "topic", settings.topic_central_state, "WRITE", why="run: its state for the edge nodes"),
     ]
     acls += [Acl(job, "group", name, "DESCRIBE", pattern, why) for name, pattern, why in JOB_GROUPS]
     return acls
@@ -126,6 +128,7 @@ def edge_acls(settings: Settings, node_id: str, who: str | None = None) -> list[
     return [
         Acl(who, "topic", settings.topic_mutations, "WRITE", why="edge sender: mutations"),
         Acl(who, "topic", settings.topic_status, "READ", why="edge ack listener: acks"),
+        Acl(who, "topic", settings.topic_central_state, "READ", why="edge: how far behind the job is"),
         Acl(who, "group", f"{EDGE_GROUP_PREFIX}{node_id}", "DESCRIBE", why="edge ack listener (edge/acks.py)"),
     ]
 
@@ -147,7 +150,7 @@ def plan(settings: Settings, job: str = DEFAULT_JOB_PRINCIPAL, edges: Iterable[s
         edge = edge_acls(settings, node, who)
         if edge[0].principal == job:
             raise ConfigError(f"edge node {node!r} must not use the job's principal {job}: "
-                              "only the job's principal may write the status and DLQ topics")
+                              "only the job's principal may write the status, DLQ and central-state topics")
         acls += edge
     return list(dict.fromkeys(acls))
 

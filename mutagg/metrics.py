@@ -360,7 +360,9 @@ def serve_job_metrics(
     if not port:
         return None
     try:
-        return start_metrics(metrics, settings, port + (process_id or 0))
+        # The central state (mutagg/central_state.py) publishes the lag this refresher looks up.
+        refresh_s = min(15.0, settings.central_state_interval_s or 15.0)
+        return start_metrics(metrics, settings, port + (process_id or 0), refresh_interval_s=refresh_s)
     except OSError as exc:
         log.warning("metrics endpoint not started", extra={"port": port, "error": str(exc)})
         return None

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -31,6 +32,23 @@ RETENTION_REREAD_S = 300.0
 """How often the input topic's retention.ms is read again (an operator may change it; one DescribeConfigs)."""
 
 
+@dataclass(frozen=True, slots=True)
+class LagSnapshot:
+    """The input partitions as the last broker lookup found them (`measured_at`: Unix seconds):
+    `oldest_ms` holds the Kafka timestamp of the oldest uncommitted message of each lagging
+    partition; a partition in `partitions` but not in `oldest_ms` or `unknown` has no lag."""
+
+    measured_at: float
+    partitions: tuple[int, ...]
+    oldest_ms: dict[int, int] = field(default_factory=dict)
+    unknown: frozenset[int] = frozenset()  # lagging, but its oldest message could not be read
+
+    def delays(self, now: float) -> dict[int, float | None]:
+        """Seconds each partition is behind at `now` (None: lagging by an unknown time)."""
+        return {p: None if p in self.unknown else max(0.0, now - self.oldest_ms[p] / 1000) if p in self.oldest_ms
+                else 0.0 for p in self.partitions}
+
+
 class StateRefresher:
     """Refreshes the gauges that come from the database and the broker every `interval_s` in a
     daemon thread, and tells the heartbeat whether each answered (readiness)."""
@@ -47,6 +65,13 @@ class StateRefresher:
         # when the position moves
         self._oldest: dict[int, tuple[int, int]] = {}
         self._retention_read_at: float | None = None
+        self._snapshot: LagSnapshot | None = None
+        self._snapshot_lock = threading.Lock()
+
+    def lag_snapshot(self) -> LagSnapshot | None:
+        """The latest lag lookup (any thread); None before the first one succeeded."""
+        with self._snapshot_lock:
+            return self._snapshot
 
     def start(self) -> StateRefresher:
         self._thread.start()
@@ -178,6 +203,12 @@ class StateRefresher:
         for partition in behind:
             if partition in self._oldest:
                 self.metrics.set_lag_seconds(topic, partition, (now_ms - self._oldest[partition][1]) / 1000)
+        snapshot = LagSnapshot(
+            now_ms / 1000, tuple(sorted(partitions)),
+            {p: self._oldest[p][1] for p in behind if p in self._oldest},
+            frozenset(p for p in behind if p not in self._oldest))
+        with self._snapshot_lock:
+            self._snapshot = snapshot
 
     def _timestamps(self, topic: str, offsets: dict[int, int], timeout_s: float = 5.0) -> dict[int, int]:
         """Kafka timestamp (ms) of the message at each partition's offset (or the first after it)."""

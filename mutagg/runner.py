@@ -15,6 +15,7 @@ from bytewax.recovery import RecoveryConfig
 
 from dataflows.aggregator import build_flow
 from dataflows.runtime import RunStats, Runtime
+from mutagg.central_state import not_throttled, start_central_state
 from mutagg.heartbeat import HEARTBEAT
 from mutagg.metrics import serve_job_metrics
 from mutagg.settings import Settings
@@ -89,6 +90,8 @@ def run(
     metrics_service = serve_job_metrics(
         runtime.metrics, settings, settings.metrics_port, process_id if same_host else None
     )
+    # The throttle's probe goes here (a `() -> (throttled, reasons)`), for the edges to hear it.
+    central_state = start_central_state(settings, runtime.metrics, metrics_service, process_id, not_throttled)
     started = time.monotonic()
     log.info("dataflow starting", extra={"workers": workers, "until_idle": until_idle, "run_id": runtime.run_id})
     behind = False
@@ -112,6 +115,10 @@ def run(
         runtime.close()
         if metrics_service is not None:
             metrics_service.close()
+        if central_state is not None:
+            for part in central_state:
+                if part is not None:
+                    part.close()
         if behind and settings.recovery_dir:
             # The snapshots hold read positions past what the database kept: the restart must
             # resume from the database's offsets and decide the lost batches again (exit 7).

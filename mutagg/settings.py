@@ -31,6 +31,11 @@ class Settings:
     topic_mutations: str = "edge.mutations"
     topic_dlq: str = "edge.mutations.dlq"
     topic_status: str = "edge.mutation-status"
+    # Compacted: the job's state for the edge nodes (how far behind, throttled), one record per
+    # process, published every `central_state_interval_s` seconds (0: off). README "Central state".
+    topic_central_state: str = "edge.central-state"
+    central_state_interval_s: float = 10.0
+    central_state_key: str = "mutagg"  # the record key's prefix: one job (cluster) per key prefix
     recovery_dir: str | None = None
     max_message_bytes: int = 1 << 20
     batch_size: int = 5000
@@ -130,6 +135,9 @@ _ENV = {
     "MUTAGG_TOPIC_MUTATIONS": "topic_mutations",
     "MUTAGG_TOPIC_DLQ": "topic_dlq",
     "MUTAGG_TOPIC_STATUS": "topic_status",
+    "MUTAGG_TOPIC_CENTRAL_STATE": "topic_central_state",
+    "MUTAGG_CENTRAL_STATE_INTERVAL_S": "central_state_interval_s",
+    "MUTAGG_CENTRAL_STATE_KEY": "central_state_key",
     "MUTAGG_RECOVERY_DIR": "recovery_dir",
     "MUTAGG_MAX_MESSAGE_BYTES": "max_message_bytes",
     "MUTAGG_BATCH_SIZE": "batch_size",
@@ -246,6 +254,8 @@ def load_settings(
         raise ConfigError(f"on_input_gap must be one of {'|'.join(INPUT_GAP_POLICIES)}, not {settings.on_input_gap!r}")
     if settings.stop_deadline_s <= 0:
         raise ConfigError(f"stop_deadline_s must be positive, not {settings.stop_deadline_s}")
+    if settings.central_state_interval_s < 0 or not settings.central_state_key:
+        raise ConfigError("central_state_interval_s must be >= 0 (0: off) and central_state_key non-empty")
     if settings.heartbeat_timeout_s <= 0:
         raise ConfigError(f"heartbeat_timeout_s must be positive, not {settings.heartbeat_timeout_s}")
     if settings.event_time_lead_s < 0:

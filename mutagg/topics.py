@@ -1,4 +1,4 @@
-"""The job's Kafka topics (input, DLQ, status): `mutagg topics create` makes the missing ones
+"""The job's Kafka topics (input, DLQ, status, central state): `mutagg topics create` makes the missing ones
 with every config the job relies on set explicitly (`topic_specs`), `mutagg topics check`
 reports where existing ones differ from that (`drift`)."""
 
@@ -25,6 +25,10 @@ MIN_INSYNC_REPLICAS = "min.insync.replicas"
 RETENTION_MS = "retention.ms"
 CLEANUP_POLICY = "cleanup.policy"
 UNCLEAN_LEADER_ELECTION = "unclean.leader.election.enable"
+SEGMENT_MS = "segment.ms"
+CENTRAL_STATE_SEGMENT_MS = str(3600 * 1000)
+"""The central-state topic rolls a segment an hour, so compaction leaves a node that comes back
+about an hour of records to read, not a week's (the active segment is never compacted)."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class TopicSpec:
     (0: the broker's default, not checked), and exactly these configs."""
 
     name: str
-    role: str  # input, DLQ, status
+    role: str  # input, DLQ, status, central state
     partitions: int
     replication: int
     config: dict[str, str] = field(default_factory=dict)
@@ -50,14 +54,16 @@ class TopicState:
 
 def topic_specs(settings: Settings, partitions: int | None = None, timestamp_type: str = LOG_APPEND_TIME
                 ) -> list[TopicSpec]:
-    """The three topics with every config the job relies on:
+    """The four topics with every config the job relies on:
 
     - input: `message.timestamp.type` (the broker's clock orders mutations, DESIGN section 4);
     - all: `retention.ms` from the settings (how long unread input, an offline van's acks and
       a rejected message survive), `cleanup.policy=delete` (compaction would keep one record
       per key: mutations of one entity would vanish unread), no unclean leader election
       (an out-of-sync replica as leader loses acknowledged writes), and `min.insync.replicas`
-      with the replication factor from the settings (3 and 2 in production).
+      with the replication factor from the settings (3 and 2 in production);
+    - central state: one partition, `cleanup.policy=compact` (only the latest record per job
+      process matters; README "Central state") and an hourly segment.
     """
     common = {CLEANUP_POLICY: "delete", UNCLEAN_LEADER_ELECTION: "false"}
     if settings.topic_min_insync_replicas:
@@ -71,6 +77,8 @@ def topic_specs(settings: Settings, partitions: int | None = None, timestamp_typ
             **common, RETENTION_MS: str(settings.topic_retention_dlq_ms)}),
         TopicSpec(settings.topic_status, "status", count, replication, {
             **common, RETENTION_MS: str(settings.topic_retention_status_ms)}),
+        TopicSpec(settings.topic_central_state, "central state", 1, replication, {
+            **common, CLEANUP_POLICY: "compact", SEGMENT_MS: CENTRAL_STATE_SEGMENT_MS}),
     ]
 
 
@@ -98,7 +106,8 @@ def drift(spec: TopicSpec, found: TopicState | None) -> list[str]:
 
 
 def ensure_output_topics(settings: Settings) -> list[str]:
-    """Before a run: the DLQ and status topics must exist, or no ack could ever be delivered."""
+    """Before a run: the DLQ, status and central-state topics must exist, or no ack could ever
+    be delivered."""
     try:
         return create_topics(settings, outputs_only=True)
     except (KafkaException, AuthorizationError) as exc:  # e.g. no permission to create: the producer says more
@@ -153,7 +162,7 @@ def create_topics(
 
 
 def check_topics(settings: Settings, partitions: int | None = None) -> list[str]:
-    """Every way the three topics differ from `topic_specs` (`drift`), read from the broker."""
+    """Every way the four topics differ from `topic_specs` (`drift`), read from the broker."""
     admin = AdminClient(settings.kafka_client_config())
     timeout = min(30.0, settings.service_deadline_s)
     try:

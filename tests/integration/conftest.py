@@ -42,6 +42,7 @@ def settings(base_settings: Settings, request, tmp_path) -> Iterator[Settings]:
         topic_mutations=f"t-{suffix}.mutations",
         topic_dlq=f"t-{suffix}.dlq",
         topic_status=f"t-{suffix}.status",
+        topic_central_state=f"t-{suffix}.central-state",
         topic_partitions=getattr(request, "param", 4),
         batch_size=500,
         window_ms=50,
@@ -87,7 +88,9 @@ def delete_topics(settings: Settings, prefix: str) -> None:
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUTAGG_")}
-    env.update(settings.as_env(), MUTAGG_LOG_LEVEL="WARNING", MUTAGG_METRICS_PORT="0")
+    # No endpoint and no central state (its lag lookups): tests that need them turn them on.
+    env.update(settings.as_env(), MUTAGG_LOG_LEVEL="WARNING", MUTAGG_METRICS_PORT="0",
+               MUTAGG_CENTRAL_STATE_INTERVAL_S="0")
     env.update(extra)
     return env
 

@@ -125,7 +125,8 @@ def secure_kafka(secure_env) -> Iterator[Secure]:
 
 def _topics(suffix: str) -> dict[str, str]:
     return {"MUTAGG_TOPIC_MUTATIONS": f"s-{suffix}.mutations", "MUTAGG_TOPIC_DLQ": f"s-{suffix}.dlq",
-            "MUTAGG_TOPIC_STATUS": f"s-{suffix}.status", "MUTAGG_TOPIC_PARTITIONS": "2"}
+            "MUTAGG_TOPIC_STATUS": f"s-{suffix}.status", "MUTAGG_TOPIC_CENTRAL_STATE": f"s-{suffix}.central-state",
+            "MUTAGG_TOPIC_PARTITIONS": "2"}
 
 
 def _with_topics_and_acls(secure_env, env: dict[str, str], owner_url: str) -> Iterator[Secure]:

@@ -17,12 +17,17 @@ def test_every_topic_gets_each_config_the_job_relies_on():
         **vars(SETTINGS), "topic_replication": 3, "topic_min_insync_replicas": 2}))}
     assert specs["input"].config["message.timestamp.type"] == "LogAppendTime"
     assert "message.timestamp.type" not in specs["status"].config  # the job stamps its acks itself
+    state = specs.pop("central state")
     assert {role: spec.config["retention.ms"] for role, spec in specs.items()} == {
         "input": str(SETTINGS.topic_retention_input_ms), "DLQ": str(SETTINGS.topic_retention_dlq_ms),
         "status": str(SETTINGS.topic_retention_status_ms)}
     for spec in specs.values():
         assert spec.replication == 3 and spec.config["min.insync.replicas"] == "2"
         assert spec.config["cleanup.policy"] == "delete" and spec.config["unclean.leader.election.enable"] == "false"
+    # The edges' view of the job: only the latest record of each job process matters (compacted).
+    assert (state.name, state.partitions, state.replication) == (SETTINGS.topic_central_state, 1, 3)
+    assert state.config["cleanup.policy"] == "compact" and "retention.ms" not in state.config
+    assert state.config["min.insync.replicas"] == "2" and state.config["unclean.leader.election.enable"] == "false"
     assert (specs["input"].partitions, specs["DLQ"].partitions, specs["status"].partitions) == (4, 1, 4)
     # Replication left to the broker (0): not set, not checked.
     assert all(s.replication == 0 and "min.insync.replicas" not in s.config for s in topic_specs(SETTINGS))
