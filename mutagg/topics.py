@@ -70,9 +70,12 @@ def topic_specs(settings: Settings, partitions: int | None = None, timestamp_typ
         common[MIN_INSYNC_REPLICAS] = str(settings.topic_min_insync_replicas)
     count = partitions or settings.topic_partitions
     replication = settings.topic_replication
+    # With CreateTime (tests that set every Kafka timestamp) retention by age would count from
+    # those timestamps: a log stamped days ago would be deleted before the job read it.
+    input_retention = settings.topic_retention_input_ms if timestamp_type == LOG_APPEND_TIME else -1
     return [
         TopicSpec(settings.topic_mutations, "input", count, replication, {
-            **common, RETENTION_MS: str(settings.topic_retention_input_ms), TIMESTAMP_TYPE: timestamp_type}),
+            **common, RETENTION_MS: str(input_retention), TIMESTAMP_TYPE: timestamp_type}),
         TopicSpec(settings.topic_dlq, "DLQ", 1, replication, {
             **common, RETENTION_MS: str(settings.topic_retention_dlq_ms)}),
         TopicSpec(settings.topic_status, "status", count, replication, {

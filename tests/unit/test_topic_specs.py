@@ -33,6 +33,15 @@ def test_every_topic_gets_each_config_the_job_relies_on():
     assert all(s.replication == 0 and "min.insync.replicas" not in s.config for s in topic_specs(SETTINGS))
 
 
+def test_an_input_stamped_by_its_producers_is_never_deleted_by_age():
+    """CreateTime (tests that set every Kafka timestamp): retention would count from those
+    timestamps, and a log stamped a week ago would be gone before the job read it."""
+    (created,) = [s for s in topic_specs(SETTINGS, timestamp_type="CreateTime") if s.role == "input"]
+    assert created.config["message.timestamp.type"] == "CreateTime" and created.config["retention.ms"] == "-1"
+    (appended,) = [s for s in topic_specs(SETTINGS) if s.role == "input"]
+    assert appended.config["retention.ms"] == str(SETTINGS.topic_retention_input_ms) != "-1"
+
+
 SPEC = TopicSpec("in", "input", 4, 3, {"retention.ms": "1000", "cleanup.policy": "delete"})
 
 
