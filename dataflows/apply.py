@@ -83,6 +83,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def __init__(self, runtime: Runtime, state: ApplyState | None):
         settings = runtime.settings
         self.runtime = runtime
+        runtime.limiter  # noqa: B018 - its sampler starts now: an idle job reports a pause too
         self.batch_size = settings.batch_size
         self.window = timedelta(milliseconds=settings.window_ms)
         timeout_ms = int(settings.dependency_timeout_s * 1000)

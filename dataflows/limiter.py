@@ -18,7 +18,7 @@ from collections.abc import Callable
 from mutagg.heartbeat import HEARTBEAT
 from mutagg.metrics import JobMetrics
 from mutagg.settings import Settings
-from operators.throttle import MANUAL, REASONS, Change, Limits, Throttle, describe
+from operators.throttle import MANUAL, REASONS, Change, Limits, Sample, Throttle, describe
 from sinks.throttle_signals import Sampler
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,9 @@ class Limiter:
         self.clock = clock
         interval = settings.throttle_sample_ms / 1000
         self.step_s = min(max(interval, 0.05), 1.0) if interval else 0.1
-        self.sampler = Sampler(settings.database_url, interval).start() if interval else None
         self._lock = threading.Lock()
+        # Samples are taken in on the sampler's thread too: gauges and readiness follow an idle job.
+        self.sampler = Sampler(settings.database_url, interval, self._take).start() if interval else None
         metrics.batch_size_limit.set(self.throttle.cap)
 
     def admit(self, collect: Callable[[], object]) -> int | None:
@@ -74,8 +75,11 @@ class Limiter:
     def _take_sample(self) -> None:
         sample = self.sampler.latest if self.sampler is not None else None
         if sample is not None:
-            with self._lock:
-                self._report(self.throttle.on_sample(sample))
+            self._take(sample)
+
+    def _take(self, sample: Sample) -> None:
+        with self._lock:
+            self._report(self.throttle.on_sample(sample))
 
     def _report(self, change: Change) -> None:
         """One log line per reason that begins or ends, not per batch; gauges always."""

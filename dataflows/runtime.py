@@ -102,7 +102,7 @@ class Runtime:
 
     @property
     def limiter(self) -> Limiter:
-        """The throttle (dataflows/limiter.py); its sampler starts with the first batch."""
+        """The throttle (dataflows/limiter.py); its sampler starts with the first use."""
         with self._lock:
             if self._limiter is None:
                 self._limiter = Limiter(self.settings, self.metrics, self.stopping)

@@ -75,13 +75,14 @@ def read_signals(connection: psycopg.Connection, now: float, pause: OperatorPaus
 
 class Sampler:
     """Samples the database every `interval_s` on a daemon thread; `latest` is the newest Sample
-    (None until the first). A failed look is logged and counted, and the last sample stays."""
+    (None until the first), also handed to `on_sample`. A failed look is logged once per
+    outage, and the last sample stays (an operator's pause is not lifted by an outage)."""
 
-    def __init__(self, database_url: str, interval_s: float, on_error=None):
+    def __init__(self, database_url: str, interval_s: float, on_sample=None):
         self.database_url = database_url
         self.interval_s = interval_s
         self.latest: Sample | None = None
-        self.on_error = on_error
+        self.on_sample = on_sample  # called on the sampler's thread with each new sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mutagg-throttle", daemon=True)
         self._connection: psycopg.Connection | None = None
@@ -121,8 +122,6 @@ class Sampler:
                 log.warning("throttle: database signals unreadable; keeping the last sample",
                             extra={"error": str(exc)[:300]})
             self._failing = True
-            if self.on_error is not None:
-                self.on_error()
             if self._connection is not None:
                 self._connection.close()
             self._connection = None
@@ -133,4 +132,6 @@ class Sampler:
                         "pg_monitor); those two signals are off")
             self._warned_blind = True
         self.latest = sample
+        if self.on_sample is not None:
+            self.on_sample(sample)
         return sample
