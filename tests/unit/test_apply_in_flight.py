@@ -15,6 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from dataflows.apply import ApplyLogic, CommitAborted
+from dataflows.limiter import Limiter
+from mutagg.metrics import JobMetrics
 from mutagg.settings import Settings
 from operators.decode import DecodedChunk
 from schemas.mutation import Mutation, Operation
@@ -75,14 +77,17 @@ def make_logic():
     def make(committer: Committer, batch_size: int = 2) -> ApplyLogic:
         handled: list[str] = []
         numbers = iter(range(1, 1000))
+        settings = Settings(batch_size=batch_size, window_ms=0, node_share=1.0, throttle_sample_ms=0)
+        stopping = threading.Event()
         runtime = SimpleNamespace(
-            settings=Settings(batch_size=batch_size, window_ms=0, node_share=1.0),
+            settings=settings,
+            limiter=Limiter(settings, JobMetrics([]), stopping),  # no sampler: never throttled here
             committer=committer,
             commits=ThreadPoolExecutor(max_workers=1),
             after_commit=AfterCommit(lambda committed: handled.append(committed.batch_id)),
             stats=SimpleNamespace(deferred={}),
             metrics=SimpleNamespace(record_deferrals=lambda deferred: None),
-            stopping=threading.Event(),
+            stopping=stopping,
             faults=NO_FAULTS,
             run_id="run",
             input_partitions=[0],
