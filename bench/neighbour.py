@@ -7,6 +7,8 @@ PostgreSQL server three times, in one run, for the same duration each:
 2. beside `mutagg run` draining a backlog, throttle off;
 3. beside `mutagg run` draining the same backlog into a fresh schema, with the limiter on
    (the commit-latency signal only: `--target-ms`).
+With `--rounds N` the three repeat, interleaved, and the medians close the table: on a shared
+machine the ERP's own p99 moves between minutes more than the job moves it.
 Reported per phase: the ERP's p50/p99 transaction latency (pgbench's per-transaction log,
 schedule lag included: an open-loop load), and the job's throughput over the same window.
 The target: p99 with the limiter within 1.5 x p99 alone. Never a timed test (the CI smoke
@@ -20,6 +22,7 @@ import glob
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,7 +129,7 @@ def beside_job(job_settings: Settings, total: int, erp: dict, scratch: Path, ext
 
 
 def run(settings: Settings, mutations: int, seconds: float, rate: float, clients: int, target_ms: float,
-        keep: bool = False) -> list[Phase]:
+        rounds: int = 1, keep: bool = False) -> list[Phase]:
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
     workspace = Workspace(settings, registry, keep=keep)
     scratch = Path(tempfile.mkdtemp(prefix="bench-neighbour-"))
@@ -144,19 +147,20 @@ def run(settings: Settings, mutations: int, seconds: float, rate: float, clients
         print(f"[neighbour] produced {len(messages):,} mutations; ERP load {rate:g} tx/s x {clients} clients, "
               f"{seconds:g} s per phase", file=sys.stderr, flush=True)
         phases = []
-        latencies = run_pgbench(**erp, scratch=scratch)
-        phases.append(Phase("ERP alone", len(latencies), percentile(latencies, 0.5), percentile(latencies, 0.99),
-                            None))
         off = {"MUTAGG_THROTTLE_SAMPLE_MS": "0", "MUTAGG_THROTTLE_COMMIT_LATENCY_S": "0"}
         on = {"MUTAGG_THROTTLE_SAMPLE_MS": "500", "MUTAGG_THROTTLE_COMMIT_LATENCY_S": str(target_ms / 1000),
               "MUTAGG_THROTTLE_REPLICATION_LAG_MAX_S": "0", "MUTAGG_THROTTLE_ACTIVE_BACKENDS_MAX": "0"}
-        for part, name, extra in (("off", "ERP + job, throttle off", off),
-                                  ("on", f"ERP + job, limiter on ({target_ms:g} ms)", on)):
-            schema = workspace.schema(part)
-            job_settings = with_overrides(schema, topic_mutations=topics.topic_mutations,
-                                          topic_status=topics.topic_status, topic_dlq=topics.topic_dlq)
-            phase = beside_job(job_settings, len(messages), erp, scratch, extra)
-            phases.append(Phase(name, phase.transactions, phase.p50_ms, phase.p99_ms, phase.job_rate, phase.drained))
+        for round_number in range(1, rounds + 1):  # interleaved: the shared machine's noise falls on all three
+            latencies = run_pgbench(**erp, scratch=scratch)
+            phases.append(Phase(f"{round_number}. ERP alone", len(latencies), percentile(latencies, 0.5),
+                                percentile(latencies, 0.99), None))
+            for part, name, extra in ((f"off{round_number}", "ERP + job, throttle off", off),
+                                      (f"on{round_number}", f"ERP + job, limiter on ({target_ms:g} ms)", on)):
+                job_settings = with_overrides(workspace.schema(part), topic_mutations=topics.topic_mutations,
+                                              topic_status=topics.topic_status, topic_dlq=topics.topic_dlq)
+                phase = beside_job(job_settings, len(messages), erp, scratch, extra)
+                phases.append(Phase(f"{round_number}. {name}", phase.transactions, phase.p50_ms, phase.p99_ms,
+                                    phase.job_rate, phase.drained))
         return phases
     finally:
         workspace.close()
@@ -164,12 +168,26 @@ def run(settings: Settings, mutations: int, seconds: float, rate: float, clients
 
 
 def format_phases(phases: list[Phase]) -> str:
-    alone = phases[0].p99_ms
-    lines = [f"{'phase':<34} {'ERP tx':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99/alone':>9} {'job mut/s':>10}"]
+    """One row per phase and round, then the median p99 of each phase over the rounds."""
+    header = f"{'phase':<40} {'ERP tx':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99/alone':>9} {'job mut/s':>10}"
+    lines = [header]
+    alone: dict[str, float] = {}
     for phase in phases:
+        round_number = phase.name.split(".")[0]
+        alone.setdefault(round_number, phase.p99_ms)
         rate = "-" if phase.job_rate is None else f"{phase.job_rate:,.0f}{'*' if phase.drained else ''}"
-        lines.append(f"{phase.name:<34} {phase.transactions:>8} {phase.p50_ms:>8.1f} {phase.p99_ms:>8.1f} "
-                     f"{phase.p99_ms / alone:>9.2f} {rate:>10}")
+        lines.append(f"{phase.name:<40} {phase.transactions:>8} {phase.p50_ms:>8.1f} {phase.p99_ms:>8.1f} "
+                     f"{phase.p99_ms / alone[round_number]:>9.2f} {rate:>10}")
+    kinds = dict.fromkeys(p.name.split(". ", 1)[1] for p in phases)
+    median_alone = statistics.median(p.p99_ms for p in phases if p.job_rate is None)
+    for kind in kinds:
+        same = [p for p in phases if p.name.split(". ", 1)[1] == kind]
+        p99 = statistics.median(p.p99_ms for p in same)
+        rates = [p.job_rate for p in same if p.job_rate is not None]
+        rate = f"{statistics.median(rates):,.0f}" if rates else "-"
+        lines.append(f"{'median: ' + kind:<40} {sum(p.transactions for p in same):>8} "
+                     f"{statistics.median(p.p50_ms for p in same):>8.1f} {p99:>8.1f} {p99 / median_alone:>9.2f} "
+                     f"{rate:>10}")
     if any(p.drained for p in phases):
         lines.append("* the backlog ran out inside the window: a floor (use more --mutations)")
     return "\n".join(lines)
@@ -181,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="each phase's ERP load (default 20)")
     parser.add_argument("--rate", type=float, default=200.0, help="ERP transactions/s (default 200)")
     parser.add_argument("--clients", type=int, default=4, help="pgbench clients (default 4)")
-    parser.add_argument("--target-ms", type=float, default=100.0,
-                        help="the limiter's commit-latency target, MUTAGG_THROTTLE_COMMIT_LATENCY_S (default 100 ms)")
+    parser.add_argument("--target-ms", type=float, default=20.0,
+                        help="the limiter's commit-latency target, MUTAGG_THROTTLE_COMMIT_LATENCY_S (default 20 ms)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the three phases, interleaved (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the schemas and topics")
     args = parser.parse_args(argv)
     settings = load_settings()
-    phases = run(settings, args.mutations, args.seconds, args.rate, args.clients, args.target_ms, args.keep)
+    phases = run(settings, args.mutations, args.seconds, args.rate, args.clients, args.target_ms, args.rounds,
+                 args.keep)
     print(format_phases(phases), flush=True)
     return 0
 

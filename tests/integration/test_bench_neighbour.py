@@ -15,10 +15,11 @@ pytestmark = pytest.mark.integration
 
 def test_the_neighbour_benchmark_prints_its_three_phases(base_settings):
     result = subprocess.run(
-        [sys.executable, "-m", "bench.neighbour", "--mutations", "2000", "--seconds", "2", "--rate", "50"],
+        [sys.executable, "-m", "bench.neighbour", "--mutations", "1000", "--seconds", "1", "--rate", "50"],
         env=settings_env(base_settings), capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split("  ")[0]: line.split() for line in result.stdout.splitlines()}
-    for phase in ("ERP alone", "ERP + job, throttle off", "ERP + job, limiter on (100 ms)"):
+    for phase in ("1. ERP alone", "1. ERP + job, throttle off", "1. ERP + job, limiter on (20 ms)",
+                  "median: ERP alone", "median: ERP + job, limiter on (20 ms)"):
         assert phase in rows, result.stdout
         assert int(rows[phase][-5]) > 0  # ERP transactions measured in every phase
