@@ -7,14 +7,18 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 
 from mutagg.producer import produce
 from mutagg.settings import with_overrides
 from mutagg.workload import Workload
+from sinks.throttle_signals import OperatorPause, read_signals
 from tests.integration.conftest import (
     delete_topics,
     drop_schema,
@@ -91,3 +95,43 @@ def test_an_operator_pause_holds_writes_keeps_the_job_alive_and_drains_identical
     finally:
         drop_schema(base_settings, f"t_ref_{suffix}")
         delete_topics(reference, f"t-{suffix}.")
+
+
+def test_the_sampler_counts_active_erp_sessions_but_not_the_jobs_own(settings):
+    """Sessions busy in a statement count as ERP load, unless their application_name is the job's."""
+    def busy(application_name: str, stop: threading.Event, started: threading.Barrier) -> None:
+        with psycopg.connect(settings.database_url, autocommit=True, application_name=application_name) as session:
+            started.wait(10)
+            while not stop.is_set():
+                session.execute("SELECT pg_sleep(0.2)")
+
+    def active() -> int:
+        with psycopg.connect(settings.database_url, autocommit=True) as connection:
+            sample, sees_all = read_signals(connection, time.monotonic(), OperatorPause(False))
+        assert sees_all  # the tests' superuser sees every session
+        return sample.active_backends
+
+    def while_busy(application_name: str, look) -> int:
+        ready, stop = threading.Barrier(7), threading.Event()
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(busy, application_name, stop, ready) for _ in range(6)]
+            ready.wait(10)
+            try:
+                return look()
+            finally:
+                stop.set()
+                for future in futures:
+                    future.result()
+
+    def at_least(count: int):  # the ERP's six, seen within a deadline (others' sessions come and go)
+        def look() -> int:
+            deadline, seen = time.monotonic() + 10, 0
+            while seen < count and time.monotonic() < deadline:
+                seen = max(seen, active())
+            return seen
+        return look
+
+    # Six busy sessions named as the job names its own: never counted (the least of a few looks,
+    # so another session of the shared server passing by does not count either).
+    assert while_busy("mutagg-committer", lambda: min(active() for _ in range(5))) < 6
+    assert while_busy("erp", at_least(6)) >= 6
