@@ -31,9 +31,9 @@ def throttle_view(connection: psycopg.Connection, settings: Settings) -> dict[st
 def format_throttle(view: dict[str, Any]) -> str:
     pause, sample, settings = view["pause"], view["sample"], view["settings"]
     if view["reasons"]:
-        head = f"Throttle: {describe(view['reasons'])}"
+        head = "T" + describe(view["reasons"])[1:]  # "Throttled: paused by an operator: ..."
     else:
-        head = "Throttle: off (the job writes at full speed)"
+        head = "Throttle: off (no operator's pause; the database's signals are under their limits)"
     lines = [head]
     if pause.paused:
         lines.append(f"  paused by {pause.set_by} at {pause.set_at}; `mutagg throttle off` resumes")

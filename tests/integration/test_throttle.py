@@ -75,7 +75,7 @@ def test_an_operator_pause_holds_writes_keeps_the_job_alive_and_drains_identical
             assert gauge(port, "mutagg_messages_total") == decided
             time.sleep(0.1)
         shown = mutagg(settings, "status").stdout
-        assert "Throttle: throttled: paused by an operator: ERP month end" in shown, shown
+        assert "Throttled: paused by an operator: ERP month end" in shown, shown
         mutagg(settings, "throttle", "off")
         wait_for(job, lambda: ledger_rows(settings) == len(messages), "the held part decided after `throttle off`")
         wait_for(job, lambda: probe(port, "/readyz")[0] == 200, "readiness back")

@@ -154,3 +154,21 @@ def test_the_limiter_waits_while_held_collects_meanwhile_and_gives_up_when_stopp
     assert limiter.admit(collect) == settings.batch_size
     assert limiter.metrics.throttled.labels(MANUAL)._value.get() == 0
     HEARTBEAT.reset()
+
+
+def test_status_names_the_pause_and_the_signals_against_their_limits():
+    from mutagg.throttle_cmd import format_throttle
+    from sinks.throttle_signals import OperatorPause
+
+    settings = Settings(throttle_active_backends_max=0)
+    paused = OperatorPause(True, "month end", "ops", None)
+    held = Throttle(LIMITS)
+    held.on_sample(Sample(1.0, 2.5, 7, True, "month end"))
+    text = format_throttle({"pause": paused, "sample": held.sample, "sees_all": True, "reasons": held.reasons,
+                            "settings": settings})
+    assert text.splitlines()[0] == "Throttled: paused by an operator: month end"
+    assert "paused by ops" in text and "replication lag 2.5 s (limit 30 s)" in text
+    assert "active backends 7 (limit off)" in text
+    blind = format_throttle({"pause": OperatorPause(False), "sample": Sample(1.0), "sees_all": False,
+                             "reasons": {}, "settings": settings})
+    assert blind.startswith("Throttle: off") and "pg_monitor" in blind
