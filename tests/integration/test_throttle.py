@@ -4,6 +4,7 @@ and drains after `throttle off` to the same end as a run that was never throttle
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -15,14 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
+from mutagg.demo import url_with_schema
 from mutagg.producer import produce
 from mutagg.settings import with_overrides
 from mutagg.workload import Workload
 from sinks.throttle_signals import OperatorPause, read_signals
 from tests.integration.conftest import (
+    REPO,
     delete_topics,
     drop_schema,
     dump_database,
+    migrate_schema,
     mutagg,
     new_schema,
     query,
@@ -135,3 +139,68 @@ def test_the_sampler_counts_active_erp_sessions_but_not_the_jobs_own(settings):
     # so another session of the shared server passing by does not count either).
     assert while_busy("mutagg-committer", lambda: min(active() for _ in range(5))) < 6
     assert while_busy("erp", at_least(6)) >= 6
+
+
+LAG_PRIMARY, LAG_STANDBY = 15471, 15472  # a pair of its own (the failover tests use 15441/15442)
+
+
+def test_a_standby_falling_behind_holds_the_job_until_it_catches_up(settings, tmp_path):
+    """Replay paused on an asynchronous standby: its replay lag passes the limit, the job holds
+    its writes (and says why), and commits again once the standby has replayed."""
+    pair_env = {**os.environ, "MUTAGG_HA_PRIMARY_PORT": str(LAG_PRIMARY), "MUTAGG_HA_STANDBY_PORT": str(LAG_STANDBY)}
+
+    def standby(*args: str) -> None:
+        subprocess.run(["bash", str(REPO / "services" / "standby.sh"), *args], env=pair_env, check=True,
+                       capture_output=True, timeout=120)
+
+    standby("reset")
+    standby("start", "async")
+    primary_url = f"postgresql://postgres@127.0.0.1:{LAG_PRIMARY}/mutagg"
+    standby_url = f"postgresql://postgres@127.0.0.1:{LAG_STANDBY}/mutagg"
+    schema = f"r_{uuid.uuid4().hex[:8]}"
+    stop_writing = threading.Event()
+    job = None
+    try:
+        with psycopg.connect(primary_url, autocommit=True) as connection:
+            connection.execute(f'CREATE SCHEMA "{schema}"')
+            connection.execute(f'CREATE TABLE "{schema}".erp_writes (at timestamptz)')
+        subject = with_overrides(settings, database_url=url_with_schema(primary_url, schema),
+                                 audit_uri=str(tmp_path / "audit-pair"))
+        migrate_schema(subject)
+        messages = Workload(seed=22, invalid_rate=0, duplicate_rate=0).generate(400)
+        produce(subject, messages[:200])
+        port = free_port()
+        job = subprocess.Popen(
+            [sys.executable, "-m", "mutagg.cli", "run"],
+            env=settings_env(subject, MUTAGG_METRICS_PORT=str(port), MUTAGG_THROTTLE_SAMPLE_MS="100",
+                             MUTAGG_THROTTLE_PAUSE_S="0.1", MUTAGG_THROTTLE_REPLICATION_LAG_MAX_S="1",
+                             MUTAGG_HEARTBEAT_TIMEOUT_S="1"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(job, lambda: ledger_rows(subject) == 200, "the first part decided")
+        with psycopg.connect(standby_url, autocommit=True) as connection:
+            connection.execute("SELECT pg_wal_replay_pause()")
+
+        def erp_writes() -> None:  # the ERP goes on writing: WAL the paused standby does not replay
+            with psycopg.connect(primary_url, autocommit=True) as connection:
+                while not stop_writing.wait(0.1):
+                    connection.execute(f'INSERT INTO "{schema}".erp_writes VALUES (now())')
+
+        writer = threading.Thread(target=erp_writes, daemon=True)
+        writer.start()
+        wait_for(job, lambda: gauge(port, 'mutagg_throttled{reason="replication_lag"}') == 1, "the lag signal")
+        produce(subject, messages[200:])
+        wait_for(job, lambda: "throttled: replication lag" in probe(port, "/healthz")[1], "a held batch")
+        for _ in range(10):  # held: alive, nothing committed
+            assert probe(port, "/healthz")[0] == 200
+            assert ledger_rows(subject) == 200
+            time.sleep(0.1)
+        with psycopg.connect(standby_url, autocommit=True) as connection:
+            connection.execute("SELECT pg_wal_replay_resume()")
+        wait_for(job, lambda: ledger_rows(subject) == len(messages), "the held part decided after the catch-up")
+        assert gauge(port, 'mutagg_throttled{reason="replication_lag"}') == 0
+    finally:
+        stop_writing.set()
+        if job is not None:
+            job.send_signal(signal.SIGTERM)
+            job.wait(60)
+        standby("reset")  # stops both; the shared server was never touched
