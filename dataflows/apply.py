@@ -228,11 +228,15 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         in a later batch, which the commit thread runs only after this one has committed
         (if this one fails, no later batch commits and the job stops)."""
         reports = self._collect(wait=False)
+        if not items:
+            return reports  # nothing to write: a throttle has nothing to hold
         limiter = self.runtime.limiter
+
         def collect() -> None:
             reports.extend(self._collect(wait=False))
 
-        cap = limiter.admit(collect)  # waits while throttled
+        # The throttle (README "Throttle") waits here, before each part, and sets the parts' size.
+        cap = limiter.admit(collect)
         if cap is None:  # stopping while throttled: nothing more is written
             self._hold(items)
             return reports
