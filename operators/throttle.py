@@ -10,7 +10,8 @@ whatever the batch boundaries).
   active backends, the operator's pause). A signal over its limit *holds* the job (no batch
   commits until a sample under the limit) and halves the cap, once per sample.
 - `on_commit(seconds, now)`: a batch's commit time. Over the target, the cap halves and the
-  job pauses `pause_s`; under it (and nothing else throttling), the cap grows by `increase`.
+  job pauses `pause_s`; under it (and nothing else throttling), the cap grows by `increase`,
+  and the commit-latency reason ends once the cap is back at `batch_size`.
 - `gate(now)`: (cap, seconds to wait, reasons). The caller waits in short steps and asks again.
 Each call returns the reasons that began or ended, for one log line per change.
 """
@@ -115,9 +116,10 @@ class Throttle:
             self._decrease()
             self.pause_until = max(self.pause_until, now + limits.pause_s)
         else:
-            reasons.pop(COMMIT_LATENCY, None)
-            if not reasons:
+            if not reasons.keys() - {COMMIT_LATENCY}:
                 self._increase()
+            if self.cap >= limits.batch_size:  # over once the probe is back up: no line per flap
+                reasons.pop(COMMIT_LATENCY, None)
         return self._become(reasons)
 
     def gate(self, now: float) -> Gate:
