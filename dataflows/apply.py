@@ -83,6 +83,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def __init__(self, runtime: Runtime, state: ApplyState | None):
         settings = runtime.settings
         self.runtime = runtime
+        runtime.limiter  # noqa: B018 - its sampler starts now: an idle job reports a pause too
         self.batch_size = settings.batch_size
         self.window = timedelta(milliseconds=settings.window_ms)
         timeout_ms = int(settings.dependency_timeout_s * 1000)
@@ -227,15 +228,27 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         in a later batch, which the commit thread runs only after this one has committed
         (if this one fails, no later batch commits and the job stops)."""
         reports = self._collect(wait=False)
-        parts = [items[start : start + self.batch_size] for start in range(0, len(items), self.batch_size)]
+        if not items:
+            return reports  # nothing to write: a throttle has nothing to hold
+        limiter = self.runtime.limiter
+
+        def collect() -> None:
+            reports.extend(self._collect(wait=False))
+
+        # The throttle (README "Throttle") waits here, before each part, and sets the parts' size.
+        cap = limiter.admit(collect)
+        if cap is None:  # stopping while throttled: nothing more is written
+            self._hold(items)
+            return reports
+        parts = [items[start : start + cap] for start in range(0, len(items), cap)]
         # Per part, the lowest offsets of it and every part after it (all uncommitted when it commits).
         ahead: list[Offsets] = [{}] * (len(parts) + 1)
         for index in range(len(parts) - 1, -1, -1):
             ahead[index] = merge_lowest(lowest_offsets(parts[index]), ahead[index + 1])
         held = self._held_offsets()  # the parts' own offsets are in `ahead`; nothing here changes below
         for index, part in enumerate(parts):
-            if index and self.runtime.stopping.is_set():
-                self._hold(items[index * self.batch_size :])  # SIGTERM: what is in flight ends; the rest waits
+            if index and (self.runtime.stopping.is_set() or limiter.admit(collect) is None):
+                self._hold(items[index * cap :])  # SIGTERM: what is in flight ends; the rest waits
                 break
             while len(self.in_flight) >= IN_FLIGHT_LIMIT:
                 reports += self._collect_one()
@@ -276,6 +289,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         with HEARTBEAT.waiting_on(COMMITTING):
             outcomes, seconds, committed_at = batch.future.result()  # a failed commit stops the job here
         self.in_flight.popleft()
+        self.runtime.limiter.committed(seconds)
         # Audit export, acks and metrics follow in order on another thread, overlapping the
         # next transaction; the offsets recorded meanwhile keep this batch re-readable.
         with HEARTBEAT.waiting_on(AFTER_COMMIT):  # blocks only while two batches wait for it

@@ -12,6 +12,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from dataflows.limiter import Limiter
 from mutagg.metrics import JobMetrics
 from mutagg.settings import Settings
 from operators.strategies import CUSTOM_STRATEGIES
@@ -65,6 +66,7 @@ class Runtime:
         self._acks: AckProducer | None = None
         self._audit: AuditExporter | None = None
         self._after_commit: AfterCommit | None = None
+        self._limiter: Limiter | None = None
         # One transaction at a time, on its own thread, so the dataflow reads and decodes on meanwhile.
         self.commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mutagg-commit")
         self.metrics = JobMetrics(t.name for t in registry)
@@ -97,6 +99,14 @@ class Runtime:
                     settings.service_deadline_s, self.faults, ahead, run_id=self.run_id,
                 )
             return self._committer
+
+    @property
+    def limiter(self) -> Limiter:
+        """The throttle (dataflows/limiter.py); its sampler starts with the first use."""
+        with self._lock:
+            if self._limiter is None:
+                self._limiter = Limiter(self.settings, self.metrics, self.stopping)
+            return self._limiter
 
     @property
     def acks(self) -> AckProducer:
@@ -140,6 +150,8 @@ class Runtime:
 
     def close(self) -> None:
         self.commits.shutdown(wait=True)
+        if self._limiter is not None:
+            self._limiter.close()
         if self._after_commit is not None:
             self._after_commit.close()  # committed batches are still exported and acknowledged
         if self._committer is not None:

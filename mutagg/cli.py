@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true")
 
     commands.add_parser("status", help="ledger, conflicts and tables at a glance")
+    throttle = commands.add_parser("throttle", help="hold (on) or release (off) the job's writes; it keeps running")
+    throttle.add_argument("state", choices=["on", "off"])
+    throttle.add_argument("--reason", default="", help="why (shown by `mutagg status`, the logs and /readyz)")
     from mutagg import audit_cmd
 
     audit_cmd.add_parser(commands)
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CODES["ServiceUnavailable"]
 
 
-_NEEDS_TABLES = {("conflicts", None), ("status", None), ("roles", None), ("dlq", "replay"),
+_NEEDS_TABLES = {("conflicts", None), ("status", None), ("throttle", None), ("roles", None), ("dlq", "replay"),
                  ("audit", "export"), ("verify", None)}
 """Commands that read or write the job's tables: on an unmigrated database they say so first
 (`run` too, once its services answer)."""
@@ -253,13 +256,24 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             copies = f"  ({record['copies']} DLQ records)" if record["copies"] > 1 else ""
             print(f"{record['source']}  {record['code']}: {record['message']}  {record['value'][:80]!r}{copies}")
         return 0
+    if args.command == "throttle":
+        from mutagg.throttle_cmd import format_throttle, throttle_view
+        from sinks.throttle_signals import set_pause
+
+        with psycopg.connect(settings.database_url) as connection:
+            set_pause(connection, args.state == "on", args.reason)
+            print(format_throttle(throttle_view(connection, settings)))
+        return 0
     if args.command == "status":
         from mutagg.report import format_live, format_summary, live_view, summary
+        from mutagg.throttle_cmd import format_throttle, throttle_view
 
         with psycopg.connect(settings.database_url) as connection:
             report = summary(connection, registry)
             view = live_view(connection, settings)
+            throttle = throttle_view(connection, settings)
         print(format_live(view))
+        print(format_throttle(throttle))
         print(format_summary(report))
         return 0
     if args.command == "recovery":

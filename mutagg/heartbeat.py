@@ -29,6 +29,7 @@ class Wait:
     dependency: str
     since: float
     retrying: bool = False
+    deliberate: bool = False  # the job's own choice (a throttle pause): never too long for liveness
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ def judge_liveness(
         return Verdict(True, f"worker loop turned {now - last_turn:.1f}s ago")
     if waiting is not None:
         waited = now - waiting.since
-        if waited <= wait_limit_s:
+        if waited <= wait_limit_s or waiting.deliberate:
             return Verdict(True, f"waiting on {waiting.dependency} for {waited:.1f}s")
         return Verdict(False, f"waiting on {waiting.dependency} for {waited:.1f}s, past {wait_limit_s:.0f}s")
     if last_turn is None:
@@ -70,12 +71,15 @@ def judge_liveness(
 
 
 def judge_readiness(
-    started: bool, lookups: Mapping[str, Lookup | None], waiting: Wait | None
+    started: bool, lookups: Mapping[str, Lookup | None], waiting: Wait | None, paused: str | None = None
 ) -> Verdict:
     """Ready once the dataflow runs (its cluster formed: a worker turned), no thread is retrying a
-    dependency (`waiting`), and the latest lookup of each dependency in `lookups` answered."""
+    dependency (`waiting`), the latest lookup of each dependency in `lookups` answered, and no
+    operator holds its writes (`paused`: why, `mutagg throttle on`)."""
     if not started:
         return Verdict(False, "the dataflow has not started (cluster not formed yet)")
+    if paused is not None:
+        return Verdict(False, paused)
     if waiting is not None:
         return Verdict(False, f"waiting on {waiting.dependency}")
     for name, lookup in sorted(lookups.items()):
@@ -95,6 +99,7 @@ class Heartbeat:
         self._retired = False
         self._waits: dict[int, Wait] = {}
         self._lookups: dict[str, Lookup | None] = {}
+        self._paused: str | None = None
         self._tokens = itertools.count()
         self._lock = threading.Lock()
 
@@ -105,6 +110,7 @@ class Heartbeat:
             self._retired = False
             self._waits.clear()
             self._lookups.clear()
+            self._paused = None
 
     def beat(self, worker: int) -> None:
         """Worker `worker`'s loop turned (called from the dataflow, every poll; the input's polls
@@ -122,13 +128,18 @@ class Heartbeat:
         turns = list(self._turns.values())
         return min(turns) if turns else None
 
+    def paused(self, why: str | None) -> None:
+        """An operator holds the job's writes (`why`), or no longer (None): not ready meanwhile."""
+        self._paused = why
+
     @contextmanager
-    def waiting_on(self, dependency: str, retrying: bool = False) -> Iterator[None]:
+    def waiting_on(self, dependency: str, retrying: bool = False, deliberate: bool = False) -> Iterator[None]:
         """Mark the calling code as waiting on `dependency`: `retrying` it after a failure (the job is
-        not ready meanwhile), or blocked on it or on the thread that uses it (alive, and ready)."""
+        not ready meanwhile), or blocked on it or on the thread that uses it (alive, and ready), or
+        `deliberate`ly (a throttle pause: alive however long it lasts)."""
         token = next(self._tokens)
         with self._lock:
-            self._waits[token] = Wait(dependency, self._clock(), retrying)
+            self._waits[token] = Wait(dependency, self._clock(), retrying, deliberate)
         try:
             yield
         finally:
@@ -159,7 +170,7 @@ class Heartbeat:
     def readiness(self) -> Verdict:
         with self._lock:
             lookups = dict(self._lookups)
-        return judge_readiness(self.last_turn() is not None, lookups, self.waiting(retrying_only=True))
+        return judge_readiness(self.last_turn() is not None, lookups, self.waiting(retrying_only=True), self._paused)
 
 
 HEARTBEAT = Heartbeat()

@@ -31,6 +31,7 @@ from mutagg.endpoint import Probes, serve_endpoint
 from mutagg.heartbeat import HEARTBEAT
 from mutagg.refresher import StateRefresher
 from mutagg.settings import Settings
+from operators.throttle import REASONS as THROTTLE_REASONS
 from schemas.mutation import Mutation, Reason, Rejection, Status
 from sinks.outcomes import Outcome
 
@@ -127,6 +128,15 @@ class JobMetrics:
             "mutagg_verify_last_success_timestamp_seconds",
             "When the latest `mutagg verify` that found no problem (or repaired all) finished", registry=r)
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        self.throttled = Gauge(
+            "mutagg_throttled", "1 while the throttle holds or slows the job's writes for this reason: manual "
+            "(`mutagg throttle on`), replication_lag, active_backends, commit_latency (README \"Throttle\")",
+            ["reason"], registry=r)
+        self.batch_size_limit = Gauge(
+            "mutagg_batch_size_limit", "The throttle's cap on a batch's size now (batch_size when not throttled)",
+            registry=r)
+        for reason in THROTTLE_REASONS:
+            self.throttled.labels(reason).set(0)
         self._last_commit_at = 0.0
         self._last_commit_lock = threading.Lock()
         self._zero_counters()

@@ -33,6 +33,8 @@ CORE_TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "input_gaps": ("SELECT", "INSERT", "UPDATE"),  # a lost input range: INSERT .. ON CONFLICT DO UPDATE
     "mutagg_schema": ("SELECT",),
     "job_commits": ("SELECT", "INSERT", "UPDATE"),  # INSERT .. ON CONFLICT DO UPDATE (sinks/fence.py)
+    # The job polls the operator's pause; `mutagg throttle on|off` may run with the job's credentials.
+    "job_throttle": ("SELECT", "INSERT", "UPDATE"),
     # `mutagg verify` records each run and prunes old ones; the metrics refresher reads the latest.
     "verify_runs": ("SELECT", "INSERT", "DELETE"),
 }

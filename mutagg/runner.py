@@ -15,7 +15,7 @@ from bytewax.recovery import RecoveryConfig
 
 from dataflows.aggregator import build_flow
 from dataflows.runtime import RunStats, Runtime
-from mutagg.central_state import not_throttled, start_central_state
+from mutagg.central_state import start_central_state
 from mutagg.heartbeat import HEARTBEAT
 from mutagg.metrics import serve_job_metrics
 from mutagg.settings import Settings
@@ -90,8 +90,9 @@ def run(
     metrics_service = serve_job_metrics(
         runtime.metrics, settings, settings.metrics_port, process_id if same_host else None
     )
-    # The throttle's probe goes here (a `() -> (throttled, reasons)`), for the edges to hear it.
-    central_state = start_central_state(settings, runtime.metrics, metrics_service, process_id, not_throttled)
+    # The edges hear whether the throttle holds the job, and why.
+    central_state = start_central_state(
+        settings, runtime.metrics, metrics_service, process_id, lambda: runtime.limiter().probe())
     started = time.monotonic()
     log.info("dataflow starting", extra={"workers": workers, "until_idle": until_idle, "run_id": runtime.run_id})
     behind = False

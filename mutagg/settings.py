@@ -89,6 +89,16 @@ class Settings:
     # The job's least-privileged login role: `mutagg migrate` (run as the owner) grants it exactly
     # what `mutagg run` needs (as `--grant-to`). None: grant nothing.
     job_role: str | None = None
+    # The throttle (README "Throttle", operators/throttle.py): the database's signals are read at
+    # most every `throttle_sample_ms` on a thread of their own. Over a limit the job halves its
+    # batch-size cap and waits; it probes back up by a tenth of batch_size per clean commit. A limit
+    # of 0 turns its signal off; `throttle_sample_ms` 0 turns the sampler (and `mutagg throttle`) off.
+    throttle_sample_ms: int = 1000
+    throttle_replication_lag_max_s: float = 30.0  # max replay lag of the standbys (pg_stat_replication)
+    throttle_active_backends_max: int = 64  # active sessions on the server, the job's own not counted
+    throttle_commit_latency_s: float = 10.0  # a batch transaction slower than this halves the cap
+    throttle_pause_s: float = 1.0  # the wait after a slow commit; the re-check interval while held
+    throttle_min_batch: int = 100  # the cap never goes below this
     log_level: str = "INFO"
     fault_point: str | None = None  # crash tests only: "after_commit:3" kills the job there
     kafka_config: dict[str, Any] = field(default_factory=dict)
@@ -163,6 +173,12 @@ _ENV = {
     "MUTAGG_MIGRATE_ATTEMPTS": "migrate_attempts",
     "MUTAGG_MIGRATE_RETRY_BACKOFF_S": "migrate_retry_backoff_s",
     "MUTAGG_JOB_ROLE": "job_role",
+    "MUTAGG_THROTTLE_SAMPLE_MS": "throttle_sample_ms",
+    "MUTAGG_THROTTLE_REPLICATION_LAG_MAX_S": "throttle_replication_lag_max_s",
+    "MUTAGG_THROTTLE_ACTIVE_BACKENDS_MAX": "throttle_active_backends_max",
+    "MUTAGG_THROTTLE_COMMIT_LATENCY_S": "throttle_commit_latency_s",
+    "MUTAGG_THROTTLE_PAUSE_S": "throttle_pause_s",
+    "MUTAGG_THROTTLE_MIN_BATCH": "throttle_min_batch",
     "MUTAGG_LOG_LEVEL": "log_level",
     "MUTAGG_FAULT_POINT": "fault_point",
     "MUTAGG_KAFKA_SECURITY_PROTOCOL": "kafka_security_protocol",
@@ -269,6 +285,10 @@ def load_settings(
     if settings.topic_min_insync_replicas > settings.topic_replication > 0:
         raise ConfigError(f"topic_min_insync_replicas ({settings.topic_min_insync_replicas}) exceeds "
                           f"topic_replication ({settings.topic_replication}): no write could ever succeed")
+    throttle = ("throttle_sample_ms", "throttle_replication_lag_max_s", "throttle_active_backends_max",
+                "throttle_commit_latency_s", "throttle_pause_s")
+    if any(getattr(settings, name) < 0 for name in throttle) or settings.throttle_min_batch < 1:
+        raise ConfigError(f"{', '.join(throttle)} must be >= 0 (0: off) and throttle_min_batch >= 1")
     kafka_security_config(settings)  # inconsistent Kafka security settings fail here, not at first use
     settings.edge_master_key()  # a missing, unreadable or empty key file fails here, not at the first message
     return _in_schema(settings)

@@ -13,7 +13,7 @@ from psycopg import sql
 from schemas.registry import EntityType, Registry
 from schemas.values import SQL_TYPES
 
-SCHEMA_VERSION = 3  # 2: input_gaps, dlq_replays.source_*; 3: job_commits
+SCHEMA_VERSION = 4  # 2: input_gaps, dlq_replays.source_*; 3: job_commits; 4: job_throttle
 
 LEDGER_COLUMNS = (
     "mutation_id", "status", "reason", "entity_type", "entity_id", "version",
@@ -145,6 +145,15 @@ CREATE TABLE IF NOT EXISTS job_commits (
     batches bigint NOT NULL,
     last_batch_id text NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+-- An operator's pause of the job's writes (`mutagg throttle on|off`): one row, polled by every
+-- process of the job (sinks/throttle_signals.py); reads go on, commits wait while `paused`.
+CREATE TABLE IF NOT EXISTS job_throttle (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    paused boolean NOT NULL,
+    reason text,
+    set_by text NOT NULL DEFAULT current_user,
+    set_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- Input offsets no longer on the broker when the job came to read them (retention deleted them):
 -- [from_offset, to_offset) was never read. `continued`: the operator chose MUTAGG_ON_INPUT_GAP=skip.
