@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from edge.errors import InvalidAck
 from edge.outbox import AckReport, Outbox
 from edge.records import Ack, parse_ack
-from edge.routing import status_partition
+from edge.routing import status_partition, topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +66,10 @@ class AckListener:
         self._consumer.close()
 
     def _assign(self) -> bool:
-        try:
-            metadata = self._consumer.list_topics(self.topic, timeout=self._metadata_timeout_s)
-        except KafkaException as exc:
-            log.info("status topic unreachable", extra={"topic": self.topic, "error": str(exc)})
+        partitions = topic_partitions(self._consumer, self.topic, self._metadata_timeout_s, "status topic")
+        if partitions is None:
             return False
-        described = metadata.topics.get(self.topic)
-        if described is None or described.error is not None or not described.partitions:
-            return False
-        self.partition = status_partition(self.outbox.edge_node_id, len(described.partitions))
+        self.partition = status_partition(self.outbox.edge_node_id, len(partitions))
         stored = self.outbox.ack_offsets(self.topic).get(self.partition)
         if stored is not None:
             start = stored

@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from edge.central import CentralView, InvalidStateRecord, StateRecord, Thresholds, classify, parse_state_record
+from edge.routing import topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,10 @@ class CentralListener:
         self._consumer.close()
 
     def _assign(self) -> bool:
-        try:
-            metadata = self._consumer.list_topics(self.topic, timeout=self._metadata_timeout_s)
-        except KafkaException as exc:
-            log.info("central-state topic unreachable", extra={"topic": self.topic, "error": str(exc)})
+        partitions = topic_partitions(self._consumer, self.topic, self._metadata_timeout_s, "central-state topic")
+        if partitions is None:
             return False
-        described = metadata.topics.get(self.topic)
-        if described is None or described.error is not None or not described.partitions:
-            return False
-        self._partitions = set(described.partitions)
+        self._partitions = set(partitions)
         self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(self._partitions)])
         return True
 

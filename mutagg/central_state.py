@@ -12,7 +12,6 @@ and nothing per mutation. The record only describes; it never changes what the j
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 import orjson
 from confluent_kafka import KafkaException, Producer
 
+from mutagg.periodic import Periodic
 from mutagg.refresher import LagSnapshot, StateRefresher
 from mutagg.settings import Settings
 
@@ -61,7 +61,7 @@ def state_record(
     }
 
 
-class CentralStatePublisher:
+class CentralStatePublisher(Periodic):
     """A daemon thread that publishes `state_record` every `interval_s` seconds."""
 
     def __init__(
@@ -72,37 +72,30 @@ class CentralStatePublisher:
         throttle: ThrottleProbe = not_throttled,
         clock: Callable[[], float] = time.time,
     ):
+        super().__init__("mutagg-central-state", settings.central_state_interval_s)
         self.settings = settings
         self.topic = settings.topic_central_state
         self.key = f"{settings.central_state_key}/{process}".encode()
-        self.interval_s = settings.central_state_interval_s
         self.process = process
         self._lag = lag
         self._throttle = throttle
         self._clock = clock
         self._producer = Producer({**settings.kafka_client_config(), "linger.ms": 0, "acks": "all",
                                    "message.timeout.ms": int(max(1.0, self.interval_s) * 3000)})
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="mutagg-central-state", daemon=True)
         self.published = 0
 
-    def start(self) -> CentralStatePublisher:
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
+    def close(self, timeout_s: float = 5.0) -> bool:
         """Stop, publishing the state once more (a short run is heard too; a stopped job's last
         record then says where it stopped)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        started = super().close(timeout_s)
+        if started:
             self.publish_once()
         self._producer.flush(2)
+        return started
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            published = self.publish_once()  # until the first lag lookup, look again soon
-            self._stop.wait(self.interval_s if published else min(1.0, self.interval_s))
+    def tick(self) -> float | None:
+        published = self.publish_once()  # until the first lag lookup, look again soon
+        return None if published else min(1.0, self.interval_s)
 
     def publish_once(self) -> bool:
         """Publish the current state; False (logged) before the first lag lookup or on an error.

@@ -20,6 +20,7 @@ import psycopg
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, TopicPartition
 
 from mutagg.heartbeat import HEARTBEAT
+from mutagg.periodic import Periodic
 from mutagg.settings import Settings
 from mutagg.topics import input_retention_s
 
@@ -49,16 +50,14 @@ class LagSnapshot:
                 else 0.0 for p in self.partitions}
 
 
-class StateRefresher:
+class StateRefresher(Periodic):
     """Refreshes the gauges that come from the database and the broker every `interval_s` in a
     daemon thread, and tells the heartbeat whether each answered (readiness)."""
 
     def __init__(self, metrics: JobMetrics, settings: Settings, interval_s: float = 15.0):
+        super().__init__("mutagg-metrics", interval_s)
         self.metrics = metrics
         self.settings = settings
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="mutagg-metrics", daemon=True)
         self._connection: psycopg.Connection | None = None
         self._consumer: Consumer | None = None
         # partition -> (committed position, Kafka timestamp in ms of the message there): refetched only
@@ -73,26 +72,14 @@ class StateRefresher:
         with self._snapshot_lock:
             return self._snapshot
 
-    def start(self) -> StateRefresher:
-        self._thread.start()
-        return self
+    def tick(self) -> None:
+        self.refresh_once()
 
-    def close(self) -> None:
-        """Stop soon; a lookup in flight (bounded by its timeouts) is not waited for long."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
-
-    def _loop(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.refresh_once()
-                self._stop.wait(self.interval_s)
-        finally:  # the thread owns its clients
-            if self._connection is not None:
-                self._connection.close()
-            if self._consumer is not None:
-                self._consumer.close()
+    def finish(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        if self._consumer is not None:
+            self._consumer.close()
 
     def refresh_once(self) -> None:
         """One refresh; a failure is logged and counted, and tried again next time."""

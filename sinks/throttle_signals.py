@@ -11,13 +11,13 @@ and the sampler says so once.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 
+from mutagg.periodic import Periodic
 from operators.throttle import Sample
 
 log = logging.getLogger(__name__)
@@ -73,39 +73,26 @@ def read_signals(connection: psycopg.Connection, now: float, pause: OperatorPaus
     return Sample(now, lag, active, pause.paused, pause.reason), bool(sees_all)
 
 
-class Sampler:
+class Sampler(Periodic):
     """Samples the database every `interval_s` on a daemon thread; `latest` is the newest Sample
     (None until the first), also handed to `on_sample`. A failed look is logged once per
     outage, and the last sample stays (an operator's pause is not lifted by an outage)."""
 
     def __init__(self, database_url: str, interval_s: float, on_sample=None):
+        super().__init__("mutagg-throttle", interval_s)
         self.database_url = database_url
-        self.interval_s = interval_s
         self.latest: Sample | None = None
         self.on_sample = on_sample  # called on the sampler's thread with each new sample
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="mutagg-throttle", daemon=True)
         self._connection: psycopg.Connection | None = None
         self._warned_blind = False
         self._failing = False
 
-    def start(self) -> Sampler:
-        self._thread.start()
-        return self
+    def tick(self) -> None:
+        self.sample_once()
 
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
-
-    def _loop(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.sample_once()
-                self._stop.wait(self.interval_s)
-        finally:
-            if self._connection is not None:
-                self._connection.close()
+    def finish(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
 
     def sample_once(self) -> Sample | None:
         try:
