@@ -92,7 +92,7 @@ def run(
     )
     # The edges hear whether the throttle holds the job, and why.
     central_state = start_central_state(
-        settings, runtime.metrics, metrics_service, process_id, lambda: runtime.limiter().probe())
+        settings, runtime.metrics, metrics_service, process_id, lambda: runtime.limiter.probe())
     started = time.monotonic()
     log.info("dataflow starting", extra={"workers": workers, "until_idle": until_idle, "run_id": runtime.run_id})
     behind = False
