@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,14 @@ def acks_agree_with_ledger(settings: Settings) -> None:
         assert (ack["status"], ack["reason"], ack["entity_version"]) == ledger[ack["mutation_id"]], ack
         seen[ack["mutation_id"]] = seen.get(ack["mutation_id"], 0) + 1
     assert set(seen) == set(ledger)
+
+
+def wait_for(condition, deadline_s: float, what: str, interval_s: float = 0.0):
+    """`condition()`'s first truthy value, asked again every `interval_s` until `deadline_s` has passed
+    (then the test fails naming `what`). 0: no pause (a condition that itself waits, e.g. a poll)."""
+    give_up_at = time.monotonic() + deadline_s
+    while not (value := condition()):
+        assert time.monotonic() < give_up_at, f"timed out after {deadline_s}s waiting for {what}"
+        if interval_s:
+            time.sleep(interval_s)
+    return value

@@ -19,7 +19,7 @@ from edge.simulator import FleetPlan, Simulation
 from mutagg.central_state import CentralStatePublisher
 from mutagg.metrics import JobMetrics
 from mutagg.refresher import LagSnapshot, StateRefresher
-from tests.integration.conftest import acks_agree_with_ledger, query, read_topic, run_job
+from tests.integration.conftest import acks_agree_with_ledger, query, read_topic, run_job, wait_for
 
 
 def node(settings, tmp_path: Path, node_id: str, **options) -> EdgeNode:
@@ -29,12 +29,6 @@ def node(settings, tmp_path: Path, node_id: str, **options) -> EdgeNode:
         topic_central_state=settings.topic_central_state, criticality=load_criticality(settings.registry),
         **options))
 
-
-def wait_for(condition, deadline_s: float, what: str):
-    give_up_at = time.monotonic() + deadline_s
-    while not (found := condition()):
-        assert time.monotonic() < give_up_at, f"timed out waiting for {what}"
-    return found
 
 
 def test_the_job_publishes_how_far_behind_it_is_and_a_node_hears_it(settings, tmp_path):

@@ -15,7 +15,6 @@ import logging
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from edge.outbox import AckReport, Outbox
 from edge.records import EdgeMutation, EntryState, Operation
 from edge.routing import status_partition
 from mutagg.settings import Settings
-from tests.integration.conftest import query, run_job, settings_env
+from tests.integration.conftest import query, run_job, settings_env, wait_for
 
 VAN = "van-11"
 
@@ -59,15 +58,6 @@ def _watermarks(settings: Settings, partition: int) -> tuple[int, int]:
         consumer.close()
 
 
-def _wait_for(condition, deadline_s: float, what: str):
-    give_up_at = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < give_up_at, f"timed out after {deadline_s}s waiting for {what}"
-        time.sleep(0.2)
-
 
 def _van_trip(settings: Settings, van: EdgeNode, tmp_path: Path) -> list[str]:
     """Two new customers (APPLIED), a change from a version the centre never had (REJECTED),
@@ -90,8 +80,8 @@ def _van_trip(settings: Settings, van: EdgeNode, tmp_path: Path) -> list[str]:
 
 def _poll_until_requeued(node: EdgeNode) -> list[AckReport]:
     reports: list[AckReport] = []
-    _wait_for(lambda: reports.append(node.receive_acks(0.5)) or reports[-1].requeued, 30.0,
-              f"{node.node_id} to send its unanswered changes again")
+    wait_for(lambda: reports.append(node.receive_acks(0.5)) or reports[-1].requeued, 30.0,
+             f"{node.node_id} to send its unanswered changes again", interval_s=0.2)
     return reports
 
 
@@ -121,7 +111,7 @@ def test_vans_whose_acks_are_gone_get_every_answer(settings, tmp_path, caplog):
     assert end > stored
     # ... and retention deletes the acks.
     _set_status_retention(settings, retention_ms="200", segment_ms="100")
-    _wait_for(lambda: _watermarks(settings, partition)[0] >= end, 60.0, "retention to delete the acks")
+    wait_for(lambda: _watermarks(settings, partition)[0] >= end, 60.0, "retention to delete the acks", interval_s=0.2)
     _set_status_retention(settings, retention_ms="-1")  # what comes now stays
 
     heard: list[Outcome] = []

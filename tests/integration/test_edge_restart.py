@@ -8,7 +8,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ import orjson
 from edge.client import EdgeConfig, EdgeNode
 from edge.outbox import Outbox
 from edge.records import EdgeMutation, EntryState, Operation
-from tests.integration.conftest import query, read_topic, run_job, settings_env
+from tests.integration.conftest import query, read_topic, run_job, settings_env, wait_for
 
 NODE = "shop-03"
 ENTITIES = 12
@@ -35,15 +34,6 @@ def _in_flight_after_a_quarter(path: Path, total: int) -> bool:
     states = Counter(_states(path).values())
     return states["DELIVERED"] >= total // 4 and states["IN_FLIGHT"] > 0
 
-
-def _wait_for(condition, deadline_s: float, what: str):
-    give_up_at = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < give_up_at, f"timed out after {deadline_s}s waiting for {what}"
-        time.sleep(0.001)
 
 
 def _record(path: Path) -> dict[bytes, list[str]]:
@@ -76,8 +66,8 @@ def test_a_killed_node_resends_only_what_was_unconfirmed_and_nothing_is_lost(set
     )
     try:
         # Kill it while a round is in flight, once a quarter of the outbox is delivered.
-        _wait_for(lambda: _in_flight_after_a_quarter(path, len(recorded)), 30,
-                  "a round in flight after a quarter of the outbox was delivered")
+        wait_for(lambda: _in_flight_after_a_quarter(path, len(recorded)), 30,
+                 "a round in flight after a quarter of the outbox was delivered", interval_s=0.001)
     finally:
         sender.kill()
         sender.wait(10)
