@@ -54,16 +54,17 @@ def written_parts(
     for conflict_id, mutation_id, _batch in closed:
         resolved_by[mutation_id].append(conflict_id)
     ledgers = [_ledger_table(w, resolved_by, types) for w in written if w.ledger is not None and w.ledger.height]
-    parts = ledger_parts(pa.concat_tables(ledgers)) if ledgers else []
     reread = sorted({batch for _c, _m, batch in closed if batch is not None})
     conflicts = [w for w in written if w.conflicts is not None and w.conflicts.height and w.batch_id not in reread]
+    files: list[AuditPart] = []
     if conflicts:
         others = _other_edge_times(connection, conflicts)
         tables = [_conflict_table(w, others, types) for w in conflicts]
-        parts += conflict_parts(pa.concat_tables(tables), ("conflict_id",))
+        files += conflict_parts(pa.concat_tables(tables), ("conflict_id",))
     if reread:
-        parts += read_conflict_parts(connection, reread, entity_types=types.to_pylist())
-    return parts
+        files += read_conflict_parts(connection, reread, entity_types=types.to_pylist())
+    files.sort(key=lambda p: (p.day, p.entity_type is None, p.entity_type or "", p.batch_id))  # as `table_parts`
+    return [*(ledger_parts(pa.concat_tables(ledgers)) if ledgers else []), *files]
 
 
 def _micros(now: str) -> int:
