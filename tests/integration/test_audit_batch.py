@@ -21,6 +21,7 @@ from sinks.audit import AuditExporter, export_batches, write_parts
 from sinks.audit_batch import written_parts
 from sinks.audit_rows import read_parts
 from sinks.audit_store import AuditStore
+from sinks.jsonb_text import jsonb_text
 from sinks.outcomes import Batch
 from sinks.postgres import PostgresCommitter
 
@@ -30,13 +31,13 @@ REGISTRY = load_registry(DEFAULT_REGISTRY, custom_strategies=CUSTOM_STRATEGIES)
 TYPES = tuple(t.name for t in REGISTRY)
 
 
-def stock(offset: int, mutation_id: str, operation: str, quantity: int, base: int):
+def stock(offset: int, mutation_id: str, operation: str, quantity: int, base: int, kafka_ms: int = 1_795_700_000_000):
     document = {
         "id": mutation_id, "edge_node_id": "wh-1", "entity_type": "stock_level", "entity_id": "WH9/SKU-1",
         "operation_type": operation, "attributes": {"quantity": quantity}, "base_version": base,
         "timestamp": "2026-11-26T09:00:00Z", "priority": 5, "dependencies": [],
     }
-    raw = RawMessage("poison", 0, offset, b"stock_level:WH9/SKU-1", orjson.dumps(document), 1_795_700_000_000)
+    raw = RawMessage("poison", 0, offset, b"stock_level:WH9/SKU-1", orjson.dumps(document), kafka_ms)
     return decode(raw, REGISTRY)
 
 
@@ -86,7 +87,8 @@ def _first_difference(old, new):
 
 def test_the_parts_a_batch_wrote_are_the_parts_read_back_after_its_commit(settings: Settings, tmp_path: Path):
     work = batches(2400, REGISTRY, 400)  # conflicts (manual ones too), rejections, duplicates, warehouse_robot
-    work[0].insert(0, stock(0, "poison-1", "CREATE", 2**63 - 10, 0))
+    # A broker clock in year 9000: a latency past 2**53 microseconds (not exact as a float64 of them).
+    work[0].insert(0, stock(0, "poison-1", "CREATE", 2**63 - 10, 0, 221_845_392_000_123))
     work[1].insert(len(work[1]) // 3, stock(1, "poison-2", "UPDATE", 100, 1))  # bigint overflow: split, FAILED
     first = next(item for item in work[0][1:] if isinstance(item, Mutation))
     work[2].append(replace(first, offset=first.offset + 10**6))  # a duplicate: same id, read elsewhere
@@ -140,3 +142,17 @@ def test_a_batch_committed_before_its_retry_is_read_back(settings: Settings, tmp
     files = [{str(p.relative_to(tmp_path / name)): p.read_bytes() for p in (tmp_path / name).rglob("*.parquet")}
              for name in ("job", "read")]
     assert files[0] == files[1] and files[0]
+
+
+JSON_TEXTS = [
+    '{"b":1.50,"aa":1e-7,"a":[1e3,"x\\u00e9\\\\n"]}', '{"k":1,"k":2}', "-0.0", "1.5e-7", "1e16", "123.0", "-1.25E-3",
+    '"\\u0001\\u001f\\u007f\\b\\f/\\"\\\\"', '{"é":1,"z":2,"ab":{"y":[],"x":{}}}', "[true,false,null]",
+    "12345678901234567890123", '"😀\\u2028"',
+    orjson.dumps({"f": 1e-7, "g": 1e16, "h": 0.1, "i": -0.0, "j": 1.7976931348623157e308, "k": 5e-324}).decode(),
+]
+
+
+def test_json_text_is_printed_as_jsonb_prints_it(settings: Settings):
+    with psycopg.connect(settings.database_url) as connection:
+        for text in JSON_TEXTS:
+            assert jsonb_text(text) == connection.execute("SELECT %s::jsonb::text", (text,)).fetchone()[0], text
