@@ -5,7 +5,8 @@ Run: .venv/bin/python -m bench.ab BASE [--mutations 200000] [--rounds 2] [--part
         [--base-setting NAME=VALUE ...] [--subject-setting NAME=VALUE ...]
 BASE is a git revision; the subject is the working tree (BASE may be HEAD with a different
 setting on each side, e.g. `--base-setting prepare_ahead=false`). Each run reads the same input
-topic into a fresh schema of its own (and fresh status/DLQ topics); the base runs from
+topic into a fresh schema of its own (and fresh status/DLQ topics), migrated by its own side's
+`mutagg migrate` (a change of tables or indexes is measured too); the base runs from
 a temporary `git worktree`. Prints per run: rate, wall, CPU and peak RSS of the job
 process, the machine's CPU over the run (PostgreSQL and Kafka apart), then the best of
 each side and their ratio, and the median machine CPU of each side.
@@ -17,12 +18,13 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.cpu import CpuMeter, CpuUse
-from bench.pipeline import Job, JobRun
+from bench.pipeline import Job, JobRun, job_env
 from bench.workspace import Workspace
 from mutagg.producer import produce
 from mutagg.settings import load_settings, parse_setting, with_overrides
@@ -44,8 +46,8 @@ class Side:
 
 
 def run_job(workspace: Workspace, base_settings, label: str, directory: Path, changes: dict | None = None) -> JobRun:
-    """`mutagg run --until-idle` from `directory`'s code over the shared input topic."""
-    settings = workspace.schema(label)
+    """`mutagg migrate`, then `mutagg run --until-idle`, from `directory`'s code over the shared input topic."""
+    settings = workspace.schema(label, migrated=False)
     settings = with_overrides(
         settings, **(changes or {}),
         topic_mutations=base_settings.topic_mutations, topic_partitions=base_settings.topic_partitions,
@@ -53,6 +55,10 @@ def run_job(workspace: Workspace, base_settings, label: str, directory: Path, ch
     )
     workspace.topics += [settings.topic_dlq, settings.topic_status]
     create_topics(settings)
+    migrated = subprocess.run([sys.executable, "-m", "mutagg.cli", "migrate"], cwd=directory, capture_output=True,
+                              text=True, env=job_env(settings, ""))
+    if migrated.returncode != 0:
+        raise RuntimeError(f"{label}: mutagg migrate failed ({migrated.returncode}):\n{migrated.stderr[-2000:]}")
     previous = os.getcwd()
     os.chdir(directory)  # `python -m mutagg.cli` imports the code of the current directory first
     try:
