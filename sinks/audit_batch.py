@@ -88,9 +88,17 @@ def _seconds_before(decided: int, stamps: pa.Array) -> pa.Array:
     return pc.divide(micros.cast(pa.float64()), 1e6)
 
 
-def _text_arrays(literals: pa.Array) -> pa.Array:
-    """``text[]`` literals as `sinks.entity_rows.text_array` writes them (every element quoted) as lists."""
-    return pa.array([_elements(text) for text in literals.to_pylist()], pa.list_(pa.string()))
+_TEXTS = pa.list_(pa.string())
+
+
+def _text_arrays(frame: pl.DataFrame, name: str) -> pa.Array:
+    """A column of ``text[]`` literals as `sinks.entity_rows.text_array` writes them (every element
+    quoted), as lists: split in Arrow, element by element in Python only where one is escaped."""
+    literals = _column(frame, name, pa.string())
+    if pc.any(pc.match_substring(literals, "\\")).as_py():
+        return pa.array([_elements(text) for text in literals.to_pylist()], _TEXTS)
+    split = pc.split_pattern(pc.utf8_slice_codeunits(literals, 2, -2), '","')
+    return pc.if_else(pc.equal(literals, "{}"), pa.scalar([], _TEXTS), split)
 
 
 def _elements(literal: str) -> list[str]:
@@ -116,7 +124,19 @@ def _elements(literal: str) -> list[str]:
 
 
 def _jsonb(frame: pl.DataFrame, name: str) -> pa.Array:
-    return pa.array([jsonb_text(text) for text in frame.get_column(name).to_list()], pa.string())
+    """A column of JSON texts as ``jsonb`` prints them (nulls, most rows of the ledger, skipped)."""
+    column = frame.get_column(name)
+    if column.null_count() == len(column):
+        return pa.nulls(len(column), pa.string())
+    return column.map_elements(jsonb_text, return_dtype=pl.String, skip_nulls=True).to_arrow().cast(pa.string())
+
+
+def _moment(now: str, rows: int) -> pa.Array:
+    return pa.repeat(pa.scalar(_micros(now), pa.int64()), rows).cast(_TIMESTAMP)
+
+
+def _empty_lists(rows: int) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.repeat(pa.scalar(0, pa.int32()), rows + 1), pa.array([], pa.string()))
 
 
 def _partition(claimed: pa.Array, types: pa.Array) -> pa.Array:
@@ -128,17 +148,20 @@ def _ledger_table(written: Written, resolved_by: dict[str, list[str]], types: pa
     decided = _micros(written.now)
     rows = frame.height
     kafka_times, edge_times = _times(frame, "kafka_timestamp"), _times(frame, "edge_timestamp")
-    ids = frame.get_column("mutation_id").to_list()
-    resolved = [sorted(resolved_by.get(i, ())) for i in ids] if resolved_by else [[] for _ in range(rows)]
+    if resolved_by:  # a person's resolution: rare
+        ids = frame.get_column("mutation_id").to_list()
+        resolved = pa.array([sorted(resolved_by.get(i, ())) for i in ids], _TEXTS)
+    else:
+        resolved = _empty_lists(rows)
     claimed = _column(frame, "entity_type", pa.string())
     computed = {
-        "decided_at": pa.array([decided] * rows, pa.int64()).cast(_TIMESTAMP),
+        "decided_at": _moment(written.now, rows),
         "kafka_timestamp": kafka_times,
         "edge_timestamp": edge_times,
         "kafka_latency_s": _seconds_before(decided, kafka_times),
         "edge_latency_s": _seconds_before(decided, edge_times),
-        "conflict_ids": _text_arrays(frame.get_column("conflict_ids").to_arrow().cast(pa.string())),
-        "resolved_conflict_ids": pa.array(resolved, pa.list_(pa.string())),
+        "conflict_ids": _text_arrays(frame, "conflict_ids"),
+        "resolved_conflict_ids": resolved,
         "held_attributes": _jsonb(frame, "held_attributes"),
         CLAIMED_ENTITY_TYPE: claimed,
     }
@@ -158,31 +181,33 @@ def _other_edge_times(connection: psycopg.Connection, written: Sequence[Written]
 
 
 def _conflict_table(written: Written, others: dict[str, int], types: pa.Array) -> pa.Table:
-    incoming = written.ledger.select("mutation_id", *_INCOMING) if written.ledger is not None else None
     frame = written.conflicts
-    if incoming is not None:
-        frame = frame.join(incoming, on="mutation_id", how="left", maintain_order="left")
     rows = frame.height
     nothing = pa.nulls(rows, pa.string())
     claimed = _column(frame, "entity_type", pa.string())
     other_ids = frame.get_column("other_mutation_id").to_list()
     computed = {
-        "attributes": _text_arrays(frame.get_column("attributes").to_arrow().cast(pa.string())),
+        "attributes": _text_arrays(frame, "attributes"),
         "incoming_values": _jsonb(frame, "incoming_values"),
         "server_values": _jsonb(frame, "server_values"),
         "result_values": _jsonb(frame, "result_values"),
-        "detected_at": pa.array([_micros(written.now)] * rows, pa.int64()).cast(_TIMESTAMP),
+        "detected_at": _moment(written.now, rows),
         "resolved_at": pa.nulls(rows, _TIMESTAMP),
         "resolved_by_mutation_id": nothing,
         "resolution": nothing,
         "other_edge_timestamp": pa.array([others.get(i) for i in other_ids], pa.int64()).cast(_TIMESTAMP),
         CLAIMED_ENTITY_TYPE: claimed,
     }
-    if incoming is None:
+    if written.ledger is None:
         computed.update({name: pa.nulls(rows, CONFLICTS_SCHEMA.field(name).type) for name in _INCOMING})
-    else:
-        computed["kafka_timestamp"] = _times(frame, "kafka_timestamp")
-        computed["edge_timestamp"] = _times(frame, "edge_timestamp")
+    else:  # the incoming mutation's ledger row, written in the same transaction
+        ledger = written.ledger
+        ids = _column(ledger, "mutation_id", pa.string())
+        at = pc.index_in(_column(frame, "mutation_id", pa.string()), value_set=ids)
+        for name in ("kafka_topic", "kafka_partition", "kafka_offset"):
+            computed[name] = _column(ledger, name, CONFLICTS_SCHEMA.field(name).type).take(at)
+        for name in ("kafka_timestamp", "edge_timestamp"):
+            computed[name] = _times(ledger, name).take(at)
     columns = [computed[f.name] if f.name in computed else _column(frame, f.name, f.type) for f in CONFLICTS_SCHEMA]
     return pa.Table.from_arrays(
         [*columns, _partition(claimed, types)], schema=CONFLICTS_SCHEMA.append(pa.field("entity_type", pa.string()))
