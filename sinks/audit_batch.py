@@ -72,12 +72,18 @@ def _micros(now: str) -> int:
     return pa.scalar(moment, _TIMESTAMP).value
 
 
-def _column(frame: pl.DataFrame, name: str, kind: pa.DataType) -> pa.Array:
-    return frame.get_column(name).to_arrow().cast(kind)
+class _Columns:
+    """A frame's columns as Arrow arrays, the frame converted once."""
 
+    def __init__(self, frame: pl.DataFrame):
+        self.frame = frame
+        self.table = frame.to_arrow()
 
-def _times(frame: pl.DataFrame, name: str) -> pa.Array:
-    return frame.get_column(name).dt.cast_time_unit("us").to_arrow().cast(_TIMESTAMP)
+    def __call__(self, name: str, kind: pa.DataType) -> pa.Array:
+        return self.table[name].combine_chunks().cast(kind)
+
+    def times(self, name: str) -> pa.Array:
+        return self(name, _TIMESTAMP)
 
 
 def _seconds_before(decided: int, stamps: pa.Array) -> pa.Array:
@@ -91,10 +97,10 @@ def _seconds_before(decided: int, stamps: pa.Array) -> pa.Array:
 _TEXTS = pa.list_(pa.string())
 
 
-def _text_arrays(frame: pl.DataFrame, name: str) -> pa.Array:
+def _text_arrays(frame: _Columns, name: str) -> pa.Array:
     """A column of ``text[]`` literals as `sinks.entity_rows.text_array` writes them (every element
     quoted), as lists: split in Arrow, element by element in Python only where one is escaped."""
-    literals = _column(frame, name, pa.string())
+    literals = frame(name, pa.string())
     if pc.any(pc.match_substring(literals, "\\")).as_py():
         return pa.array([_elements(text) for text in literals.to_pylist()], _TEXTS)
     split = pc.split_pattern(pc.utf8_slice_codeunits(literals, 2, -2), '","')
@@ -123,9 +129,9 @@ def _elements(literal: str) -> list[str]:
     return elements
 
 
-def _jsonb(frame: pl.DataFrame, name: str) -> pa.Array:
+def _jsonb(frame: _Columns, name: str) -> pa.Array:
     """A column of JSON texts as ``jsonb`` prints them (nulls, most rows of the ledger, skipped)."""
-    column = frame.get_column(name)
+    column = frame.frame.get_column(name)
     if column.null_count() == len(column):
         return pa.nulls(len(column), pa.string())
     return column.map_elements(jsonb_text, return_dtype=pl.String, skip_nulls=True).to_arrow().cast(pa.string())
@@ -144,16 +150,16 @@ def _partition(claimed: pa.Array, types: pa.Array) -> pa.Array:
 
 
 def _ledger_table(written: Written, resolved_by: dict[str, list[str]], types: pa.Array) -> pa.Table:
-    frame = written.ledger
+    frame = _Columns(written.ledger)
     decided = _micros(written.now)
-    rows = frame.height
-    kafka_times, edge_times = _times(frame, "kafka_timestamp"), _times(frame, "edge_timestamp")
+    rows = written.ledger.height
+    kafka_times, edge_times = frame.times("kafka_timestamp"), frame.times("edge_timestamp")
     if resolved_by:  # a person's resolution: rare
-        ids = frame.get_column("mutation_id").to_list()
+        ids = frame("mutation_id", pa.string()).to_pylist()
         resolved = pa.array([sorted(resolved_by.get(i, ())) for i in ids], _TEXTS)
     else:
         resolved = _empty_lists(rows)
-    claimed = _column(frame, "entity_type", pa.string())
+    claimed = frame("entity_type", pa.string())
     computed = {
         "decided_at": _moment(written.now, rows),
         "kafka_timestamp": kafka_times,
@@ -165,7 +171,7 @@ def _ledger_table(written: Written, resolved_by: dict[str, list[str]], types: pa
         "held_attributes": _jsonb(frame, "held_attributes"),
         CLAIMED_ENTITY_TYPE: claimed,
     }
-    columns = [computed[f.name] if f.name in computed else _column(frame, f.name, f.type) for f in MUTATIONS_SCHEMA]
+    columns = [computed[f.name] if f.name in computed else frame(f.name, f.type) for f in MUTATIONS_SCHEMA]
     return pa.Table.from_arrays(
         [*columns, _partition(claimed, types)], schema=MUTATIONS_SCHEMA.append(pa.field("entity_type", pa.string()))
     )
@@ -181,11 +187,11 @@ def _other_edge_times(connection: psycopg.Connection, written: Sequence[Written]
 
 
 def _conflict_table(written: Written, others: dict[str, int], types: pa.Array) -> pa.Table:
-    frame = written.conflicts
-    rows = frame.height
+    frame = _Columns(written.conflicts)
+    rows = written.conflicts.height
     nothing = pa.nulls(rows, pa.string())
-    claimed = _column(frame, "entity_type", pa.string())
-    other_ids = frame.get_column("other_mutation_id").to_list()
+    claimed = frame("entity_type", pa.string())
+    other_ids = frame("other_mutation_id", pa.string()).to_pylist()
     computed = {
         "attributes": _text_arrays(frame, "attributes"),
         "incoming_values": _jsonb(frame, "incoming_values"),
@@ -201,14 +207,11 @@ def _conflict_table(written: Written, others: dict[str, int], types: pa.Array) -
     if written.ledger is None:
         computed.update({name: pa.nulls(rows, CONFLICTS_SCHEMA.field(name).type) for name in _INCOMING})
     else:  # the incoming mutation's ledger row, written in the same transaction
-        ledger = written.ledger
-        ids = _column(ledger, "mutation_id", pa.string())
-        at = pc.index_in(_column(frame, "mutation_id", pa.string()), value_set=ids)
-        for name in ("kafka_topic", "kafka_partition", "kafka_offset"):
-            computed[name] = _column(ledger, name, CONFLICTS_SCHEMA.field(name).type).take(at)
-        for name in ("kafka_timestamp", "edge_timestamp"):
-            computed[name] = _times(ledger, name).take(at)
-    columns = [computed[f.name] if f.name in computed else _column(frame, f.name, f.type) for f in CONFLICTS_SCHEMA]
+        ledger = _Columns(written.ledger.select("mutation_id", *_INCOMING))
+        at = pc.index_in(frame("mutation_id", pa.string()), value_set=ledger("mutation_id", pa.string()))
+        for name in _INCOMING:
+            computed[name] = ledger(name, CONFLICTS_SCHEMA.field(name).type).take(at)
+    columns = [computed[f.name] if f.name in computed else frame(f.name, f.type) for f in CONFLICTS_SCHEMA]
     return pa.Table.from_arrays(
         [*columns, _partition(claimed, types)], schema=CONFLICTS_SCHEMA.append(pa.field("entity_type", pa.string()))
     )
