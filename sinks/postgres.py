@@ -143,7 +143,9 @@ class PostgresCommitter:
 
     def _attempt(self, batch: Batch, batch_id: str) -> list[Outcome]:
         try:
-            with dropped_on_error(self.drop_connection):  # a broken connection is replaced on the retry
+            # A broken connection is replaced on the retry; the UniqueViolation turned into a
+            # SerializationFailure below is outside, so it keeps its connection, as it should.
+            with dropped_on_error(self.drop_connection):
                 with collector_paused():  # resumed after `_transaction` has let go of its working set
                     outcomes = self._transaction(batch, batch_id)
                 self.faults.hit("after_commit")
