@@ -27,17 +27,16 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
 import psycopg
 
-from mutagg.heartbeat import HEARTBEAT
+from mutagg.retry import Backoff, Retry
 from sinks.audit_batch import written_parts
 from sinks.audit_rows import AuditPart, batches_between, expected_files, read_parts
 from sinks.audit_store import AuditError, AuditStore, part_name
-from sinks.database import connect
+from sinks.database import connect, dropped_on_error
 from sinks.decisions import Written
 from sinks.outcomes import Outcome
 
@@ -229,23 +228,18 @@ class AuditExporter:
         return self._retry(lambda: batches_between(self.connection, since, until))
 
     def _retry(self, action: Callable[[], T]) -> T:
-        give_up_at = time.monotonic() + self.deadline_s
-        delay, attempt = 0.2, 0
-        with ExitStack() as waiting:  # from the first failure on, the heartbeat knows what the job waits for
-            while True:
-                attempt += 1
-                try:
-                    return action()
-                except (OSError, psycopg.OperationalError) as exc:
-                    if isinstance(exc, psycopg.OperationalError):
-                        self.close()
-                    if time.monotonic() + delay > give_up_at:
-                        raise AuditError(
-                            f"audit export failed after {attempt} attempts over {self.deadline_s:.0f}s: {exc}"
-                        ) from exc
-                    log.warning("audit export retrying", extra={"attempt": attempt, "error": str(exc)[:300]})
-                    if attempt == 1:
-                        on = "PostgreSQL" if isinstance(exc, psycopg.OperationalError) else "the audit store"
-                        waiting.enter_context(HEARTBEAT.waiting_on(f"{on} (audit export)", retrying=True))
-                    time.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+        def attempt() -> T:
+            with dropped_on_error(self.close):
+                return action()
+
+        return Retry(_waits_on, self.deadline_s, (OSError, psycopg.OperationalError), Backoff(initial_s=0.2),
+                     give_up=_export_failed)(attempt)
+
+
+def _waits_on(error: BaseException) -> str:
+    on = "PostgreSQL" if isinstance(error, psycopg.OperationalError) else "the audit store"
+    return f"{on} (audit export)"
+
+
+def _export_failed(_what: str, attempts: int, deadline_s: float, error: BaseException) -> AuditError:
+    return AuditError(f"audit export failed after {attempts} attempts over {deadline_s:.0f}s: {error}")

@@ -1,11 +1,10 @@
-"""PostgreSQL connections with bounded retries (DESIGN section 7: never hang forever)."""
+"""PostgreSQL connections with bounded retries (DESIGN section 7: never hang forever), and the one
+way to drop a connection that broke so the retry opens another."""
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import orjson
@@ -13,11 +12,9 @@ import psycopg
 from psycopg import errors
 from psycopg.types.json import set_json_dumps, set_json_loads
 
-from mutagg.heartbeat import HEARTBEAT
+from mutagg.retry import Retry
 from mutagg.security import database_failure
-from schemas.errors import ServiceUnavailable
 
-log = logging.getLogger(__name__)
 set_json_loads(orjson.loads)
 set_json_dumps(orjson.dumps)
 T = TypeVar("T")
@@ -58,26 +55,32 @@ def connect(url: str, deadline_s: float, application_name: str = "mutagg") -> ps
     return retry_transient(attempt, deadline_s, what="PostgreSQL")
 
 
-def retry_transient(action: Callable[[], T], deadline_s: float, what: str) -> T:
-    """Run `action`, retrying transient database errors until `deadline_s` has passed."""
-    give_up_at = time.monotonic() + deadline_s
-    delay = 0.1
-    attempt = 0
-    with ExitStack() as waiting:  # from the first failure on, the heartbeat knows what the job waits for
-        while True:
-            attempt += 1
-            try:
-                return action()
-            except TRANSIENT as exc:
-                if time.monotonic() + delay > give_up_at:
-                    raise ServiceUnavailable(
-                        f"{what} unreachable after {attempt} attempts over {deadline_s:.0f}s: {exc}"
-                    ) from exc
-                log.warning(
-                    "waiting for %s", what,
-                    extra={"attempt": attempt, "retry_in_s": round(delay, 2), "error": str(exc).strip()},
-                )
-                if attempt == 1:
-                    waiting.enter_context(HEARTBEAT.waiting_on(what, retrying=True))
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+def retry_transient(
+    action: Callable[[], T], deadline_s: float, what: str = "PostgreSQL", drop: Callable[[], None] | None = None,
+) -> T:
+    """Run `action`, retrying transient database errors until `deadline_s` has passed (mutagg/retry.py).
+
+    With `drop` (the owner's "close my connection"), a RECONNECT-class error drops the
+    connection before the retry, which then opens another (maybe on another host)."""
+    if drop is not None:
+        action = _dropping(action, drop)
+    return Retry(what, deadline_s, TRANSIENT)(action)
+
+
+@contextmanager
+def dropped_on_error(drop: Callable[[], None]) -> Iterator[None]:
+    """Run the block on an owned connection; on a RECONNECT-class error `drop` it (the next use,
+    e.g. the retry, opens another) and re-raise."""
+    try:
+        yield
+    except RECONNECT:
+        drop()
+        raise
+
+
+def _dropping(action: Callable[[], T], drop: Callable[[], None]) -> Callable[[], T]:
+    def attempt() -> T:
+        with dropped_on_error(drop):
+            return action()
+
+    return attempt

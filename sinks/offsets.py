@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mutagg.settings import Settings
 from sinks import ledger
-from sinks.database import RECONNECT, connect, retry_transient
+from sinks.database import connect, retry_transient
 from sinks.postgres import PostgresCommitter
 
 
@@ -21,11 +21,7 @@ def record_offsets(committer: PostgresCommitter, offsets: dict[tuple[str, int], 
     acknowledged); `label` stands in the batch id column."""
 
     def write() -> None:
-        try:
-            with committer.connection.transaction(), committer.connection.cursor() as cursor:
-                ledger.record_offsets(cursor, offsets, label)
-        except RECONNECT:
-            committer.drop_connection()
-            raise
+        with committer.connection.transaction(), committer.connection.cursor() as cursor:
+            ledger.record_offsets(cursor, offsets, label)
 
-    retry_transient(write, committer.deadline_s, "PostgreSQL")
+    retry_transient(write, committer.deadline_s, drop=committer.drop_connection)

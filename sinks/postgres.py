@@ -24,7 +24,7 @@ from schemas.errors import BatchFailed, MutaggError
 from schemas.mutation import Reason, Status
 from schemas.registry import Registry
 from sinks import entity_rows, fence, ledger
-from sinks.database import RECONNECT, connect, retry_transient
+from sinks.database import connect, dropped_on_error, retry_transient
 from sinks.decisions import BatchDecisions, Written, decide_batch, wanted_entities
 from sinks.decisions import write as write_decisions
 from sinks.faults import NO_FAULTS, FaultInjector
@@ -88,15 +88,7 @@ class PostgresCommitter:
 
     def verify_held(self, mark: fence.CommitMark, where: str) -> None:
         """Raise `DatabaseBehind` unless the database holds `mark`'s commits (e.g. a snapshot's)."""
-
-        def query() -> None:
-            try:
-                fence.check(self.connection, mark, where)
-            except RECONNECT:
-                self.drop_connection()
-                raise
-
-        retry_transient(query, self.deadline_s, "PostgreSQL")
+        retry_transient(lambda: fence.check(self.connection, mark, where), self.deadline_s, drop=self.drop_connection)
 
     def close(self) -> None:
         if self.speculator is not None:
@@ -115,25 +107,19 @@ class PostgresCommitter:
             return {}
 
         def query() -> dict[str, int]:
-            try:
-                with self.connection.cursor() as cursor:
-                    found = ledger.read_times(cursor, sorted(mutation_ids))
-                self.connection.rollback()
-                return found
-            except RECONNECT:
-                self.drop_connection()
-                raise
+            with self.connection.cursor() as cursor:
+                found = ledger.read_times(cursor, sorted(mutation_ids))
+            self.connection.rollback()
+            return found
 
-        return retry_transient(query, self.deadline_s, "PostgreSQL")
+        return retry_transient(query, self.deadline_s, drop=self.drop_connection)
 
     def commit(self, batch: Batch, batch_id: str, written: list[Written] | None = None) -> list[Outcome]:
         """Commit `batch`; its outcomes. Raises `ServiceUnavailable` past the deadline and
         `BatchFailed` for an error that is neither data nor transient (nothing committed).
         Each transaction that commits appends what it wrote to `written` (for the audit)."""
         try:
-            return retry_transient(
-                lambda: self._attempt(batch, batch_id, written), self.deadline_s, "PostgreSQL"
-            )
+            return retry_transient(lambda: self._attempt(batch, batch_id, written), self.deadline_s)
         except BatchFailed as exc:
             log.error("batch failed: the job stops", exc_info=exc,
                       extra={"batch_id": exc.batch_id, "mutation_id": exc.mutation_id, "error": str(exc)})
@@ -158,14 +144,14 @@ class PostgresCommitter:
 
     def _attempt(self, batch: Batch, batch_id: str, written: list[Written] | None) -> list[Outcome]:
         try:
-            with collector_paused():  # resumed after `_transaction` has let go of its working set
-                outcomes = self._transaction(batch, batch_id, written)
-            self.faults.hit("after_commit")
-            self.faults.hit("drop_after_commit")
+            # A broken connection is replaced on the retry; the UniqueViolation turned into a
+            # SerializationFailure below is outside, so it keeps its connection, as it should.
+            with dropped_on_error(self.drop_connection):
+                with collector_paused():  # resumed after `_transaction` has let go of its working set
+                    outcomes = self._transaction(batch, batch_id, written)
+                self.faults.hit("after_commit")
+                self.faults.hit("drop_after_commit")
             return outcomes
-        except RECONNECT:
-            self.drop_connection()  # a broken connection is replaced on the retry
-            raise
         except psycopg.errors.UniqueViolation as exc:
             # Another instance committed one of these ids meanwhile: the retry sees it in the ledger.
             raise psycopg.errors.SerializationFailure(str(exc)) from exc
@@ -257,20 +243,16 @@ class PostgresCommitter:
         row = {k: v.replace("\x00", "\\x00") if isinstance(v, str) else v for k, v in row.items()}
 
         def write() -> list[Outcome]:
-            try:
-                with self.connection.transaction(), self.connection.cursor() as cursor:
-                    known = ledger.lookup(cursor, [mutation_id])
-                    if mutation_id in known:
-                        return [from_ledger(source, known[mutation_id], "replayed", now)]
-                    ledger.write(cursor, [tuple(row.values())], [])
-            except RECONNECT:
-                self.drop_connection()
-                raise
+            with self.connection.transaction(), self.connection.cursor() as cursor:
+                known = ledger.lookup(cursor, [mutation_id])
+                if mutation_id in known:
+                    return [from_ledger(source, known[mutation_id], "replayed", now)]
+                ledger.write(cursor, [tuple(row.values())], [])
             if written is not None:
                 written.append(Written(batch_id, now, ledger.ledger_frame([tuple(row.values())]), None))
             return [from_decision(source, decision, batch_id, now)]
 
-        return retry_transient(write, self.deadline_s, "PostgreSQL")
+        return retry_transient(write, self.deadline_s, drop=self.drop_connection)
 
 
 _BEGIN = b"SELECT set_config('mutagg.writer', 'job', true), pg_current_xact_id()::text"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +15,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from mutagg.heartbeat import HEARTBEAT
+from mutagg.retry import Backoff, Retry
 from mutagg.security import KafkaErrorWatch, kafka_denied
 from schemas.errors import ConfigError, InputGap, ServiceUnavailable
 from schemas.mutation import RawMessage
@@ -26,6 +26,7 @@ INPUT_POLLS = -1
 """The heartbeat key of this process's input polls (workers beat under their index)."""
 PAUSE = timedelta(milliseconds=20)  # a partition that gave fewer than TRICKLE records is polled again after this
 TRICKLE = 500
+_WATERMARK_BACKOFF = Backoff(initial_s=1.0, factor=1.0, cap_s=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,41 +69,39 @@ def list_partitions(config: dict, topic: str, deadline_s: float, must_exist: boo
     """
     watch = KafkaErrorWatch.for_config(config)  # rejected credentials/certificates: no retry fixes them
     consumer = Consumer({**config, "group.id": "mutagg-metadata", "enable.auto.commit": False, "error_cb": watch})
-    give_up_at = time.monotonic() + deadline_s
-    delay = 0.5
-    waiting = ExitStack()  # from the first failure on, the heartbeat knows the job waits for Kafka
+
+    def describe() -> list[int]:
+        try:
+            metadata = consumer.list_topics(topic, timeout=min(10.0, max(1.0, deadline_s)))
+        except KafkaException:
+            consumer.poll(0)  # serves error_cb
+            watch.raise_if_failed()
+            raise
+        described = metadata.topics.get(topic)
+        if described is None:
+            raise _NotListed("missing")
+        if described.error is None:
+            return sorted(described.partitions)
+        # an ACL that is missing will not appear by waiting
+        denied = kafka_denied(described.error, config.get("bootstrap.servers", ""), config.get("sasl.username"), topic)
+        if denied is not None:
+            raise denied
+        if must_exist and described.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise ConfigError(f"Kafka topic {topic!r} does not exist (create it with `mutagg topics create`)")
+        raise _NotListed(described.error)
+
+    def give_up(_what: str, _attempts: int, _deadline_s: float, error: BaseException) -> ServiceUnavailable:
+        return ServiceUnavailable(f"Kafka unreachable for topic {topic!r} after {deadline_s:.0f}s: {error}")
+
     try:
-        while True:
-            try:
-                metadata = consumer.list_topics(topic, timeout=min(10.0, max(1.0, deadline_s)))
-                described = metadata.topics.get(topic)
-                if described is not None and described.error is None:
-                    return sorted(described.partitions)
-                error = described.error if described is not None else "missing"
-                if described is not None:  # an ACL that is missing will not appear by waiting
-                    denied = kafka_denied(described.error, config.get("bootstrap.servers", ""),
-                                          config.get("sasl.username"), topic)
-                    if denied is not None:
-                        raise denied
-                unknown = described is not None and described.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-                if unknown and must_exist:
-                    raise ConfigError(
-                        f"Kafka topic {topic!r} does not exist (create it with `mutagg topics create`)"
-                    )
-            except KafkaException as exc:
-                error = exc
-                consumer.poll(0)  # serves error_cb
-                watch.raise_if_failed()
-            if time.monotonic() + delay > give_up_at:
-                raise ServiceUnavailable(f"Kafka unreachable for topic {topic!r} after {deadline_s:.0f}s: {error}")
-            log.warning("waiting for Kafka", extra={"topic": topic, "error": str(error), "retry_in_s": delay})
-            if delay == 0.5:
-                waiting.enter_context(HEARTBEAT.waiting_on("Kafka", retrying=True))
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        return Retry("Kafka", deadline_s, (KafkaException, _NotListed), Backoff(initial_s=0.5),
+                     give_up=give_up, extra={"topic": topic})(describe)
     finally:
-        waiting.close()
         consumer.close()
+
+
+class _NotListed(Exception):
+    """The broker answered without the topic's partitions (yet): tried again until the deadline."""
 
 
 _GROUP = "mutagg-unused"
@@ -218,22 +217,13 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         return low
 
     def _watermarks(self) -> tuple[int, int]:
-        give_up_at = time.monotonic() + self._deadline_s
-        with ExitStack() as waiting:
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    return self._consumer.get_watermark_offsets(
-                        TopicPartition(self._topic, self._partition), timeout=10, cached=False)
-                except KafkaException as exc:
-                    if time.monotonic() > give_up_at:
-                        raise ServiceUnavailable(
-                            f"Kafka partition {self._topic}[{self._partition}]: no watermarks "
-                            f"for {self._deadline_s:.0f}s: {exc}") from exc
-                    if attempt == 1:
-                        waiting.enter_context(HEARTBEAT.waiting_on("Kafka", retrying=True))
-                    time.sleep(1.0)
+        def give_up(_what: str, _attempts: int, deadline_s: float, error: BaseException) -> ServiceUnavailable:
+            return ServiceUnavailable(f"Kafka partition {self._topic}[{self._partition}]: no watermarks "
+                                      f"for {deadline_s:.0f}s: {error}")
+
+        return Retry("Kafka", self._deadline_s, (KafkaException,), _WATERMARK_BACKOFF, give_up=give_up)(
+            lambda: self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, self._partition), timeout=10, cached=False))
 
     def next_awake(self) -> datetime | None:
         # The poll never blocks: a blocking poll (50 ms until `batch_size` records came) held up
