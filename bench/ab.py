@@ -5,7 +5,8 @@ Run: .venv/bin/python -m bench.ab BASE [--mutations 200000] [--rounds 2] [--part
         [--base-setting NAME=VALUE ...] [--subject-setting NAME=VALUE ...]
 BASE is a git revision; the subject is the working tree (BASE may be HEAD with a different
 setting on each side, e.g. `--base-setting prepare_ahead=false`). Each run reads the same input
-topic into a fresh schema of its own (and fresh status/DLQ topics); the base runs from
+topic into a fresh schema of its own (and fresh status/DLQ topics), migrated by its own side's
+`mutagg migrate` (a change of tables or indexes is measured too); the base runs from
 a temporary `git worktree`. Prints per run: rate, wall, CPU and peak RSS of the job
 process, the machine's CPU over the run (PostgreSQL and Kafka apart), then the best of
 each side and their ratio, and the median machine CPU of each side.
@@ -17,12 +18,13 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.cpu import CpuMeter, CpuUse
-from bench.pipeline import Job, JobRun
+from bench.cpu import CpuMeter, CpuUse, JobBackends
+from bench.pipeline import Job, JobRun, job_env
 from bench.workspace import Workspace
 from mutagg.producer import produce
 from mutagg.settings import load_settings, parse_setting, with_overrides
@@ -41,11 +43,16 @@ class Side:
     runs: list[JobRun]
     changes: dict
     machine: list[CpuUse] = field(default_factory=list)
+    backends: list[float] = field(default_factory=list)
+    """CPU seconds of the PostgreSQL backends that served each run's job (`JobBackends`)."""
 
 
-def run_job(workspace: Workspace, base_settings, label: str, directory: Path, changes: dict | None = None) -> JobRun:
-    """`mutagg run --until-idle` from `directory`'s code over the shared input topic."""
-    settings = workspace.schema(label)
+def run_job(
+    workspace: Workspace, base_settings, label: str, directory: Path, changes: dict | None = None
+) -> tuple[JobRun, float]:
+    """`mutagg migrate`, then `mutagg run --until-idle`, from `directory`'s code over the shared input
+    topic; the run, and the CPU seconds of the PostgreSQL backends that served it."""
+    settings = workspace.schema(label, migrated=False)
     settings = with_overrides(
         settings, **(changes or {}),
         topic_mutations=base_settings.topic_mutations, topic_partitions=base_settings.topic_partitions,
@@ -53,15 +60,21 @@ def run_job(workspace: Workspace, base_settings, label: str, directory: Path, ch
     )
     workspace.topics += [settings.topic_dlq, settings.topic_status]
     create_topics(settings)
+    migrated = subprocess.run([sys.executable, "-m", "mutagg.cli", "migrate"], cwd=directory, capture_output=True,
+                              text=True, env=job_env(settings, ""))
+    if migrated.returncode != 0:
+        raise RuntimeError(f"{label}: mutagg migrate failed ({migrated.returncode}):\n{migrated.stderr[-2000:]}")
     previous = os.getcwd()
     os.chdir(directory)  # `python -m mutagg.cli` imports the code of the current directory first
     try:
-        run = Job(settings, until_idle=True).wait(timeout_s=1800)
+        job = Job(settings, until_idle=True)
+        with JobBackends(settings.database_url, job.pid) as backends:
+            run = job.wait(timeout_s=1800)
     finally:
         os.chdir(previous)
     if run.returncode != 0:
         raise RuntimeError(f"{label}: mutagg run failed ({run.returncode}):\n{run.stderr_tail}")
-    return run
+    return run, backends.cpu_s
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,12 +102,14 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(args.rounds):
                 for index, side in enumerate(sides):
                     with meter.measure() as machine:
-                        run = run_job(workspace, shared, f"r{round_}s{index}", side.directory, side.changes)
+                        run, backends = run_job(workspace, shared, f"r{round_}s{index}", side.directory,
+                                                side.changes)
                     side.runs.append(run)
                     side.machine.append(machine())
+                    side.backends.append(backends)
                     print(f"round {round_} {side.name:>24}: {args.mutations / run.seconds:8,.0f}/s "
                           f"wall {run.seconds:6.1f}s cpu {run.cpu_s:6.1f}s rss {run.peak_rss_mib:5.0f} MiB"
-                          f"{_machine(machine())}{_ahead(run.stderr_tail)}", flush=True)
+                          f"{_machine(machine())} job's backends {backends:.1f}s{_ahead(run.stderr_tail)}", flush=True)
         finally:
             workspace.close()
             subprocess.run(["git", "worktree", "remove", "--force", str(base_dir)], cwd=REPO, check=False,
@@ -105,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
           f"working tree {args.mutations / subject.seconds:,.0f}/s (cpu {subject.cpu_s:.1f}s); "
           f"working tree / base = {base.seconds / subject.seconds:.2f}x the rate, "
           f"{subject.cpu_s / base.cpu_s:.2f}x the CPU")
+    per = 1e6 / args.mutations
+    (base_job, subject_job) = (_median([r.cpu_s for r in side.runs]) * per for side in sides)
+    (base_pg, subject_pg) = (_median(side.backends) * per for side in sides)
+    print(f"median per mutation: job CPU base {base_job:.1f} µs, working tree {subject_job:.1f} µs "
+          f"= {subject_job / base_job:.2f}x; PostgreSQL (the job's backends) base {base_pg:.1f} µs, "
+          f"working tree {subject_pg:.1f} µs = {subject_pg / base_pg:.2f}x")
     if base_machine and subject_machine:
         print(f"median machine CPU (job, PostgreSQL, Kafka and the rest): base {base_machine:.1f}s, "
               f"working tree {subject_machine:.1f}s = {subject_machine / base_machine:.2f}x")

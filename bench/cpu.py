@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import resource
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,3 +147,82 @@ class CpuMeter:
         finally:
             after = self._sample(job_pid)
             result.append(CpuUse(*(None if a is None or b is None else a - b for a, b in zip(after, before))))
+
+
+class JobBackends:
+    """The CPU of the PostgreSQL backends serving one job, on a server other clients share:
+    `with JobBackends(database_url, launcher_pid) as backends: ...`, then `backends.cpu_s`.
+
+    Every `interval_s` it finds the job's TCP connections (the sockets of the launcher and its
+    descendants, their local ports in /proc/net/tcp), asks `pg_stat_activity` which backends
+    serve those ports, and reads each one's CPU from /proc. A backend's CPU after its last
+    sample is not seen: a lower bound, short by at most one interval of each backend's work.
+    """
+
+    def __init__(self, database_url: str, launcher_pid: int, interval_s: float = 0.2):
+        self.database_url = database_url
+        self.launcher = launcher_pid
+        self.interval_s = interval_s
+        self._seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-backends", daemon=True)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self._seen.values())
+
+    def __enter__(self) -> JobBackends:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as connection:
+            while not self._stop.wait(self.interval_s):
+                ports = _client_ports(_descendants(self.launcher))
+                if not ports:
+                    continue
+                rows = connection.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s)", (sorted(ports),)).fetchall()
+                for (pid,) in rows:
+                    text = _read(f"/proc/{pid}/stat")
+                    if text is not None:
+                        self._seen[pid] = max(self._seen.get(pid, 0.0), process_times(text)[1])
+
+
+def _descendants(root: int) -> set[int]:
+    parents = {pid: parent for pid, (parent, _own, _reaped) in _processes().items()}
+    found, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, of in parents.items() if of == parent and pid not in found]
+        found.update(children)
+        frontier += children
+    return found
+
+
+def _client_ports(pids: set[int]) -> set[int]:
+    """Local TCP ports of the sockets these processes hold open."""
+    inodes = set()
+    for pid in pids:
+        try:
+            names = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for name in names:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{name}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in (_read(table) or "").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] in inodes:
+                ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports

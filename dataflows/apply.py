@@ -264,17 +264,18 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.recorded_offsets = resume
         return reports
 
-    def _timed_commit(self, part: list, resume: dict, batch_id: str) -> tuple[list, float, float]:
-        """Runs on the commit thread: (outcomes, seconds, committed at)."""
+    def _timed_commit(self, part: list, resume: dict, batch_id: str) -> tuple[list, float, float, list]:
+        """Runs on the commit thread: (outcomes, seconds, committed at, what its transactions wrote)."""
         if self._commit_failed:
             raise CommitAborted(f"batch {batch_id} not committed: an earlier batch failed")
         began = time.perf_counter()
+        written: list = []
         try:
-            outcomes = self.runtime.committer.commit(Batch(part, resume), batch_id)
+            outcomes = self.runtime.committer.commit(Batch(part, resume), batch_id, written)
         except BaseException:
             self._commit_failed = True  # its dependants, in later batches, must not commit
             raise
-        return outcomes, time.perf_counter() - began, time.time()
+        return outcomes, time.perf_counter() - began, time.time(), written
 
     def _collect(self, wait: bool = True) -> list[BatchReport]:
         """Collect the batches in flight, oldest first: all of them (`wait`), or those done."""
@@ -287,14 +288,14 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         """Wait for the oldest batch in flight; hand its outcomes to the after-commit thread."""
         batch = self.in_flight[0]
         with HEARTBEAT.waiting_on(COMMITTING):
-            outcomes, seconds, committed_at = batch.future.result()  # a failed commit stops the job here
+            outcomes, seconds, committed_at, written = batch.future.result()  # a failed commit stops the job here
         self.in_flight.popleft()
         self.runtime.limiter.committed(seconds)
         # Audit export, acks and metrics follow in order on another thread, overlapping the
         # next transaction; the offsets recorded meanwhile keep this batch re-readable.
         with HEARTBEAT.waiting_on(AFTER_COMMIT):  # blocks only while two batches wait for it
             self.runtime.after_commit.submit(
-                Committed(batch.batch_id, outcomes, batch.offsets, seconds, committed_at))
+                Committed(batch.batch_id, outcomes, batch.offsets, seconds, committed_at, written))
         log.info("batch committed", extra={"batch_id": batch.batch_id, "size": len(batch.part),
                                            "seconds": round(seconds, 4)})
         return [BatchReport(batch.batch_id, len(batch.part), seconds)]

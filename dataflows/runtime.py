@@ -138,7 +138,7 @@ class Runtime:
     def _follow_commit(self, committed: Committed) -> None:
         """Runs on the after-commit thread, one committed batch at a time."""
         outcomes = committed.outcomes
-        self.audit.export_outcomes(outcomes)  # before the acks: an ack never precedes its audit row
+        self.audit.export_committed(outcomes, committed.written)  # before the acks: an ack never precedes its audit row
         self.acks.send(outcomes)
         self.faults.hit("after_acks")
         self.stats.record(outcomes)

@@ -13,7 +13,7 @@ from psycopg import sql
 from schemas.registry import EntityType, Registry
 from schemas.values import SQL_TYPES
 
-SCHEMA_VERSION = 4  # 2: input_gaps, dlq_replays.source_*; 3: job_commits; 4: job_throttle
+SCHEMA_VERSION = 5  # 2: input_gaps, dlq_replays.source_*; 3: job_commits; 4: job_throttle; 5: no mutation_log_entity
 
 LEDGER_COLUMNS = (
     "mutation_id", "status", "reason", "entity_type", "entity_id", "version",
@@ -60,7 +60,10 @@ CREATE TABLE IF NOT EXISTS mutation_log (
     detail text,
     held_attributes jsonb
 );
-CREATE INDEX IF NOT EXISTS mutation_log_entity ON mutation_log (entity_type, entity_id);
+-- No index on (entity_type, entity_id): nothing the job or its commands runs looks ledger rows up
+-- by entity (`mutagg verify` reads a whole type: a sequential scan), and every ledger row paid for
+-- it (BENCHMARKS.md, "Audit from the batch (issue 22)"). Dropped where an earlier release made it.
+DROP INDEX IF EXISTS mutation_log_entity;
 CREATE INDEX IF NOT EXISTS mutation_log_decided_at ON mutation_log (decided_at);
 CREATE INDEX IF NOT EXISTS mutation_log_batch ON mutation_log (batch_id);
 CREATE TABLE IF NOT EXISTS conflicts (

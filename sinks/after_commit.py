@@ -19,9 +19,10 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from schemas.mutation import Rejection
+from sinks.decisions import Written
 from sinks.outcomes import Item, Outcome, Unmet
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,15 @@ Offsets = dict[tuple[str, int], int]
 
 @dataclass(slots=True)
 class Committed:
-    """One committed batch: its outcomes, the read positions it holds, when it committed."""
+    """One committed batch: its outcomes, the read positions it holds, when it committed, and
+    what its transactions wrote (several if it was split on a data error)."""
 
     batch_id: str
     outcomes: list[Outcome]
     offsets: Offsets
     seconds: float
     committed_at: float
+    written: list[Written] = field(default_factory=list)
 
 
 class AfterCommitFailed(RuntimeError):

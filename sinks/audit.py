@@ -10,10 +10,14 @@ a manual conflict makes the conflict's own file be rewritten too, so the
 ``conflicts`` data set shows each conflict's latest status. A batch of a closed
 day that `mutagg audit compact` merged already is not written again.
 
+In the job, `AuditExporter.export_committed` builds the files of the batches it saw
+commit from what their transactions wrote (sinks/audit_batch.py): the same files,
+without reading the rows back. `export_batches` reads them back: the repair path.
+
 Crash safety in the job: the export runs after the commit and before the acks.
 A crash in between is repaired on restart: replayed messages come back from the
-ledger with their original batch ids (re-exported here), and `catch_up` exports
-whatever batch of the last days has no file yet.
+ledger with their original batch ids (read back and re-exported here), and
+`catch_up` reads back whatever batch of the last days has no file yet.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from typing import TypeVar
 import psycopg
 
 from mutagg.retry import Backoff, Retry
+from sinks.audit_batch import written_parts
 from sinks.audit_rows import AuditPart, batches_between, expected_files, read_parts
 from sinks.audit_store import AuditError, AuditStore, part_name
 from sinks.database import connect, dropped_on_error
+from sinks.decisions import Written
 from sinks.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -120,7 +126,7 @@ def missing_batches(
 class AuditExporter:
     """The job's audit sink: owns a read connection and the store; bounded retries.
 
-    `export_outcomes(outcomes)` is the one call the apply step makes after a commit.
+    `export_committed(outcomes, written)` is the one call the job makes after a commit.
     An audit URI of "" disables the sink (every call returns []). `entity_types`: the
     registry's type names, the only ``entity_type`` partitions besides ``_invalid``.
     """
@@ -154,7 +160,34 @@ class AuditExporter:
             self._connection = None
 
     def export_outcomes(self, outcomes: Iterable[Outcome]) -> list[str]:
+        """Export the batches these outcomes call for, read back."""
         return self.export(batches_to_export(outcomes))
+
+    def export_committed(self, outcomes: Iterable[Outcome], written: Iterable[Written]) -> list[str]:
+        """Export the batches these outcomes call for: those with their transactions in
+        `written` (all of a batch's that committed) built from it, the others read back."""
+        outcomes = list(outcomes)
+        batches = batches_to_export(outcomes)
+        if self.store is None or not batches:
+            return []
+        wanted = set(batches)
+        # A batch with a message replayed from it committed in a transaction not (or not all) in
+        # `written` (e.g. a COMMIT whose answer was lost, then retried): it is read back.
+        replayed = {o.batch_id for o in outcomes if o.kind == "replayed"}
+        fresh = [w for w in written if w.batch_id in wanted and w.batch_id not in replayed]
+        store = self.store
+        paths: list[str] = []
+        if fresh:
+            began = time.perf_counter()
+            paths = self._retry(lambda: write_parts(
+                store, written_parts(self.connection, fresh, entity_types=self.entity_types)))
+            built = sorted({w.batch_id for w in fresh})
+            log.info(
+                "audit files written",
+                extra={"batch_id": built[0] if len(built) == 1 else None, "batches": len(built),
+                       "files": len(paths), "seconds": round(time.perf_counter() - began, 4), "from": "batch"},
+            )
+        return paths + self.export(wanted - {w.batch_id for w in fresh})
 
     def export(self, batch_ids: Iterable[str], progress: Callable[[int, int], None] | None = None) -> list[str]:
         """Export these batches (in chunks), retrying transient failures until the deadline."""

@@ -62,7 +62,7 @@ WHERE m.batch_id = ANY(%(batches)s)
 """,
 )
 # Sorted in Arrow (`table_parts`), not by the server: its sort of these wide rows cost more than the query.
-_LEDGER_ORDER = ("batch_id", "kafka_topic", "kafka_partition", "kafka_offset", "mutation_id")
+LEDGER_ORDER = ("batch_id", "kafka_topic", "kafka_partition", "kafka_offset", "mutation_id")
 
 _CONFLICT_EXPRESSIONS = {
     "incoming_values": "c.incoming_values::text", "server_values": "c.server_values::text",
@@ -176,10 +176,30 @@ def read_parts(
             cursor.execute(_RESOLVED_BATCHES, {"conflict_ids": resolved})
             conflict_batches.update(row[0] for row in cursor.fetchall())
         conflicts = _CONFLICTS.read(cursor, {"batches": sorted(conflict_batches), "entity_types": types})
-    return [
-        *table_parts(MUTATIONS, mutations, MUTATIONS_SCHEMA, "decided_at", _LEDGER_ORDER),
-        *table_parts(CONFLICTS, conflicts, CONFLICTS_SCHEMA, "detected_at", (ORDINAL.name,)),
-    ]
+    return [*ledger_parts(mutations), *conflict_parts(conflicts)]
+
+
+def read_conflict_parts(
+    connection: psycopg.Connection, batch_ids: Iterable[str], *, entity_types: Iterable[str]
+) -> list[AuditPart]:
+    """The ``conflicts`` files of the given batches alone, as the database holds them now."""
+    batches = sorted(set(batch_ids))
+    if not batches:
+        return []
+    with connection.transaction(), connection.cursor() as cursor:
+        conflicts = _CONFLICTS.read(cursor, {"batches": batches, "entity_types": sorted(set(entity_types))})
+    return conflict_parts(conflicts)
+
+
+def ledger_parts(mutations: pa.Table) -> list[AuditPart]:
+    """The ``mutations`` files of these rows (the schema's columns, then ``entity_type``)."""
+    return table_parts(MUTATIONS, mutations, MUTATIONS_SCHEMA, "decided_at", LEDGER_ORDER)
+
+
+def conflict_parts(conflicts: pa.Table, order: Sequence[str] = (ORDINAL.name,)) -> list[AuditPart]:
+    """The ``conflicts`` files of these rows (the schema's columns, ``entity_type`` and the
+    `order` columns), each file's rows in `order` (the server's: by conflict id)."""
+    return table_parts(CONFLICTS, conflicts, CONFLICTS_SCHEMA, "detected_at", order)
 
 
 _EXPECTED = f"""

@@ -52,6 +52,19 @@ class Rendered:
     conflicts: pl.DataFrame | None
 
 
+@dataclass(frozen=True)
+class Written:
+    """What one committed transaction wrote that the audit data sets show (sinks/audit_batch.py):
+    its ledger and conflict frames as COPYed but for the time, `now`, they were stamped with,
+    and the conflicts it closed (conflict id, resolving mutation id, the conflict's batch id)."""
+
+    batch_id: str
+    now: str
+    ledger: pl.DataFrame | None
+    conflicts: pl.DataFrame | None
+    closed: tuple[tuple[str, str, str], ...] = ()
+
+
 _RESOLVING = (Status.APPLIED, Status.CONFLICT)
 """Statuses with which a mutation carrying a resolution closes its conflicts."""
 
@@ -159,15 +172,19 @@ def write(
     plans: Mapping[str, entity_rows.TablePlan],
     now: str,
     on_copy: Callable[[], None],
+    written: list[Written] | None = None,
 ) -> list[Outcome]:
-    """Write everything `decisions` holds in the open transaction, stamped `now`; its outcomes."""
+    """Write everything `decisions` holds in the open transaction, stamped `now`; its outcomes.
+    What the audit shows of it is appended to `written` (valid once the transaction commits)."""
     frames = render(decisions, plans)
     for name, frame in frames.entities.items():
         entity_rows.upsert_frame(cursor, plans[name], frame, on_copy)
     ledger.revise(cursor, decisions.revised, decisions.batch_id)
     ledger.write_frames(cursor, frames.ledger, frames.conflicts, now)
     ledger.record_duplicates(cursor, decisions.duplicates, decisions.batch_id)
-    ledger.close_resolved(cursor, decisions.resolutions)
+    closed = ledger.close_resolved(cursor, decisions.resolutions)
+    if written is not None:
+        written.append(Written(decisions.batch_id, now, frames.ledger, frames.conflicts, tuple(closed)))
     return stamped(decisions.outcomes, now)
 
 

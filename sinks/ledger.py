@@ -225,16 +225,19 @@ def coordinates(source: Mutation | Rejection) -> tuple[str, int, int]:
     return source.raw.topic, source.raw.partition, source.raw.offset
 
 
-def close_resolved(cursor: psycopg.Cursor, resolutions: list[tuple[str, str]]) -> None:
-    """Mark OPEN conflicts MANUALLY_RESOLVED by the mutation that carries the resolution."""
+def close_resolved(cursor: psycopg.Cursor, resolutions: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """Mark OPEN conflicts MANUALLY_RESOLVED by the mutation that carries the resolution; those
+    closed, as (conflict id, resolving mutation id, the conflict's batch id)."""
     if not resolutions:
-        return
+        return []
     cursor.execute(
         "UPDATE conflicts c SET status = 'MANUALLY_RESOLVED', resolved_at = clock_timestamp(), "
         "resolved_by_mutation_id = u.m FROM unnest(%s::text[], %s::text[]) AS u(c, m) "
-        "WHERE c.conflict_id = u.c AND c.status = 'OPEN'",
+        "WHERE c.conflict_id = u.c AND c.status = 'OPEN' "
+        "RETURNING c.conflict_id, c.resolved_by_mutation_id, c.batch_id",
         tuple(map(list, zip(*resolutions))),
     )
+    return cursor.fetchall()
 
 
 def revise(cursor: psycopg.Cursor, mutation_ids: list[str], batch_id: str) -> None:

@@ -25,7 +25,7 @@ from schemas.mutation import Reason, Status
 from schemas.registry import Registry
 from sinks import entity_rows, fence, ledger
 from sinks.database import connect, dropped_on_error, retry_transient
-from sinks.decisions import BatchDecisions, decide_batch, wanted_entities
+from sinks.decisions import BatchDecisions, Written, decide_batch, wanted_entities
 from sinks.decisions import write as write_decisions
 from sinks.faults import NO_FAULTS, FaultInjector
 from sinks.gc_pause import collector_paused
@@ -114,11 +114,12 @@ class PostgresCommitter:
 
         return retry_transient(query, self.deadline_s, drop=self.drop_connection)
 
-    def commit(self, batch: Batch, batch_id: str) -> list[Outcome]:
+    def commit(self, batch: Batch, batch_id: str, written: list[Written] | None = None) -> list[Outcome]:
         """Commit `batch`; its outcomes. Raises `ServiceUnavailable` past the deadline and
-        `BatchFailed` for an error that is neither data nor transient (nothing committed)."""
+        `BatchFailed` for an error that is neither data nor transient (nothing committed).
+        Each transaction that commits appends what it wrote to `written` (for the audit)."""
         try:
-            return retry_transient(lambda: self._attempt(batch, batch_id), self.deadline_s)
+            return retry_transient(lambda: self._attempt(batch, batch_id, written), self.deadline_s)
         except BatchFailed as exc:
             log.error("batch failed: the job stops", exc_info=exc,
                       extra={"batch_id": exc.batch_id, "mutation_id": exc.mutation_id, "error": str(exc)})
@@ -127,27 +128,27 @@ class PostgresCommitter:
             raise  # reported as it is (e.g. ServiceUnavailable)
         except DATA_ERRORS as exc:
             if len(batch.items) == 1:
-                return self._quarantine(batch.items[0], batch_id, exc)
+                return self._quarantine(batch.items[0], batch_id, exc, written)
             middle = len(batch.items) // 2
             log.warning(
                 "batch failed for a data reason; splitting",
                 extra={"batch_id": batch_id, "size": len(batch.items), "error": str(exc)[:300]},
             )
-            first = self.commit(Batch(batch.items[:middle]), f"{batch_id}.1")
-            return first + self.commit(Batch(batch.items[middle:], batch.resume_offsets), f"{batch_id}.2")
+            first = self.commit(Batch(batch.items[:middle]), f"{batch_id}.1", written)
+            return first + self.commit(Batch(batch.items[middle:], batch.resume_offsets), f"{batch_id}.2", written)
         except Exception as exc:  # neither data nor transient: a bug, never quarantined as data
             failed = BatchFailed(batch_id, exc)
             log.error("batch failed: the job stops", exc_info=exc,
                       extra={"batch_id": batch_id, "error": str(failed)})
             raise failed from exc
 
-    def _attempt(self, batch: Batch, batch_id: str) -> list[Outcome]:
+    def _attempt(self, batch: Batch, batch_id: str, written: list[Written] | None) -> list[Outcome]:
         try:
             # A broken connection is replaced on the retry; the UniqueViolation turned into a
             # SerializationFailure below is outside, so it keeps its connection, as it should.
             with dropped_on_error(self.drop_connection):
                 with collector_paused():  # resumed after `_transaction` has let go of its working set
-                    outcomes = self._transaction(batch, batch_id)
+                    outcomes = self._transaction(batch, batch_id, written)
                 self.faults.hit("after_commit")
                 self.faults.hit("drop_after_commit")
             return outcomes
@@ -165,8 +166,9 @@ class PostgresCommitter:
             self._prepared = connection
         return self._plans
 
-    def _transaction(self, batch: Batch, batch_id: str) -> list[Outcome]:
+    def _transaction(self, batch: Batch, batch_id: str, written: list[Written] | None) -> list[Outcome]:
         connection = self.connection
+        wrote: list[Written] = []  # handed on only once the transaction has committed
         plans = self._prepare(connection)
         prepared = self.speculator.take(batch_id, batch.items) if self.speculator else None
         ids = decided_ids(batch.items)
@@ -185,7 +187,8 @@ class PostgresCommitter:
             if self.speculator:
                 xmin = str(int(xid) & 0xFFFFFFFF)  # `xmin` shows the low 32 bits of the id
                 self.speculator.publish(Base(batch_id, xmin, decisions.touched, frozenset(ids)))
-            outcomes = write_decisions(cursor, decisions, plans, datetime.now(UTC).isoformat(), self._mid_copy)
+            now = datetime.now(UTC).isoformat()
+            outcomes = write_decisions(cursor, decisions, plans, now, self._mid_copy, wrote)
             ledger.record_offsets(cursor, batch.resume_offsets, batch_id)
             mark = None if self.committed is None else self.committed.next(batch_id)
             if mark is not None:
@@ -193,6 +196,8 @@ class PostgresCommitter:
             self.faults.hit("before_commit")
         if mark is not None:
             self.committed = mark
+        if written is not None:
+            written += wrote
         return outcomes
 
     def _decide(
@@ -212,7 +217,9 @@ class PostgresCommitter:
     def _mid_copy(self) -> None:
         self.faults.hit("mid_copy")
 
-    def _quarantine(self, item: Item, batch_id: str, error: Exception) -> list[Outcome]:
+    def _quarantine(
+        self, item: Item, batch_id: str, error: Exception, written: list[Written] | None
+    ) -> list[Outcome]:
         """Record one mutation that fails on its own as FAILED, in a transaction of its own."""
         source = source_of(item)
         mutation_id = item_id(item)
@@ -226,7 +233,9 @@ class PostgresCommitter:
             getattr(source, "edge_node_id", None),
         )
         now = datetime.now(UTC).isoformat()
-        if mutation_id is None:
+        if mutation_id is None:  # nothing to record: the batch wrote nothing
+            if written is not None:
+                written.append(Written(batch_id, now, None, None))
             return [from_decision(source, decision, batch_id, now)]
         row = dict(zip(LEDGER_COLUMNS, ledger.ledger_row(decision, source, self.registry, batch_id, now)))
         row["detail"] = f"{type(error).__name__}: {error}"[:2000]
@@ -239,6 +248,8 @@ class PostgresCommitter:
                 if mutation_id in known:
                     return [from_ledger(source, known[mutation_id], "replayed", now)]
                 ledger.write(cursor, [tuple(row.values())], [])
+            if written is not None:
+                written.append(Written(batch_id, now, ledger.ledger_frame([tuple(row.values())]), None))
             return [from_decision(source, decision, batch_id, now)]
 
         return retry_transient(write, self.deadline_s, drop=self.drop_connection)

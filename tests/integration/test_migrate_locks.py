@@ -143,3 +143,14 @@ def test_a_schema_of_an_earlier_release_is_migrated_once_then_left_alone(setting
         ("customer_mutagg_foreign",)]
     _seconds, done = timed_migrate(settings)
     assert done == []
+
+
+def test_the_ledger_index_by_entity_of_an_earlier_release_is_dropped(settings):
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        connection.execute("CREATE INDEX mutation_log_entity ON mutation_log (entity_type, entity_id)")
+        connection.execute("UPDATE mutagg_schema SET version = 4")  # as schema version 4 left it
+    _seconds, done = timed_migrate(settings)
+    assert done == ["schema DDL re-applied (release or registry changed; no table or column added)"]
+    assert query(settings, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+                           "AND tablename = 'mutation_log' ORDER BY 1") == [
+        ("mutation_log_batch",), ("mutation_log_decided_at",), ("mutation_log_pkey",)]

@@ -53,7 +53,7 @@ class Committer:
     def announce(self, batch_id: str, items: list) -> None:
         self.announced.append(batch_id)
 
-    def commit(self, batch, batch_id: str) -> list[Outcome]:
+    def commit(self, batch, batch_id: str, written: list | None = None) -> list[Outcome]:
         number = len(self.batches) + 1
         self.batches.append((batch_id, [item_id(i) for i in batch.items], dict(batch.resume_offsets)))
         if number == self.block:

@@ -125,7 +125,7 @@ class Recording(PostgresCommitter):
         self.error_for = error_for
         self.quarantined: list[str] = []
 
-    def _attempt(self, batch: Batch, batch_id: str) -> list[Outcome]:
+    def _attempt(self, batch: Batch, batch_id: str, written=None) -> list[Outcome]:
         for item in batch.items:
             error = self.error_for(item.id)
             if error is not None:
@@ -133,7 +133,7 @@ class Recording(PostgresCommitter):
         return [Outcome(i, "decided", i.id, "APPLIED", None, "gadget", i.entity_id, 1, "n1", (), batch_id, "")
                 for i in batch.items]
 
-    def _quarantine(self, item, batch_id: str, error: Exception) -> list[Outcome]:
+    def _quarantine(self, item, batch_id: str, error: Exception, written=None) -> list[Outcome]:
         self.quarantined.append(item.id)
         return [Outcome(item, "decided", item.id, "FAILED", Reason.DATABASE_ERROR, "gadget", item.entity_id, None,
                         "n1", (), batch_id, "")]
