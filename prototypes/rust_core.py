@@ -34,7 +34,7 @@ from schemas.registry import Registry
 
 try:
     import mutagg_core
-except ImportError:  # not built: `pip install ./core` (README, "Rust core")
+except ImportError:  # not built: `make` (README, "The compiled core")
     mutagg_core = None
 
 AVAILABLE = mutagg_core is not None
@@ -65,7 +65,7 @@ class RustEngine:
     def __init__(self, registry: Registry, custom: Mapping[str, CustomStrategy],
                  dependency_timeout_ms: int = 600_000, max_bytes: int = 1 << 20):
         if mutagg_core is None:
-            raise RuntimeError("the Rust core is not built: pip install ./core")
+            raise RuntimeError("the Rust core is not built: run `make`")
         self.registry, self.custom, self.max_bytes = registry, custom, max_bytes
         types = [
             (t.name, t.criticality_bonus, t.delete_rule, t.foreign_priority,
