@@ -172,13 +172,13 @@ def documents(draw) -> RawMessage:
     return RawMessage("edge.mutations", 2, 41, key, value, draw(KAFKA_TIMES), draw(HEADERS))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(documents(), min_size=1, max_size=4))
 def test_generated_documents_decode_as_the_python_decoder(chunk):
     assert_same_chunk(chunk)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(prototype_chunks())
 def test_generated_chunks_decode_as_the_python_decoder(chunk):
     assert_same_chunk(chunk)
