@@ -44,16 +44,18 @@ def decode_chunk(
     `verifier`: the master key's, when one is configured (see `schemas.mutation.decode`)."""
     if not messages:  # a caught-up heartbeat
         return DecodedChunk(topic, partition, None, [], [], caught_up_ms or 0)
+    if type(messages) is not list:
+        messages = list(messages)
     results, refused = compiled.decoder(registry).decode(messages, max_bytes)
-    for index in refused:
-        results[index] = decode(messages[index], registry, max_bytes, verifier)
-    if verifier is not None:  # a message that names a node it is not signed by: UNAUTHENTICATED
+    if verifier is not None:  # one the core decoded names a node it is not signed by: the Python decoder words it
         for index, result in enumerate(results):
-            if type(result) is Mutation:
+            if result is not None:
                 message = messages[index]
                 if verifier.problem(result.edge_node_id, message.value, message.headers) is not None:
-                    results[index] = decode(message, registry, max_bytes, verifier)
-    if refused or verifier is not None:
+                    refused.append(index)
+    for index in refused:
+        results[index] = decode(messages[index], registry, max_bytes, verifier)
+    if refused:
         mutations: list[Mutation] = []
         rejections: list[Rejection] = []
         for result in results:
