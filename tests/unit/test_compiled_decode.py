@@ -34,8 +34,6 @@ from tests.unit.test_decide_prototypes import messages as prototype_chunks
 from tests.unit.test_decode import REGISTRY, VALID, json_values
 from tests.unit.test_decode_shortcuts import decimal_inputs, timestamps
 
-pytestmark = pytest.mark.skipif(compiled.mutagg_core is None, reason=compiled.MISSING)
-
 MASTER = b"correct horse battery staple"
 SIGNER, VERIFIER = Signer(MASTER), Verifier(MASTER)
 KAFKA_MS = 1_800_000_000_000  # 2027-01-15T08:00:00Z
