@@ -20,6 +20,7 @@ from mutagg.heartbeat import HEARTBEAT
 from mutagg.metrics import serve_job_metrics
 from mutagg.settings import Settings
 from mutagg.topics import ensure_output_topics, warn_unless_log_append_time
+from operators import compiled
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.errors import ConfigError, DatabaseBehind
 from schemas.registry import load_registry
@@ -63,6 +64,7 @@ def run(
     addresses: list[str] | None = None,
 ) -> RunStats:
     """Run until the input is drained (`until_idle`) or forever; return this process's counts."""
+    compiled.require()  # the compiled core decodes: without it, say `make` before anything starts
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
     created = ensure_output_topics(settings)
     if created:

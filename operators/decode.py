@@ -1,9 +1,14 @@
-"""Decode a chunk of raw Kafka records into mutations and rejections."""
+"""Decode a chunk of raw Kafka records into mutations and rejections: the compiled core
+(operators/compiled.py) builds the mutations it can; the Python decoder
+(`schemas.mutation.decode`) answers for every other message, one at a time (each rejection's
+wording and identity, headers beyond a signature, shapes the core leaves to it), and the
+signature of each message the core decoded is checked here, as the Python decoder does."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from operators import compiled
 from schemas.mutation import KAFKA_TIME_LIMIT_MS, Mutation, RawMessage, Rejection, decode
 from schemas.registry import Registry
 from schemas.signature import SIGNATURE_HEADER, Verifier, header_signature
@@ -39,12 +44,26 @@ def decode_chunk(
     `verifier`: the master key's, when one is configured (see `schemas.mutation.decode`)."""
     if not messages:  # a caught-up heartbeat
         return DecodedChunk(topic, partition, None, [], [], caught_up_ms or 0)
-    mutations: list[Mutation] = []
-    rejections: list[Rejection] = []
+    if type(messages) is not list:
+        messages = list(messages)
+    results, refused = compiled.decoder(registry).decode(messages, max_bytes)
+    if verifier is not None:  # one the core decoded names a node it is not signed by: the Python decoder words it
+        for index, result in enumerate(results):
+            if result is not None:
+                message = messages[index]
+                if verifier.problem(result.edge_node_id, message.value, message.headers) is not None:
+                    refused.append(index)
+    for index in refused:
+        results[index] = decode(messages[index], registry, max_bytes, verifier)
+    if refused:
+        mutations: list[Mutation] = []
+        rejections: list[Rejection] = []
+        for result in results:
+            (mutations if type(result) is Mutation else rejections).append(result)
+    else:
+        mutations, rejections = results, []
     unsigned = 0
     for message in messages:
-        result = decode(message, registry, max_bytes, verifier)
-        (mutations if isinstance(result, Mutation) else rejections).append(result)
         headers = message.headers  # an edge node's message: the signature is its first (only) header
         if not headers or (headers[0][1] if headers[0][0] == SIGNATURE_HEADER else header_signature(headers)) is None:
             unsigned += 1

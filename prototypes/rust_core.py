@@ -1,6 +1,6 @@
-"""The facade of the compiled core (crate `core/`, Python module `mutagg_core`): the one module
-that imports it. Plain values in (a chunk's `RawMessage`s), Polars frames out, the same
-frames `sinks/decisions.render` builds.
+"""The facade of the decide-step prototype in the compiled core (crate `core/`, Python
+module `mutagg_core`, which operators/compiled.py imports). Plain values in (a chunk's
+`RawMessage`s), Polars frames out, the same frames `sinks/decisions.render` builds.
 
 Fallbacks (the core says so, having changed nothing, and the chunk goes to the Python engine):
 - a message with headers (resolutions `mutagg-resolves`/`-sets`, DLQ replays);
@@ -27,15 +27,11 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
+from operators.compiled import mutagg_core  # imported there only (None: not built, run `make`)
 from operators.strategies import ConflictContext, CustomStrategy, Resolution
 from schemas.ddl import CONFLICT_COLUMNS, LEDGER_COLUMNS
 from schemas.mutation import Mutation, RawMessage, decode
 from schemas.registry import Registry
-
-try:
-    import mutagg_core
-except ImportError:  # not built: `pip install ./core` (README, "Rust core")
-    mutagg_core = None
 
 AVAILABLE = mutagg_core is not None
 
@@ -65,7 +61,7 @@ class RustEngine:
     def __init__(self, registry: Registry, custom: Mapping[str, CustomStrategy],
                  dependency_timeout_ms: int = 600_000, max_bytes: int = 1 << 20):
         if mutagg_core is None:
-            raise RuntimeError("the Rust core is not built: pip install ./core")
+            raise RuntimeError("the Rust core is not built: run `make`")
         self.registry, self.custom, self.max_bytes = registry, custom, max_bytes
         types = [
             (t.name, t.criticality_bonus, t.delete_rule, t.foreign_priority,

@@ -15,6 +15,10 @@ class ConfigError(MutaggError):
     """Settings are missing or invalid."""
 
 
+class CoreMissing(MutaggError):
+    """The compiled core (core/, Python module `mutagg_core`) is not installed: `make` builds it."""
+
+
 class ValidationError(MutaggError):
     """A message could not be accepted as a mutation."""
 

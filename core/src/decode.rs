@@ -73,6 +73,7 @@ pub struct Mutation {
     pub timestamp: Ts,
     pub priority: i64,
     pub dependencies: Vec<Rc<str>>,
+    pub tenant_id: Option<Rc<str>>,
     pub kafka_timestamp_ms: i64,
 }
 
@@ -95,6 +96,9 @@ const FIELDS: [&str; 10] = [
     "dependencies",
 ];
 pub const KAFKA_TIME_LIMIT_MS: i64 = 253_402_300_800_000;
+/// From here on, Python checks a timestamp against its Kafka timestamp through a float of
+/// seconds, off by microseconds: left to it (schemas/mutation.py `_YEAR_2100_MS`).
+const YEAR_2100_MS: i64 = 4_102_444_800_000;
 const MAX_FUTURE_SKEW_US: i64 = 366 * 86_400_000_000;
 
 fn invalid(code: &'static str) -> Refusal {
@@ -181,19 +185,20 @@ impl<'a> Members<'a> {
 }
 
 /// A string member read in place (no escapes), or its value parsed.
-fn parsed_str(raw: &RawValue) -> Json {
+fn parsed_str(raw: &RawValue) -> Result<Json, Refusal> {
     if !raw.get().starts_with('"') {
         return parsed(raw);
     }
     match serde_json::from_str::<&str>(raw.get()) {
-        Ok(text) => Json::String(text.to_owned()),
+        Ok(text) => Ok(Json::String(text.to_owned())),
         Err(_) => parsed(raw),
     }
 }
 
-/// A member's value parsed (small values: one field at a time).
-fn parsed(raw: &RawValue) -> Json {
-    serde_json::from_str(raw.get()).expect("checked as JSON already")
+/// A member's value parsed (small values: one field at a time). Skipping a member checked
+/// its syntax but not every string (a lone surrogate escape): those the Python decoder words.
+fn parsed(raw: &RawValue) -> Result<Json, Refusal> {
+    serde_json::from_str(raw.get()).map_err(|_| Refusal::Unsupported)
 }
 
 pub fn decode(
@@ -231,9 +236,9 @@ fn validate(
         if name != "attributes" {
             let raw = document.get(name).ok_or(invalid("MISSING_FIELD"))?;
             *slot = if matches!(name, "base_version" | "priority" | "dependencies") {
-                parsed(raw)
+                parsed(raw)?
             } else {
-                parsed_str(raw)
+                parsed_str(raw)?
             };
         } else if document.get(name).is_none() {
             return Err(invalid("MISSING_FIELD"));
@@ -244,8 +249,8 @@ fn validate(
         return Err(invalid("UNKNOWN_FIELD"));
     }
     let [id, node, type_name, entity_id, operation, _, base_version, timestamp, priority, dependencies] = &fields;
-    let attributes: Members =
-        serde_json::from_str(document.get("attributes").expect("checked").get()).expect("checked as JSON already");
+    let attributes: Members = serde_json::from_str(document.get("attributes").ok_or(Refusal::Unsupported)?.get())
+        .map_err(|_| Refusal::Unsupported)?;
     let id = string_field(id, 1, 128)?;
     let edge_node_id = string_field(node, 1, 128)?;
     let entity_id = string_field(entity_id, 1, 256)?;
@@ -272,6 +277,9 @@ fn validate(
     if timestamp.us < 0 {
         return Err(invalid("TIMESTAMP_OUT_OF_RANGE"));
     }
+    if timestamp_ms >= YEAR_2100_MS {
+        return Err(Refusal::Unsupported);
+    }
     if timestamp_ms > 0 {
         let broker_us = timestamp_ms * 1000;
         if timestamp.us - broker_us > MAX_FUTURE_SKEW_US {
@@ -284,11 +292,11 @@ fn validate(
             }; // DESIGN section 4 "Time"
         }
     }
-    match document.get("tenant_id").map(parsed) {
-        None | Some(Json::Null) => {}
-        Some(Json::String(s)) if !s.contains('\0') && chars_within(&s, 0, 256) => {}
+    let tenant_id = match document.get("tenant_id").map(parsed).transpose()? {
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) if !s.contains('\0') && chars_within(&s, 0, 256) => Some(Rc::from(s)),
         Some(_) => return Err(invalid("INVALID_FIELD")),
-    }
+    };
     let Json::Array(dependencies) = dependencies else {
         return Err(invalid("INVALID_FIELD"));
     };
@@ -318,7 +326,7 @@ fn validate(
             .get(name.as_ref())
             .ok_or(invalid("UNKNOWN_ATTRIBUTE"))?;
         let attribute = &entity_type.attributes[index];
-        let value = parsed_str(value);
+        let value = parsed_str(value)?;
         let value = if value.is_null() {
             None
         } else {
@@ -350,6 +358,7 @@ fn validate(
         timestamp,
         priority,
         dependencies: depends_on,
+        tenant_id,
         kafka_timestamp_ms: timestamp_ms,
     })
 }

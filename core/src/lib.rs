@@ -1,7 +1,9 @@
-//! mutagg_core: one partition's chunk of raw Kafka values decoded and decided in Rust, the
-//! results handed back as Arrow column buffers (prototype of issue 22; not wired into the job).
+//! mutagg_core: one partition's chunk of raw Kafka values decoded and decided in Rust.
 //!
-//! Imported by prototypes/rust_core.py only (the facade). Two calls per chunk:
+//! In the job: `Decoder` (objects.rs), the decode step, imported by operators/core.py only.
+//!
+//! The decide-step prototype of issue 22 (not wired into the job): `Core`, imported by
+//! prototypes/rust_core.py only, the results handed back as Arrow column buffers. Two calls per chunk:
 //! 1. `decode`: every value validated (DESIGN section 2); the indexes the Python decoder must
 //!    word (rejections: their DLQ message and readable identity) or judge (shapes this core
 //!    does not render) come back, each with this core's reason code where it has one.
@@ -13,6 +15,7 @@ mod chunk;
 mod columns;
 mod decide;
 mod decode;
+mod objects;
 mod values;
 
 use std::collections::HashMap as StdMap;
@@ -103,7 +106,48 @@ fn type_name(ty: AttrType) -> &'static str {
     }
 }
 
-type TypeSpec = (String, i64, String, i64, Vec<(String, String, String)>);
+pub(crate) type TypeSpec = (String, i64, String, i64, Vec<(String, String, String)>);
+
+/// The registry from its Python description (see `Core::new`).
+pub(crate) fn registry(types: Vec<TypeSpec>) -> PyResult<Registry> {
+    let mut registry = Registry {
+        types: vec![],
+        by_name: StdMap::new(),
+    };
+    for (name, criticality_bonus, delete_rule, foreign_priority, attributes) in types {
+        let mut entity_type = EntityType {
+            name: name.clone(),
+            criticality_bonus,
+            delete_rule,
+            foreign_priority,
+            attributes: vec![],
+            by_name: StdMap::new(),
+        };
+        for (attribute, ty, strategy) in attributes {
+            let ty = AttrType::parse(&ty).ok_or_else(|| PyValueError::new_err(format!("type {ty}")))?;
+            let kind = match strategy.as_str() {
+                "last_writer_wins" => Strategy::LastWriterWins,
+                "priority" => Strategy::Priority,
+                "server_wins" => Strategy::ServerWins,
+                "sum" => Strategy::Sum,
+                "manual" => Strategy::Manual,
+                _ => Strategy::Custom,
+            };
+            entity_type
+                .by_name
+                .insert(attribute.clone(), entity_type.attributes.len());
+            entity_type.attributes.push(Attribute {
+                name: attribute,
+                ty,
+                strategy: kind,
+                strategy_name: strategy,
+            });
+        }
+        registry.by_name.insert(name, registry.types.len());
+        registry.types.push(entity_type);
+    }
+    Ok(registry)
+}
 
 #[pymethods]
 impl Core {
@@ -113,42 +157,7 @@ impl Core {
     /// answers a custom strategy with "incoming" or "server".
     #[new]
     fn new(types: Vec<TypeSpec>, resolver: Py<PyAny>, max_bytes: usize, dependency_timeout_ms: i64) -> PyResult<Self> {
-        let mut registry = Registry {
-            types: vec![],
-            by_name: StdMap::new(),
-        };
-        for (name, criticality_bonus, delete_rule, foreign_priority, attributes) in types {
-            let mut entity_type = EntityType {
-                name: name.clone(),
-                criticality_bonus,
-                delete_rule,
-                foreign_priority,
-                attributes: vec![],
-                by_name: StdMap::new(),
-            };
-            for (attribute, ty, strategy) in attributes {
-                let ty = AttrType::parse(&ty).ok_or_else(|| PyValueError::new_err(format!("type {ty}")))?;
-                let kind = match strategy.as_str() {
-                    "last_writer_wins" => Strategy::LastWriterWins,
-                    "priority" => Strategy::Priority,
-                    "server_wins" => Strategy::ServerWins,
-                    "sum" => Strategy::Sum,
-                    "manual" => Strategy::Manual,
-                    _ => Strategy::Custom,
-                };
-                entity_type
-                    .by_name
-                    .insert(attribute.clone(), entity_type.attributes.len());
-                entity_type.attributes.push(Attribute {
-                    name: attribute,
-                    ty,
-                    strategy: kind,
-                    strategy_name: strategy,
-                });
-            }
-            registry.by_name.insert(name, registry.types.len());
-            registry.types.push(entity_type);
-        }
+        let registry = registry(types)?;
         let states = registry.types.iter().map(|_| HashMap::default()).collect();
         Ok(Core {
             registry,
@@ -268,5 +277,6 @@ impl Core {
 #[pymodule]
 fn mutagg_core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Core>()?;
+    module.add_class::<objects::Decoder>()?;
     Ok(())
 }

@@ -241,7 +241,7 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
     let doe = z - era * 146_097;
@@ -266,7 +266,7 @@ pub fn valid_date(y: i64, m: i64, d: i64) -> bool {
         && d <= DAYS[(m - 1) as usize] + i64::from(m == 2 && leap(y))
 }
 
-fn number(bytes: &[u8]) -> i64 {
+pub(crate) fn number(bytes: &[u8]) -> i64 {
     bytes.iter().fold(0, |n, b| n * 10 + (b - b'0') as i64)
 }
 
@@ -435,6 +435,10 @@ pub fn coerce(ty: AttrType, value: &Json) -> Result<Value, Refusal> {
             _ => Err(INVALID),
         },
         AttrType::Float => match value {
+            // `-0` reads as -0.0 here, as the integer 0 in Python (so 0.0): left to it.
+            Json::Number(n) if n.as_f64() == Some(0.0) && n.as_f64().is_some_and(f64::is_sign_negative) => {
+                Err(Refusal::Unsupported)
+            }
             Json::Number(n) => Ok(Value::Float(n.as_f64().ok_or(INVALID)?)),
             _ => Err(INVALID),
         },

@@ -2,7 +2,7 @@
 engine: the same ledger, conflict and entity rows and acknowledgements, chunk by chunk, on a
 small generated workload and on hand-made messages covering every validation reason code.
 
-The Rust core is tested when built (`pip install ./core`, which needs cargo; see
+The Rust core is tested when built (`make` builds it, with cargo; see
 BENCHMARKS.md "Decide-step prototypes (issue 22)"); otherwise its tests are skipped."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from schemas.registry import load_registry
 
 REGISTRY = load_registry(DEFAULT_REGISTRY, custom_strategies=CUSTOM_STRATEGIES)
 needs_core = pytest.mark.skipif(
-    not rust_core.AVAILABLE, reason="the Rust core (core/) is not built: `pip install ./core` (needs cargo)"
+    not rust_core.AVAILABLE, reason="the Rust core (core/) is not built: run `make` (needs cargo)"
 )
 KAFKA_MS = 1_764_144_000_000  # 2025-11-26T08:00:00Z
 

@@ -24,6 +24,7 @@ RUNTIME = REPO / "requirements" / "runtime.txt"
 DEV = REPO / "requirements" / "dev.txt"
 PIP = REPO / "requirements" / "pip.txt"
 LOCK_TOOL = REPO / "requirements" / "uv.txt"
+CORE_BUILD = REPO / "requirements" / "maturin.txt"
 # Linux x86_64 CPython: CI's machine and the image; 3.11 and 3.12 are what the Makefile accepts.
 TARGETS = {
     version: {"python_version": version, "python_full_version": f"{version}.0", "sys_platform": "linux",
@@ -75,7 +76,7 @@ def locked(pins: list[Pin], name: str, environment: dict[str, str]) -> list[Pin]
     return [pin for pin in pins if pin.name == canonicalize_name(name) and pin.applies(environment)]
 
 
-@pytest.mark.parametrize("path", [RUNTIME, DEV, PIP, LOCK_TOOL], ids=lambda path: path.name)
+@pytest.mark.parametrize("path", [RUNTIME, DEV, PIP, LOCK_TOOL, CORE_BUILD], ids=lambda path: path.name)
 def test_every_pin_is_exact_and_hashed(path):
     pins = read_lock(path)
     assert pins
@@ -149,3 +150,20 @@ def test_the_venv_ci_tests_in_is_installed_from_the_lock():
                                                             ["$(PIP_LOCKED)", "-r", "$(LOCK)"]]
     assert all("--no-deps" in line for line in installs[2:])  # the project itself, nothing resolved
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_core_is_built_by_its_locked_tool_and_kept_in_the_venv():
+    """core/pyproject.toml's build tool is pinned in maturin.txt; the venv gets the core's wheel
+    (rebuilt when core/ changes), and the step that drops what the lock does not name spares it."""
+    core = tomllib.loads((REPO / "core" / "pyproject.toml").read_text())
+    pins = read_lock(CORE_BUILD)
+    for text in core["build-system"]["requires"]:
+        (pin,) = locked(pins, Requirement(text).name, TARGETS["3.11"])
+        assert Requirement(text).specifier.contains(pin.version), f"maturin.txt pins {pin}: run `make lock`"
+    makefile = (REPO / "Makefile").read_text()
+    (prerequisites,) = re.findall(r"^\$\(STAMP\):(.*)$", makefile, re.MULTILINE)
+    assert {"$(CORE_BUILD_LOCK)", "$(CORE_SOURCES)", "core/wheel.sh"} <= set(prerequisites.split())
+    (recipe,) = re.findall(r"^\$\(STAMP\):.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    (uninstall,) = [line for line in recipe.splitlines() if "pip uninstall" in line]
+    assert "-e mutagg-core" in uninstall
+    assert recipe.index("core/wheel.sh") > recipe.index("pip uninstall")
