@@ -42,7 +42,7 @@ GROUPS = (
     ("prepare", "frames", r"sinks/(entity_rows|ledger|outcomes)\.py"),
     ("prepare", "SQL (reads)", r"psycopg"),
     ("dataflow", "source", r"sources/kafka\.py"),
-    ("dataflow", "decode", r"operators/decode\.py|schemas/|core"),
+    ("dataflow", "decode", r"operators/decode\.py|schemas/|\(core/|mutagg_core"),
     ("dataflow", "sequencer", r"operators/sequencer\.py"),
     ("dataflow", "apply", r"dataflows/apply\.py"),
 )
@@ -66,13 +66,19 @@ def thread_of(name: str) -> str:
     return name or "unnamed"
 
 
+WAITS = re.compile(r"^(Connection\.wait|\w*Selector\.select|Condition\.wait|Event\.wait|Thread\.join|"
+                   r"\w*\.flush|\w*\.poll|\w*\.consume|sleep|_wait_for_tstate_lock) \(")
+"""Leaf frames that block in C (a socket, a lock): py-spy sees such a thread as active when
+it has just been woken or the machine is busy; counted apart as "waiting"."""
+
+
 def group_of(thread: str, frames: list[str]) -> str:
+    if frames and WAITS.search(frames[-1]):
+        return "waiting"
     stack = ";".join(frames)
     for owner, name, pattern in GROUPS:
         if owner in (thread, "*") and re.search(pattern, stack):
             return name
-    if frames and re.search(r"^(wait|_wait_for_tstate_lock|select|poll) \(", frames[-1]):
-        return "waiting"
     return "rest"
 
 
@@ -97,19 +103,23 @@ def summarise(path: Path) -> tuple[Counter, dict[str, Counter], Counter]:
     return threads, groups, leaves
 
 
-def print_summary(path: Path, mutations: int, rate: int, top: int = 25) -> None:
-    """Samples as a share of all and as microseconds per mutation (samples / rate / mutations)."""
+def print_summary(path: Path, top: int = 25) -> None:
+    """Samples per thread and group: as a share of all samples, and of the busy ones (all but
+    "waiting" and "start-up"), which the job's measured CPU per mutation can be split by."""
     threads, groups, leaves = summarise(path)
     total = sum(threads.values()) or 1
+    busy = total - sum(g.get("waiting", 0) + g.get("start-up", 0) for g in groups.values()) or 1
 
-    def figures(count: int) -> str:
-        return f"{count:8,} {100 * count / total:5.1f} % {count / rate / mutations * 1e6:6.1f} us/mutation"
+    def figures(count: int, idle: bool = False) -> str:
+        share = "" if idle else f"{100 * count / busy:5.1f} % of busy"
+        return f"{count:8,} {100 * count / total:5.1f} %  {share}"
 
-    print(f"== {path.name}: {total:,} samples at {rate}/s, {mutations:,} mutations")
+    print(f"== {path.name}: {total:,} samples, {busy:,} busy")
     for thread, samples in threads.most_common():
-        print(f"{thread:>14}: {'':<14}{figures(samples)}")
+        idle = groups[thread].get("waiting", 0) + groups[thread].get("start-up", 0)
+        print(f"{thread:>14}: {'':<14}{figures(samples - idle)} (+{idle:,} waiting or starting)")
         for group, count in groups[thread].most_common():
-            print(f"{'':>16}{group:<14}{figures(count)}")
+            print(f"{'':>16}{group:<14}{figures(count, group in ('waiting', 'start-up'))}")
     print(f"top {top} leaf functions (own samples):")
     for (thread, frame), count in leaves.most_common(top):
         print(f"  {figures(count)} [{thread}] {frame}")
@@ -127,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.summarise:
         for raw in args.summarise:
-            print_summary(Path(raw), args.mutations, args.rate)
+            print_summary(Path(raw))
         return 0
     return record(args)
 
@@ -167,7 +177,7 @@ def record(args) -> int:
                 raise RuntimeError(f"mutagg run failed ({run.returncode}):\n{run.stderr_tail}")
             print(f"{mode}: {args.mutations:,} mutations in {run.seconds:.1f}s under py-spy "
                   f"({args.mutations / run.seconds:,.0f}/s, py-spy's overhead included)", flush=True)
-            print_summary(raw, args.mutations, args.rate)
+            print_summary(raw)
     finally:
         workspace.close()
         if not args.keep_raw:
