@@ -22,6 +22,7 @@ from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from wsgiref.simple_server import WSGIServer
 
 import psycopg
@@ -32,7 +33,7 @@ from mutagg.heartbeat import HEARTBEAT
 from mutagg.refresher import StateRefresher
 from mutagg.settings import Settings
 from operators.throttle import REASONS as THROTTLE_REASONS
-from schemas.mutation import Mutation, Reason, Rejection, Status
+from schemas.mutation import Reason, Rejection, Status
 from sinks.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -214,30 +215,44 @@ class JobMetrics:
         self.batch_duration.observe(batch_seconds)
         self.note_commit(committed_at)
         # Counted per batch, then added once per label set: per-outcome `labels()` calls cost
-        # as much as a tenth of the job's time.
-        by_kind: Tally = Tally()
+        # as much as a tenth of the job's time; one lean pass, no call per outcome.
+        by_kind: Tally = Tally(map(_KIND, outcomes))  # counted in C
         by_reason: Tally = Tally()
-        by_status: Tally = Tally()
+        statuses: list[tuple[str, str]] = []
         reused = 0
         new_conflicts: list[str] = []
-        latencies: dict[tuple[str, str], list[float]] = defaultdict(list)
+        latencies: dict[tuple[str, str], list[float]] = defaultdict(list)  # (since, entity) -> seconds
+        known = self.entity_types
         for outcome in outcomes:
-            by_kind[outcome.kind] += 1
-            if outcome.kind == "replayed":
+            kind = outcome.kind
+            if kind == "replayed":
                 continue  # decided (and counted) by an earlier run: its DLQ record is a repeat
-            if isinstance(outcome.source, Rejection):
-                by_reason[outcome.source.code] += 1
-                if outcome.source.code == Reason.UNAUTHENTICATED:
+            source = outcome.source
+            rejected = isinstance(source, Rejection)
+            if rejected:
+                by_reason[source.code] += 1
+                if source.code == Reason.UNAUTHENTICATED:
                     continue  # a forgery is no mutation (DESIGN section 2): only the DLQ counts it
             if outcome.reused:
                 reused += 1
-            entity = self.entity_label(outcome.entity_type)
-            by_status[(entity, "DUPLICATE" if outcome.kind == "duplicate" else outcome.status)] += 1
-            if outcome.kind != "decided":
+            entity = outcome.entity_type
+            if entity not in known:
+                entity = OTHER
+            statuses.append((entity, "DUPLICATE" if kind == "duplicate" else outcome.status))
+            if kind != "decided":
                 continue
-            new_conflicts.extend(outcome.conflict_ids)
-            for since, seconds in _latencies(outcome.source, committed_at):
-                latencies[(since, entity)].append(seconds)
+            if outcome.conflict_ids:
+                new_conflicts.extend(outcome.conflict_ids)
+            if rejected:
+                kafka_ms = source.raw.timestamp_ms
+            else:
+                seconds = committed_at - source.timestamp.timestamp()
+                latencies[("edge", entity)].append(seconds if seconds > 0.0 else 0.0)  # clocks disagree: 0
+                kafka_ms = source.kafka_timestamp_ms
+            if kafka_ms is not None and kafka_ms >= 0:
+                seconds = committed_at - kafka_ms / 1000
+                latencies[("kafka", entity)].append(seconds if seconds > 0.0 else 0.0)
+        by_status: Tally = Tally(statuses)  # counted in C
         breakdown: list[tuple[str, str, str, int]] = []
         if new_conflicts and connection is not None:
             try:
@@ -295,16 +310,7 @@ def observe_many(child: Histogram, values: list[float]) -> None:
     child._sum.inc(sum(values))
 
 
-def _latencies(source: Mutation | Rejection, committed_at: float) -> list[tuple[str, float]]:
-    found = []
-    if isinstance(source, Mutation):
-        found.append(("edge", committed_at - source.timestamp.timestamp()))
-        kafka_ms = source.kafka_timestamp_ms
-    else:
-        kafka_ms = source.raw.timestamp_ms
-    if kafka_ms is not None and kafka_ms >= 0:
-        found.append(("kafka", committed_at - kafka_ms / 1000))
-    return [(since, max(0.0, seconds)) for since, seconds in found]  # clocks disagree: clamp
+_KIND = attrgetter("kind")
 
 
 def conflict_breakdown(connection: psycopg.Connection, conflict_ids: list[str]) -> list[tuple[str, str, str, int]]:

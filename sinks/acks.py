@@ -73,6 +73,7 @@ class AckProducer:
                 "message.max.bytes": 8 * 1024 * 1024,
                 # Failed deliveries only: a report per delivered ack cost ~1 us of Python each.
                 "delivery.report.only.error": True,
+                "on_delivery": self._on_delivery,  # every record's, acks and DLQ alike
             }
         )
         self._errors: list[KafkaError] = []
@@ -86,24 +87,30 @@ class AckProducer:
 
     def send(self, outcomes: Iterable[Outcome]) -> int:
         """Produce every ack and DLQ record for `outcomes`; return how many were sent."""
+        produce, status_topic = self._producer.produce, self.status_topic
         sent = 0
         for outcome in outcomes:
-            if isinstance(outcome.source, Rejection):
-                self._produce(
-                    self.dlq_topic, outcome.source.raw.key, outcome.source.raw.value,
-                    dlq_headers(outcome.source),
-                )
+            source = outcome.source
+            if isinstance(source, Rejection):
+                raw = source.raw
+                self._produce(self.dlq_topic, raw.key, raw.value, dlq_headers(source))
                 sent += 1
-            if outcome.edge_node_id is not None and outcome.mutation_id is not None:
-                self._produce(self.status_topic, outcome.edge_node_id.encode(), ack_value(outcome), None)
-                sent += 1
+            node = outcome.edge_node_id
+            if node is None or outcome.mutation_id is None:
+                continue
+            key, value = node.encode(), ack_value(outcome)
+            try:  # positional, the delivery callback set once on the producer: ~0.5 us less per ack
+                produce(status_topic, value, key)
+            except BufferError:
+                self._produce(status_topic, key, value, None)
+            sent += 1
         self.flush()
         return sent
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers) -> None:
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value=value, key=key, headers=headers)
                 return
             except BufferError:
                 self._producer.poll(0.1)
