@@ -87,6 +87,13 @@ def _id_and_time(item: Copy) -> tuple[str | None, int]:
     return item.mutation_id, item.raw.timestamp_ms
 
 
+def _position(item: Copy) -> tuple[str, int, int]:
+    if type(item) is Mutation:
+        return item.topic, item.partition, item.offset
+    raw = item.raw
+    return raw.topic, raw.partition, raw.offset
+
+
 def _offset(item: Copy) -> int:
     return item.offset if type(item) is Mutation else item.raw.offset
 
@@ -390,9 +397,11 @@ class Sequencer:
             if mutation_id is not None:
                 firsts.add(mutation_id)
             (mutations if type(item) is Mutation else rejections).append(item)
-        self.waiting = mutations + self.waiting
-        self.rejections = rejections + self.rejections
-        self.copies = copies + self.copies
+        # Back in log order: they were released in decision order, where a rejection may precede
+        # its entity predecessor (put back so, a dependency on that predecessor would look a cycle).
+        self.waiting = sorted(mutations + self.waiting, key=_position)
+        self.rejections = sorted(rejections + self.rejections, key=_position)
+        self.copies = sorted(copies + self.copies, key=_position)
 
     def retract(self, firsts: list[Copy], copies: list[Copy]) -> None:
         """Take back what was handed to a commit that did not happen (released `firsts`, in

@@ -280,3 +280,17 @@ def test_a_dlq_resubmission_whose_id_the_ledger_holds_is_decided_anew_not_as_a_c
     sequencer.learn_decided({"a": 0})
     assert sequencer.waiting == [resubmitted] and sequencer.copies == []
     assert verdicts(sequencer.release()) == {}  # it still waits for "d"
+
+
+def test_what_is_held_back_is_decided_again_as_before():
+    """A rejection may be released ahead of its entity predecessor; held back (a stop, or a
+    shard's batch that lost an id) and released again, it must not look like a cycle with it."""
+    log = [mutation("m5", "a", ["ghost"], offset=0), mutation("m7", "a", offset=1),
+           mutation("m13", "a", ["ghost", "m7"], offset=2)]
+    sequencer = Sequencer(dependency_timeout_ms=10)
+    sequencer.add(log)
+    first = sequencer.release(at_end_of_input=True)
+    assert [m.id for m in first.order] == ["m5", "m13", "m7"]
+    sequencer.hold(first.order)
+    again = sequencer.release(at_end_of_input=True)
+    assert [(m.id, r) for m, r in again.rejected] == [(m.id, r) for m, r in first.rejected]
