@@ -1,0 +1,285 @@
+"""Partitioned commit (issue 22): each shard of the input partitions sequences, decides and
+commits its own mutations in its own transactions, and the verdicts are those of one
+Sequencer over every partition (DESIGN section 4, "Dependencies order commits",
+"Duplicates"). Pure: `SharedTables` is the in-memory reference of what the database holds.
+
+Tables, each written only inside a shard's own transactions (batch or heartbeat):
+  * `mutation_log` (the ledger, as today), plus the earliest Kafka timestamp of the id's
+    committed copies (a duplicate read in another partition may be earlier).
+  * `shard_held (shard, mutation_id, kafka_timestamp, dependencies, topic, partition,
+    offset, entity, kind)`: everything the shard has read and not committed, as of the
+    moment the batch was formed (`kind`: first copy, invalid first copy, later copy).
+  * `shard_marks (shard, topic, partition, event_time, ended)`: the event time each of its
+    partitions had shown at that same moment; `ended` once it read its whole input.
+  * `dependency_cycles (mutation_id, topic, partition)`: members of a cycle found by any
+    shard (read below why).
+A batch's transaction writes its ledger rows, the held set and marks as of the flush that
+formed it (so an id read before that flush is, in every snapshot, held or in the ledger,
+never neither) and the cycles found by that flush. A shard with nothing to commit writes a
+heartbeat (held set and marks only) now and then, so the others' timeouts advance.
+
+The read: at each flush, one REPEATABLE READ transaction (`SharedTables.read`) returns the
+other shards' held sets and marks, the cycle rows, and the ledger rows of the ids this
+shard asks about (dependencies it does not know, `Sequencer.unknown_dependencies`) and of
+the dependencies of what the others hold. Then `ShardSequencer.flush` releases with
+`Others` (`Sequencer.release(others=...)`):
+  * satisfied: a dependency d is satisfied iff a copy of d, here, in the ledger or held by
+    any shard, is stamped <= M's Kafka timestamp + the timeout (a late d never satisfies).
+  * ordered: M goes only once d is decided here (same or earlier batch of this shard) or its
+    ledger row is committed; d held by another shard keeps M waiting.
+  * MISSING_DEPENDENCY: only once every partition of every shard shows event time past M's
+    limit (a shard that never published holds it back; an ended shard's partitions count as
+    past everything), or every shard has ended; and never while M could be on a cycle:
+    the wait graph holds this shard's queues and the others' held items, so a dependency
+    that may still come makes M open however many shards the path crosses.
+  * DEPENDENCY_CYCLE: a closed cycle in that graph. The shard rejects its own members and
+    publishes the others' in the same transaction (no later: once a member is committed it
+    leaves the held sets, and no graph can show the cycle again, so without these rows the
+    others would apply a member the oracle rejects). A shard rejects each of its waiting
+    items found in `dependency_cycles` before anything else.
+  * copies of an id in one partition stay local, as today. An id reused in another
+    partition: the first copy committed wins (the ledger's primary key); a batch whose first
+    copy of an id lost is not committed (`lost`: rolled back, the id learned as decided, its
+    copy set aside, the whole batch sequenced again), so no verdict rests on a losing copy.
+
+Why it cannot deadlock: what one shard waits for is a commit by another (a dependency), an
+event time (a timeout), or a published cycle. Every shard that keeps flushing and
+publishing (or has ended) makes the union of views converge to the single Sequencer's
+state over all partitions, which always releases or rejects something while anything
+waits at the end of input; each such step is one commit that the others learn at their
+next read (tests/unit/test_shard_sequencing.py runs it to the end under any interleaving).
+
+PostgreSQL's cost per batch: the ledger rows as today; the held rows of items that wait
+across a flush (in the steady state few: an item read and committed in one flush is never
+held) written as a delta (insert what newly waits, delete what this batch commits); one
+mark row per partition of the shard; and one read per flush of the others' rows and of the
+ledger rows asked about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from operators.sequencer import NOT_SHOWN, Copy, PartitionKey, Sequencer
+from schemas.mutation import Mutation, Rejection
+
+PAST_ALL = 1 << 62
+"""Event time of the partitions of shards that have ended: past every limit."""
+FIRST, INVALID, COPY = "first", "invalid", "copy"
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One row of `shard_held`."""
+
+    mutation_id: str
+    kafka_timestamp_ms: int
+    dependencies: tuple[str, ...]
+    topic: str
+    partition: int
+    offset: int
+    entity: tuple[str, str] | None
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """A shard's rows in `shard_held` and `shard_marks`, replaced by each of its transactions."""
+
+    marks: Mapping[PartitionKey, int]
+    held: tuple[Held, ...]
+    ended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One consistent read of the shared tables."""
+
+    publications: Mapping[str, Publication]
+    decided: Mapping[str, int]
+    """Ledger rows of the ids asked about: id -> earliest Kafka timestamp of its committed copies."""
+    cycles: frozenset[tuple[str, PartitionKey]]
+
+
+def _held(item: Copy, kind: str) -> Held | None:
+    if type(item) is Mutation:
+        return Held(item.id, item.kafka_timestamp_ms, item.dependencies if kind == FIRST else (), item.topic,
+                    item.partition, item.offset, item.entity_key, kind)
+    if item.mutation_id is None:
+        return None  # no id: it only goes to the DLQ, nobody can depend on it
+    raw = item.raw
+    return Held(item.mutation_id, raw.timestamp_ms, (), raw.topic, raw.partition, raw.offset, None,
+                INVALID if kind == FIRST else kind)
+
+
+class Others:
+    """What one shard learns of the others from a `View` (`OtherShards` of operators/sequencer.py)."""
+
+    def __init__(self, view: View, shard: str, assignment: Mapping[str, Iterable[PartitionKey]]):
+        self.times: dict[str, int] = {}
+        self.nodes: dict[str, Held] = {}
+        self.previous: dict[str, str] = {}
+        self.cycles = view.cycles
+        marks: list[int] = []
+        self.ended = True
+        for other, partitions in assignment.items():
+            if other == shard:
+                continue
+            publication = view.publications.get(other)
+            if publication is None or not publication.ended:
+                self.ended = False
+                shown = publication.marks if publication is not None else {}
+                marks += [shown.get(p, NOT_SHOWN) for p in partitions]
+            if publication is not None:
+                self._take(publication.held)
+        self.watermark_ms = min(marks, default=PAST_ALL)
+
+    def _take(self, held: tuple[Held, ...]) -> None:
+        times, nodes, last = self.times, self.nodes, {}
+        for item in sorted(held, key=lambda h: (h.topic, h.partition, h.offset)):
+            known = times.get(item.mutation_id)
+            if known is None or item.kafka_timestamp_ms < known:
+                times[item.mutation_id] = item.kafka_timestamp_ms
+            if item.kind == COPY or item.mutation_id in nodes:
+                continue  # an id held as a first copy by two shards: the ledger will take one
+            nodes[item.mutation_id] = item
+            if item.kind == FIRST:
+                entity = (item.topic, item.partition, item.entity)
+                if entity in last:
+                    self.previous[item.mutation_id] = last[entity]
+                last[entity] = item.mutation_id
+
+    def time(self, mutation_id: str) -> int | None:
+        return self.times.get(mutation_id)
+
+
+@dataclass
+class Batch:
+    """One transaction of a shard: `firsts` (item, verdict: None = to decide, else a reason
+    code) in commit order, then `copies`, the cycle members found, and the publication."""
+
+    firsts: list[tuple[Copy, str | None]]
+    copies: list[Copy]
+    cycles: set[tuple[str, PartitionKey]]
+    publication: Publication
+
+
+@dataclass
+class ShardSequencer:
+    """A Sequencer over one shard's partitions, and what the shard publishes."""
+
+    shard: str
+    assignment: Mapping[str, frozenset[PartitionKey]]
+    dependency_timeout_ms: int
+    ended: bool = False
+    in_flight: Batch | None = None
+    sequencer: Sequencer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sequencer = Sequencer(dependency_timeout_ms=self.dependency_timeout_ms,
+                                   partitions=frozenset(self.assignment[self.shard]))
+
+    def wanted(self) -> set[str]:
+        """Ids to ask the ledger about in the next read."""
+        return self.sequencer.unknown_dependencies()
+
+    def flush(self, view: View, node_budget: int | None = None) -> Batch:
+        """Release what may go now, given `view` (read after the last chunk was admitted)."""
+        sequencer = self.sequencer
+        sequencer.learn_decided(view.decided)
+        release = sequencer.release(self.ended, node_budget, Others(view, self.shard, self.assignment))
+        reasons = {m.id: reason for m, reason in release.rejected}
+        firsts = [(r, r.code) for r in release.invalid] + [(m, reasons.get(m.id)) for m in release.order]
+        sequencer.mark_decided(filter(None, (_held_id(item) for item, _ in firsts)))
+        batch = Batch(firsts, release.copies, set(release.cycles), self.publication())
+        self.in_flight = batch
+        return batch
+
+    def publication(self) -> Publication:
+        """What this shard holds uncommitted now, and its partitions' event time."""
+        sequencer = self.sequencer
+        rows = [
+            *((item, FIRST) for item in sequencer.waiting), *((item, FIRST) for item in sequencer.rejections),
+            *((item, COPY) for item in sequencer.copies),
+        ]
+        if self.in_flight is not None:
+            rows += [(item, FIRST) for item, _ in self.in_flight.firsts]
+            rows += [(item, COPY) for item in self.in_flight.copies]
+        held = tuple(h for h in (_held(item, kind) for item, kind in rows) if h is not None)
+        return Publication(dict(sequencer.partition_marks), held, self.ended)
+
+    def committed(self) -> None:
+        self.in_flight = None
+
+    def lost(self, decided: Mapping[str, int]) -> None:
+        """The batch in flight was not committed: ids in it that another shard committed first
+        (`decided`, with the ledger's timestamps). All of it is sequenced again."""
+        batch, self.in_flight = self.in_flight, None
+        self.sequencer.retract([item for item, _ in batch.firsts], batch.copies)
+        self.sequencer.learn_decided(decided)
+
+
+def _held_id(item: Copy) -> str | None:
+    return item.id if type(item) is Mutation else item.mutation_id
+
+
+@dataclass
+class SharedTables:
+    """The database's part, in memory: the reference a SQL version must equal."""
+
+    ledger: dict[str, int] = field(default_factory=dict)
+    """mutation_log: id -> earliest Kafka timestamp of its committed copies."""
+    winners: dict[str, Copy] = field(default_factory=dict)
+    duplicates: list[tuple[Copy, bool]] = field(default_factory=list)
+    """mutation_duplicates: (copy, content differs: read in another partition than its first copy)."""
+    dead_letters: list[Rejection] = field(default_factory=list)
+    publications: dict[str, Publication] = field(default_factory=dict)
+    cycles: set[tuple[str, PartitionKey]] = field(default_factory=set)
+    commits: list[tuple[Copy, str | None]] = field(default_factory=list)
+    """Every first copy, in commit order, with its verdict."""
+
+    def read(self, shard: str, wanted: Iterable[str]) -> View:
+        asked = set(wanted)
+        for other, publication in self.publications.items():
+            if other != shard:
+                asked.update(d for h in publication.held for d in h.dependencies)
+        decided = {i: self.ledger[i] for i in asked if i in self.ledger}
+        return View(dict(self.publications), decided, frozenset(self.cycles))
+
+    def publish(self, shard: str, publication: Publication) -> None:
+        """A heartbeat transaction."""
+        self.publications[shard] = publication
+
+    def commit(self, shard: str, batch: Batch) -> dict[str, int]:
+        """One batch transaction; returns the ids another shard committed first (then nothing
+        is written: the shard sequences the batch again)."""
+        lost = {
+            i: self.ledger[i] for i in (_held_id(item) for item, _ in batch.firsts) if i is not None and i in self.ledger
+        }
+        if lost:
+            return lost
+        for item, verdict in batch.firsts:
+            mutation_id = _held_id(item)
+            if mutation_id is None:
+                self.dead_letters.append(item)
+                continue
+            self.ledger[mutation_id] = _time(item)
+            self.winners[mutation_id] = item
+            self.commits.append((item, verdict))
+        for copy in batch.copies:
+            mutation_id = _held_id(copy)
+            first = self.winners[mutation_id]  # decided before it, or in this batch
+            self.ledger[mutation_id] = min(self.ledger[mutation_id], _time(copy))
+            self.duplicates.append((copy, _partition(copy) != _partition(first)))
+        self.cycles |= batch.cycles
+        self.publications[shard] = batch.publication
+        return {}
+
+
+def _time(item: Copy) -> int:
+    return item.kafka_timestamp_ms if type(item) is Mutation else item.raw.timestamp_ms
+
+
+def _partition(item: Copy) -> PartitionKey:
+    return (item.topic, item.partition) if type(item) is Mutation else (item.raw.topic, item.raw.partition)
