@@ -117,6 +117,8 @@ class Sequencer:
     """Ids held here (waiting, or a pending rejection), with their earliest Kafka timestamp."""
     _decided: OrderedDict[str, int] = field(default_factory=OrderedDict)
     """Ids decided (handed to the committer, or in the ledger), with their earliest Kafka timestamp."""
+    _aside: set[str] = field(default_factory=set)
+    """Ids held (in `_taken`) whose first copy another shard took: only copies of them wait here."""
 
     def add(self, mutations: Iterable[Mutation], observe: bool = True) -> None:
         """Hold `mutations`; with `observe`, each one's Kafka timestamp also counts as its
@@ -214,6 +216,7 @@ class Sequencer:
             if mutation_id in taken:
                 later.add(mutation_id)
                 timestamp = min(timestamp, taken.pop(mutation_id))
+                self._aside.discard(mutation_id)
             decided[mutation_id] = min(timestamp, decided.get(mutation_id, timestamp))
         if later:
             self.copies += [m for m in self.waiting if m.id in later]
@@ -221,6 +224,18 @@ class Sequencer:
             self.waiting = [m for m in self.waiting if m.id not in later]
             self.rejections = [r for r in self.rejections if r.mutation_id not in later]
         self._forget()
+
+    def set_aside(self, mutation_ids: Iterable[str]) -> None:
+        """Ids whose first copy another shard took (operators/shard_view.py): what is held here
+        under them is a later copy, answered once the ledger has the decision (`learn_decided`);
+        until then they still count as held here for their time, and are never decided here."""
+        aside = {i for i in mutation_ids if i in self._taken}
+        if aside:
+            self._aside |= aside
+            self.copies += [m for m in self.waiting if m.id in aside]
+            self.copies += [r for r in self.rejections if r.mutation_id in aside]
+            self.waiting = [m for m in self.waiting if m.id not in aside]
+            self.rejections = [r for r in self.rejections if r.mutation_id not in aside]
 
     def _forget(self) -> None:
         """The cache is bounded; the ledger is the truth for what it forgets."""
@@ -234,15 +249,17 @@ class Sequencer:
     def unknown_dependencies(self) -> set[str]:
         """Ids to ask the ledger about: those neither decided nor held here that a waiting
         mutation depends on or a held copy repeats (after a restart, its first copy may be in
-        the ledger only), and those held here that look too late for a mutation depending on
-        them (what is held may be a later copy of an id the ledger decided earlier)."""
+        the ledger only), and those held or decided here that look too late for a mutation
+        depending on them (what is held may be a later copy of an id the ledger decided earlier;
+        another shard may have committed an earlier copy of an id decided here)."""
         taken, decided, timeout = self._taken, self._decided, self.dependency_timeout_ms
         wanted: set[str] = set()
         for mutation in self.waiting:
             for dependency in mutation.dependencies:
                 held_at = taken.get(dependency)
                 if held_at is None:
-                    if dependency not in decided:
+                    decided_at = decided.get(dependency)
+                    if decided_at is None or decided_at > mutation.kafka_timestamp_ms + timeout:
                         wanted.add(dependency)
                 elif held_at > mutation.kafka_timestamp_ms + timeout:
                     wanted.add(dependency)
@@ -250,6 +267,8 @@ class Sequencer:
             mutation_id, _ = _id_and_time(copy)
             if mutation_id not in taken and mutation_id not in decided:
                 wanted.add(mutation_id)
+        if self._aside:
+            wanted |= self._aside
         return wanted
 
     def _known_time(self, mutation_id: str) -> int | None:

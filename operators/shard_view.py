@@ -212,12 +212,13 @@ class ShardSequencer:
     def committed(self) -> None:
         self.in_flight = None
 
-    def lost(self, decided: Mapping[str, int]) -> None:
-        """The batch in flight was not committed: ids in it that another shard committed first
-        (`decided`, with the ledger's timestamps). All of it is sequenced again."""
+    def lost(self, claimed: Iterable[str]) -> None:
+        """The transaction was not committed: another shard had claimed these ids (its copy is
+        their first copy). The batch in flight, if any, is sequenced again."""
         batch, self.in_flight = self.in_flight, None
-        self.sequencer.retract([item for item, _ in batch.firsts], batch.copies)
-        self.sequencer.learn_decided(decided)
+        if batch is not None:
+            self.sequencer.retract([item for item, _ in batch.firsts], batch.copies)
+        self.sequencer.set_aside(claimed)
 
 
 def _held_id(item: Copy) -> str | None:
@@ -230,6 +231,9 @@ class SharedTables:
 
     ledger: dict[str, int] = field(default_factory=dict)
     """mutation_log: id -> earliest Kafka timestamp of its committed copies."""
+    claims: dict[str, PartitionKey] = field(default_factory=dict)
+    """Which partition's copy of an id is its first copy, from the first transaction that held or
+    committed one (in the database: a provisional ledger row, the primary key arbitrating)."""
     winners: dict[str, Copy] = field(default_factory=dict)
     duplicates: list[tuple[Copy, bool]] = field(default_factory=list)
     """mutation_duplicates: (copy, content differs: read in another partition than its first copy)."""
@@ -247,18 +251,37 @@ class SharedTables:
         decided = {i: self.ledger[i] for i in asked if i in self.ledger}
         return View(dict(self.publications), decided, frozenset(self.cycles))
 
-    def publish(self, shard: str, publication: Publication) -> None:
-        """A heartbeat transaction."""
-        self.publications[shard] = publication
+    def _claim(self, items: Iterable[tuple[str, PartitionKey]]) -> set[str] | dict[str, PartitionKey]:
+        """Ids claimed by another partition's copy (nothing to write then), else the new claims."""
+        claims, new = self.claims, {}
+        lost = set()
+        for mutation_id, partition in items:
+            if claims.get(mutation_id, partition) != partition:
+                lost.add(mutation_id)
+            else:
+                new[mutation_id] = partition
+        return lost or new
 
-    def commit(self, shard: str, batch: Batch) -> dict[str, int]:
-        """One batch transaction; returns the ids another shard committed first (then nothing
-        is written: the shard sequences the batch again)."""
-        lost = {
-            i: self.ledger[i] for i in (_held_id(item) for item, _ in batch.firsts) if i is not None and i in self.ledger
-        }
-        if lost:
-            return lost
+    def publish(self, shard: str, publication: Publication) -> set[str]:
+        """A heartbeat transaction; returns the ids another shard claimed first (then nothing is
+        written: the shard sets its copies aside and publishes again)."""
+        claimed = self._claim((h.mutation_id, (h.topic, h.partition)) for h in publication.held if h.kind != COPY)
+        if isinstance(claimed, set):
+            return claimed
+        self.claims.update(claimed)
+        self.publications[shard] = publication
+        return set()
+
+    def commit(self, shard: str, batch: Batch) -> set[str]:
+        """One batch transaction; returns the ids another shard claimed first (then nothing is
+        written: the shard sequences the batch again)."""
+        claimed = self._claim([
+            *((i, _partition(item)) for item, _ in batch.firsts if (i := _held_id(item)) is not None),
+            *((h.mutation_id, (h.topic, h.partition)) for h in batch.publication.held if h.kind != COPY),
+        ])
+        if isinstance(claimed, set):
+            return claimed
+        self.claims.update(claimed)
         for item, verdict in batch.firsts:
             mutation_id = _held_id(item)
             if mutation_id is None:
