@@ -17,13 +17,13 @@ import os
 from dataclasses import replace
 
 import orjson
-from hypothesis import given, note, settings
+from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
 from operators.decode import decode_chunk
 from operators.sequencer import Reason
 from operators.shard_view import ShardSequencer, SharedTables
-from schemas.mutation import Mutation, RawMessage
+from schemas.mutation import Mutation, Operation, RawMessage
 from schemas.signature import Signer, Verifier
 from tests import model
 from tests.unit.test_sequencer_partitions import MASTER, PARTITIONS, REGISTRY, SIGNER, T0, T0_MS, TIMEOUT, logs
@@ -103,6 +103,7 @@ class Run:
         sharded = self.shards[shard]
         lost = self.tables.commit(shard, sharded.in_flight)
         if lost:
+            event("a transaction lost a claim")
             sharded.lost(lost)
         else:
             sharded.committed()
@@ -200,6 +201,15 @@ def test_shards_decide_as_one_sequencer(raws, data):
     tables = run.tables
     note(f"rounds: {rounds}; commits: {[(item_id(i), coordinates(i), v) for i, v in tables.commits]}")
 
+    event(f"{len(run.shards)} shards")
+    owners = {p: name for name, partitions in run.assignment.items() for _, p in partitions}
+    if tables.cycles:
+        event("a shard published another's cycle members")
+    for item, verdict in tables.commits:
+        if isinstance(item, Mutation) and verdict in (Reason.MISSING_DEPENDENCY, Reason.DEPENDENCY_CYCLE) and any(
+                owners[coordinates(tables.winners[d])[0]] != owners[item.partition]
+                for d in item.dependencies if d in tables.winners):
+            event(f"{verdict} across shards")
     winners = {item_id(item): coordinates(item) for item, _ in tables.commits}
     verdicts, firsts, log, forged = expected(raws, winners)
     assert {item_id(item): verdict for item, verdict in tables.commits} == verdicts
@@ -220,3 +230,57 @@ def test_shards_decide_as_one_sequencer(raws, data):
             if (earlier.partition, earlier.entity_id) == (item.partition, item.entity_id) and (
                     earlier.offset < item.offset and (earlier.partition, earlier.offset) in firsts):
                 assert position[earlier.id] < n, "committed before its entity predecessor"
+
+
+# -- the protocol's rules, one at a time ------------------------------------------------------
+
+def mutation(mutation_id: str, partition: int, offset: int, deps=(), kafka_ms: int = 0) -> Mutation:
+    return Mutation(
+        id=mutation_id, edge_node_id="n", entity_type="t", entity_id=mutation_id, operation=Operation.UPDATE,
+        attributes={}, base_version=1, timestamp=T0, priority=1, dependencies=tuple(deps), tenant_id=None,
+        topic=TOPIC, partition=partition, offset=offset, kafka_timestamp_ms=kafka_ms,
+    )
+
+
+def two_shards() -> tuple[SharedTables, ShardSequencer, ShardSequencer]:
+    assignment = {"a": frozenset({(TOPIC, 0)}), "b": frozenset({(TOPIC, 1)})}
+    return SharedTables(), ShardSequencer("a", assignment, TIMEOUT), ShardSequencer("b", assignment, TIMEOUT)
+
+
+def step(tables: SharedTables, shard: ShardSequencer, *mutations: Mutation) -> list[tuple[str, str | None]]:
+    """Admit `mutations` (observing their times), flush on a fresh read and commit."""
+    shard.sequencer.add(mutations)
+    batch = shard.flush(tables.read(shard.shard, shard.wanted()))
+    assert not tables.commit(shard.shard, batch)
+    shard.committed()
+    return [(item_id(item), verdict) for item, verdict in batch.firsts]
+
+
+def test_a_dependency_another_shard_holds_satisfies_but_waits_for_its_ledger_row():
+    tables, a, b = two_shards()
+    assert step(tables, b, mutation("x", 1, 0), mutation("d", 1, 1, deps=["x2"])) == [("x", None)]  # d waits
+    assert step(tables, a, mutation("m", 0, 0, deps=["d"])) == []  # d is held by b, in time: m waits
+    assert step(tables, b, mutation("x2", 1, 2)) == [("x2", None), ("d", None)]
+    assert step(tables, a) == [("m", None)]
+
+
+def test_a_cycle_across_shards_is_rejected_on_both_sides_though_one_side_committed_first():
+    tables, a, b = two_shards()
+    assert step(tables, b, mutation("q", 1, 0, deps=["p"])) == []
+    assert step(tables, a, mutation("p", 0, 0, deps=["q"])) == [("p", Reason.DEPENDENCY_CYCLE)]
+    assert tables.cycles == {("q", (TOPIC, 1))}  # p left the held sets: q learns its verdict from this row
+    assert step(tables, b) == [("q", Reason.DEPENDENCY_CYCLE)]
+
+
+def test_a_missing_dependency_waits_for_every_shards_published_event_time():
+    tables, a, b = two_shards()
+    late = TIMEOUT + 1
+    assert step(tables, a, mutation("m", 0, 0, deps=["d"]), mutation("g", 0, 1, deps=["ghost"]),
+                mutation("n", 0, 2, kafka_ms=late)) == [("n", None)]
+    assert step(tables, a) == []  # b never published: its partition holds every timeout back
+    assert step(tables, b, mutation("y", 1, 0, kafka_ms=TIMEOUT)) == [("y", None)]
+    assert step(tables, a) == []  # b's time is not past m's and g's limit yet
+    b.sequencer.add([mutation("d", 1, 1, kafka_ms=TIMEOUT), mutation("z", 1, 2, kafka_ms=late)])
+    assert step(tables, a) == []  # b's time is past now, but only with d, which b has not published
+    assert step(tables, b) == [("d", None), ("z", None)]
+    assert step(tables, a) == [("m", None), ("g", Reason.MISSING_DEPENDENCY)]
