@@ -244,11 +244,11 @@ class SharedTables:
     """Every first copy, in commit order, with its verdict."""
 
     def read(self, shard: str, wanted: Iterable[str]) -> View:
-        asked = set(wanted)
-        for other, publication in self.publications.items():
-            if other != shard:
-                asked.update(d for h in publication.held for d in h.dependencies)
-        decided = {i: self.ledger[i] for i in asked if i in self.ledger}
+        """One consistent read for `shard`, with the ledger rows of the ids it asks about. (An
+        unknown dependency of another shard's item needs no answer: unseen and not yet timed
+        out, it keeps what waits on that item open, which only delays; timed out, it adds no
+        edge, as a dependency in the ledger would not.)"""
+        decided = {i: self.ledger[i] for i in wanted if i in self.ledger}
         return View(dict(self.publications), decided, frozenset(self.cycles))
 
     def _claim(self, items: Iterable[tuple[str, PartitionKey]]) -> set[str] | dict[str, PartitionKey]:

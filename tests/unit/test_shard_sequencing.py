@@ -7,7 +7,7 @@ the copy that the ledger took), a mutation commits after its dependencies and it
 predecessors, later copies are duplicates (marked when read in another partition), forged
 messages only dead-lettered, and the run ends.
 
-Long form (CI runs SHARD_EXAMPLES=60):
+Long form (CI runs SHARD_EXAMPLES=40):
     SHARD_EXAMPLES=3000 PYTHONPATH=. .venv/bin/python -m pytest tests/unit/test_shard_sequencing.py -q
 """
 
@@ -28,7 +28,7 @@ from schemas.signature import Signer, Verifier
 from tests import model
 from tests.unit.test_sequencer_partitions import MASTER, PARTITIONS, REGISTRY, SIGNER, T0, T0_MS, TIMEOUT, logs
 
-EXAMPLES = int(os.environ.get("SHARD_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("SHARD_EXAMPLES", "40"))
 TOPIC = "in"
 
 
