@@ -1,59 +1,61 @@
 """Partitioned commit (issue 22): each shard of the input partitions sequences, decides and
-commits its own mutations in its own transactions, and the verdicts are those of one
-Sequencer over every partition (DESIGN section 4, "Dependencies order commits",
-"Duplicates"). Pure: `SharedTables` is the in-memory reference of what the database holds.
+commits its own mutations in its own transactions, with the verdicts of one Sequencer over
+every partition (DESIGN section 4, "Dependencies order commits", "Duplicates"). Pure:
+`SharedTables` is the in-memory reference of what the database holds; `ShardSequencer` is
+one shard's side; tests/unit/test_shard_sequencing.py checks both against tests/model.py.
 
-Tables, each written only inside a shard's own transactions (batch or heartbeat):
-  * `mutation_log` (the ledger, as today), plus the earliest Kafka timestamp of the id's
-    committed copies (a duplicate read in another partition may be earlier).
-  * `shard_held (shard, mutation_id, kafka_timestamp, dependencies, topic, partition,
-    offset, entity, kind)`: everything the shard has read and not committed, as of the
-    moment the batch was formed (`kind`: first copy, invalid first copy, later copy).
-  * `shard_marks (shard, topic, partition, event_time, ended)`: the event time each of its
-    partitions had shown at that same moment; `ended` once it read its whole input.
-  * `dependency_cycles (mutation_id, topic, partition)`: members of a cycle found by any
-    shard (read below why).
-A batch's transaction writes its ledger rows, the held set and marks as of the flush that
-formed it (so an id read before that flush is, in every snapshot, held or in the ledger,
-never neither) and the cycles found by that flush. A shard with nothing to commit writes a
-heartbeat (held set and marks only) now and then, so the others' timeouts advance.
+What every transaction of shard S writes (its batch, or a heartbeat with no batch):
+  1. ledger rows of the batch (`mutation_log`, as today) and its duplicates; the id's
+     `earliest_kafka_ts` is lowered by every copy committed (another partition's may be earlier).
+  2. S's held set as of the flush that formed the batch: everything S has read and not
+     committed. In SQL, a held first copy is a provisional `mutation_log` row (status HELD,
+     with its dependencies, entity and coordinates), which the batch that decides it updates;
+     a held later copy only lowers its id's `earliest_kafka_ts`.
+  3. `shard_marks (shard, topic, partition, event_time, ended)`: the event time each of S's
+     partitions had shown at that same flush; `ended` once S has read its whole input.
+  4. `dependency_cycles (mutation_id, topic, partition)`: the other shards' members of each
+     cycle this flush found.
+  Claim: the first transaction that holds or commits a copy of an id makes that copy its first
+  copy (the ledger's primary key); a transaction that meets another partition's claim writes
+  nothing (`SharedTables` returns the ids): the shard sets its copies aside
+  (`Sequencer.set_aside`, answered once the ledger has the decision) and sequences its batch
+  again (`Sequencer.retract`). So an id read before a flush is, in every snapshot, held by
+  exactly one shard or in the ledger, up to that shard's published event time.
 
-The read: at each flush, one REPEATABLE READ transaction (`SharedTables.read`) returns the
-other shards' held sets and marks, the cycle rows, and the ledger rows of the ids this
-shard asks about (dependencies it does not know, `Sequencer.unknown_dependencies`) and of
-the dependencies of what the others hold. Then `ShardSequencer.flush` releases with
-`Others` (`Sequencer.release(others=...)`):
-  * satisfied: a dependency d is satisfied iff a copy of d, here, in the ledger or held by
-    any shard, is stamped <= M's Kafka timestamp + the timeout (a late d never satisfies).
-  * ordered: M goes only once d is decided here (same or earlier batch of this shard) or its
-    ledger row is committed; d held by another shard keeps M waiting.
+The read: before each flush, one REPEATABLE READ transaction (`SharedTables.read`): the other
+shards' HELD rows and marks, the `dependency_cycles` rows of S's held ids, and the ledger rows
+of what S asks about (`Sequencer.unknown_dependencies`). `ShardSequencer.flush` then releases
+with `Others`; the rules are those of the single Sequencer, over the union:
+  * satisfied: d satisfies M iff a copy of d (held here, held by any shard, or in the ledger)
+    is stamped <= M's Kafka timestamp + the timeout; a late d never satisfies.
+  * ordered: M goes only once d is decided here (same or earlier batch of S) or its ledger
+    row is committed; a d that another shard holds keeps M waiting.
   * MISSING_DEPENDENCY: only once every partition of every shard shows event time past M's
-    limit (a shard that never published holds it back; an ended shard's partitions count as
-    past everything), or every shard has ended; and never while M could be on a cycle:
-    the wait graph holds this shard's queues and the others' held items, so a dependency
-    that may still come makes M open however many shards the path crosses.
-  * DEPENDENCY_CYCLE: a closed cycle in that graph. The shard rejects its own members and
-    publishes the others' in the same transaction (no later: once a member is committed it
-    leaves the held sets, and no graph can show the cycle again, so without these rows the
-    others would apply a member the oracle rejects). A shard rejects each of its waiting
-    items found in `dependency_cycles` before anything else.
-  * copies of an id in one partition stay local, as today. An id reused in another
-    partition: the first copy committed wins (the ledger's primary key); a batch whose first
-    copy of an id lost is not committed (`lost`: rolled back, the id learned as decided, its
-    copy set aside, the whole batch sequenced again), so no verdict rests on a losing copy.
+    limit (a shard that never published holds it back; an ended shard's partitions are past
+    everything), or every shard has ended; and never while M could be on a cycle: the wait
+    graph holds S's queues and the others' held items, so a dependency that may still come
+    keeps open whatever waits on it, across any number of shards.
+  * DEPENDENCY_CYCLE: a closed cycle in that graph. S rejects its own members and publishes
+    the others' (step 4), no later than its first commit of a member: once a member is
+    committed it leaves the held sets, no graph can show that cycle again, and the others
+    would apply a member the oracle rejects. S rejects first whatever the rows name.
+  * copies of an id in one partition stay with their shard, as today; an id reused in another
+    partition goes to the copy claimed first, and the others are duplicates marked
+    `content_differs`: the outcome of one Sequencer that read that copy first.
 
-Why it cannot deadlock: what one shard waits for is a commit by another (a dependency), an
-event time (a timeout), or a published cycle. Every shard that keeps flushing and
-publishing (or has ended) makes the union of views converge to the single Sequencer's
-state over all partitions, which always releases or rejects something while anything
-waits at the end of input; each such step is one commit that the others learn at their
-next read (tests/unit/test_shard_sequencing.py runs it to the end under any interleaving).
+Why it cannot deadlock: a shard waits only for a commit by another (a dependency held
+there), for event time (a timeout), or for cycle rows, and each is written by a shard that
+keeps flushing or publishing. With every view fresh, the union is the single Sequencer's
+state over all partitions, which decides something whenever anything waits at the end of
+input; that decision is a commit the others see at their next read. (The test runs every
+interleaving it draws to the end, in at most one round per message.)
 
-PostgreSQL's cost per batch: the ledger rows as today; the held rows of items that wait
-across a flush (in the steady state few: an item read and committed in one flush is never
-held) written as a delta (insert what newly waits, delete what this batch commits); one
-mark row per partition of the shard; and one read per flush of the others' rows and of the
-ledger rows asked about.
+PostgreSQL's cost per batch, beyond today's: a provisional row (insert, then update) only for
+an item that waits across a flush (an item read and decided in one flush is never HELD),
+one `shard_marks` row per partition of the shard, cycle rows (rare), and one read per flush:
+the other shards' HELD rows (indexed on status), their marks, and the ledger rows asked
+about. A long backlog held by another shard is read again at every flush: reading only rows
+changed since the last read is the next step if that shows up in the bench.
 """
 
 from __future__ import annotations
