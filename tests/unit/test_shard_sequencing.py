@@ -196,10 +196,12 @@ def test_shards_decide_as_one_sequencer(raws, data):
             run.shards[action[1]].ended = True
         else:
             getattr(run, action[0])(action[1])
-    log = [(r.partition, r.offset, d["id"], d["entity_id"], d["priority"], d["dependencies"], r.timestamp_ms - T0_MS,
-            r.headers == (SIGNER.header("n", r.value),))
-           for records in raws.values() for r in records for d in [orjson.loads(r.value)]]
-    note(f"log (partition, offset, id, entity, priority, dependencies, time, signed): {log}")
+    messages = [
+        (r.partition, r.offset, d["id"], d["entity_id"], d["priority"], d["dependencies"], r.timestamp_ms - T0_MS,
+         r.headers == (SIGNER.header("n", r.value),))
+        for records in raws.values() for r in records for d in [orjson.loads(r.value)]
+    ]
+    note(f"log (partition, offset, id, entity, priority, dependencies, time, signed): {messages}")
     rounds = run.finish()
     tables = run.tables
     note(f"rounds: {rounds}; commits: {[(item_id(i), coordinates(i), v) for i, v in tables.commits]}")
