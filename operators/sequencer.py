@@ -492,8 +492,9 @@ class _WaitGraph:
     A dependency is *missing* for M once every partition has shown event time past M's Kafka
     timestamp + the timeout (or the input ended) and no message with its id stamped within
     that limit was seen (DESIGN section 4: only then may M be rejected).
-    An unseen dependency that can still come makes M *open*, and so is everything that waits
-    on M: a message still to come could close a cycle through it.
+    An unseen dependency that can still come (or one seen too late, while an earlier copy in
+    another partition can still come) makes M *open*, and so is everything that waits on M: a
+    message still to come could close a cycle through it.
     """
 
     def __init__(
@@ -526,7 +527,10 @@ class _WaitGraph:
                 for dependency in mutation.dependencies:
                     seen_at = known_time(dependency)
                     if seen_at is not None and seen_at > limit:
-                        lacking = lacking or past  # seen, but too late to satisfy it
+                        if past:
+                            lacking = True  # seen, but too late to satisfy it
+                        else:
+                            possible = True  # an earlier copy, in another partition, may still come
                     elif dependency in nodes or dependency in foreign:
                         edges.append(dependency)
                         declared.add(dependency)
@@ -552,8 +556,9 @@ class _WaitGraph:
                 for dependency in node.dependencies:
                     seen_at = known_time(dependency)
                     if seen_at is not None and seen_at > limit:
-                        continue  # too late: its own shard judges it missing
-                    if dependency in nodes or dependency in foreign:
+                        if not past:
+                            seeds.append(node_id)  # an earlier copy may still come
+                    elif dependency in nodes or dependency in foreign:
                         edges.append(dependency)
                         declared.add(dependency)
                     elif dependency not in decided and not past:
