@@ -18,8 +18,9 @@ once it can no longer turn out to be on a cycle, which takes precedence.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from schemas.mutation import Mutation, Reason, Rejection
 
@@ -46,12 +47,51 @@ class Release:
     """`ready` and `rejected` together, in the order they were decided: what commits in this
     order never precedes a dependency or an entity predecessor. (No tuple per mutation: the
     allocations alone made the collector cost more than the sequencing, BENCHMARKS.md.)"""
+    cycles: list[tuple[str, PartitionKey]] = field(default_factory=list)
+    """Members of a closed cycle that other shards hold (with `others` only): to publish
+    no later than the first commit of any rejection made here (operators/shard_view.py)."""
+
+
+class ForeignNode(Protocol):
+    """An item another shard holds uncommitted: a valid first copy, or an invalid one (no
+    dependencies: it waits for nothing)."""
+
+    kafka_timestamp_ms: int
+    dependencies: tuple[str, ...]
+    topic: str
+    partition: int
+
+
+class OtherShards(Protocol):
+    """What one consistent read of the shared tables says about the other shards
+    (operators/shard_view.py): their partitions' event time, their uncommitted items,
+    and the cycle members published by any shard."""
+
+    watermark_ms: int
+    """Event time every partition of the others has shown (ended shards' count as past all)."""
+    ended: bool
+    """Every other shard has reached the end of its input."""
+    nodes: Mapping[str, ForeignNode]
+    previous: Mapping[str, str]
+    """A node's entity predecessor among the nodes, if any."""
+    cycles: frozenset[tuple[str, PartitionKey]]
+    """(id, partition) of members of a cycle found by any shard."""
+
+    def time(self, mutation_id: str) -> int | None:
+        """Earliest Kafka timestamp of a copy of `mutation_id` the others hold uncommitted."""
 
 
 def _id_and_time(item: Copy) -> tuple[str | None, int]:
     if type(item) is Mutation:
         return item.id, item.kafka_timestamp_ms
     return item.mutation_id, item.raw.timestamp_ms
+
+
+def _position(item: Copy) -> tuple[str, int, int]:
+    if type(item) is Mutation:
+        return item.topic, item.partition, item.offset
+    raw = item.raw
+    return raw.topic, raw.partition, raw.offset
 
 
 def _offset(item: Copy) -> int:
@@ -77,6 +117,8 @@ class Sequencer:
     """Ids held here (waiting, or a pending rejection), with their earliest Kafka timestamp."""
     _decided: OrderedDict[str, int] = field(default_factory=OrderedDict)
     """Ids decided (handed to the committer, or in the ledger), with their earliest Kafka timestamp."""
+    _aside: set[str] = field(default_factory=set)
+    """Ids held (in `_taken`) whose first copy another shard took: only copies of them wait here."""
 
     def add(self, mutations: Iterable[Mutation], observe: bool = True) -> None:
         """Hold `mutations`; with `observe`, each one's Kafka timestamp also counts as its
@@ -174,6 +216,7 @@ class Sequencer:
             if mutation_id in taken:
                 later.add(mutation_id)
                 timestamp = min(timestamp, taken.pop(mutation_id))
+                self._aside.discard(mutation_id)
             decided[mutation_id] = min(timestamp, decided.get(mutation_id, timestamp))
         if later:
             self.copies += [m for m in self.waiting if m.id in later]
@@ -181,6 +224,18 @@ class Sequencer:
             self.waiting = [m for m in self.waiting if m.id not in later]
             self.rejections = [r for r in self.rejections if r.mutation_id not in later]
         self._forget()
+
+    def set_aside(self, mutation_ids: Iterable[str]) -> None:
+        """Ids whose first copy another shard took (operators/shard_view.py): what is held here
+        under them is a later copy, answered once the ledger has the decision (`learn_decided`);
+        until then they still count as held here for their time, and are never decided here."""
+        aside = {i for i in mutation_ids if i in self._taken}
+        if aside:
+            self._aside |= aside
+            self.copies += [m for m in self.waiting if m.id in aside]
+            self.copies += [r for r in self.rejections if r.mutation_id in aside]
+            self.waiting = [m for m in self.waiting if m.id not in aside]
+            self.rejections = [r for r in self.rejections if r.mutation_id not in aside]
 
     def _forget(self) -> None:
         """The cache is bounded; the ledger is the truth for what it forgets."""
@@ -194,15 +249,17 @@ class Sequencer:
     def unknown_dependencies(self) -> set[str]:
         """Ids to ask the ledger about: those neither decided nor held here that a waiting
         mutation depends on or a held copy repeats (after a restart, its first copy may be in
-        the ledger only), and those held here that look too late for a mutation depending on
-        them (what is held may be a later copy of an id the ledger decided earlier)."""
+        the ledger only), and those held or decided here that look too late for a mutation
+        depending on them (what is held may be a later copy of an id the ledger decided earlier;
+        another shard may have committed an earlier copy of an id decided here)."""
         taken, decided, timeout = self._taken, self._decided, self.dependency_timeout_ms
         wanted: set[str] = set()
         for mutation in self.waiting:
             for dependency in mutation.dependencies:
                 held_at = taken.get(dependency)
                 if held_at is None:
-                    if dependency not in decided:
+                    decided_at = decided.get(dependency)
+                    if decided_at is None or decided_at > mutation.kafka_timestamp_ms + timeout:
                         wanted.add(dependency)
                 elif held_at > mutation.kafka_timestamp_ms + timeout:
                     wanted.add(dependency)
@@ -210,13 +267,17 @@ class Sequencer:
             mutation_id, _ = _id_and_time(copy)
             if mutation_id not in taken and mutation_id not in decided:
                 wanted.add(mutation_id)
+        if self._aside:
+            wanted |= self._aside
         return wanted
 
     def _known_time(self, mutation_id: str) -> int | None:
         timestamp = self._taken.get(mutation_id)
         return self._decided.get(mutation_id) if timestamp is None else timestamp
 
-    def release(self, at_end_of_input: bool = False, node_budget: int | None = None) -> Release:
+    def release(
+        self, at_end_of_input: bool = False, node_budget: int | None = None, others: OtherShards | None = None,
+    ) -> Release:
         """Take every item that may be committed now out of the waiting room.
 
         With `at_end_of_input`, nothing more can arrive: whatever still waits for a
@@ -225,6 +286,10 @@ class Sequencer:
         flooding node's backlog goes after the others' changes instead of ahead of them
         (work-conserving: everything ready is still released). Reordering never changes
         an outcome: entity order and dependencies still hold.
+
+        With `others` (a shard of the input, operators/shard_view.py), `at_end_of_input` is
+        this shard's end: the others' event time, held items and published cycles count too,
+        and an id the others hold is decided only once the ledger has it (`learn_decided`).
         """
         invalid, self.rejections = self.rejections, []
         decided = _Decided(self._decided)  # the cache is not copied: it holds up to `remembered` ids
@@ -232,7 +297,13 @@ class Sequencer:
             if rejection.mutation_id is not None:
                 decided.add(rejection.mutation_id)  # released first, before anything below
         timeout = self.dependency_timeout_ms
-        known_time = self._known_time
+        if others is None:
+            known_time = self._known_time
+            watermark, final = self.watermark_ms, at_end_of_input
+        else:
+            known_time = _either_time(self._known_time, others.time)
+            watermark = others.watermark_ms if at_end_of_input else min(self.watermark_ms, others.watermark_ms)
+            final = at_end_of_input and others.ended
         queues: dict[EntityKey, deque[Mutation]] = {}
         for mutation in self.waiting:
             key = (mutation.entity_type, mutation.entity_id)
@@ -302,11 +373,15 @@ class Sequencer:
             worklist.append(mutation.entity_key)
             worklist.extend(waiters.pop(mutation.id, ()))
 
+        published: list[tuple[str, PartitionKey]] = []
+        if others is not None and others.cycles:  # found by another shard: no graph here may show it any more
+            for mutation in [m for m in self.waiting if (m.id, (m.topic, m.partition)) in others.cycles]:
+                reject(mutation, Reason.DEPENDENCY_CYCLE)
         drain()
-        watermark = self.watermark_ms
         while any(queues.values()):
-            graph = _WaitGraph(queues, decided, known_time, timeout, watermark, at_end_of_input)
+            graph = _WaitGraph(queues, decided, known_time, timeout, watermark, final, others)
             members = graph.cycle_members()
+            published += graph.foreign_members
             for mutation in members:
                 reject(mutation, Reason.DEPENDENCY_CYCLE)
             if not members:
@@ -324,7 +399,7 @@ class Sequencer:
             for copy in self.copies:
                 (copies if _id_and_time(copy)[0] in decided else kept).append(copy)
             self.copies = kept
-        return Release(ready, rejected, deferred, invalid, copies, in_order)
+        return Release(ready, rejected, deferred, invalid, copies, in_order, published)
 
     def hold(self, items: list[Copy]) -> None:
         """Put released but uncommitted items back, ahead of what waits (entity order is kept);
@@ -341,9 +416,26 @@ class Sequencer:
             if mutation_id is not None:
                 firsts.add(mutation_id)
             (mutations if type(item) is Mutation else rejections).append(item)
-        self.waiting = mutations + self.waiting
-        self.rejections = rejections + self.rejections
-        self.copies = copies + self.copies
+        # Back in log order: they were released in decision order, where a rejection may precede
+        # its entity predecessor (put back so, a dependency on that predecessor would look a cycle).
+        self.waiting = sorted(mutations + self.waiting, key=_position)
+        self.rejections = sorted(rejections + self.rejections, key=_position)
+        self.copies = sorted(copies + self.copies, key=_position)
+
+    def retract(self, firsts: list[Copy], copies: list[Copy]) -> None:
+        """Take back what was handed to a commit that did not happen (released `firsts`, in
+        order, then released `copies`): it is held again as if never released."""
+        decided = self._decided
+        times = {}
+        for item in firsts:
+            mutation_id, timestamp = _id_and_time(item)
+            if mutation_id is not None:
+                times[mutation_id] = decided.pop(mutation_id, timestamp)
+        self.hold([*firsts, *copies])
+        taken = self._taken
+        for mutation_id in [m.id for m in self.waiting] + [r.mutation_id for r in self.rejections]:
+            if mutation_id in times:
+                taken[mutation_id] = times[mutation_id]
 
     def snapshot(self) -> tuple:
         return (list(self.waiting), dict(self.partition_marks), list(self.copies))
@@ -365,6 +457,16 @@ class Sequencer:
         for rejection in rejections:
             sequencer.admit([], [rejection])
         return sequencer
+
+
+def _either_time(local, other):
+    def known_time(mutation_id: str) -> int | None:
+        mine, theirs = local(mutation_id), other(mutation_id)
+        if theirs is None:
+            return mine
+        return theirs if mine is None or theirs < mine else mine
+
+    return known_time
 
 
 class _Decided:
@@ -390,19 +492,25 @@ class _WaitGraph:
     A dependency is *missing* for M once every partition has shown event time past M's Kafka
     timestamp + the timeout (or the input ended) and no message with its id stamped within
     that limit was seen (DESIGN section 4: only then may M be rejected).
-    An unseen dependency that can still come makes M *open*, and so is everything that waits
-    on M: a message still to come could close a cycle through it.
+    An unseen dependency that can still come (or one seen too late, while an earlier copy in
+    another partition can still come) makes M *open*, and so is everything that waits on M: a
+    message still to come could close a cycle through it.
     """
 
     def __init__(
         self, queues: dict[EntityKey, deque[Mutation]], decided: _Decided, known_time, timeout: int,
-        watermark: int, final: bool,
+        watermark: int, final: bool, others: OtherShards | None = None,
     ):
         nodes: dict[str, Mutation] = {}
         for queue in queues.values():
             for mutation in queue:
                 nodes[mutation.id] = mutation
         self.nodes = nodes
+        foreign: dict[str, ForeignNode] = {}
+        if others is not None:  # what other shards hold joins the graph: a cycle may run through them
+            foreign = {i: n for i, n in others.nodes.items() if i not in nodes and i not in decided}
+        self.foreign = foreign
+        self.foreign_members: list[tuple[str, PartitionKey]] = []
         self.edges: dict[str, list[str]] = {}
         self.declared: dict[str, set[str]] = {}
         self.lacking: list[Mutation] = []
@@ -419,8 +527,11 @@ class _WaitGraph:
                 for dependency in mutation.dependencies:
                     seen_at = known_time(dependency)
                     if seen_at is not None and seen_at > limit:
-                        lacking = lacking or past  # seen, but too late to satisfy it
-                    elif dependency in nodes:
+                        if past:
+                            lacking = True  # seen, but too late to satisfy it
+                        else:
+                            possible = True  # an earlier copy, in another partition, may still come
+                    elif dependency in nodes or dependency in foreign:
                         edges.append(dependency)
                         declared.add(dependency)
                     elif dependency in decided:
@@ -434,7 +545,26 @@ class _WaitGraph:
                     self.lacking.append(mutation)
                 if possible:
                     seeds.append(mutation.id)
-        reverse: dict[str, list[str]] = {node: [] for node in nodes}
+        if foreign:
+            before = others.previous
+            for node_id, node in foreign.items():
+                predecessor = before.get(node_id)
+                edges = self.edges[node_id] = [predecessor] if predecessor in foreign else []
+                limit = node.kafka_timestamp_ms + timeout
+                declared = set()
+                past = final or watermark > limit
+                for dependency in node.dependencies:
+                    seen_at = known_time(dependency)
+                    if seen_at is not None and seen_at > limit:
+                        if not past:
+                            seeds.append(node_id)  # an earlier copy may still come
+                    elif dependency in nodes or dependency in foreign:
+                        edges.append(dependency)
+                        declared.add(dependency)
+                    elif dependency not in decided and not past:
+                        seeds.append(node_id)  # may still come: nothing that waits on it is judged yet
+                self.declared[node_id] = declared
+        reverse: dict[str, list[str]] = {node: [] for node in self.edges}
         for node, successors in self.edges.items():
             for successor in successors:
                 reverse[successor].append(node)
@@ -454,7 +584,13 @@ class _WaitGraph:
             inside = set(component)
             if len(component) < 2 or inside & self.open:
                 continue
-            members += [self.nodes[m] for m in component if self.declared[m] & inside]
+            for member in component:
+                if self.declared[member] & inside:
+                    if member in self.nodes:
+                        members.append(self.nodes[member])
+                    else:
+                        node = self.foreign[member]
+                        self.foreign_members.append((member, (node.topic, node.partition)))
         return members
 
     def missing(self) -> list[Mutation]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from hypothesis import given, settings
@@ -280,3 +281,41 @@ def test_a_dlq_resubmission_whose_id_the_ledger_holds_is_decided_anew_not_as_a_c
     sequencer.learn_decided({"a": 0})
     assert sequencer.waiting == [resubmitted] and sequencer.copies == []
     assert verdicts(sequencer.release()) == {}  # it still waits for "d"
+
+
+def test_what_is_held_back_is_decided_again_as_before():
+    """A rejection may be released ahead of its entity predecessor; held back (a stop, or a
+    shard's batch that lost an id) and released again, it must not look like a cycle with it."""
+    log = [mutation("m5", "a", ["ghost"], offset=0), mutation("m7", "a", offset=1),
+           mutation("m13", "a", ["ghost", "m7"], offset=2)]
+    sequencer = Sequencer(dependency_timeout_ms=10)
+    sequencer.add(log)
+    first = sequencer.release(at_end_of_input=True)
+    assert [m.id for m in first.order] == ["m5", "m13", "m7"]
+    sequencer.hold(first.order)
+    again = sequencer.release(at_end_of_input=True)
+    assert [(m.id, r) for m, r in again.rejected] == [(m.id, r) for m, r in first.rejected]
+
+
+def test_a_dependency_seen_too_late_keeps_a_cycle_open_while_an_earlier_copy_may_come():
+    """An id reused in another partition: its copy there may be stamped in time, and then
+    satisfies the dependency (DESIGN 4), which may close a cycle through it."""
+    def at(mutation_id, entity, partition, offset, kafka_ms, deps=()):
+        return replace(mutation(mutation_id, entity, deps, offset, kafka_ms), partition=partition)
+
+    sequencer = Sequencer(dependency_timeout_ms=100, partitions=frozenset({("in", 0), ("in", 1), ("in", 2)}))
+    # m4 -> m9 (late here) ; m9 -> m3 (its entity predecessor) ; m3 -> m4 ; m4 -> m5 -> m4 (entity)
+    sequencer.add([at("m3", "a", 0, 0, 101, ["m4"]), at("m9", "a", 0, 1, 101)])
+    sequencer.add([at("m4", "c", 2, 0, 0, ["m5", "m9"]), at("m5", "c", 2, 1, 0)])
+    early = sequencer.release()
+    sequencer.mark_decided(m.id for m in early.order)
+    sequencer.add([at("m9", "b", 1, 0, 0)])  # the earlier copy: m4's dependency is met after all
+    late = sequencer.release(at_end_of_input=True)
+    verdicts = {m.id: r for m, r in [*early.rejected, *late.rejected]}
+    assert verdicts == {"m3": Reason.DEPENDENCY_CYCLE, "m4": Reason.DEPENDENCY_CYCLE}
+    # The oracle, given the copy this sequencer read first (the one in partition 0) as m9's first copy.
+    log = [model.ModelMutation(i, "n", "t", e, "UPDATE", {}, 1, T0, 1, d, k, p, o) for i, e, p, o, k, d in [
+        ("m3", "a", 0, 0, 101, ("m4",)), ("m9", "a", 0, 1, 101, ()), ("m4", "c", 2, 0, 0, ("m5", "m9")),
+        ("m5", "c", 2, 1, 0, ())]]
+    earliest = {m.id: m.kafka_timestamp_ms for m in log} | {"m9": 0}
+    assert model.sequence(sorted(log, key=lambda m: (m.partition, m.offset)), 100, earliest, set())[1] == verdicts
