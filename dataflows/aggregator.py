@@ -38,13 +38,16 @@ def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
     flow = Dataflow(steps.FLOW_ID)
     source = MutationSource(
         settings.kafka_client_config(),
-        settings.topic_mutations,
+        lambda: runtime.input_partitions,  # the standard topic's, and the priority lane's if it exists
         batch_size=settings.read_chunk,
         stop_at_end=stop_at_end,
         deadline_s=settings.service_deadline_s,
-        stored_offsets=lambda: stored_offsets(settings, settings.topic_mutations),
+        stored_offsets=lambda topic: stored_offsets(settings, topic),
         on_gap=InputGapPolicy(settings, runtime.metrics),
         should_stop=runtime.stopping.is_set,
+        standard=settings.topic_mutations,
+        # While lane mutations are read, the standard topic pauses once a batch of it is held (README "Priority lane").
+        paused=lambda topic: topic != runtime.lane and runtime.standard_paused.is_set(),
     )
     chunks = op.input(steps.INPUT, flow, source)
     master_key = settings.edge_master_key()
