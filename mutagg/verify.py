@@ -26,10 +26,10 @@ import orjson
 import psycopg
 
 from mutagg.settings import Settings
-from schemas.errors import ConfigError
 from mutagg.verify_audit import check_audit, check_versions
 from mutagg.verify_checks import Finding, Scope, check_acks, check_gaps, resume_points, settled_ledger
 from mutagg.verify_topics import TopicReader
+from schemas.errors import ConfigError
 from schemas.registry import Registry
 from sinks import ledger
 from sinks.acks import AckProducer
