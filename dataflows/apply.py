@@ -94,6 +94,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.routing = runtime.routing
         self.lane_fresh = 0  # lane items admitted since its last flush
         self.lane_seen = float("-inf")  # monotonic time the lane last gave items
+        self._misrouted_seen: set[str] = set()  # entity types warned about once
         if state is None:
             self.sequencer = Sequencer(dependency_timeout_ms=timeout_ms, partitions=partitions)
             self.next_offsets: dict[tuple[str, int], int] = {}
@@ -162,6 +163,13 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             for entity_type in wrong:
                 counts[entity_type] = counts.get(entity_type, 0) + 1
             self.runtime.metrics.count_misrouted(counts)
+            self.runtime.stats.misrouted.update(counts)
+            for entity_type in counts.keys() - self._misrouted_seen:
+                self._misrouted_seen.add(entity_type)
+                log.warning("misrouted input: accepted and decided in its topic's order, but an entity written "
+                            "to both input topics has no order between them (README \"Priority lane\")",
+                            extra={"topic": chunk.topic, "entity_type": entity_type,
+                                   "routed_to": self.routing.topic_for(entity_type)})
 
     @property
     def lane_busy(self) -> bool:
@@ -312,10 +320,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         if cap is None:  # stopping while throttled: nothing more is written
             self._hold(items)
             return reports
-        lane = self.lane is not None
         standard_cap = min(cap, self.runtime.settings.lane_batch_size) if patient and self.lane_busy else cap
-        starts = [0] if 0 < first else []
-        starts += range(first, len(items), standard_cap)
+        starts = [*range(0, first, cap), *range(first, len(items), standard_cap)]
+        lane_parts = -(-first // cap)  # the first parts: the lane's items only
         parts = [items[start:end] for start, end in zip(starts, [*starts[1:], len(items)], strict=True)]
         # Per part, the lowest offsets of it and every part after it (all uncommitted when it commits).
         ahead: list[Offsets] = [{}] * (len(parts) + 1)
@@ -326,11 +333,12 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             if index and (self.runtime.stopping.is_set() or limiter.admit(collect) is None):
                 self._hold(items[starts[index] :])  # SIGTERM: what is in flight ends; the rest waits
                 break
-            if patient and index >= (1 if first else 0) and len(self.in_flight) >= IN_FLIGHT_LIMIT:
+            if patient and index >= lane_parts and len(self.in_flight) >= IN_FLIGHT_LIMIT:
                 self._hold(items[starts[index] :])  # no slot: the worker reads the lane on meanwhile
                 self.fresh += len(items) - starts[index]
                 break
-            while len(self.in_flight) >= IN_FLIGHT_LIMIT + (1 if lane and index == 0 and first else 0):
+            # A lane part may take one slot more: it waits behind at most the two batches in flight.
+            while len(self.in_flight) >= IN_FLIGHT_LIMIT + (1 if index < lane_parts else 0):
                 reports += self._collect_one()
             in_flight = merge_lowest(*(f.offsets for f in self.in_flight))  # committed before this, acked maybe not
             resume = self._resume_offsets(held, merge_lowest(ahead[index], in_flight))

@@ -41,6 +41,7 @@ class RunStats:
     messages: int = 0
     dead_lettered: int = 0
     deferred: Counter = field(default_factory=Counter)  # per edge node: held back by its fair share
+    misrouted: Counter = field(default_factory=Counter)  # per entity type: read from the other input topic
     elapsed: float = 0.0
 
     def record(self, outcomes: list[Outcome]) -> None:
