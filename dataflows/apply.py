@@ -166,8 +166,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.runtime.stats.misrouted.update(counts)
             for entity_type in counts.keys() - self._misrouted_seen:
                 self._misrouted_seen.add(entity_type)
-                log.warning("misrouted input: accepted and decided in its topic's order, but an entity written "
-                            "to both input topics has no order between them (README \"Priority lane\")",
+                log.warning(f"misrouted input: {entity_type} read from {chunk.topic}, accepted and decided in that "
+                            "topic's order; an entity written to both input topics has no order between them "
+                            "(README \"Priority lane\")",
                             extra={"topic": chunk.topic, "entity_type": entity_type,
                                    "routed_to": self.routing.topic_for(entity_type)})
 
