@@ -129,13 +129,14 @@ def run_phase(workspace: Workspace, name: str, backlog: list[Message], options: 
     produce(settings, backlog)
     expected = len(backlog)
     progress(f"{name}: {expected:,} backlog mutations produced in {time.perf_counter() - began:.1f}s; starting the job")
+    # Enough for the slowest drain in reason; made before the clock starts.
+    messages = critical_messages(int(options.rate * (expected / 2000 + 120)), name) if critical else []
     job = Job(settings, until_idle=False, workers=options.workers)
     produced = 0
     try:
         _wait(lambda: _backlog_decided(settings) > 0, 300, "the first commit", job)
         if critical is not None:
             producer = PacedProducer(settings, topic=settings.lane_topic if critical == "lane" else None)
-            messages = critical_messages(int(options.rate * (expected / 1000 + 600)), name)
             drained = threading.Event()
             stopper = threading.Thread(target=lambda: (
                 _wait(lambda: _backlog_decided(settings) >= expected, max(600.0, expected / 500), "the drain", job),

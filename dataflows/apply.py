@@ -60,6 +60,7 @@ class InFlight:
     part: list
     offsets: Offsets  # its lowest input offsets: uncommitted, or unacknowledged, until collected
     future: Future
+    lane: bool = False  # a part of the priority lane's items only
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         standard batch waits for a free slot, and while one is held the standard topic pauses."""
         reports = self._collect(wait=False)
         now = datetime.now(UTC)
-        if self.lane_fresh and len(self.in_flight) <= IN_FLIGHT_LIMIT:
+        # One lane part at the tail of the commit queue at most: lane items read meanwhile join the
+        # next one (each part is a transaction: many small ones would slow the backlog's drain).
+        if self.lane_fresh and not (self.in_flight and self.in_flight[-1].lane):
             reports += self.flush(at_end=False, lane_only=True)
         due = self.fresh >= self.batch_size or (self._flush_at is not None and self._flush_at <= now)
         if self.fresh and self.window_closes is None:
@@ -348,7 +351,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             if committer.speculator is not None:
                 committer.speculator.announce(batch_id, part)  # decided ahead while the one before writes
             future = self.runtime.commits.submit(self._timed_commit, part, resume, batch_id)
-            self.in_flight.append(InFlight(batch_id, part, lowest_offsets(part), future))
+            self.in_flight.append(InFlight(batch_id, part, lowest_offsets(part), future, index < lane_parts))
             self.sequencer.mark_decided(filter(None, map(item_id, part)))
             self.recorded_offsets = resume
         return reports

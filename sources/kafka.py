@@ -270,8 +270,10 @@ class MutationSource(FixedPartitionedSource[Chunk, int]):
         should_stop: Callable[[], bool] = lambda: False,
         standard: str | None = None,
         paused: Callable[[str], bool] = lambda topic: False,
+        read_size: Callable[[str], int] | None = None,
     ):
         self._paused = paused
+        self._read_size = read_size
         self._on_gap = on_gap
         self._should_stop = should_stop
         self._config = config
@@ -292,8 +294,9 @@ class MutationSource(FixedPartitionedSource[Chunk, int]):
         else:
             offset = resume_state
         log.info("reading partition", extra={"topic": topic, "partition": partition, "offset": offset})
+        size = self._batch_size if self._read_size is None else self._read_size(topic)
         return _Partition(
-            self._config, topic, partition, offset, self._batch_size,
+            self._config, topic, partition, offset, size,
             self._stop_at_end, self._deadline_s, self._should_stop, self._on_gap,
             lambda: self._paused(topic),
         )
