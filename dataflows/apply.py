@@ -177,6 +177,10 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def lane_busy(self) -> bool:
         return time.monotonic() - self.lane_seen < LANE_ACTIVE_S
 
+    def _lane_may_go(self) -> bool:
+        """Lane items wait, and no lane part is at the tail of the commit queue."""
+        return bool(self.lane_fresh) and not (self.in_flight and self.in_flight[-1].lane)
+
     def _lane_step(self) -> list[BatchReport]:
         """With the priority lane read: never block the worker on a full commit queue (it would
         stop reading the lane too). Lane items go as soon as they are read, in their own part; a
@@ -185,7 +189,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         now = datetime.now(UTC)
         # One lane part at the tail of the commit queue at most: lane items read meanwhile join the
         # next one (each part is a transaction: many small ones would slow the backlog's drain).
-        if self.lane_fresh and not (self.in_flight and self.in_flight[-1].lane):
+        if self._lane_may_go():
             reports += self.flush(at_end=False, lane_only=True)
         due = self.fresh >= self.batch_size or (self._flush_at is not None and self._flush_at <= now)
         if self.fresh and self.window_closes is None:
@@ -223,6 +227,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         if not self.in_flight:
             return self._flush_at
         poll = now + IN_FLIGHT_POLL  # its acks should not wait for the next flush
+        if self.lane is not None and len(self.in_flight) >= IN_FLIGHT_LIMIT and not self._lane_may_go():
+            return poll  # nothing may go before a slot frees: looking in sooner would only spin
         return poll if self._flush_at is None else min(poll, self._flush_at)
 
     def snapshot(self) -> ApplyState:
