@@ -43,6 +43,7 @@ WAITING_CHECK = timedelta(milliseconds=500)  # held mutations: dependency timeou
 IN_FLIGHT_POLL = timedelta(milliseconds=10)
 IN_FLIGHT_LIMIT = 2  # batches handed to the commit thread and not yet collected: one commits, one waits
 LANE_ACTIVE_S = 2.0  # the priority lane counts as busy this long after it last gave mutations
+LANE_INTERVAL_S = 0.2  # at most one lane part this often: each is a transaction, audit export and acks
 # What the worker waits on while it blocks on another thread (the liveness probe's named dependencies).
 COMMITTING = "PostgreSQL (a batch committing)"
 AFTER_COMMIT = "the after-commit thread (audit export, acks to Kafka)"
@@ -95,6 +96,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.routing = runtime.routing
         self.lane_fresh = 0  # lane items admitted since its last flush
         self.lane_seen = float("-inf")  # monotonic time the lane last gave items
+        self.lane_sent = float("-inf")  # monotonic time the last lane part was handed over
         self._misrouted_seen: set[str] = set()  # entity types warned about once
         if state is None:
             self.sequencer = Sequencer(dependency_timeout_ms=timeout_ms, partitions=partitions)
@@ -177,9 +179,15 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def lane_busy(self) -> bool:
         return time.monotonic() - self.lane_seen < LANE_ACTIVE_S
 
+    def _standard_cap(self) -> int:
+        """The size of standard parts: `lane_batch_size` while the lane is busy."""
+        return min(self.batch_size, self.runtime.settings.lane_batch_size) if self.lane_busy else self.batch_size
+
     def _lane_may_go(self) -> bool:
-        """Lane items wait, and no lane part is at the tail of the commit queue."""
-        return bool(self.lane_fresh) and not (self.in_flight and self.in_flight[-1].lane)
+        """Lane items wait, no lane part is at the tail of the commit queue, and the last one went
+        LANE_INTERVAL_S ago (lane items read meanwhile join the next one)."""
+        return (bool(self.lane_fresh) and not (self.in_flight and self.in_flight[-1].lane)
+                and time.monotonic() - self.lane_sent >= LANE_INTERVAL_S)
 
     def _lane_step(self) -> list[BatchReport]:
         """With the priority lane read: never block the worker on a full commit queue (it would
@@ -191,7 +199,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         # next one (each part is a transaction: many small ones would slow the backlog's drain).
         if self._lane_may_go():
             reports += self.flush(at_end=False, lane_only=True)
-        due = self.fresh >= self.batch_size or (self._flush_at is not None and self._flush_at <= now)
+        # A backlog goes in full parts as soon as a slot is free (its window would only let lane parts
+        # take the commit thread meanwhile); less than a part waits for its window.
+        due = self.fresh >= self._standard_cap() or (self._flush_at is not None and self._flush_at <= now)
         if self.fresh and self.window_closes is None:
             self.window_closes = now + self.window
         if due and len(self.in_flight) < IN_FLIGHT_LIMIT:
@@ -217,7 +227,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def notify_at(self) -> datetime | None:
         now = datetime.now(UTC)
         if self.lane_fresh:
-            self._flush_at = now
+            self._flush_at = now + timedelta(seconds=max(0.0, self.lane_sent + LANE_INTERVAL_S - time.monotonic()))
         elif self.fresh or self.sequencer.rejections:
             self._flush_at = self.window_closes or now
         elif self.sequencer.holding:
@@ -249,6 +259,10 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self._flush_at = None
             self.fresh = 0
         reports = self._collect(wait=False)  # what is in flight counts as decided already
+        if lane_only:  # the lane's items that may go now, and nothing else (operators/sequencer.py)
+            ready = self.sequencer.release(only_topic=self.lane).order
+            self.lane_sent = time.monotonic()
+            return reports + self._commit(list(ready), len(ready), patient=True)
         release = self._release(at_end)
         if not lane_only:
             self.runtime.stats.deferred.update(release.deferred)
@@ -259,10 +273,6 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         decided, free = lane_first(decided, self.lane)
         first = len(release.invalid) + free
         items = [*release.invalid, *decided, *release.copies]
-        if lane_only:
-            if items[first:]:
-                self._hold(items[first:])  # standard items wait for their own batch
-            items = items[:first]
         return reports + self._commit(items, first, patient=self.lane is not None and not at_end)
 
     def _release(self, at_end: bool):
@@ -330,7 +340,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         if cap is None:  # stopping while throttled: nothing more is written
             self._hold(items)
             return reports
-        standard_cap = min(cap, self.runtime.settings.lane_batch_size) if patient and self.lane_busy else cap
+        standard_cap = min(cap, self._standard_cap()) if patient else cap
         starts = [*range(0, first, cap), *range(first, len(items), standard_cap)]
         lane_parts = -(-first // cap)  # the first parts: the lane's items only
         parts = [items[start:end] for start, end in zip(starts, [*starts[1:], len(items)], strict=True)]
