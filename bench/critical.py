@@ -120,9 +120,10 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str, job: Job) 
 
 
 def run_phase(workspace: Workspace, name: str, backlog: list[Message], options: CriticalOptions,
-              critical: str | None, progress: Callable[[str], None]) -> Phase:
+              critical: str | None, progress: Callable[[str], None], **overrides) -> Phase:
     """One phase: `critical` None (backlog alone), "lane" or "standard" (where they are produced)."""
     settings = workspace.job_topics(workspace.schema(name), name, options.partitions)
+    settings = with_overrides(settings, **overrides)
     if critical == "standard":
         settings = with_overrides(settings, priority_lane="")  # the job as before the lane
     began = time.perf_counter()
@@ -183,9 +184,13 @@ def critical_bench(workspace: Workspace, options: CriticalOptions, header: list[
     phases = {
         "alone": run_phase(workspace, "alone", backlog, options, None, progress),
         "lane": run_phase(workspace, "lane", backlog, options, "lane", progress),
+        # The lever of smaller standard parts while the lane is busy, off: what it buys.
+        "unshrunk": run_phase(workspace, "unshrunk", backlog, options, "lane", progress,
+                              lane_batch_size=workspace.base.batch_size),
         "standard": run_phase(workspace, "standard", backlog, options, "standard", progress),
     }
     titles = {"alone": "(a) backlog alone (lane topic empty)", "lane": "(b) backlog + critical on the lane",
+              "unshrunk": f"(b') as (b), standard parts not shrunk ({workspace.base.batch_size})",
               "standard": "(c) baseline: critical on the standard topic, lane off"}
     for key, phase in phases.items():
         report.results[f"{key}_backlog"] = Result(f"{titles[key]}: backlog drain", phase.drained, phase.drain_s,
@@ -195,8 +200,9 @@ def critical_bench(workspace: Workspace, options: CriticalOptions, header: list[
                 f"{titles[key]}: critical, append to commit", phase.critical, phase.drain_s, "mutations",
                 phase.p50_ms, phase.p95_ms, phase.p99_ms,
                 note=f"max {phase.max_ms:,.0f} ms; those appended before the backlog's last commit")
-    alone, lane, standard = phases["alone"], phases["lane"], phases["standard"]
+    alone, lane, standard, unshrunk = phases["alone"], phases["lane"], phases["standard"], phases["unshrunk"]
     ratio = lane.drain_rate / alone.drain_rate if alone.drain_rate else 0.0
+    ratio_unshrunk = unshrunk.drain_rate / alone.drain_rate if alone.drain_rate else 0.0
     report.notes += [
         "",
         f"Drain rate (a) {alone.drain_rate:,.0f}/s, (b) {lane.drain_rate:,.0f}/s, (c) {standard.drain_rate:,.0f}/s; "
@@ -205,6 +211,8 @@ def critical_bench(workspace: Workspace, options: CriticalOptions, header: list[
         f"Critical p99 append-to-commit: (b) lane {_ms(lane.p99_ms)} ms   target <= {TARGET_P99_MS:,.0f} ms: "
         f"{'met' if lane.p99_ms is not None and lane.p99_ms <= TARGET_P99_MS else 'NOT met'}; "
         f"(c) baseline {_ms(standard.p99_ms)} ms",
+        f"Lever: standard parts not shrunk while the lane is busy (b'): drain {unshrunk.drain_rate:,.0f}/s "
+        f"({ratio_unshrunk:.2f} of (a)), critical p99 {_ms(unshrunk.p99_ms)} ms",
     ]
     for key, phase in phases.items():
         report.check(f"{key}: every backlog mutation decided", phase.drained, options.backlog)

@@ -43,7 +43,6 @@ WAITING_CHECK = timedelta(milliseconds=500)  # held mutations: dependency timeou
 IN_FLIGHT_POLL = timedelta(milliseconds=10)
 IN_FLIGHT_LIMIT = 2  # batches handed to the commit thread and not yet collected: one commits, one waits
 LANE_ACTIVE_S = 2.0  # the priority lane counts as busy this long after it last gave mutations
-LANE_INTERVAL_S = 0.2  # at most one lane part this often: each is a transaction, audit export and acks
 # What the worker waits on while it blocks on another thread (the liveness probe's named dependencies).
 COMMITTING = "PostgreSQL (a batch committing)"
 AFTER_COMMIT = "the after-commit thread (audit export, acks to Kafka)"
@@ -96,7 +95,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.routing = runtime.routing
         self.lane_fresh = 0  # lane items admitted since its last flush
         self.lane_seen = float("-inf")  # monotonic time the lane last gave items
-        self.lane_sent = float("-inf")  # monotonic time the last lane part was handed over
+        self.standard_since_lane = True  # a standard part was handed over since the last lane part
         self._misrouted_seen: set[str] = set()  # entity types warned about once
         if state is None:
             self.sequencer = Sequencer(dependency_timeout_ms=timeout_ms, partitions=partitions)
@@ -179,15 +178,24 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def lane_busy(self) -> bool:
         return time.monotonic() - self.lane_seen < LANE_ACTIVE_S
 
+    def _standard_in_flight(self) -> int:
+        """Standard parts in flight: lane parts (small, at most one between two standard ones) take
+        no slot of theirs, or a lane part at the head of the queue would hold the backlog back."""
+        return sum(not f.lane for f in self.in_flight)
+
     def _standard_cap(self) -> int:
         """The size of standard parts: `lane_batch_size` while the lane is busy."""
         return min(self.batch_size, self.runtime.settings.lane_batch_size) if self.lane_busy else self.batch_size
 
     def _lane_may_go(self) -> bool:
-        """Lane items wait, no lane part is at the tail of the commit queue, and the last one went
-        LANE_INTERVAL_S ago (lane items read meanwhile join the next one)."""
-        return (bool(self.lane_fresh) and not (self.in_flight and self.in_flight[-1].lane)
-                and time.monotonic() - self.lane_sent >= LANE_INTERVAL_S)
+        """Lane items wait and, while standard parts commit, one went since the last lane part:
+        lane and standard parts alternate, so each lane part (a transaction, an audit export,
+        acks: a fixed cost) rides on a standard one's time whatever the load; lane items read
+        meanwhile join the next one. With no standard work at all, lane items go at once."""
+        if not self.lane_fresh or (self.in_flight and self.in_flight[-1].lane):
+            return False
+        idle = self.fresh <= self.lane_fresh and all(f.lane for f in self.in_flight)  # no standard work
+        return self.standard_since_lane or idle
 
     def _lane_step(self) -> list[BatchReport]:
         """With the priority lane read: never block the worker on a full commit queue (it would
@@ -204,7 +212,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         due = self.fresh >= self._standard_cap() or (self._flush_at is not None and self._flush_at <= now)
         if self.fresh and self.window_closes is None:
             self.window_closes = now + self.window
-        if due and len(self.in_flight) < IN_FLIGHT_LIMIT:
+        if due and self._standard_in_flight() < IN_FLIGHT_LIMIT:
             reports += self.flush(at_end=False)
         # Hold off the standard topic while a batch of it waits for a slot (the lane reads on): the
         # backpressure that a worker blocked on the commit queue gives without the lane.
@@ -226,8 +234,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
 
     def notify_at(self) -> datetime | None:
         now = datetime.now(UTC)
-        if self.lane_fresh:
-            self._flush_at = now + timedelta(seconds=max(0.0, self.lane_sent + LANE_INTERVAL_S - time.monotonic()))
+        if self._lane_may_go():
+            self._flush_at = now
         elif self.fresh or self.sequencer.rejections:
             self._flush_at = self.window_closes or now
         elif self.sequencer.holding:
@@ -237,7 +245,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         if not self.in_flight:
             return self._flush_at
         poll = now + IN_FLIGHT_POLL  # its acks should not wait for the next flush
-        if self.lane is not None and len(self.in_flight) >= IN_FLIGHT_LIMIT and not self._lane_may_go():
+        if self.lane is not None and self._standard_in_flight() >= IN_FLIGHT_LIMIT and not self._lane_may_go():
             return poll  # nothing may go before a slot frees: looking in sooner would only spin
         return poll if self._flush_at is None else min(poll, self._flush_at)
 
@@ -261,7 +269,6 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         reports = self._collect(wait=False)  # what is in flight counts as decided already
         if lane_only:  # the lane's items that may go now, and nothing else (operators/sequencer.py)
             ready = self.sequencer.release(only_topic=self.lane).order
-            self.lane_sent = time.monotonic()
             return reports + self._commit(list(ready), len(ready), patient=True)
         release = self._release(at_end)
         if not lane_only:
@@ -271,7 +278,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         decided = [Unmet(m, reasons[m.id]) if m.id in reasons else m for m in release.order] if reasons \
             else release.order
         decided, free = lane_first(decided, self.lane)
-        first = len(release.invalid) + free
+        # Lane items of a full release lead its first part; a part of their own only when the lane
+        # is not read patiently (at the end of input): a transaction more per flush costs the drain.
+        first = len(release.invalid) + free if at_end else 0
         items = [*release.invalid, *decided, *release.copies]
         return reports + self._commit(items, first, patient=self.lane is not None and not at_end)
 
@@ -353,12 +362,13 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             if index and (self.runtime.stopping.is_set() or limiter.admit(collect) is None):
                 self._hold(items[starts[index] :])  # SIGTERM: what is in flight ends; the rest waits
                 break
-            if patient and index >= lane_parts and len(self.in_flight) >= IN_FLIGHT_LIMIT:
+            if patient and index >= lane_parts and self._standard_in_flight() >= IN_FLIGHT_LIMIT:
                 self._hold(items[starts[index] :])  # no slot: the worker reads the lane on meanwhile
                 self.fresh += len(items) - starts[index]
                 break
             # A lane part may take one slot more: it waits behind at most the two batches in flight.
-            while len(self.in_flight) >= IN_FLIGHT_LIMIT + (1 if index < lane_parts else 0):
+            while (self._standard_in_flight() if patient else len(self.in_flight)) >= \
+                    IN_FLIGHT_LIMIT + (1 if index < lane_parts else 0):
                 reports += self._collect_one()
             in_flight = merge_lowest(*(f.offsets for f in self.in_flight))  # committed before this, acked maybe not
             resume = self._resume_offsets(held, merge_lowest(ahead[index], in_flight))
@@ -368,6 +378,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
                 committer.speculator.announce(batch_id, part)  # decided ahead while the one before writes
             future = self.runtime.commits.submit(self._timed_commit, part, resume, batch_id)
             self.in_flight.append(InFlight(batch_id, part, lowest_offsets(part), future, index < lane_parts))
+            self.standard_since_lane = index >= lane_parts
             self.sequencer.mark_decided(filter(None, map(item_id, part)))
             self.recorded_offsets = resume
         return reports
