@@ -43,6 +43,7 @@ WAITING_CHECK = timedelta(milliseconds=500)  # held mutations: dependency timeou
 IN_FLIGHT_POLL = timedelta(milliseconds=10)
 IN_FLIGHT_LIMIT = 2  # batches handed to the commit thread and not yet collected: one commits, one waits
 LANE_ACTIVE_S = 2.0  # the priority lane counts as busy this long after it last gave mutations
+LANE_MIN_PART = 500  # standard parts are never made smaller than this for the lane
 # What the worker waits on while it blocks on another thread (the liveness probe's named dependencies).
 COMMITTING = "PostgreSQL (a batch committing)"
 AFTER_COMMIT = "the after-commit thread (audit export, acks to Kafka)"
@@ -96,6 +97,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.lane_fresh = 0  # lane items admitted since its last flush
         self.lane_seen = float("-inf")  # monotonic time the lane last gave items
         self.standard_since_lane = True  # a standard part was handed over since the last lane part
+        self.seconds_per_item = 0.0  # the last standard parts' commit time per item (a moving average)
         self._misrouted_seen: set[str] = set()  # entity types warned about once
         if state is None:
             self.sequencer = Sequencer(dependency_timeout_ms=timeout_ms, partitions=partitions)
@@ -184,8 +186,16 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         return sum(not f.lane for f in self.in_flight)
 
     def _standard_cap(self) -> int:
-        """The size of standard parts: `lane_batch_size` while the lane is busy."""
-        return min(self.batch_size, self.runtime.settings.lane_batch_size) if self.lane_busy else self.batch_size
+        """The size of standard parts while the lane is busy: what commits in about
+        `lane_commit_target_s` at the last standard parts' time per mutation, at most
+        `lane_batch_size` and at least LANE_MIN_PART; else the batch size."""
+        if not self.lane_busy:
+            return self.batch_size
+        settings = self.runtime.settings
+        cap = min(self.batch_size, settings.lane_batch_size)
+        if self.seconds_per_item:
+            cap = min(cap, max(LANE_MIN_PART, int(settings.lane_commit_target_s / self.seconds_per_item)))
+        return cap
 
     def _lane_may_go(self) -> bool:
         """Lane items wait and, while standard parts commit, one went since the last lane part:
@@ -409,6 +419,10 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             outcomes, seconds, committed_at = batch.future.result()  # a failed commit stops the job here
         self.in_flight.popleft()
         self.runtime.limiter.committed(seconds)
+        if not batch.lane and len(batch.part) >= LANE_MIN_PART:
+            per_item = seconds / len(batch.part)
+            self.seconds_per_item = per_item if not self.seconds_per_item else \
+                0.7 * self.seconds_per_item + 0.3 * per_item
         # Audit export, acks and metrics follow in order on another thread, overlapping the
         # next transaction; the offsets recorded meanwhile keep this batch re-readable.
         with HEARTBEAT.waiting_on(AFTER_COMMIT):  # blocks only while two batches wait for it

@@ -37,10 +37,11 @@ class Settings:
     # None: `<topic_mutations>.critical` (edge.mutations.critical), so renamed inputs get their own lane.
     topic_critical: str | None = None
     priority_lane: str = "critical"
-    # While lane mutations were read in the last seconds, standard batches are at most this big (and
-    # the lane's go in their own part ahead of them): a lane mutation waits for at most the two
-    # batches in flight (BENCHMARKS.md "Critical changes overtake a backlog").
+    # While lane mutations were read in the last seconds, standard batches are at most this big, and
+    # sized to commit in about `lane_commit_target_s` (from the last commits' time per mutation): a
+    # lane mutation waits for at most the two standard batches in flight (README "Priority lane").
     lane_batch_size: int = 2500
+    lane_commit_target_s: float = 0.35
     topic_dlq: str = "edge.mutations.dlq"
     topic_status: str = "edge.mutation-status"
     # Compacted: the job's state for the edge nodes (how far behind, throttled), one record per
@@ -176,6 +177,7 @@ _ENV = {
     "MUTAGG_TOPIC_CRITICAL": "topic_critical",
     "MUTAGG_PRIORITY_LANE": "priority_lane",
     "MUTAGG_LANE_BATCH_SIZE": "lane_batch_size",
+    "MUTAGG_LANE_COMMIT_TARGET_S": "lane_commit_target_s",
     "MUTAGG_TOPIC_DLQ": "topic_dlq",
     "MUTAGG_TOPIC_STATUS": "topic_status",
     "MUTAGG_TOPIC_CENTRAL_STATE": "topic_central_state",
@@ -299,6 +301,8 @@ def load_settings(
         raise ConfigError("read_chunk must be positive")
     if min(settings.batch_size, settings.lane_batch_size, settings.max_message_bytes) < 1 or settings.window_ms < 0:
         raise ConfigError("batch_size, lane_batch_size and max_message_bytes must be positive, window_ms >= 0")
+    if settings.lane_commit_target_s <= 0:
+        raise ConfigError(f"lane_commit_target_s must be positive, not {settings.lane_commit_target_s}")
     try:
         parse_lane(settings.priority_lane)
     except ValueError as exc:

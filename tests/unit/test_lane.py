@@ -173,3 +173,30 @@ def test_a_lane_release_then_the_rest_decides_as_one_release_in_an_order_that_ke
                              and p.topic == m.topic]
         assert all(place[p.id] < place[m.id] for p in earlier_on_entity)
         assert all(place[d] < place[m.id] for d in m.dependencies)  # applied: its dependencies went first
+
+
+def test_misrouted_messages_are_counted_per_entity_type_and_warned_about_once(caplog):
+    from types import SimpleNamespace
+
+    from dataflows.apply import ApplyLogic
+    from dataflows.runtime import RunStats
+    from mutagg.metrics import JobMetrics
+    from operators.decode import DecodedChunk
+
+    logic = ApplyLogic.__new__(ApplyLogic)
+    logic.routing = Routing.of(STANDARD, LANE, {"stock": "critical", "order": "standard"}, "critical")
+    logic.runtime = SimpleNamespace(metrics=JobMetrics(["stock", "order"]), stats=RunStats())
+    logic._misrouted_seen = set()
+    on_standard = [mutation("s1", "stock", "A", 0), mutation("o1", "order", "B", 1), mutation("s2", "stock", "C", 2)]
+    for m in on_standard:
+        m.topic = STANDARD
+    on_lane = [mutation("o2", "order", "D", 0)]
+    on_lane[0].topic = LANE
+    logic._count_misrouted(DecodedChunk(STANDARD, 0, 3, on_standard, [], 2))
+    logic._count_misrouted(DecodedChunk(STANDARD, 0, 4, on_standard[:1], [], 3))
+    logic._count_misrouted(DecodedChunk(LANE, 0, 1, on_lane, [], 0))
+    sample = logic.runtime.metrics.registry.get_sample_value
+    assert sample("mutagg_misrouted_total", {"entity_type": "stock"}) == 3
+    assert sample("mutagg_misrouted_total", {"entity_type": "order"}) == 1
+    assert logic.runtime.stats.misrouted == {"stock": 3, "order": 1}
+    assert sum("misrouted input" in r.getMessage() for r in caplog.records) == 2  # once per type
