@@ -50,7 +50,7 @@ def test_lane_mutations_overtake_a_backlog_and_decide_as_the_model(settings):
     produce(settings, [*standard, _message(on_standard)])
     produce(settings, [*lane, _message(waits), _message(on_lane)], topic=settings.lane_topic)
 
-    result = run_job(settings)
+    result = run_job(settings, MUTAGG_BATCH_SIZE="100")  # many standard batches for the lane to overtake
 
     rank = _batch_order(settings)
     lane_ids = {orjson.loads(m.value)["id"] for m in lane}
