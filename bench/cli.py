@@ -34,7 +34,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if getattr(args, "critical", False):
         report = run_critical(settings, CriticalOptions(
             backlog=args.backlog, rate=args.critical_rate, partitions=args.partitions, workers=args.workers,
-            seed=args.seed), keep=args.keep)
+            seed=args.seed, rounds=args.rounds), keep=args.keep)
     else:
         report = run_bench(settings, options_from(args))
     print(format_report(report), flush=True)

@@ -13,6 +13,7 @@ last; the critical percentiles are over those appended before the backlog's last
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ class CriticalOptions:
     partitions: int = 4
     workers: int = 1
     seed: int = 7
+    rounds: int = 1
 
 
 def backlog_messages(count: int, seed: int) -> list[Message]:
@@ -173,49 +175,64 @@ def run_phase(workspace: Workspace, name: str, backlog: list[Message], options: 
     return phase
 
 
+KINDS = ("alone", "lane", "unshrunk", "standard")
+
+
 def critical_bench(workspace: Workspace, options: CriticalOptions, header: list[str],
                    progress: Callable[[str], None]) -> Report:
     report = Report([*header, f"mutagg bench --critical: a backlog of {options.backlog:,} standard mutations, "
-                                f"{options.rate:g}/s critical ({CRITICAL_TYPE}) produced while it drains; "
-                                "the machine is shared and noisy: compare within this run"])
+                                f"{options.rate:g}/s critical ({CRITICAL_TYPE}) produced while it drains, "
+                                f"{options.rounds} round(s) of (a), (b), (b'), (c); the machine is shared and "
+                                "noisy: compare within a round"])
     began = time.perf_counter()
     backlog = backlog_messages(options.backlog, options.seed)
     progress(f"generated {len(backlog):,} backlog messages in {time.perf_counter() - began:.1f}s")
-    phases = {
-        "alone": run_phase(workspace, "alone", backlog, options, None, progress),
-        "lane": run_phase(workspace, "lane", backlog, options, "lane", progress),
-        # The lever of smaller standard parts while the lane is busy, off: what it buys.
-        "unshrunk": run_phase(workspace, "unshrunk", backlog, options, "lane", progress,
-                              lane_batch_size=workspace.base.batch_size),
-        "standard": run_phase(workspace, "standard", backlog, options, "standard", progress),
-    }
     titles = {"alone": "(a) backlog alone (lane topic empty)", "lane": "(b) backlog + critical on the lane",
               "unshrunk": f"(b') as (b), standard parts not shrunk ({workspace.base.batch_size})",
               "standard": "(c) baseline: critical on the standard topic, lane off"}
-    for key, phase in phases.items():
-        report.results[f"{key}_backlog"] = Result(f"{titles[key]}: backlog drain", phase.drained, phase.drain_s,
-                                                  "mutations")
-        if phase.critical:
-            report.results[f"{key}_critical"] = Result(
-                f"{titles[key]}: critical, append to commit", phase.critical, phase.drain_s, "mutations",
-                phase.p50_ms, phase.p95_ms, phase.p99_ms,
-                note=f"max {phase.max_ms:,.0f} ms; those appended before the backlog's last commit")
-    alone, lane, standard, unshrunk = phases["alone"], phases["lane"], phases["standard"], phases["unshrunk"]
-    ratio = lane.drain_rate / alone.drain_rate if alone.drain_rate else 0.0
-    ratio_unshrunk = unshrunk.drain_rate / alone.drain_rate if alone.drain_rate else 0.0
-    report.notes += [
-        "",
-        f"Drain rate (a) {alone.drain_rate:,.0f}/s, (b) {lane.drain_rate:,.0f}/s, (c) {standard.drain_rate:,.0f}/s; "
-        f"(b)/(a) = {ratio:.2f}   target >= {TARGET_DRAIN_RATIO:g}: "
-        f"{'met' if ratio >= TARGET_DRAIN_RATIO else 'NOT met'}",
-        f"Critical p99 append-to-commit: (b) lane {_ms(lane.p99_ms)} ms   target <= {TARGET_P99_MS:,.0f} ms: "
-        f"{'met' if lane.p99_ms is not None and lane.p99_ms <= TARGET_P99_MS else 'NOT met'}; "
-        f"(c) baseline {_ms(standard.p99_ms)} ms",
-        f"Lever: standard parts not shrunk while the lane is busy (b'): drain {unshrunk.drain_rate:,.0f}/s "
-        f"({ratio_unshrunk:.2f} of (a)), critical p99 {_ms(unshrunk.p99_ms)} ms",
-    ]
-    for key, phase in phases.items():
-        report.check(f"{key}: every backlog mutation decided", phase.drained, options.backlog)
+    rounds: list[dict[str, Phase]] = []
+    for number in range(1, options.rounds + 1):
+        def phase(kind: str, critical: str | None, number: int = number, **overrides) -> Phase:
+            return run_phase(workspace, f"{kind}{number}", backlog, options, critical, progress, **overrides)
+
+        phases = {
+            "alone": phase("alone", None),
+            "lane": phase("lane", "lane"),
+            # The lever of smaller standard parts while the lane is busy, off: what it buys.
+            "unshrunk": phase("unshrunk", "lane", lane_batch_size=workspace.base.batch_size),
+            "standard": phase("standard", "standard"),
+        }
+        rounds.append(phases)
+        suffix = f" [round {number}]" if options.rounds > 1 else ""
+        for key, result in phases.items():
+            report.results[f"{key}_backlog{number}"] = Result(
+                f"{titles[key]}: backlog drain{suffix}", result.drained, result.drain_s, "mutations")
+            if result.critical:
+                report.results[f"{key}_critical{number}"] = Result(
+                    f"{titles[key]}: critical, append to commit{suffix}", result.critical, result.drain_s,
+                    "mutations", result.p50_ms, result.p95_ms, result.p99_ms,
+                    note=f"max {result.max_ms:,.0f} ms; those appended before the backlog's last commit")
+        for key, result in phases.items():
+            report.check(f"{key}{number}: every backlog mutation decided", result.drained, options.backlog)
+    report.notes.append("")
+    for number, phases in enumerate(rounds, 1):
+        alone, lane, unshrunk, standard = (phases[k] for k in KINDS)
+        ratio = lane.drain_rate / alone.drain_rate if alone.drain_rate else 0.0
+        ratio_unshrunk = unshrunk.drain_rate / alone.drain_rate if alone.drain_rate else 0.0
+        report.notes += [
+            f"Round {number}: drain (a) {alone.drain_rate:,.0f}/s, (b) {lane.drain_rate:,.0f}/s, "
+            f"(b') {unshrunk.drain_rate:,.0f}/s, (c) {standard.drain_rate:,.0f}/s; (b)/(a) = {ratio:.2f} "
+            f"(target >= {TARGET_DRAIN_RATIO:g}: {'met' if ratio >= TARGET_DRAIN_RATIO else 'NOT met'}), "
+            f"(b')/(a) = {ratio_unshrunk:.2f}",
+            f"  critical p99 append-to-commit: (b) {_ms(lane.p99_ms)} ms (target <= {TARGET_P99_MS:,.0f} ms: "
+            f"{'met' if lane.p99_ms is not None and lane.p99_ms <= TARGET_P99_MS else 'NOT met'}), "
+            f"(b') {_ms(unshrunk.p99_ms)} ms, (c) baseline {_ms(standard.p99_ms)} ms",
+        ]
+    if len(rounds) > 1:
+        ratios = sorted(r["lane"].drain_rate / r["alone"].drain_rate for r in rounds if r["alone"].drain_rate)
+        p99s = sorted(r["lane"].p99_ms for r in rounds if r["lane"].p99_ms is not None)
+        report.notes.append(f"Median over rounds: (b)/(a) {statistics.median(ratios):.2f}, (b) critical p99 "
+                            f"{_ms(statistics.median(p99s)) if p99s else '-'} ms")
     return report
 
 

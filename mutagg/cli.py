@@ -126,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--backlog", type=int, default=500_000, help="standard mutations in the log with --critical")
     bench.add_argument("--critical-rate", type=float, default=200.0, dest="critical_rate",
                        help="critical mutations/s produced while the backlog drains with --critical (default 200)")
+    bench.add_argument("--rounds", type=int, default=1, help="with --critical: repeat its phases this many times")
     return parser
 
 
