@@ -58,7 +58,7 @@ def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
         should_stop=runtime.stopping.is_set,
         standard=settings.topic_mutations,
         # While lane mutations are read, the standard topic pauses once a batch of it is held (README "Priority lane").
-        paused=lambda topic: topic != runtime.lane and runtime.standard_paused.is_set(),
+        paused=lambda topic: runtime.standard_paused.is_set() and topic != runtime.lane,
         read_size=lambda topic: read_size(runtime, topic),
     )
     chunks = op.input(steps.INPUT, flow, source)
