@@ -34,11 +34,11 @@ class ReportSink(DynamicSink[BatchReport]):
 
 
 def read_size(runtime: Runtime, topic: str) -> int:
-    """Records per poll of a partition of `topic`. While the priority lane gives mutations, a
-    standard partition reads about one batch's share at a time: the apply step then holds little
-    more than a batch when the lane asks to go first (README "Priority lane")."""
+    """Records per poll of a partition of `topic`. With the priority lane read, a standard
+    partition reads about one batch's share at a time: the apply step then holds little more
+    than a batch when the lane asks to go first (README "Priority lane")."""
     settings = runtime.settings
-    if not runtime.lane_active.is_set() or topic == runtime.lane:
+    if runtime.lane is None or topic == runtime.lane:
         return settings.read_chunk
     standard = sum(1 for t, _ in runtime.input_partitions if t != runtime.lane)
     return min(settings.read_chunk, max(TRICKLE, settings.batch_size // max(1, standard)))

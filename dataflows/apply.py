@@ -138,7 +138,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             if read and chunk.topic == self.lane:
                 self.lane_fresh += read
                 self.lane_seen = time.monotonic()
-        if self._patient():
+        if self.lane is not None:
             return self._lane_step(), self.RETAIN
         if self.fresh >= self.batch_size:
             return self.flush(at_end=False), self.RETAIN
@@ -147,7 +147,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         return self._collect(wait=False), self.RETAIN
 
     def on_notify(self) -> tuple[list[BatchReport], bool]:
-        if self._patient():
+        if self.lane is not None:
             return self._lane_step(), self.RETAIN
         if self._flush_at is not None and self._flush_at <= datetime.now(UTC):
             return self.flush(at_end=False), self.RETAIN
@@ -179,23 +179,6 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     @property
     def lane_busy(self) -> bool:
         return time.monotonic() - self.lane_seen < LANE_ACTIVE_S
-
-    def _patient(self) -> bool:
-        """The lane's way (never blocking the worker on the commit queue) while the lane gives
-        mutations or lane parts are in flight; the plain way (the worker waits for a slot, which
-        holds the reads back) otherwise: a lane without traffic costs the backlog nothing."""
-        if self._lane_active():
-            self.runtime.lane_active.set()
-            return True
-        if self.lane is not None:
-            self.runtime.standard_paused.clear()
-            self.runtime.lane_active.clear()
-        return False
-
-    def _lane_active(self) -> bool:
-        """Lane items were read lately, wait, or commit."""
-        return self.lane is not None and (
-            self.lane_busy or bool(self.lane_fresh) or any(f.lane for f in self.in_flight))
 
     def _standard_in_flight(self) -> int:
         """Standard parts in flight: lane parts (small, at most one between two standard ones) take
@@ -272,7 +255,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         if not self.in_flight:
             return self._flush_at
         poll = now + IN_FLIGHT_POLL  # its acks should not wait for the next flush
-        if self._lane_active() and self._standard_in_flight() >= IN_FLIGHT_LIMIT and not self._lane_may_go():
+        if self.lane is not None and self._standard_in_flight() >= IN_FLIGHT_LIMIT and not self._lane_may_go():
             return poll  # nothing may go before a slot frees: looking in sooner would only spin
         return poll if self._flush_at is None else min(poll, self._flush_at)
 
@@ -309,7 +292,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         # is not read patiently (at the end of input): a transaction more per flush costs the drain.
         first = len(release.invalid) + free if at_end else 0
         items = [*release.invalid, *decided, *release.copies]
-        return reports + self._commit(items, first, patient=not at_end and self._patient())
+        return reports + self._commit(items, first, patient=self.lane is not None and not at_end)
 
     def _release(self, at_end: bool):
         sequencer = self.sequencer

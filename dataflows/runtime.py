@@ -64,7 +64,6 @@ class Runtime:
         # Set by the apply step while it holds a batch of standard input and the priority lane is busy:
         # the standard topic's partitions are not polled then, the lane's are (README "Priority lane").
         self.standard_paused = threading.Event()
-        self.lane_active = threading.Event()  # set by the apply step while lane mutations come
         self._lock = threading.Lock()
         self._committer: PostgresCommitter | None = None
         self._input_partitions: list[PartitionKey] | None = None

@@ -114,11 +114,9 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         self, config: dict, topic: str, partition: int, offset: int, batch_size: int,
         stop_at_end: bool, deadline_s: float, should_stop: Callable[[], bool], on_gap: GapHandler,
         paused: Callable[[], bool] = lambda: False,
-        read_size: Callable[[], int] | None = None,
     ):
         self._should_stop = should_stop
         self._paused = paused
-        self._read_size = read_size
         self._watch = KafkaErrorWatch.for_config(config)
         self._consumer = Consumer({
             **config,
@@ -154,7 +152,7 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         if self._paused():  # the apply step holds a batch of it already: the priority lane reads on
             self._slow = True
             return []
-        polled = self._consumer.consume(self._batch_size if self._read_size is None else self._read_size(), 0)
+        polled = self._consumer.consume(self._batch_size, 0)
         self._watch.raise_if_failed()  # e.g. the password was rotated under a running job
         messages: list[RawMessage] = []
         append = messages.append
@@ -296,11 +294,11 @@ class MutationSource(FixedPartitionedSource[Chunk, int]):
         else:
             offset = resume_state
         log.info("reading partition", extra={"topic": topic, "partition": partition, "offset": offset})
-        read_size = self._read_size
+        size = self._batch_size if self._read_size is None else self._read_size(topic)
         return _Partition(
-            self._config, topic, partition, offset, self._batch_size,
+            self._config, topic, partition, offset, size,
             self._stop_at_end, self._deadline_s, self._should_stop, self._on_gap,
-            lambda: self._paused(topic), None if read_size is None else lambda: read_size(topic),
+            lambda: self._paused(topic),
         )
 
 
