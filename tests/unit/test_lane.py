@@ -116,7 +116,7 @@ def logs(draw):
     return log
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(logs())
 def test_lane_first_keeps_every_order_constraint_and_moves_every_lane_item_it_can(log):
     sequencer = Sequencer(dependency_timeout_ms=10**12)
@@ -144,7 +144,7 @@ def test_lane_first_keeps_every_order_constraint_and_moves_every_lane_item_it_ca
             assert any(id(order[p]) in in_rest for p in before[index])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(logs(), st.integers(0, 40))
 def test_a_lane_release_then_the_rest_decides_as_one_release_in_an_order_that_keeps_every_constraint(log, cut):
     """The apply step releases the lane's ready items alone (`only_topic`), then everything else:
