@@ -8,8 +8,9 @@ from pathlib import Path
 
 import orjson
 
+from bench.critical import CriticalOptions
 from bench.report import format_report
-from bench.run import BenchOptions, run_bench
+from bench.run import BenchOptions, run_bench, run_critical
 from mutagg.settings import Settings
 
 QUICK_MUTATIONS = 100_000
@@ -30,7 +31,12 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     """Run the benchmark; exit 0 if every consistency check held, 1 if not."""
-    report = run_bench(settings, options_from(args))
+    if getattr(args, "critical", False):
+        report = run_critical(settings, CriticalOptions(
+            backlog=args.backlog, rate=args.critical_rate, partitions=args.partitions, workers=args.workers,
+            seed=args.seed, rounds=args.rounds), keep=args.keep)
+    else:
+        report = run_bench(settings, options_from(args))
     print(format_report(report), flush=True)
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2))

@@ -28,8 +28,9 @@ class PacedProducer:
     warm-up, delivered in full before the paced phase, takes that wait.
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, topic: str | None = None):
         self.settings = settings
+        self.topic = topic or settings.topic_mutations
         self.producer = Producer({**settings.kafka_client_config(), "linger.ms": 20, "compression.type": "lz4",
                                   "enable.idempotence": True})
         master_key = settings.edge_master_key()
@@ -59,9 +60,29 @@ class PacedProducer:
         self._flush()
         return seconds
 
+    def until(self, messages: list[Message], rate: float, stop: Callable[[], bool]) -> int:
+        """Produce `messages` at `rate` per second until `stop()` (asked every 0.1 s); how many were produced."""
+        producer = self.producer
+        began = time.perf_counter()
+        sent, asked_at = 0, began
+        while sent < len(messages):
+            now = time.perf_counter()
+            if now - asked_at >= 0.1:
+                asked_at = now
+                if stop():
+                    break
+            due = min(len(messages), int((now - began) * rate) + 1)
+            while sent < due:
+                if self._produce(messages[sent]):
+                    sent += 1
+            producer.poll(0)
+            time.sleep(0.001)
+        self._flush()
+        return sent
+
     def _produce(self, message: Message) -> bool:
         try:
-            self.producer.produce(self.settings.topic_mutations, key=message.key, value=message.value,
+            self.producer.produce(self.topic, key=message.key, value=message.value,
                                   headers=signature_headers(self.signer, message.value))
             return True
         except BufferError:

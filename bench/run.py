@@ -15,6 +15,7 @@ import psycopg
 
 from bench import limit, naive, peer, peer_records
 from bench.cpu import CpuMeter
+from bench.critical import CriticalOptions, critical_bench
 from bench.latency import PacedProducer, log_append_time, utc_now, wait_until
 from bench.pipeline import Job, count_rows, ledger_latency
 from bench.report import Report, Result
@@ -74,6 +75,20 @@ def run_bench(settings: Settings, options: BenchOptions) -> Report:
         if options.latency:
             return _latency(workspace, registry, options)
         return _throughput(workspace, registry, options)
+    finally:
+        workspace.close()
+
+
+def run_critical(settings: Settings, options: CriticalOptions, keep: bool = False) -> Report:
+    """`mutagg bench --critical` (bench/critical.py)."""
+    registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
+    workspace = Workspace(settings, registry, keep=keep)
+    try:
+        header = _header(settings, BenchOptions(partitions=options.partitions, workers=options.workers,
+                                                seed=options.seed), "mutagg bench --critical")
+        header.append(f"lane: MUTAGG_PRIORITY_LANE={settings.priority_lane or '(empty)'}, "
+                      f"lane_batch_size {settings.lane_batch_size}")
+        return critical_bench(workspace, options, header, progress)
     finally:
         workspace.close()
 

@@ -52,7 +52,7 @@ class Workspace:
             settings, topic_mutations=f"{prefix}.mutations", topic_dlq=f"{prefix}.dlq",
             topic_status=f"{prefix}.status", topic_partitions=partitions,
         )
-        self.topics += [settings.topic_mutations, settings.topic_dlq, settings.topic_status]
+        self.topics += [settings.topic_mutations, settings.lane_topic, settings.topic_dlq, settings.topic_status]
         create_topics(settings)
         return settings
 

@@ -20,7 +20,7 @@ from schemas.signature import Verifier
 from sinks.gaps import InputGapPolicy
 from sinks.offsets import stored_offsets
 from sources.heartbeat import HeartbeatSource, NoOutput
-from sources.kafka import Chunk, MutationSource
+from sources.kafka import TRICKLE, Chunk, MutationSource
 
 
 class _Discard(StatelessSinkPartition[BatchReport]):
@@ -33,18 +33,33 @@ class ReportSink(DynamicSink[BatchReport]):
         return _Discard()
 
 
+def read_size(runtime: Runtime, topic: str) -> int:
+    """Records per poll of a partition of `topic`. With the priority lane read, a standard
+    partition reads about one batch's share at a time: the apply step then holds little more
+    than a batch when the lane asks to go first (README "Priority lane")."""
+    settings = runtime.settings
+    if runtime.lane is None or topic == runtime.lane:
+        return settings.read_chunk
+    standard = sum(1 for t, _ in runtime.input_partitions if t != runtime.lane)
+    return min(settings.read_chunk, max(TRICKLE, settings.batch_size // max(1, standard)))
+
+
 def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
     settings, registry = runtime.settings, runtime.registry
     flow = Dataflow(steps.FLOW_ID)
     source = MutationSource(
         settings.kafka_client_config(),
-        settings.topic_mutations,
+        lambda: runtime.input_partitions,  # the standard topic's, and the priority lane's if it exists
         batch_size=settings.read_chunk,
         stop_at_end=stop_at_end,
         deadline_s=settings.service_deadline_s,
-        stored_offsets=lambda: stored_offsets(settings, settings.topic_mutations),
+        stored_offsets=lambda topic: stored_offsets(settings, topic),
         on_gap=InputGapPolicy(settings, runtime.metrics),
         should_stop=runtime.stopping.is_set,
+        standard=settings.topic_mutations,
+        # While lane mutations are read, the standard topic pauses once a batch of it is held (README "Priority lane").
+        paused=lambda topic: runtime.standard_paused.is_set() and topic != runtime.lane,
+        read_size=lambda topic: read_size(runtime, topic),
     )
     chunks = op.input(steps.INPUT, flow, source)
     master_key = settings.edge_master_key()

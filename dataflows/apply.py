@@ -28,6 +28,7 @@ from bytewax.operators import StatefulBatchLogic
 from dataflows.runtime import Runtime
 from mutagg.heartbeat import HEARTBEAT
 from operators.decode import DecodedChunk
+from operators.lane import lane_first
 from operators.sequencer import Sequencer
 from schemas.errors import MutaggError
 from schemas.mutation import Mutation, Rejection
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 WAITING_CHECK = timedelta(milliseconds=500)  # held mutations: dependency timeouts are checked this often
 IN_FLIGHT_POLL = timedelta(milliseconds=10)
 IN_FLIGHT_LIMIT = 2  # batches handed to the commit thread and not yet collected: one commits, one waits
+LANE_ACTIVE_S = 2.0  # the priority lane counts as busy this long after it last gave mutations
+LANE_MIN_PART = 500  # standard parts are never made smaller than this for the lane
 # What the worker waits on while it blocks on another thread (the liveness probe's named dependencies).
 COMMITTING = "PostgreSQL (a batch committing)"
 AFTER_COMMIT = "the after-commit thread (audit export, acks to Kafka)"
@@ -58,6 +61,7 @@ class InFlight:
     part: list
     offsets: Offsets  # its lowest input offsets: uncommitted, or unacknowledged, until collected
     future: Future
+    lane: bool = False  # a part of the priority lane's items only
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,14 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.batch_size = settings.batch_size
         self.window = timedelta(milliseconds=settings.window_ms)
         timeout_ms = int(settings.dependency_timeout_s * 1000)
-        partitions = frozenset((settings.topic_mutations, p) for p in runtime.input_partitions)
+        partitions = frozenset(runtime.input_partitions)
+        self.lane: str | None = runtime.lane  # the priority lane's topic, if the job reads it
+        self.routing = runtime.routing
+        self.lane_fresh = 0  # lane items admitted since its last flush
+        self.lane_seen = float("-inf")  # monotonic time the lane last gave items
+        self.standard_since_lane = True  # a standard part was handed over since the last lane part
+        self.seconds_per_item = 0.0  # the last standard parts' commit time per item (a moving average)
+        self._misrouted_seen: set[str] = set()  # entity types warned about once
         if state is None:
             self.sequencer = Sequencer(dependency_timeout_ms=timeout_ms, partitions=partitions)
             self.next_offsets: dict[tuple[str, int], int] = {}
@@ -118,9 +129,17 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.sequencer.observe(chunk.topic, chunk.partition, chunk.event_time_ms)
             if chunk.next_offset is not None:
                 self.next_offsets[(chunk.topic, chunk.partition)] = chunk.next_offset
-            self.fresh += len(chunk.mutations) + len(chunk.rejections)
+            read = len(chunk.mutations) + len(chunk.rejections)
+            self.fresh += read
             if chunk.unsigned:
                 self.runtime.metrics.count_unsigned(chunk.unsigned)
+            if self.routing.enabled:
+                self._count_misrouted(chunk)
+            if read and chunk.topic == self.lane:
+                self.lane_fresh += read
+                self.lane_seen = time.monotonic()
+        if self.lane is not None:
+            return self._lane_step(), self.RETAIN
         if self.fresh >= self.batch_size:
             return self.flush(at_end=False), self.RETAIN
         if self.window_closes is None:
@@ -128,9 +147,90 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         return self._collect(wait=False), self.RETAIN
 
     def on_notify(self) -> tuple[list[BatchReport], bool]:
+        if self.lane is not None:
+            return self._lane_step(), self.RETAIN
         if self._flush_at is not None and self._flush_at <= datetime.now(UTC):
             return self.flush(at_end=False), self.RETAIN
         return self._collect(wait=False), self.RETAIN  # only looking in on the batch in flight
+
+    def _count_misrouted(self, chunk: DecodedChunk) -> None:
+        """Count what was read from the input topic its type is not routed to (decided as usual)."""
+        lane_types = self.routing.lane_types
+        if chunk.topic == self.routing.standard:
+            wrong = [m.entity_type for m in chunk.mutations if m.entity_type in lane_types]
+        elif chunk.topic == self.routing.lane:
+            wrong = [m.entity_type for m in chunk.mutations if m.entity_type not in lane_types]
+        else:
+            return
+        if wrong:
+            counts: dict[str, int] = {}
+            for entity_type in wrong:
+                counts[entity_type] = counts.get(entity_type, 0) + 1
+            self.runtime.metrics.count_misrouted(counts)
+            self.runtime.stats.misrouted.update(counts)
+            for entity_type in counts.keys() - self._misrouted_seen:
+                self._misrouted_seen.add(entity_type)
+                log.warning(f"misrouted input: {entity_type} read from {chunk.topic}, accepted and decided in that "
+                            "topic's order; an entity written to both input topics has no order between them "
+                            "(README \"Priority lane\")",
+                            extra={"topic": chunk.topic, "entity_type": entity_type,
+                                   "routed_to": self.routing.topic_for(entity_type)})
+
+    @property
+    def lane_busy(self) -> bool:
+        return time.monotonic() - self.lane_seen < LANE_ACTIVE_S
+
+    def _standard_in_flight(self) -> int:
+        """Standard parts in flight: lane parts (small, at most one between two standard ones) take
+        no slot of theirs, or a lane part at the head of the queue would hold the backlog back."""
+        return sum(not f.lane for f in self.in_flight)
+
+    def _standard_cap(self) -> int:
+        """The size of standard parts while the lane is busy: what commits in about
+        `lane_commit_target_s` at the last standard parts' time per mutation, at most
+        `lane_batch_size` and at least LANE_MIN_PART; else the batch size."""
+        if not self.lane_busy:
+            return self.batch_size
+        settings = self.runtime.settings
+        cap = min(self.batch_size, settings.lane_batch_size)
+        if self.seconds_per_item:
+            cap = min(cap, max(LANE_MIN_PART, int(settings.lane_commit_target_s / self.seconds_per_item)))
+        return cap
+
+    def _lane_may_go(self) -> bool:
+        """Lane items wait and, while standard parts commit, one went since the last lane part:
+        lane and standard parts alternate, so each lane part (a transaction, an audit export,
+        acks: a fixed cost) rides on a standard one's time whatever the load; lane items read
+        meanwhile join the next one. With no standard work at all, lane items go at once."""
+        if not self.lane_fresh or (self.in_flight and self.in_flight[-1].lane):
+            return False
+        idle = self.fresh <= self.lane_fresh and all(f.lane for f in self.in_flight)  # no standard work
+        return self.standard_since_lane or idle
+
+    def _lane_step(self) -> list[BatchReport]:
+        """With the priority lane read: never block the worker on a full commit queue (it would
+        stop reading the lane too). Lane items go as soon as they are read, in their own part; a
+        standard batch waits for a free slot, and while one is held the standard topic pauses."""
+        reports = self._collect(wait=False)
+        now = datetime.now(UTC)
+        # One lane part at the tail of the commit queue at most: lane items read meanwhile join the
+        # next one (each part is a transaction: many small ones would slow the backlog's drain).
+        if self._lane_may_go():
+            reports += self.flush(at_end=False, lane_only=True)
+        # A backlog goes in full parts as soon as a slot is free (its window would only let lane parts
+        # take the commit thread meanwhile); less than a part waits for its window.
+        due = self.fresh >= self._standard_cap() or (self._flush_at is not None and self._flush_at <= now)
+        if self.fresh and self.window_closes is None:
+            self.window_closes = now + self.window
+        if due and self._standard_in_flight() < IN_FLIGHT_LIMIT:
+            reports += self.flush(at_end=False)
+        # Hold off the standard topic while a batch of it waits for a slot (the lane reads on): the
+        # backpressure that a worker blocked on the commit queue gives without the lane.
+        if self.fresh >= self.batch_size:
+            self.runtime.standard_paused.set()
+        else:
+            self.runtime.standard_paused.clear()
+        return reports
 
     def on_eof(self) -> tuple[list[BatchReport], bool]:
         if self.runtime.stopping.is_set():
@@ -144,7 +244,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
 
     def notify_at(self) -> datetime | None:
         now = datetime.now(UTC)
-        if self.fresh or self.sequencer.rejections:
+        if self._lane_may_go():
+            self._flush_at = now
+        elif self.fresh or self.sequencer.rejections:
             self._flush_at = self.window_closes or now
         elif self.sequencer.holding:
             self._flush_at = self._flush_at or now + max(self.window, WAITING_CHECK)
@@ -153,6 +255,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         if not self.in_flight:
             return self._flush_at
         poll = now + IN_FLIGHT_POLL  # its acks should not wait for the next flush
+        if self.lane is not None and self._standard_in_flight() >= IN_FLIGHT_LIMIT and not self._lane_may_go():
+            return poll  # nothing may go before a slot frees: looking in sooner would only spin
         return poll if self._flush_at is None else min(poll, self._flush_at)
 
     def snapshot(self) -> ApplyState:
@@ -163,21 +267,32 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             mark = self.restored_mark  # this run has committed nothing yet: the positions are still those
         return ApplyState(self.sequencer.snapshot(), list(self.sequencer.rejections), dict(self.next_offsets), mark)
 
-    def flush(self, at_end: bool) -> list[BatchReport]:
-        """Commit everything that may go now, in batches, and acknowledge it."""
+    def flush(self, at_end: bool, lane_only: bool = False) -> list[BatchReport]:
+        """Commit everything that may go now, in batches, and acknowledge it: the priority lane's
+        items first, in a part of their own (`lane_only`: only them; the rest waits on)."""
         self.runtime.faults.hit("hang_worker")  # liveness tests: a worker stuck in a step
-        self.window_closes = None
-        self._flush_at = None
-        self.fresh = 0
+        self.lane_fresh = 0
+        if not lane_only:
+            self.window_closes = None
+            self._flush_at = None
+            self.fresh = 0
         reports = self._collect(wait=False)  # what is in flight counts as decided already
+        if lane_only:  # the lane's items that may go now, and nothing else (operators/sequencer.py)
+            ready = self.sequencer.release(only_topic=self.lane).order
+            return reports + self._commit(list(ready), len(ready), patient=True)
         release = self._release(at_end)
-        self.runtime.stats.deferred.update(release.deferred)
-        self.runtime.metrics.record_deferrals(release.deferred)
+        if not lane_only:
+            self.runtime.stats.deferred.update(release.deferred)
+            self.runtime.metrics.record_deferrals(release.deferred)
         reasons = {m.id: reason for m, reason in release.rejected}
         decided = [Unmet(m, reasons[m.id]) if m.id in reasons else m for m in release.order] if reasons \
             else release.order
+        decided, free = lane_first(decided, self.lane)
+        # Lane items of a full release lead its first part; a part of their own only when the lane
+        # is not read patiently (at the end of input): a transaction more per flush costs the drain.
+        first = len(release.invalid) + free if at_end else 0
         items = [*release.invalid, *decided, *release.copies]
-        return reports + self._commit(items)
+        return reports + self._commit(items, first, patient=self.lane is not None and not at_end)
 
     def _release(self, at_end: bool):
         sequencer = self.sequencer
@@ -219,14 +334,18 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.recorded_offsets = resume
         return reports
 
-    def _commit(self, items: list) -> list[BatchReport]:
+    def _commit(self, items: list, first: int = 0, patient: bool = False) -> list[BatchReport]:
         """Hand `items` to the commit thread in batches, one transaction at a time, in order.
         Up to IN_FLIGHT_LIMIT batches are left in flight: the dataflow reads, decodes and
         sequences on while they commit, and a later flush (or settle) collects them.
 
         What is handed over counts as decided for the sequencer at once: its dependants go
         in a later batch, which the commit thread runs only after this one has committed
-        (if this one fails, no later batch commits and the job stops)."""
+        (if this one fails, no later batch commits and the job stops).
+
+        The first `first` items (the priority lane's) go in a part of their own. While the lane
+        is read (`patient`), the worker never waits for a slot: what finds none is held for a later
+        flush, and standard parts are at most `lane_batch_size` while the lane is busy."""
         reports = self._collect(wait=False)
         if not items:
             return reports  # nothing to write: a throttle has nothing to hold
@@ -240,7 +359,10 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         if cap is None:  # stopping while throttled: nothing more is written
             self._hold(items)
             return reports
-        parts = [items[start : start + cap] for start in range(0, len(items), cap)]
+        standard_cap = min(cap, self._standard_cap()) if patient else cap
+        starts = [*range(0, first, cap), *range(first, len(items), standard_cap)]
+        lane_parts = -(-first // cap)  # the first parts: the lane's items only
+        parts = [items[start:end] for start, end in zip(starts, [*starts[1:], len(items)], strict=True)]
         # Per part, the lowest offsets of it and every part after it (all uncommitted when it commits).
         ahead: list[Offsets] = [{}] * (len(parts) + 1)
         for index in range(len(parts) - 1, -1, -1):
@@ -248,9 +370,15 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         held = self._held_offsets()  # the parts' own offsets are in `ahead`; nothing here changes below
         for index, part in enumerate(parts):
             if index and (self.runtime.stopping.is_set() or limiter.admit(collect) is None):
-                self._hold(items[index * cap :])  # SIGTERM: what is in flight ends; the rest waits
+                self._hold(items[starts[index] :])  # SIGTERM: what is in flight ends; the rest waits
                 break
-            while len(self.in_flight) >= IN_FLIGHT_LIMIT:
+            if patient and index >= lane_parts and self._standard_in_flight() >= IN_FLIGHT_LIMIT:
+                self._hold(items[starts[index] :])  # no slot: the worker reads the lane on meanwhile
+                self.fresh += len(items) - starts[index]
+                break
+            # A lane part may take one slot more: it waits behind at most the two batches in flight.
+            while (self._standard_in_flight() if patient else len(self.in_flight)) >= \
+                    IN_FLIGHT_LIMIT + (1 if index < lane_parts else 0):
                 reports += self._collect_one()
             in_flight = merge_lowest(*(f.offsets for f in self.in_flight))  # committed before this, acked maybe not
             resume = self._resume_offsets(held, merge_lowest(ahead[index], in_flight))
@@ -259,7 +387,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             if committer.speculator is not None:
                 committer.speculator.announce(batch_id, part)  # decided ahead while the one before writes
             future = self.runtime.commits.submit(self._timed_commit, part, resume, batch_id)
-            self.in_flight.append(InFlight(batch_id, part, lowest_offsets(part), future))
+            self.in_flight.append(InFlight(batch_id, part, lowest_offsets(part), future, index < lane_parts))
+            self.standard_since_lane = index >= lane_parts
             self.sequencer.mark_decided(filter(None, map(item_id, part)))
             self.recorded_offsets = resume
         return reports
@@ -291,6 +420,10 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             outcomes, seconds, committed_at, written = batch.future.result()  # a failed commit stops the job here
         self.in_flight.popleft()
         self.runtime.limiter.committed(seconds)
+        if not batch.lane and len(batch.part) >= LANE_MIN_PART:
+            per_item = seconds / len(batch.part)
+            self.seconds_per_item = per_item if not self.seconds_per_item else \
+                0.7 * self.seconds_per_item + 0.3 * per_item
         # Audit export, acks and metrics follow in order on another thread, overlapping the
         # next transaction; the offsets recorded meanwhile keep this batch re-readable.
         with HEARTBEAT.waiting_on(AFTER_COMMIT):  # blocks only while two batches wait for it

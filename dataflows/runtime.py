@@ -25,7 +25,7 @@ from sinks.faults import FaultInjector
 from sinks.outcomes import Outcome
 from sinks.postgres import PostgresCommitter
 from sinks.speculation import Speculator
-from sources.kafka import list_partitions
+from sources.kafka import PartitionKey, input_partitions
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class RunStats:
     messages: int = 0
     dead_lettered: int = 0
     deferred: Counter = field(default_factory=Counter)  # per edge node: held back by its fair share
+    misrouted: Counter = field(default_factory=Counter)  # per entity type: read from the other input topic
     elapsed: float = 0.0
 
     def record(self, outcomes: list[Outcome]) -> None:
@@ -60,9 +61,14 @@ class Runtime:
         self.stats = RunStats()
         self.faults = FaultInjector(settings.fault_point)
         self.stopping = threading.Event()  # set by SIGTERM: stop reading, finish the batch, exit 0
+        # Set by the apply step while it holds a batch of standard input and the priority lane is busy:
+        # the standard topic's partitions are not polled then, the lane's are (README "Priority lane").
+        self.standard_paused = threading.Event()
         self._lock = threading.Lock()
         self._committer: PostgresCommitter | None = None
-        self._input_partitions: list[int] | None = None
+        self._input_partitions: list[PartitionKey] | None = None
+        # Which input topic each entity type belongs on (misrouted messages are counted).
+        self.routing = settings.routing({t.name: t.criticality for t in registry})
         self._acks: AckProducer | None = None
         self._audit: AuditExporter | None = None
         self._after_commit: AfterCommit | None = None
@@ -74,16 +80,24 @@ class Runtime:
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
     @property
-    def input_partitions(self) -> list[int]:
-        """The input topic's partitions, read once: each one holds event time back until it has
-        shown its own (operators/sequencer.py)."""
+    def input_partitions(self) -> list[PartitionKey]:
+        """The input topics' partitions (the priority lane's, if its topic exists, then the
+        standard one's), read once: each one holds event time back until it has shown its own
+        (operators/sequencer.py)."""
         with self._lock:
             if self._input_partitions is None:
                 settings = self.settings
-                self._input_partitions = list_partitions(
-                    settings.kafka_client_config(), settings.topic_mutations, settings.service_deadline_s
+                self._input_partitions = input_partitions(
+                    settings.kafka_client_config(), settings.input_topics(), settings.topic_mutations,
+                    settings.service_deadline_s,
                 )
             return self._input_partitions
+
+    @property
+    def lane(self) -> str | None:
+        """The priority lane's topic while the job reads it (it exists), else None."""
+        lane = self.settings.lane_topic
+        return lane if self.settings.lane_on and any(t == lane for t, _ in self.input_partitions) else None
 
     @property
     def committer(self) -> PostgresCommitter:

@@ -32,6 +32,7 @@ from edge.outbox import AckReport, Outbox
 from edge.records import EdgeMutation, Operation, OutboxEntry
 from edge.sender import Sender, SendReport
 from edge.transitions import FINAL
+from schemas.routing import Routing
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,15 @@ class EdgeConfig:
     criticality: Mapping[str, str] = field(default_factory=dict)
     send_first: frozenset[str] = DEFAULT_SEND_FIRST
     defer_max_s: float = 300.0
+    # The priority lane (README "Priority lane"): types whose criticality is in `priority_lane` go to
+    # `topic_critical` (None: `<topic_mutations>.critical`), the rest to `topic_mutations`.
+    topic_critical: str | None = None
+    priority_lane: str = ""  # opt-in, as in the job (README "Priority lane")
+
+    @property
+    def routing(self) -> Routing:
+        lane = self.topic_critical or f"{self.topic_mutations}.critical"
+        return Routing.of(self.topic_mutations, lane, self.criticality, self.priority_lane)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +104,7 @@ class EdgeNode:
             self.outbox, config.kafka_config, config.topic_mutations, config.backoff,
             config.delivery_timeout_s, config.round_limit, rng=rng, node_key=config.node_key,
             policy=SendPolicy(config.criticality, config.send_first, config.defer_max_s),
+            routing=config.routing,
         )
         self.acks = AckListener(self.outbox, config.kafka_config, config.topic_status)
         self.central = None if not config.topic_central_state else CentralListener(

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     config = EdgeConfig(
         node_id=args.node_id, outbox_path=args.outbox, kafka_config=settings.kafka_client_config(),
         topic_mutations=settings.topic_mutations, topic_status=settings.topic_status,
+        topic_critical=settings.lane_topic, priority_lane=settings.priority_lane,
         delivery_timeout_s=args.delivery_timeout, backoff=Backoff(0.5, 2.0, 30.0),
         round_limit=getattr(args, "round_limit", 5000), node_key=node_key,
         requeue_after_s=args.requeue_after, requeue_max_s=args.requeue_max,

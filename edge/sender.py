@@ -28,6 +28,7 @@ from edge.deferral import SendPolicy, next_deferred_since, plan_round
 from edge.outbox import Outbox
 from edge.records import OutboxEntry
 from edge.signing import signature_header
+from schemas.routing import Routing
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Sender:
         rng: random.Random | None = None,
         node_key: bytes | None = None,
         policy: SendPolicy | None = None,
+        routing: Routing | None = None,
     ):
         """With `node_key`, every message carries its signature (`mutagg-sig`, DESIGN section 2).
         `policy` says what to defer while `defer` is set (the owner sets it from the job's state)."""
@@ -94,6 +96,8 @@ class Sender:
         self.deferred = 0  # entries the last round held back
         self._node_key = node_key
         self.topic = topic
+        # Lane types go to the priority lane's topic (schemas/routing.py); None: everything to `topic`.
+        self.routing = routing
         self.backoff = backoff or Backoff()
         self.delivery_timeout_s = delivery_timeout_s
         self.round_limit = round_limit
@@ -163,8 +167,9 @@ class Sender:
         while True:
             try:
                 headers = None if self._node_key is None else [signature_header(self._node_key, entry.payload)]
+                topic = self.topic if self.routing is None else self.routing.topic_for(entry.entity_type)
                 self._producer.produce(
-                    self.topic, key=entry.kafka_key, value=entry.payload, headers=headers, on_delivery=on_delivery,
+                    topic, key=entry.kafka_key, value=entry.payload, headers=headers, on_delivery=on_delivery,
                 )
                 return
             except BufferError:

@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                             args.work_dir, run_tag=f"sim{args.seed}-{int(time.time())}",
                             master_key=settings.edge_master_key(),
                             node_options={"topic_central_state": settings.topic_central_state,
-                                          "criticality": load_criticality(settings.registry)})
+                                          "criticality": load_criticality(settings.registry),
+                                          "topic_critical": settings.lane_topic,
+                                          "priority_lane": settings.priority_lane})
     try:
         report = simulation.run()
         delivered = simulation.finish(settings.service_deadline_s)

@@ -116,6 +116,13 @@ def job_acls(settings: Settings, job: str = DEFAULT_JOB_PRINCIPAL) -> list[Acl]:
         Acl(job, "topic", dlq, "READ", why="dlq list|replay, verify"),
         Acl(job, "topic", settings.topic_central_state, "WRITE", why="run: its state for the edge nodes"),
     ]
+    if settings.lane_on:  # the priority lane is an input like the other (README "Priority lane")
+        lane = settings.lane_topic
+        acls += [
+            Acl(job, "topic", lane, "READ", why="run: reads the priority lane's mutations"),
+            Acl(job, "topic", lane, "DESCRIBE_CONFIGS", why="topics check: the lane's configs"),
+            Acl(job, "topic", lane, "WRITE", why="conflicts resolve, dlq replay: submit lane mutations"),
+        ]
     acls += [Acl(job, "group", name, "DESCRIBE", pattern, why) for name, pattern, why in JOB_GROUPS]
     return acls
 
@@ -127,6 +134,8 @@ def edge_acls(settings: Settings, node_id: str, who: str | None = None) -> list[
     who = principal(who) if who else edge_principal(node_id)
     return [
         Acl(who, "topic", settings.topic_mutations, "WRITE", why="edge sender: mutations"),
+        *([Acl(who, "topic", settings.lane_topic, "WRITE", why="edge sender: mutations of the priority lane's types")]
+          if settings.lane_on else []),
         Acl(who, "topic", settings.topic_status, "READ", why="edge ack listener: acks"),
         Acl(who, "topic", settings.topic_central_state, "READ", why="edge: how far behind the job is"),
         Acl(who, "group", f"{EDGE_GROUP_PREFIX}{node_id}", "DESCRIBE", why="edge ack listener (edge/acks.py)"),

@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, dest="batch_size", help="the job's micro-batch size")
     bench.add_argument("--window-ms", type=int, dest="window_ms", help="the job's window in ms")
     bench.add_argument("--profile", metavar="PATH", help="record the pipeline run with py-spy (raw) into PATH")
+    bench.add_argument("--critical", action="store_true",
+                       help="critical changes while a backlog drains: alone, on the priority lane, without it")
+    bench.add_argument("--backlog", type=int, default=500_000, help="standard mutations in the log with --critical")
+    bench.add_argument("--critical-rate", type=float, default=200.0, dest="critical_rate",
+                       help="critical mutations/s produced while the backlog drains with --critical (default 200)")
+    bench.add_argument("--rounds", type=int, default=1, help="with --critical: repeat its phases this many times")
     return parser
 
 

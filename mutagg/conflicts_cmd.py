@@ -65,7 +65,7 @@ def resolve(
         raise ResolutionError(f"conflict {conflict_id} is {conflict['status']}, not OPEN")
     with connection.cursor(row_factory=dict_row) as cursor:
         cursor.execute(
-            "SELECT mutation_id, edge_node_id, held_attributes, edge_timestamp FROM mutation_log "
+            "SELECT mutation_id, edge_node_id, held_attributes, edge_timestamp, kafka_topic FROM mutation_log "
             "WHERE mutation_id = %s",
             (conflict["mutation_id"],),
         )
@@ -112,8 +112,11 @@ def resolve(
     # Idempotent (acks=all): a retry after a lost broker never writes the resolution twice.
     producer = Producer({**settings.kafka_client_config(), "enable.idempotence": True})
     errors: list[str] = []
+    # The held mutation's input topic: an entity's mutations are ordered only within one (README
+    # "Priority lane"); the standard one for a mutation from elsewhere.
+    topic = held["kafka_topic"] if held["kafka_topic"] in settings.input_topics() else settings.topic_mutations
     producer.produce(
-        settings.topic_mutations,
+        topic,
         key=f"{conflict['entity_type']}:{conflict['entity_id']}".encode(),
         value=value,
         headers=[

@@ -179,7 +179,10 @@ def replay_dlq(
             for name, value in (message.headers() or []) if name.startswith(_ORIGINAL_PREFIX)
         ]
         headers.append((REPLAY_HEADER, f"{settings.topic_dlq}:{r['partition']}:{r['offset']}".encode()))
-        producer.produce(settings.topic_mutations, key=message.key(), value=message.value(), headers=headers)
+        # Back to the input topic it was read from (the priority lane's stays there: README "Priority lane").
+        source_topic = r["source_key"][0]
+        topic = source_topic if source_topic in settings.input_topics() else settings.topic_mutations
+        producer.produce(topic, key=message.key(), value=message.value(), headers=headers)
     if producer.flush(settings.service_deadline_s):
         raise ServiceUnavailable("DLQ replay: not every record could be delivered to the input topic")
     with psycopg.connect(settings.database_url) as connection:

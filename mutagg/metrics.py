@@ -89,6 +89,11 @@ class JobMetrics:
             "mutagg_unsigned", "Input messages read without a mutagg-sig header (counted when read: a message "
             "re-read after a crash counts again). Without a master key they are accepted; with one, those that "
             "name an edge node are dead-lettered UNAUTHENTICATED (README \"Edge signatures\")", registry=r)
+        self.misrouted = Counter(
+            "mutagg_misrouted", "Input messages read from the input topic their entity type is not routed to "
+            "(a lane type on the standard topic or the reverse: README \"Priority lane\"); accepted and decided "
+            "in their own topic's order all the same (counted when read: a re-read counts again)",
+            ["entity_type"], registry=r)
         self.input_gaps = Counter(
             "mutagg_input_gap_messages", "Input offsets deleted from the broker before the job read them "
             "(recorded in input_gaps; the job stops unless MUTAGG_ON_INPUT_GAP=skip)",
@@ -191,6 +196,11 @@ class JobMetrics:
         """Messages read without a signature (`DecodedChunk.unsigned`)."""
         if messages:
             self.unsigned.inc(messages)
+
+    def count_misrouted(self, by_type: dict[str, int]) -> None:
+        """Messages read from the input topic their type is not routed to (schemas/routing.py)."""
+        for entity_type, count in by_type.items():
+            self.misrouted.labels(self.entity_label(entity_type)).inc(count)
 
     def record_deferrals(self, deferred: dict[str, int]) -> None:
         """Fair-share reordering of one release (not labelled by node: node ids are unbounded)."""

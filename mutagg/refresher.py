@@ -33,6 +33,9 @@ RETENTION_REREAD_S = 300.0
 """How often the input topic's retention.ms is read again (an operator may change it; one DescribeConfigs)."""
 
 
+PartitionLabel = int | str
+
+
 @dataclass(frozen=True, slots=True)
 class LagSnapshot:
     """The input partitions as the last broker lookup found them (`measured_at`: Unix seconds):
@@ -40,11 +43,12 @@ class LagSnapshot:
     partition; a partition in `partitions` but not in `oldest_ms` or `unknown` has no lag."""
 
     measured_at: float
-    partitions: tuple[int, ...]
-    oldest_ms: dict[int, int] = field(default_factory=dict)
-    unknown: frozenset[int] = frozenset()  # lagging, but its oldest message could not be read
+    partitions: tuple[PartitionLabel, ...]
+    """The standard input topic's partitions by number, the priority lane's as `topic:number`."""
+    oldest_ms: dict[PartitionLabel, int] = field(default_factory=dict)
+    unknown: frozenset[PartitionLabel] = frozenset()  # lagging, but its oldest message could not be read
 
-    def delays(self, now: float) -> dict[int, float | None]:
+    def delays(self, now: float) -> dict[PartitionLabel, float | None]:
         """Seconds each partition is behind at `now` (None: lagging by an unknown time)."""
         return {p: None if p in self.unknown else max(0.0, now - self.oldest_ms[p] / 1000) if p in self.oldest_ms
                 else 0.0 for p in self.partitions}
@@ -60,9 +64,9 @@ class StateRefresher(Periodic):
         self.settings = settings
         self._connection: psycopg.Connection | None = None
         self._consumer: Consumer | None = None
-        # partition -> (committed position, Kafka timestamp in ms of the message there): refetched only
-        # when the position moves
-        self._oldest: dict[int, tuple[int, int]] = {}
+        # (topic, partition) -> (committed position, Kafka timestamp in ms of the message there):
+        # refetched only when the position moves
+        self._oldest: dict[tuple[str, int], tuple[int, int]] = {}
         self._retention_read_at: float | None = None
         self._snapshot: LagSnapshot | None = None
         self._snapshot_lock = threading.Lock()
@@ -115,7 +119,7 @@ class StateRefresher(Periodic):
         if seconds is not None:
             self.metrics.set_input_retention(self.settings.topic_mutations, seconds)
 
-    def _database(self) -> dict[int, int]:
+    def _database(self) -> dict[tuple[str, int], int]:
         if self._connection is None or self._connection.closed:
             self._connection = psycopg.connect(
                 self.settings.database_url, autocommit=True, connect_timeout=10, application_name="mutagg-metrics")
@@ -125,9 +129,10 @@ class StateRefresher(Periodic):
         self.metrics.set_open_conflicts(counts)
         self._verification(connection)
         self._last_commit(connection)
-        return dict(connection.execute(
-            "SELECT kafka_partition, next_offset FROM source_offsets WHERE kafka_topic = %s",
-            (self.settings.topic_mutations,)).fetchall())
+        rows = connection.execute(
+            "SELECT kafka_topic, kafka_partition, next_offset FROM source_offsets WHERE kafka_topic = ANY(%s)",
+            (list(self.settings.input_topics()),)).fetchall()
+        return {(topic, partition): offset for topic, partition, offset in rows}
 
     def _verification(self, connection: psycopg.Connection) -> None:
         """Export the latest `mutagg verify` run, if any (a schema migrated before verify_runs has none)."""
@@ -152,7 +157,7 @@ class StateRefresher(Periodic):
         if latest is not None and latest[0] is not None:
             self.metrics.note_commit(latest[0])
 
-    def _lag(self, positions: dict[int, int]) -> None:
+    def _lag(self, positions: dict[tuple[str, int], int]) -> None:
         if self._consumer is None:
             self._consumer = Consumer({
                 **self.settings.kafka_client_config(), "group.id": "mutagg-metrics", "enable.auto.commit": False,
@@ -163,39 +168,50 @@ class StateRefresher(Periodic):
                 "fetch.max.bytes": 1 << 20,
                 "queued.max.messages.kbytes": 1024,
             })
-        topic = self.settings.topic_mutations
-        described = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if described is None or described.error is not None:
-            return
-        self.metrics.expect_partitions(topic, described.partitions)
-        behind: dict[int, int] = {}
-        for partition in sorted(described.partitions):
-            low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            position = positions.get(partition, low)
-            self.metrics.set_consumer_lag(topic, partition, high, position)
-            if position < high:
-                behind[partition] = max(position, low)
-        self._lag_in_time(topic, described.partitions, behind)
-
-    def _lag_in_time(self, topic: str, partitions: Iterable[int], behind: dict[int, int]) -> None:
-        """Age of the message at each lagging partition's committed position (its Kafka timestamp)."""
         now_ms = time.time() * 1000
-        for partition in partitions:
-            if partition not in behind:
-                self._oldest.pop(partition, None)
-                self.metrics.set_lag_seconds(topic, partition, 0.0)
-        fetch = {p: offset for p, offset in behind.items() if self._oldest.get(p, (None,))[0] != offset}
-        if fetch:
-            self._oldest.update({p: (behind[p], ms) for p, ms in self._timestamps(topic, fetch).items()})
-        for partition in behind:
-            if partition in self._oldest:
-                self.metrics.set_lag_seconds(topic, partition, (now_ms - self._oldest[partition][1]) / 1000)
-        snapshot = LagSnapshot(
-            now_ms / 1000, tuple(sorted(partitions)),
-            {p: self._oldest[p][1] for p in behind if p in self._oldest},
-            frozenset(p for p in behind if p not in self._oldest))
+        labels: list[PartitionLabel] = []
+        oldest: dict[PartitionLabel, int] = {}
+        unknown: set[PartitionLabel] = set()
+        for topic in self.settings.input_topics():  # the priority lane's (if it exists) and the standard one
+            described = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if described is None or described.error is not None:
+                if topic == self.settings.topic_mutations:
+                    return
+                continue
+            self.metrics.expect_partitions(topic, described.partitions)
+            behind: dict[int, int] = {}
+            for partition in sorted(described.partitions):
+                low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                position = positions.get((topic, partition), low)
+                self.metrics.set_consumer_lag(topic, partition, high, position)
+                if position < high:
+                    behind[partition] = max(position, low)
+            self._lag_in_time(topic, described.partitions, behind, now_ms)
+            for partition in sorted(described.partitions):
+                label = partition if topic == self.settings.topic_mutations else f"{topic}:{partition}"
+                labels.append(label)
+                if partition in behind:
+                    if (topic, partition) in self._oldest:
+                        oldest[label] = self._oldest[(topic, partition)][1]
+                    else:
+                        unknown.add(label)
+        snapshot = LagSnapshot(now_ms / 1000, tuple(labels), oldest, frozenset(unknown))
         with self._snapshot_lock:
             self._snapshot = snapshot
+
+    def _lag_in_time(self, topic: str, partitions: Iterable[int], behind: dict[int, int], now_ms: float) -> None:
+        """Age of the message at each lagging partition's committed position (its Kafka timestamp)."""
+        for partition in partitions:
+            if partition not in behind:
+                self._oldest.pop((topic, partition), None)
+                self.metrics.set_lag_seconds(topic, partition, 0.0)
+        fetch = {p: offset for p, offset in behind.items() if self._oldest.get((topic, p), (None,))[0] != offset}
+        if fetch:
+            self._oldest.update({(topic, p): (behind[p], ms) for p, ms in self._timestamps(topic, fetch).items()})
+        for partition in behind:
+            if (topic, partition) in self._oldest:
+                self.metrics.set_lag_seconds(
+                    topic, partition, (now_ms - self._oldest[(topic, partition)][1]) / 1000)
 
     def _timestamps(self, topic: str, offsets: dict[int, int], timeout_s: float = 5.0) -> dict[int, int]:
         """Kafka timestamp (ms) of the message at each partition's offset (or the first after it)."""

@@ -84,20 +84,21 @@ def live_view(connection: psycopg.Connection, settings) -> dict[str, Any]:
         "SELECT count(*) FROM mutation_log WHERE decided_at > clock_timestamp() - interval '1 minute'"
     ).fetchone()[0]
     view["last_commit"] = connection.execute("SELECT max(decided_at) FROM mutation_log").fetchone()[0]
-    positions = dict(connection.execute(
-        "SELECT kafka_partition, next_offset FROM source_offsets WHERE kafka_topic = %s",
-        (settings.topic_mutations,),
-    ).fetchall())
+    positions = {(topic, partition): offset for topic, partition, offset in connection.execute(
+        "SELECT kafka_topic, kafka_partition, next_offset FROM source_offsets WHERE kafka_topic = ANY(%s)",
+        (list(settings.input_topics()),),
+    ).fetchall()}
     consumer = Consumer({**settings.kafka_client_config(), "group.id": "mutagg-status", "enable.auto.commit": False})
     try:
-        lag = {}
-        topic = settings.topic_mutations
-        described = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if described is not None and described.error is None:
-            for partition in sorted(described.partitions):
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-                lag[partition] = high - max(positions.get(partition, low), low)
-        view["lag"] = lag
+        view["lag"] = lag = {}
+        view["lane_lag"] = lane = {}  # the priority lane's (README "Priority lane"), if its topic exists
+        for topic in settings.input_topics():
+            described = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if described is not None and described.error is None:
+                for partition in sorted(described.partitions):
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                    behind = high - max(positions.get((topic, partition), low), low)
+                    (lag if topic == settings.topic_mutations else lane)[partition] = behind
     except KafkaException as exc:
         view["kafka_error"] = str(exc)
         return view
@@ -119,6 +120,10 @@ def format_live(view: dict[str, Any]) -> str:
     total = sum(view["lag"].values())
     per_partition = ", ".join(f"{p}:{n}" for p, n in view["lag"].items())
     lines.append(f"Consumer lag: {total} messages ({per_partition or 'no partitions'})")
+    if view.get("lane_lag"):
+        lane = view["lane_lag"]
+        lines.append(f"Priority lane lag: {sum(lane.values())} messages "
+                     f"({', '.join(f'{p}:{n}' for p, n in lane.items())})")
     if "dlq" in view:
         census = view["dlq"]
         lines.append(

@@ -132,7 +132,7 @@ def run(
         "dataflow finished",
         extra={"messages": runtime.stats.messages, "batches": runtime.stats.batches,
                "by_status": dict(runtime.stats.by_status), "seconds": round(runtime.stats.elapsed, 3),
-               "held_back_by_node": dict(runtime.stats.deferred)},
+               "held_back_by_node": dict(runtime.stats.deferred), "misrouted": dict(runtime.stats.misrouted)},
     )
     return runtime.stats
 

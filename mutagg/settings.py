@@ -14,6 +14,7 @@ import yaml
 
 from mutagg.security import kafka_security_config
 from schemas.errors import ConfigError
+from schemas.routing import Routing, parse_lane
 from schemas.signature import read_master_key
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "schemas" / "example_registry.yaml"
@@ -29,6 +30,18 @@ class Settings:
     registry: str = str(DEFAULT_REGISTRY)
     audit_uri: str = "audit"
     topic_mutations: str = "edge.mutations"
+    # The priority lane (README "Priority lane", schemas/routing.py): entity types whose registry
+    # criticality is in `priority_lane` (comma-separated: critical, important; empty: no lane) are
+    # produced to `topic_critical`, every other type to `topic_mutations`; the job reads both and
+    # commits the lane first. A missing lane topic: the job runs on the standard topic alone.
+    # None: `<topic_mutations>.critical` (edge.mutations.critical), so renamed inputs get their own lane.
+    topic_critical: str | None = None
+    priority_lane: str = ""  # opt-in: off by default (README "Priority lane": what the lane costs the drain)
+    # While lane mutations were read in the last seconds, standard batches are at most this big, and
+    # sized to commit in about `lane_commit_target_s` (from the last commits' time per mutation): a
+    # lane mutation waits for at most the two standard batches in flight (README "Priority lane").
+    lane_batch_size: int = 2500
+    lane_commit_target_s: float = 0.35
     topic_dlq: str = "edge.mutations.dlq"
     topic_status: str = "edge.mutation-status"
     # Compacted: the job's state for the edge nodes (how far behind, throttled), one record per
@@ -119,6 +132,24 @@ class Settings:
         or pickled with the settings); None without one. `ConfigError` if it cannot be read."""
         return read_master_key(self.edge_master_key_file) if self.edge_master_key_file else None
 
+    def routing(self, criticality: dict[str, str]) -> Routing:
+        """Which input topic each entity type goes to (`criticality`: type -> the registry's level)."""
+        return Routing.of(self.topic_mutations, self.lane_topic, criticality, self.priority_lane)
+
+    @property
+    def lane_topic(self) -> str:
+        """The priority lane's input topic (`topic_critical`, or derived from `topic_mutations`)."""
+        return self.topic_critical or f"{self.topic_mutations}.critical"
+
+    @property
+    def lane_on(self) -> bool:
+        """Some criticality is in the lane (the job then reads the lane topic, if it exists)."""
+        return bool(parse_lane(self.priority_lane))
+
+    def input_topics(self) -> tuple[str, ...]:
+        """The input topics the job reads: the lane's first (if on), then the standard one."""
+        return (self.lane_topic, self.topic_mutations) if self.lane_on else (self.topic_mutations,)
+
     def as_env(self) -> dict[str, str]:
         """The MUTAGG_* variables that make a child `mutagg` process use exactly these settings."""
         env = {}
@@ -143,6 +174,10 @@ _ENV = {
     "MUTAGG_REGISTRY": "registry",
     "MUTAGG_AUDIT_URI": "audit_uri",
     "MUTAGG_TOPIC_MUTATIONS": "topic_mutations",
+    "MUTAGG_TOPIC_CRITICAL": "topic_critical",
+    "MUTAGG_PRIORITY_LANE": "priority_lane",
+    "MUTAGG_LANE_BATCH_SIZE": "lane_batch_size",
+    "MUTAGG_LANE_COMMIT_TARGET_S": "lane_commit_target_s",
     "MUTAGG_TOPIC_DLQ": "topic_dlq",
     "MUTAGG_TOPIC_STATUS": "topic_status",
     "MUTAGG_TOPIC_CENTRAL_STATE": "topic_central_state",
@@ -191,7 +226,7 @@ _ENV = {
 }
 
 _OPTIONAL = (
-    "schema", "recovery_dir", "fault_point", "kafka_security_protocol", "kafka_sasl_mechanism",
+    "schema", "topic_critical", "recovery_dir", "fault_point", "kafka_security_protocol", "kafka_sasl_mechanism",
     "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file", "job_role", "edge_master_key_file",
     "edge_node_key_file",
 )
@@ -264,8 +299,16 @@ def load_settings(
     settings = Settings(**{name: _convert(name, value) for name, value in values.items()})
     if settings.read_chunk < 1:
         raise ConfigError("read_chunk must be positive")
-    if settings.batch_size < 1 or settings.window_ms < 0 or settings.max_message_bytes < 1:
-        raise ConfigError("batch_size and max_message_bytes must be positive, window_ms >= 0")
+    if min(settings.batch_size, settings.lane_batch_size, settings.max_message_bytes) < 1 or settings.window_ms < 0:
+        raise ConfigError("batch_size, lane_batch_size and max_message_bytes must be positive, window_ms >= 0")
+    if settings.lane_commit_target_s <= 0:
+        raise ConfigError(f"lane_commit_target_s must be positive, not {settings.lane_commit_target_s}")
+    try:
+        parse_lane(settings.priority_lane)
+    except ValueError as exc:
+        raise ConfigError(f"priority_lane: {exc}") from exc
+    if settings.lane_on and settings.lane_topic == settings.topic_mutations:
+        raise ConfigError("topic_critical must differ from topic_mutations (or priority_lane be empty)")
     if settings.on_input_gap not in INPUT_GAP_POLICIES:
         raise ConfigError(f"on_input_gap must be one of {'|'.join(INPUT_GAP_POLICIES)}, not {settings.on_input_gap!r}")
     if settings.stop_deadline_s <= 0:

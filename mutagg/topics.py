@@ -26,6 +26,7 @@ RETENTION_MS = "retention.ms"
 CLEANUP_POLICY = "cleanup.policy"
 UNCLEAN_LEADER_ELECTION = "unclean.leader.election.enable"
 SEGMENT_MS = "segment.ms"
+LANE_ROLE = "input, priority lane"
 CENTRAL_STATE_SEGMENT_MS = str(3600 * 1000)
 """The central-state topic rolls a segment an hour, so compaction leaves a node that comes back
 about an hour of records to read, not a week's (the active segment is never compacted)."""
@@ -54,7 +55,7 @@ class TopicState:
 
 def topic_specs(settings: Settings, partitions: int | None = None, timestamp_type: str = LOG_APPEND_TIME
                 ) -> list[TopicSpec]:
-    """The four topics with every config the job relies on:
+    """The topics with every config the job relies on:
 
     - input: `message.timestamp.type` (the broker's clock orders mutations, DESIGN section 4);
     - all: `retention.ms` from the settings (how long unread input, an offline van's acks and
@@ -62,6 +63,7 @@ def topic_specs(settings: Settings, partitions: int | None = None, timestamp_typ
       per key: mutations of one entity would vanish unread), no unclean leader election
       (an out-of-sync replica as leader loses acknowledged writes), and `min.insync.replicas`
       with the replication factor from the settings (3 and 2 in production);
+    - priority lane (when `priority_lane` is not empty): as the input;
     - central state: one partition, `cleanup.policy=compact` (only the latest record per job
       process matters; README "Central state") and an hourly segment.
     """
@@ -73,9 +75,13 @@ def topic_specs(settings: Settings, partitions: int | None = None, timestamp_typ
     # With CreateTime (tests that set every Kafka timestamp) retention by age would count from
     # those timestamps: a log stamped days ago would be deleted before the job read it.
     input_retention = settings.topic_retention_input_ms if timestamp_type == LOG_APPEND_TIME else -1
+    input_config = {**common, RETENTION_MS: str(input_retention), TIMESTAMP_TYPE: timestamp_type}
+    # The priority lane (README "Priority lane") is an input like the other: the same configs.
+    lane = [TopicSpec(settings.lane_topic, LANE_ROLE, count, replication, dict(input_config))] \
+        if settings.lane_on else []
     return [
-        TopicSpec(settings.topic_mutations, "input", count, replication, {
-            **common, RETENTION_MS: str(input_retention), TIMESTAMP_TYPE: timestamp_type}),
+        TopicSpec(settings.topic_mutations, "input", count, replication, dict(input_config)),
+        *lane,
         TopicSpec(settings.topic_dlq, "DLQ", 1, replication, {
             **common, RETENTION_MS: str(settings.topic_retention_dlq_ms)}),
         TopicSpec(settings.topic_status, "status", count, replication, {
@@ -135,7 +141,7 @@ def create_topics(
     admin = AdminClient(settings.kafka_client_config())
     specs = topic_specs(settings, partitions, timestamp_type)
     if outputs_only:
-        specs = [spec for spec in specs if spec.role != "input"]
+        specs = [spec for spec in specs if spec.role not in ("input", LANE_ROLE)]
     try:
         existing = set(admin.list_topics(timeout=min(30.0, settings.service_deadline_s)).topics)
     except KafkaException as exc:

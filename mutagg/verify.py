@@ -29,6 +29,7 @@ from mutagg.settings import Settings
 from mutagg.verify_audit import check_audit, check_versions
 from mutagg.verify_checks import Finding, Scope, check_acks, check_gaps, resume_points, settled_ledger
 from mutagg.verify_topics import TopicReader
+from schemas.errors import ConfigError
 from schemas.registry import Registry
 from sinks import ledger
 from sinks.acks import AckProducer
@@ -69,6 +70,7 @@ def verify(settings: Settings, registry: Registry, since: datetime | None = None
     began, started_at = time.perf_counter(), datetime.now(UTC)
     readers = [TopicReader(settings, topic) for topic in
                (settings.topic_mutations, settings.topic_dlq, settings.topic_status)]
+    lane = _lane_reader(settings)  # the priority lane's input topic, if it exists
     try:
         source, dlq, status = readers
         with connect(settings.database_url, settings.service_deadline_s, "mutagg-verify") as connection:
@@ -76,6 +78,15 @@ def verify(settings: Settings, registry: Registry, since: datetime | None = None
             scope = Scope(settings.topic_mutations, resume_points(connection, settings.topic_mutations), since)
             rows = settled_ledger(connection, scope)
             gaps, stats = check_gaps(connection, scope, source, dlq)
+            if lane is not None:
+                lane_scope = Scope(lane.topic, resume_points(connection, lane.topic), since)
+                rows += settled_ledger(connection, lane_scope)
+                lane_gaps, lane_stats = check_gaps(connection, lane_scope, lane, dlq)
+                gaps = gaps.merged(lane_gaps)
+                stats.update({"dlq_records": lane_stats["dlq_records"], "dlq_messages":
+                              stats["dlq_messages"] + lane_stats["dlq_messages"]})  # the same DLQ read twice
+                total = stats["dlq_messages"]
+                stats["dlq_repeat_factor"] = round(stats["dlq_records"] / total, 2) if total else 1.0
             acks = check_acks(connection, scope, rows, status)
             findings = [gaps, acks]
             if settings.audit_uri:
@@ -83,10 +94,19 @@ def verify(settings: Settings, registry: Registry, since: datetime | None = None
                 findings.append(check_audit(connection, store, rows, since.astimezone(UTC).date() if since else None))
             findings.append(check_versions(connection, registry))
     finally:
-        for reader in readers:
+        for reader in readers + ([lane] if lane is not None else []):
             reader.close()
     stats["ledger rows settled"] = len(rows)
     return Verification(started_at, scope, findings, stats, time.perf_counter() - began)
+
+
+def _lane_reader(settings: Settings) -> TopicReader | None:
+    if not settings.lane_on:
+        return None
+    try:
+        return TopicReader(settings, settings.lane_topic)
+    except ConfigError:  # no lane topic: the job reads the standard one alone
+        return None
 
 
 def repair(settings: Settings, verification: Verification, registry: Registry) -> dict[str, int]:

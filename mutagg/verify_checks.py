@@ -55,6 +55,12 @@ class Finding:
     def total(self) -> int:
         return sum(self.problems.values())
 
+    def merged(self, other: Finding) -> Finding:
+        """This finding and `other` (the same check on another input topic) as one."""
+        return Finding(self.name, self.checked + other.checked, self.problems + other.problems,
+                       self.notes + other.notes, (self.samples + other.samples)[: 2 * SAMPLES],
+                       self.repairable | other.repairable)
+
 
 @dataclass(frozen=True)
 class Scope:

@@ -277,6 +277,7 @@ class Sequencer:
 
     def release(
         self, at_end_of_input: bool = False, node_budget: int | None = None, others: OtherShards | None = None,
+        only_topic: str | None = None,
     ) -> Release:
         """Take every item that may be committed now out of the waiting room.
 
@@ -290,7 +291,16 @@ class Sequencer:
         With `others` (a shard of the input, operators/shard_view.py), `at_end_of_input` is
         this shard's end: the others' event time, held items and published cycles count too,
         and an id the others hold is decided only once the ledger has it (`learn_decided`).
+
+        With `only_topic` (the priority lane's), only mutations read from that topic that may go
+        now are released: each after its entity predecessors and its dependencies, all of them
+        decided or released here; nothing is rejected (a full release judges what waits). Not
+        with `others`: the lane is a single committer's (a shard would need the others' held items).
         """
+        if only_topic is not None:
+            if others is not None:
+                raise ValueError("a lane-only release is not defined for a shard of the input")
+            return self._release_topic(only_topic)
         invalid, self.rejections = self.rejections, []
         decided = _Decided(self._decided)  # the cache is not copied: it holds up to `remembered` ids
         for rejection in invalid:
@@ -400,6 +410,49 @@ class Sequencer:
                 (copies if _id_and_time(copy)[0] in decided else kept).append(copy)
             self.copies = kept
         return Release(ready, rejected, deferred, invalid, copies, in_order, published)
+
+    def _release_topic(self, topic: str) -> Release:
+        decided = _Decided(self._decided)
+        known_time, timeout = self._known_time, self.dependency_timeout_ms
+        # The queues of the entities with a lane item (with any earlier item of another topic).
+        waiting = self.waiting
+        lane = {(m.entity_type, m.entity_id) for m in waiting if m.topic == topic}
+        ids = {entity_id for _, entity_id in lane}
+        queues: dict[EntityKey, deque[Mutation]] = {}
+        for mutation in waiting:
+            if mutation.entity_id in ids and (key := (mutation.entity_type, mutation.entity_id)) in lane:
+                queue = queues.get(key)
+                if queue is None:
+                    queues[key] = queue = deque()
+                queue.append(mutation)
+        ready: list[Mutation] = []
+        waiters: dict[str, list[EntityKey]] = {}
+        worklist: deque[EntityKey] = deque(key for key, queue in queues.items() if queue[0].topic == topic)
+        released = decided.now
+        while worklist:
+            queue = queues[worklist.popleft()]
+            while queue and queue[0].topic == topic:
+                head = queue[0]
+                blocked = False
+                for dependency in head.dependencies:
+                    seen_at = known_time(dependency)
+                    if seen_at is not None and seen_at > head.kafka_timestamp_ms + timeout:
+                        blocked = True  # too late to satisfy it: a full release judges it
+                        break
+                    if dependency not in decided:
+                        waiters.setdefault(dependency, []).append((head.entity_type, head.entity_id))
+                        blocked = True
+                        break
+                if blocked:
+                    break
+                queue.popleft()
+                ready.append(head)
+                released.add(head.id)
+                worklist.extend(waiters.pop(head.id, ()))
+        if ready:
+            gone = set(map(id, ready))
+            self.waiting = [m for m in self.waiting if id(m) not in gone]
+        return Release(ready, [], order=ready)
 
     def hold(self, items: list[Copy]) -> None:
         """Put released but uncommitted items back, ahead of what waits (entity order is kept);

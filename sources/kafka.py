@@ -112,8 +112,10 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
     def __init__(
         self, config: dict, topic: str, partition: int, offset: int, batch_size: int,
         stop_at_end: bool, deadline_s: float, should_stop: Callable[[], bool], on_gap: GapHandler,
+        paused: Callable[[], bool] = lambda: False,
     ):
         self._should_stop = should_stop
+        self._paused = paused
         self._watch = KafkaErrorWatch.for_config(config)
         self._consumer = Consumer({
             **config,
@@ -146,6 +148,9 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
             HEARTBEAT.retire(INPUT_POLLS)  # a drained process stays alive while its peers drain theirs
             raise StopIteration()
         HEARTBEAT.beat(INPUT_POLLS)  # what a run --until-idle, which has no heartbeat input, is alive by
+        if self._paused():  # the apply step holds a batch of it already: the priority lane reads on
+            self._slow = True
+            return []
         polled = self._consumer.consume(self._batch_size, 0)
         self._watch.raise_if_failed()  # e.g. the password was rotated under a running job
         messages: list[RawMessage] = []
@@ -240,39 +245,84 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
 
 
 class MutationSource(FixedPartitionedSource[Chunk, int]):
-    """One Bytewax partition per Kafka partition of the input topic."""
+    """One Bytewax partition per Kafka partition of the input topics (the standard one and,
+    when it exists, the priority lane's: README "Priority lane")."""
 
     def __init__(
         self,
         config: dict,
-        topic: str,
+        topics: Callable[[], list[PartitionKey]],
         batch_size: int,
         stop_at_end: bool,
         deadline_s: float,
-        stored_offsets: Callable[[], dict[int, int]],
+        stored_offsets: Callable[[str], dict[int, int]],
         on_gap: GapHandler,
         should_stop: Callable[[], bool] = lambda: False,
+        standard: str | None = None,
+        paused: Callable[[str], bool] = lambda topic: False,
+        read_size: Callable[[str], int] | None = None,
     ):
+        self._paused = paused
+        self._read_size = read_size
         self._on_gap = on_gap
         self._should_stop = should_stop
         self._config = config
-        self._topic = topic
+        self._partitions = topics
+        self._standard = standard
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
         self._deadline_s = deadline_s
         self._stored_offsets = stored_offsets
 
     def list_parts(self) -> list[str]:
-        return [str(p) for p in list_partitions(self._config, self._topic, self._deadline_s)]
+        return [part_name(topic, p, self._standard) for topic, p in self._partitions()]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
-        partition = int(for_part)
+        topic, partition = parse_part(for_part, self._standard)
         if resume_state is None:
-            offset = self._stored_offsets().get(partition, OFFSET_BEGINNING)
+            offset = self._stored_offsets(topic).get(partition, OFFSET_BEGINNING)
         else:
             offset = resume_state
-        log.info("reading partition", extra={"partition": partition, "offset": offset})
+        log.info("reading partition", extra={"topic": topic, "partition": partition, "offset": offset})
+        size = self._batch_size if self._read_size is None else self._read_size(topic)
         return _Partition(
-            self._config, self._topic, partition, offset, self._batch_size,
+            self._config, topic, partition, offset, size,
             self._stop_at_end, self._deadline_s, self._should_stop, self._on_gap,
+            lambda: self._paused(topic),
         )
+
+
+PartitionKey = tuple[str, int]
+_LANE_PART = "@"
+
+
+def part_name(topic: str, partition: int, standard: str | None) -> str:
+    """The Bytewax part of a Kafka partition: its number for the standard input topic (the names
+    recovery snapshots taken before the lane hold), `topic@number` for any other."""
+    return str(partition) if topic == standard or standard is None else f"{topic}{_LANE_PART}{partition}"
+
+
+def parse_part(name: str, standard: str | None) -> PartitionKey:
+    topic, _, number = name.rpartition(_LANE_PART)
+    if not topic:
+        if standard is None:
+            raise ValueError(f"part {name!r} names no topic")
+        return standard, int(number)
+    return topic, int(number)
+
+
+def input_partitions(config: dict, topics: tuple[str, ...], standard: str, deadline_s: float) -> list[PartitionKey]:
+    """Every partition of the input topics. The standard one must exist; another that does not
+    (the priority lane before `mutagg topics create` made it) is left out with one warning."""
+    found: list[PartitionKey] = []
+    for topic in topics:
+        try:
+            partitions = list_partitions(config, topic, deadline_s)
+        except ConfigError:
+            if topic == standard:
+                raise
+            log.warning("the priority lane is off: its topic does not exist (README \"Priority lane\"; "
+                        "create it with `mutagg topics create`, then restart the job)", extra={"topic": topic})
+            continue
+        found += [(topic, p) for p in partitions]
+    return found

@@ -56,6 +56,14 @@ def settings(base_settings: Settings, request, tmp_path) -> Iterator[Settings]:
     delete_topics(settings, f"t-{suffix}.")
 
 
+@pytest.fixture
+def lane_settings(settings: Settings) -> Settings:
+    """`settings` with the priority lane on (it is opt-in, README "Priority lane") and its topic created."""
+    on = with_overrides(settings, priority_lane="critical")
+    create_topics(on)
+    return on
+
+
 def new_schema(settings: Settings, schema: str, migrated: bool = True) -> Settings:
     """`settings` on a new schema of the same database (migrated with the default registry)."""
     with psycopg.connect(settings.database_url, autocommit=True) as connection:

@@ -21,11 +21,13 @@ def alter(admin: AdminClient, topic: str, key: str, value: str) -> None:
 def test_check_is_clean_on_created_topics_and_reports_each_difference(settings):
     prefix = f"c-{uuid.uuid4().hex[:10]}."
     settings = with_overrides(settings, topic_mutations=f"{prefix}in", topic_dlq=f"{prefix}dlq",
-                              topic_status=f"{prefix}status", topic_retention_status_ms=86_400_000)
+                              topic_status=f"{prefix}status", topic_retention_status_ms=86_400_000,
+                              priority_lane="critical")  # the lane topic is created and checked too
     try:
         created = mutagg(settings, "topics", "create")
         assert sorted(created.stdout.split()) == sorted(
-            ["created", settings.topic_mutations, "created", settings.topic_dlq, "created", settings.topic_status])
+            ["created", settings.topic_mutations, "created", settings.lane_topic, "created", settings.topic_dlq,
+             "created", settings.topic_status])
         clean = mutagg(settings, "topics", "check", check=False)
         assert (clean.returncode, clean.stdout.strip()) == (0, "topics match the settings"), clean.stderr[-3000:]
 
@@ -46,6 +48,10 @@ def test_check_is_clean_on_created_topics_and_reports_each_difference(settings):
             f"--entity-type topics --entity-name {settings.topic_mutations} --add-config "
             "message.timestamp.type=LogAppendTime)",
             f"{dlq}: missing (create it with `mutagg topics create`)",
+            # The priority lane is an input like the other (README "Priority lane").
+            f"topic {settings.lane_topic} (input, priority lane): 4 partitions, expected at least 8 (kafka-topics.sh "
+            f"--alter --topic {settings.lane_topic} --partitions 8; adding partitions re-maps entities: "
+            "README \"Scale\")",
             f"{status}: 4 partitions, expected at least 8 (kafka-topics.sh --alter --topic {settings.topic_status} "
             "--partitions 8; adding partitions re-maps entities: README \"Scale\")",
             f"{status}: retention.ms is 3600000, expected 86400000 (kafka-configs.sh --alter --entity-type topics "

@@ -18,7 +18,8 @@ from mutagg.settings import Settings
 from schemas.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-SETTINGS = Settings(topic_mutations="in", topic_status="status", topic_dlq="dlq", topic_central_state="state")
+SETTINGS = Settings(topic_mutations="in", topic_status="status", topic_dlq="dlq", topic_central_state="state",
+                    priority_lane="critical")
 JOB = "User:mutagg-job"
 
 node_ids = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-_."), min_size=1, max_size=20)
@@ -33,17 +34,19 @@ def test_edges_write_only_the_input_and_read_only_the_status_topic(nodes):
     plan = acls.plan(SETTINGS, JOB, nodes)
     for node in nodes:
         who = acls.edge_principal(node)
-        assert _allowed(plan, who) == {("in", "WRITE"), ("status", "READ"), ("state", "READ")}
+        # The priority lane's topic too (README "Priority lane"): an edge routes lane types to it.
+        assert _allowed(plan, who) == {("in", "WRITE"), ("in.critical", "WRITE"), ("status", "READ"), ("state", "READ")}
         groups = {(a.name, a.pattern, a.operation) for a in plan if a.principal == who and a.resource == "group"}
         assert groups == {(f"mutagg-edge-{node}", "LITERAL", "DESCRIBE")}  # its own group only, no offsets
     writers = {a.principal for a in plan if a.operation in ("WRITE", "ALL") and a.name in ("status", "dlq", "state")}
     assert writers == {JOB}
-    assert {a.principal for a in plan if a.name == "in" and a.operation == "READ"} == {JOB}
+    assert {a.principal for a in plan if a.name in ("in", "in.critical") and a.operation == "READ"} == {JOB}
 
 
 def test_the_job_reads_the_input_and_is_the_only_writer_of_status_and_dlq():
     assert _allowed(acls.job_acls(SETTINGS, "mutagg-job"), JOB) == {
         ("in", "READ"), ("in", "DESCRIBE_CONFIGS"), ("in", "WRITE"),
+        ("in.critical", "READ"), ("in.critical", "DESCRIBE_CONFIGS"), ("in.critical", "WRITE"),
         ("status", "WRITE"), ("status", "READ"), ("dlq", "WRITE"), ("dlq", "READ"), ("state", "WRITE"),
     }
     assert all(a.operation == "DESCRIBE" for a in acls.job_acls(SETTINGS) if a.resource == "group")
@@ -60,7 +63,8 @@ def test_an_edge_given_the_jobs_principal_is_refused():
 
 def test_an_edge_may_authenticate_with_any_principal():
     plan = acls.plan(SETTINGS, JOB, ["van-3=User:CN=van-3,O=fleet"])
-    assert _allowed(plan, "User:CN=van-3,O=fleet") == {("in", "WRITE"), ("status", "READ"), ("state", "READ")}
+    assert _allowed(plan, "User:CN=van-3,O=fleet") == {
+        ("in", "WRITE"), ("in.critical", "WRITE"), ("status", "READ"), ("state", "READ")}
     assert ("mutagg-edge-van-3", "User:CN=van-3,O=fleet") in {(a.name, a.principal) for a in plan}
 
 

@@ -91,7 +91,10 @@ def make_logic():
             stopping=stopping,
             faults=NO_FAULTS,
             run_id="run",
-            input_partitions=[0],
+            input_partitions=[("in", 0)],
+            lane=None,
+            routing=settings.routing({}),
+            standard_paused=threading.Event(),
             next_batch_id=lambda: f"b{next(numbers)}",
         )
         runtime.handled = handled

@@ -161,7 +161,7 @@ def partition_over(records: list, partition: int, offset: int, stop_at_end: bool
 
     source = _Partition.__new__(_Partition)
     source.__dict__.update(
-        _should_stop=lambda: False, _watch=SimpleNamespace(raise_if_failed=lambda: None),
+        _should_stop=lambda: False, _paused=lambda: False, _watch=SimpleNamespace(raise_if_failed=lambda: None),
         _consumer=SimpleNamespace(consume=consume), _topic="edge.mutations",
         _partition=partition, _offset=offset, _batch_size=100, _stop_at_end=stop_at_end, _deadline_s=30.0,
         _at_end=False, _last_heartbeat_ms=0, _last_healthy=0.0, _slow=False,

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from mutagg.settings import Settings
 from mutagg.topics import TopicSpec, TopicState, drift, topic_specs
 
-SETTINGS = Settings(topic_mutations="in", topic_dlq="dlq", topic_status="status", topic_partitions=4)
+SETTINGS = Settings(topic_mutations="in", topic_dlq="dlq", topic_status="status", topic_partitions=4,
+                    priority_lane="critical")
 
 
 def test_every_topic_gets_each_config_the_job_relies_on():
@@ -18,9 +19,12 @@ def test_every_topic_gets_each_config_the_job_relies_on():
     assert specs["input"].config["message.timestamp.type"] == "LogAppendTime"
     assert "message.timestamp.type" not in specs["status"].config  # the job stamps its acks itself
     state = specs.pop("central state")
+    # The priority lane is an input like the other (README "Priority lane"), named after it by default.
+    lane = specs["input, priority lane"]
+    assert (lane.name, lane.partitions, lane.config) == ("in.critical", 4, specs["input"].config)
     assert {role: spec.config["retention.ms"] for role, spec in specs.items()} == {
-        "input": str(SETTINGS.topic_retention_input_ms), "DLQ": str(SETTINGS.topic_retention_dlq_ms),
-        "status": str(SETTINGS.topic_retention_status_ms)}
+        "input": str(SETTINGS.topic_retention_input_ms), "input, priority lane": str(SETTINGS.topic_retention_input_ms),
+        "DLQ": str(SETTINGS.topic_retention_dlq_ms), "status": str(SETTINGS.topic_retention_status_ms)}
     for spec in specs.values():
         assert spec.replication == 3 and spec.config["min.insync.replicas"] == "2"
         assert spec.config["cleanup.policy"] == "delete" and spec.config["unclean.leader.election.enable"] == "false"
@@ -31,6 +35,8 @@ def test_every_topic_gets_each_config_the_job_relies_on():
     assert (specs["input"].partitions, specs["DLQ"].partitions, specs["status"].partitions) == (4, 1, 4)
     # Replication left to the broker (0): not set, not checked.
     assert all(s.replication == 0 and "min.insync.replicas" not in s.config for s in topic_specs(SETTINGS))
+    # No lane, no lane topic.
+    assert "in.critical" not in {s.name for s in topic_specs(Settings(**{**vars(SETTINGS), "priority_lane": ""}))}
 
 
 def test_an_input_stamped_by_its_producers_is_never_deleted_by_age():
