@@ -272,22 +272,23 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         items first, in a part of their own (`lane_only`: only them; the rest waits on)."""
         self.runtime.faults.hit("hang_worker")  # liveness tests: a worker stuck in a step
         self.lane_fresh = 0
-        if not lane_only:
-            self.window_closes = None
-            self._flush_at = None
-            self.fresh = 0
-        reports = self._collect(wait=False)  # what is in flight counts as decided already
         if lane_only:  # the lane's items that may go now, and nothing else (operators/sequencer.py)
+            reports = self._collect(wait=False)  # what is in flight counts as decided already
             ready = self.sequencer.release(only_topic=self.lane).order
             return reports + self._commit(list(ready), len(ready), patient=True)
+        self.window_closes = None
+        self._flush_at = None
+        self.fresh = 0
+        reports = self._collect(wait=False)  # what is in flight counts as decided already
         release = self._release(at_end)
-        if not lane_only:
-            self.runtime.stats.deferred.update(release.deferred)
-            self.runtime.metrics.record_deferrals(release.deferred)
+        self.runtime.stats.deferred.update(release.deferred)
+        self.runtime.metrics.record_deferrals(release.deferred)
         reasons = {m.id: reason for m, reason in release.rejected}
         decided = [Unmet(m, reasons[m.id]) if m.id in reasons else m for m in release.order] if reasons \
             else release.order
-        decided, free = lane_first(decided, self.lane)
+        free = 0
+        if self.lane is not None:  # without a lane the release's order stands (no copy of it)
+            decided, free = lane_first(decided, self.lane)
         # Lane items of a full release lead its first part; a part of their own only when the lane
         # is not read patiently (at the end of input): a transaction more per flush costs the drain.
         first = len(release.invalid) + free if at_end else 0
