@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import orjson
 import psycopg
 
-from bench.latency import PacedProducer
+from bench.latency import PacedProducer, wait_until
 from bench.pipeline import Job
 from bench.report import Report, Result
 from bench.workspace import Workspace
@@ -112,13 +112,16 @@ def _backlog_decided(settings: Settings) -> int:
 
 
 def _wait(predicate: Callable[[], bool], timeout_s: float, what: str, job: Job) -> None:
-    give_up = time.monotonic() + timeout_s
-    while not predicate():
+    """`wait_until`, failing at once if the job exits meanwhile."""
+
+    def reached() -> bool:
+        if predicate():
+            return True
         if job.process.process.poll() is not None:
             raise RuntimeError(f"the job exited while waiting for {what}")
-        if time.monotonic() > give_up:
-            raise TimeoutError(f"{what}: not reached within {timeout_s:.0f}s")
-        time.sleep(0.25)
+        return False
+
+    wait_until(reached, timeout_s, what)
 
 
 def run_phase(workspace: Workspace, name: str, backlog: list[Message], options: CriticalOptions,
