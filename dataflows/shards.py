@@ -58,6 +58,12 @@ def worker_of(key: str, workers: int) -> int:
     return state_hash(key) % workers
 
 
+def worker_of_partition(partition: int, shards: int, workers: int) -> int:
+    """The worker that runs the apply step of `partition`'s shard: with more than one shard, the
+    partition is read there too (sources/kafka.py `MutationSource.list_parts`)."""
+    return worker_of(shard_key(shard_of(partition, shards), shards), workers)
+
+
 def state_hash(key: str) -> int:
     """Rust's `DefaultHasher` over Bytewax's `StateKey(key)`: SipHash-1-3, zero keys, of the
     UTF-8 bytes then 0xFF (`impl Hash for str`)."""

@@ -9,3 +9,4 @@ APPLY = "apply"
 REPORT = "report"
 HEARTBEAT = "heartbeat"  # stateless: a tailing run's proof that each worker loop turns (sources/heartbeat.py)
 HEARTBEAT_END = "heartbeat_end"
+WORKER_MARK = "worker_mark"  # stateless: tells the input its worker (sources/worker_mark.py)

@@ -14,11 +14,13 @@ from datetime import UTC, datetime, timedelta
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from dataflows.shards import worker_of_partition
 from mutagg.heartbeat import HEARTBEAT
 from mutagg.retry import Backoff, Retry
 from mutagg.security import KafkaErrorWatch, kafka_denied
 from schemas.errors import ConfigError, InputGap, ServiceUnavailable
 from schemas.mutation import RawMessage
+from sources.worker_mark import WorkerMark
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +248,13 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
 
 class MutationSource(FixedPartitionedSource[Chunk, int]):
     """One Bytewax partition per Kafka partition of the input topics (the standard one and,
-    when it exists, the priority lane's: README "Priority lane")."""
+    when it exists, the priority lane's: README "Priority lane").
+
+    With `shards` > 1 each worker lists only the partitions whose shard's apply step it runs
+    (dataflows/shards.py `worker_of_partition`), so Bytewax makes it their only reader and a
+    decoded chunk never crosses to another process. The flow must then add `worker_mark` as an
+    input step just before this source's (sources/worker_mark.py). One shard: every worker
+    lists every partition and Bytewax spreads them over the workers."""
 
     def __init__(
         self,
@@ -261,7 +269,10 @@ class MutationSource(FixedPartitionedSource[Chunk, int]):
         standard: str | None = None,
         paused: Callable[[str], bool] = lambda topic: False,
         read_size: Callable[[str], int] | None = None,
+        shards: int = 1,
     ):
+        self._shards = shards
+        self.worker_mark = WorkerMark()
         self._paused = paused
         self._read_size = read_size
         self._on_gap = on_gap
@@ -275,7 +286,14 @@ class MutationSource(FixedPartitionedSource[Chunk, int]):
         self._stored_offsets = stored_offsets
 
     def list_parts(self) -> list[str]:
-        return [part_name(topic, p, self._standard) for topic, p in self._partitions()]
+        partitions = self._partitions()
+        if self._shards > 1:
+            # Resume states follow: Bytewax routes a part's snapshot to the one worker that
+            # lists it, whatever the worker count of the run that took it (src/inputs.rs).
+            worker = self.worker_mark.take()
+            partitions = [(topic, p) for topic, p in partitions
+                          if worker_of_partition(p, self._shards, worker.count) == worker.index]
+        return [part_name(topic, p, self._standard) for topic, p in partitions]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         topic, partition = parse_part(for_part, self._standard)
