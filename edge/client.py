@@ -93,7 +93,9 @@ class EdgeNode:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         on_outcome: OutcomeListener | None = None,
+        defer_clock: Callable[[], float] | None = None,
     ):
+        """`clock` stamps recorded changes; `defer_clock` (default: monotonic) bounds deferrals."""
         if not 0 < config.requeue_after_s <= config.requeue_max_s:
             raise ValueError("requeue_after_s must be > 0 and at most requeue_max_s")
         self.config = config
@@ -104,7 +106,7 @@ class EdgeNode:
             self.outbox, config.kafka_config, config.topic_mutations, config.backoff,
             config.delivery_timeout_s, config.round_limit, rng=rng, node_key=config.node_key,
             policy=SendPolicy(config.criticality, config.send_first, config.defer_max_s),
-            routing=config.routing,
+            routing=config.routing, defer_clock=defer_clock,
         )
         self.acks = AckListener(self.outbox, config.kafka_config, config.topic_status)
         self.central = None if not config.topic_central_state else CentralListener(

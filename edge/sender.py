@@ -86,9 +86,11 @@ class Sender:
         node_key: bytes | None = None,
         policy: SendPolicy | None = None,
         routing: Routing | None = None,
+        defer_clock: Callable[[], float] | None = None,
     ):
         """With `node_key`, every message carries its signature (`mutagg-sig`, DESIGN section 2).
-        `policy` says what to defer while `defer` is set (the owner sets it from the job's state)."""
+        `policy` says what to defer while `defer` is set (the owner sets it from the job's state);
+        `defer_clock` (default `clock`) measures how long an entry has been deferred."""
         self.outbox = outbox
         self.policy = policy or SendPolicy({})
         self.defer = False
@@ -103,6 +105,7 @@ class Sender:
         self.round_limit = round_limit
         self._config = producer_config(kafka_config, delivery_timeout_s)
         self._clock = clock
+        self._defer_clock = defer_clock or clock
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._producer: Producer | None = None
@@ -154,7 +157,7 @@ class Sender:
 
     def _plan(self) -> list[OutboxEntry]:
         undelivered = self.outbox.undelivered()
-        now = self._clock()
+        now = self._defer_clock()
         plan = plan_round(undelivered, self.policy, self.defer, self.deferred_since, now, self.round_limit)
         self.deferred_since = next_deferred_since(self.deferred_since, plan, undelivered, now)
         self.deferred = len(plan.deferred)
