@@ -202,7 +202,8 @@ def _apply(connection: psycopg.Connection, registry: Registry, fingerprint: str,
 
 
 _JOB_TABLES = ["mutagg_schema", "mutation_log", "conflicts", "mutation_log_history", "verify_runs", "dlq_replays",
-                "mutation_duplicates", "source_offsets", "job_commits", "input_gaps"]
+                "mutation_duplicates", "source_offsets", "job_commits", "input_gaps", "shard_marks", "shard_held",
+                "shard_claims", "dependency_cycles", "shard_runs"]
 
 
 def _lock_holders(connection: psycopg.Connection, tables: list[str]) -> str:

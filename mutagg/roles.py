@@ -22,7 +22,8 @@ from schemas.registry import Registry
 # table, so what the role needs. Keep in step with the SQL in sinks/ and mutagg/.
 CORE_TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     # COPY of new ledger rows; lookups; a DLQ replay's re-decision moves the old row out
-    # (sinks/ledger.py `revise`: DELETE .. RETURNING into mutation_log_history).
+    # (sinks/ledger.py `revise`: DELETE .. RETURNING into mutation_log_history); a shard's claim
+    # probes the primary key with an INSERT it rolls back (sinks/shard_tables.py).
     "mutation_log": ("SELECT", "INSERT", "DELETE"),
     "mutation_log_history": ("SELECT", "INSERT"),
     # COPY of conflict rows; a person's resolution closes the OPEN ones (UPDATE).
@@ -35,6 +36,13 @@ CORE_TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "job_commits": ("SELECT", "INSERT", "UPDATE"),  # INSERT .. ON CONFLICT DO UPDATE (sinks/fence.py)
     # The job polls the operator's pause; `mutagg throttle on|off` may run with the job's credentials.
     "job_throttle": ("SELECT", "INSERT", "UPDATE"),
+    # The partitioned commit (sinks/shard_tables.py): each shard upserts its marks, keeps its held
+    # rows as a delta, claims ids and releases its claims, and adds the cycle members it found.
+    "shard_marks": ("SELECT", "INSERT", "UPDATE"),
+    "shard_runs": ("SELECT", "INSERT"),  # the first process of a cluster numbers its run
+    "shard_held": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "shard_claims": ("SELECT", "INSERT", "DELETE"),  # INSERT .. ON CONFLICT DO NOTHING
+    "dependency_cycles": ("SELECT", "INSERT"),  # INSERT .. ON CONFLICT DO NOTHING
     # `mutagg verify` records each run and prunes old ones; the metrics refresher reads the latest.
     "verify_runs": ("SELECT", "INSERT", "DELETE"),
 }

@@ -13,7 +13,10 @@ from psycopg import sql
 from schemas.registry import EntityType, Registry
 from schemas.values import SQL_TYPES
 
-SCHEMA_VERSION = 5  # 2: input_gaps, dlq_replays.source_*; 3: job_commits; 4: job_throttle; 5: no mutation_log_entity
+SCHEMA_VERSION = 6
+# 2: input_gaps, dlq_replays.source_*; 3: job_commits; 4: job_throttle; 5: no mutation_log_entity;
+# 6: the partitioned commit's shard_marks, shard_held, shard_claims, dependency_cycles, and
+#    mutation_duplicates.kafka_timestamp (indexed by id)
 
 LEDGER_COLUMNS = (
     "mutation_id", "status", "reason", "entity_type", "entity_id", "version",
@@ -175,6 +178,61 @@ CREATE TABLE IF NOT EXISTS input_gaps (
 ALTER TABLE dlq_replays ADD COLUMN IF NOT EXISTS source_topic text;
 ALTER TABLE dlq_replays ADD COLUMN IF NOT EXISTS source_partition integer;
 ALTER TABLE dlq_replays ADD COLUMN IF NOT EXISTS source_offset bigint;
+-- A duplicate's Kafka timestamp: an id's earliest committed copy may be a duplicate (a copy read in
+-- another partition may carry an earlier time), and a dependency on it is satisfied by that time
+-- (sinks/shard_tables.py reads the ledger's time of an id folded with its duplicates', by id).
+ALTER TABLE mutation_duplicates ADD COLUMN IF NOT EXISTS kafka_timestamp timestamptz;
+CREATE INDEX IF NOT EXISTS mutation_duplicates_id ON mutation_duplicates (mutation_id);
+-- The partitioned commit (issue 22, operators/shard_view.py, sinks/shard_tables.py): what each
+-- shard of the input partitions publishes to the others with every transaction it commits.
+-- Its partitions' event times and, once it has read its whole input, in which run of the cluster
+-- (`shard_runs`: an end is news only within its run, the input may have grown since): one row per
+-- shard; `held_generation` counts the changes of its held rows (a reader keeps those it read until then).
+CREATE TABLE IF NOT EXISTS shard_runs (
+    run bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS shard_marks (
+    shard text PRIMARY KEY,
+    kafka_topics text[] NOT NULL,
+    kafka_partitions integer[] NOT NULL,
+    event_times bigint[] NOT NULL,
+    ended_run bigint,
+    held_generation bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+-- What it has read and not committed: first copies (valid or not) and later copies; `generation`:
+-- its `held_generation` when the row was last written (a reader reads again only newer rows).
+CREATE TABLE IF NOT EXISTS shard_held (
+    shard text NOT NULL,
+    kafka_topic text NOT NULL,
+    kafka_partition integer NOT NULL,
+    kafka_offset bigint NOT NULL,
+    generation bigint NOT NULL,
+    mutation_id text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('first', 'invalid', 'copy')),
+    kafka_timestamp_ms bigint NOT NULL,
+    dependencies text[] NOT NULL,
+    entity_type text,
+    entity_id text,
+    PRIMARY KEY (shard, kafka_topic, kafka_partition, kafka_offset)
+);
+-- Which partition's copy of an id is its first copy, while a shard holds it uncommitted (the ledger
+-- says so once committed): the primary key arbitrates between shards.
+CREATE TABLE IF NOT EXISTS shard_claims (
+    mutation_id text PRIMARY KEY,
+    kafka_topic text NOT NULL,
+    kafka_partition integer NOT NULL,
+    shard text NOT NULL
+);
+-- Members of a dependency cycle found by one shard and held by another, which rejects them.
+CREATE TABLE IF NOT EXISTS dependency_cycles (
+    mutation_id text NOT NULL,
+    kafka_topic text NOT NULL,
+    kafka_partition integer NOT NULL,
+    found_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (mutation_id, kafka_topic, kafka_partition)
+);
 -- Provenance entries are arrays:
 --   [version, mutation_id, edge_node_id, timestamp, adjusted_priority, other_version, other_mutation_id]
 -- where "other" is the latest write by a writer other than this entry's writer.

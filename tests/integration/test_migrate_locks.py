@@ -154,3 +154,26 @@ def test_the_ledger_index_by_entity_of_an_earlier_release_is_dropped(settings):
     assert query(settings, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
                            "AND tablename = 'mutation_log' ORDER BY 1") == [
         ("mutation_log_batch",), ("mutation_log_decided_at",), ("mutation_log_pkey",)]
+
+
+def test_a_schema_of_version_5_gains_the_shared_tables_of_the_partitioned_commit(settings):
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        connection.execute("DROP TABLE shard_marks, shard_held, shard_claims, dependency_cycles")
+        connection.execute("DROP INDEX mutation_duplicates_id")
+        connection.execute("ALTER TABLE mutation_duplicates DROP COLUMN kafka_timestamp")
+        connection.execute("UPDATE mutagg_schema SET version = 5")  # as schema version 5 left it
+    _seconds, done = timed_migrate(settings)
+    assert done == ["schema DDL re-applied (release or registry changed; no table or column added)"]
+    assert query(settings, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                           "AND tablename IN ('shard_marks', 'shard_held', 'shard_claims', 'dependency_cycles') "
+                           "ORDER BY 1") == [
+        ("dependency_cycles",), ("shard_claims",), ("shard_held",), ("shard_marks",)]
+    assert query(settings, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+                           "AND tablename = 'mutation_duplicates' ORDER BY 1") == [
+        ("mutation_duplicates_id",), ("mutation_duplicates_pkey",)]
+    assert "kafka_timestamp" in {name for (name,) in query(
+        settings, "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                  "AND table_name = 'mutation_duplicates'")}
+    assert query(settings, "SELECT version FROM mutagg_schema") == [(6,)]
+    _seconds, done = timed_migrate(settings)
+    assert done == []
