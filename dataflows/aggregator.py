@@ -1,7 +1,7 @@
 """The whole flow on one screen:
 
-    Kafka chunks -> decode -> route to the committer -> window, sequence,
-    decide, commit, acknowledge -> batch reports
+    Kafka chunks -> decode -> route to the committer (or to a partition's shard) -> window,
+    sequence, decide, commit, acknowledge -> batch reports
     (tailing runs: a heartbeat input on every worker, for the liveness probe)
 """
 
@@ -14,6 +14,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from dataflows import steps
 from dataflows.apply import ApplyLogic, BatchReport
 from dataflows.runtime import Runtime
+from dataflows.shards import shard_key, shard_of
 from mutagg.heartbeat import HEARTBEAT
 from operators.decode import decode_chunk, event_time_cap
 from schemas.signature import Verifier
@@ -38,10 +39,25 @@ def read_size(runtime: Runtime, topic: str) -> int:
     partition reads about one batch's share at a time: the apply step then holds little more
     than a batch when the lane asks to go first (README "Priority lane")."""
     settings = runtime.settings
+    if settings.shards > 1:
+        # A shard's poll of its partitions reads about a batch: what it reads before a flush then commits
+        # in that flush's first part, and is never published as held (operators/shard_view.py).
+        per_shard = -(-len(runtime.input_partitions) // settings.shards)
+        return min(settings.read_chunk, max(TRICKLE, settings.batch_size // per_shard))
     if runtime.lane is None or topic == runtime.lane:
         return settings.read_chunk
     standard = sum(1 for t, _ in runtime.input_partitions if t != runtime.lane)
     return min(settings.read_chunk, max(TRICKLE, settings.batch_size // max(1, standard)))
+
+
+def route_key(shards: int):
+    """The apply step's key for a chunk: one committer sees every partition, or each shard of
+    the partitions has its own (settings.shards; placed on worker shard % workers: dataflows/shards.py),
+    which shares dependencies and event time with the others through the database."""
+    if shards == 1:
+        return lambda _chunk: "committer"
+    keys = [shard_key(index, shards) for index in range(shards)]
+    return lambda chunk: keys[shard_of(chunk.partition, shards)]
 
 
 def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
@@ -60,7 +76,9 @@ def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
         # While lane mutations are read, the standard topic pauses once a batch of it is held (README "Priority lane").
         paused=lambda topic: runtime.standard_paused.is_set() and topic != runtime.lane,
         read_size=lambda topic: read_size(runtime, topic),
+        shards=settings.shards,  # each partition is read on the worker of its shard (sources/worker_mark.py)
     )
+    op.input(steps.WORKER_MARK, flow, source.worker_mark)  # before the input: it tells it its worker
     chunks = op.input(steps.INPUT, flow, source)
     master_key = settings.edge_master_key()
     verifier = Verifier(master_key) if master_key is not None else None  # DESIGN section 2, "Edge signature"
@@ -72,8 +90,7 @@ def build_flow(runtime: Runtime, stop_at_end: bool) -> Dataflow:
         )
 
     decoded = op.map(steps.DECODE, chunks, decode)
-    # One committer sees every partition: dependencies and the end of input are global.
-    routed = op.key_on(steps.ROUTE, decoded, lambda _chunk: "committer")
+    routed = op.key_on(steps.ROUTE, decoded, route_key(settings.shards))
     reports = op.stateful_batch(steps.APPLY, routed, lambda state: ApplyLogic(runtime, state))
     op.output(steps.REPORT, reports, ReportSink())
     if not stop_at_end:  # liveness (mutagg/heartbeat.py); a drain beats from its input polls instead

@@ -17,6 +17,7 @@ re-acknowledged.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future
@@ -25,21 +26,25 @@ from datetime import UTC, datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic
 
-from dataflows.runtime import Runtime
+from dataflows.runtime import Place, Runtime
+from dataflows.shards import shard_of
 from mutagg.heartbeat import HEARTBEAT
 from operators.decode import DecodedChunk
 from operators.lane import lane_first
 from operators.sequencer import Sequencer
-from schemas.errors import MutaggError
+from operators.shard_view import Others, Publication, publication_of
+from schemas.errors import ClaimLost, ConfigError, MutaggError
 from schemas.mutation import Mutation, Rejection
 from sinks.after_commit import Committed, Offsets, lowest_offsets, merge_lowest
 from sinks.fence import CommitMark
 from sinks.offsets import record_offsets
-from sinks.outcomes import Batch, Unmet, item_id
+from sinks.outcomes import Batch, SharedWrite, Unmet, item_id
+from sources.kafka import INPUT_POLLS
 
 log = logging.getLogger(__name__)
 
 WAITING_CHECK = timedelta(milliseconds=500)  # held mutations: dependency timeouts are checked this often
+SHARDS_ENDING_POLL_S = 0.05  # a shard at its end of input waits this long between reads of the others'
 IN_FLIGHT_POLL = timedelta(milliseconds=10)
 IN_FLIGHT_LIMIT = 2  # batches handed to the commit thread and not yet collected: one commits, one waits
 LANE_ACTIVE_S = 2.0  # the priority lane counts as busy this long after it last gave mutations
@@ -62,6 +67,15 @@ class InFlight:
     offsets: Offsets  # its lowest input offsets: uncommitted, or unacknowledged, until collected
     future: Future
     lane: bool = False  # a part of the priority lane's items only
+    firsts: list = ()  # a shard's part: its first copies (mutations, as released) ...
+    copies: list = ()  # ... and later copies: taken back if another partition claimed one first
+
+
+class _Skipped:
+    """A shard's part not committed because an earlier part lost a claim (taken back with it)."""
+
+
+SKIPPED = _Skipped()
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,17 @@ class ApplyState:
     committed: CommitMark | None = None
     """The job's count of its commits when the snapshot was taken: a database holding fewer lost
     them, and this snapshot is ahead of it (sinks/fence.py). None in snapshots older than it."""
+    shard: int = 0
+    shards: int = 1
+    """Which shard of how many this step committed (settings.shards; older snapshots: the whole input)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _ShardFlush:
+    """What every part of a shard's flush writes to the shared tables besides its claims."""
+
+    cycles: frozenset
+    copies_from: int  # the flush's items from this index on are later copies
 
 
 @dataclass(frozen=True)
@@ -90,8 +115,6 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         runtime.limiter  # noqa: B018 - its sampler starts now: an idle job reports a pause too
         self.batch_size = settings.batch_size
         self.window = timedelta(milliseconds=settings.window_ms)
-        timeout_ms = int(settings.dependency_timeout_s * 1000)
-        partitions = frozenset(runtime.input_partitions)
         self.lane: str | None = runtime.lane  # the priority lane's topic, if the job reads it
         self.routing = runtime.routing
         self.lane_fresh = 0  # lane items admitted since its last flush
@@ -99,19 +122,19 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.standard_since_lane = True  # a standard part was handed over since the last lane part
         self.seconds_per_item = 0.0  # the last standard parts' commit time per item (a moving average)
         self._misrouted_seen: set[str] = set()  # entity types warned about once
-        if state is None:
-            self.sequencer = Sequencer(dependency_timeout_ms=timeout_ms, partitions=partitions)
-            self.next_offsets: dict[tuple[str, int], int] = {}
-        else:
-            self.sequencer = Sequencer.restore(state.waiting, timeout_ms, state.rejections, partitions)
-            self.next_offsets = dict(state.next_offsets)
-        self.restored_mark = None if state is None else state.committed
-        if self.restored_mark is not None:
-            # On the commit thread (the committer's connection is its own); raises DatabaseBehind.
-            with HEARTBEAT.waiting_on(COMMITTING):
-                runtime.commits.submit(
-                    runtime.committer.verify_held, self.restored_mark, "resuming from a recovery snapshot"
-                ).result()
+        self.place: Place | None = None
+        self.shard = 0
+        self.shard_ended = False  # a shard of the input: it has read its whole input (a drain)
+        self._published: Publication | None = None  # what this shard's last transaction handed over published
+        self._lost = False  # a part lost a claim: the parts after it skip their commit
+        self._take_backs = 0  # how many times parts in flight were taken back (`_take_back`)
+        self._sequenced_at = 0  # `_take_backs` when the last release was sequenced
+        self.restored_mark: CommitMark | None = None
+        if state is not None:
+            self._bind(state.shard, state)
+        elif settings.shards == 1:
+            self._bind(0, None)
+        # else a shard's step learns its shard from its first chunk (bytewax does not pass the key)
         self.window_closes: datetime | None = None
         self.recorded_offsets: Offsets = {}
         self.in_flight: deque[InFlight] = deque()
@@ -121,7 +144,39 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         share = settings.node_share
         self.node_budget = max(1, int(share * self.batch_size)) if 0 < share < 1 else None
 
+    def _bind(self, shard: int, state: ApplyState | None) -> None:
+        """Take up shard `shard`'s place (settings.shards), restoring `state` if any."""
+        runtime = self.runtime
+        shards = runtime.settings.shards
+        if state is not None and state.shards != shards:
+            raise ConfigError(
+                f"the recovery snapshots were taken with {state.shards} shard(s) of the input and the job now "
+                f"has {shards} (MUTAGG_SHARDS): the held mutations of one would be lost to the other. Set it "
+                f"back to {state.shards}, or let a run with it drain the input (mutagg run --until-idle), "
+                "empty the recovery directory, and start with the new count")
+        self.shard = shard
+        self.place = place = runtime.place(shard)
+        self.committer, self.commits = place.committer, place.commits
+        timeout_ms = int(runtime.settings.dependency_timeout_s * 1000)
+        if state is None:
+            self.sequencer = Sequencer(dependency_timeout_ms=timeout_ms, partitions=place.partitions)
+            self.next_offsets: dict[tuple[str, int], int] = {}
+        else:
+            self.sequencer = Sequencer.restore(state.waiting, timeout_ms, state.rejections, place.partitions)
+            self.next_offsets = dict(state.next_offsets)
+            self.restored_mark = state.committed
+        if self.restored_mark is not None:
+            # On the commit thread (the committer's connection is its own); raises DatabaseBehind.
+            with HEARTBEAT.waiting_on(COMMITTING):
+                self.commits.submit(
+                    self.committer.verify_held, self.restored_mark, "resuming from a recovery snapshot"
+                ).result()
+        if place.name is not None:
+            runtime.worker_steps.setdefault(threading.get_ident(), []).append(self)
+
     def on_batch(self, values: list[DecodedChunk]) -> tuple[list[BatchReport], bool]:
+        if self.place is None:
+            self._bind(shard_of(values[0].partition, self.runtime.settings.shards), None)
         for chunk in values:
             # The chunk's event time, not each record's (capped by the read time when
             # MUTAGG_EVENT_TIME_LEAD_S is set; otherwise the same value: the chunk's maximum).
@@ -239,8 +294,32 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             # it from the offsets recorded here (or from the recovery snapshot). Stopping
             # stays fast whatever was read ahead.
             return self._settle(), self.RETAIN
+        if self.place.name is not None:
+            return self._shard_end(), self.RETAIN
         reports = self.flush(at_end=True)
         return reports + self._settle(), self.RETAIN
+
+    def _shard_end(self) -> list[BatchReport]:
+        """A shard at the end of its input (a drain). What it holds may wait for other shards'
+        commits or event time; so the last of this worker's shards to end flushes all of them
+        (Bytewax calls no step again after its end) until none holds anything: the others,
+        elsewhere, flush theirs meanwhile, and the protocol decides everything (shard_view.py)."""
+        self.shard_ended = True
+        steps = self.runtime.worker_steps.get(threading.get_ident(), [self])
+        reports = self.flush(at_end=True)
+        if not all(step.shard_ended for step in steps):
+            return reports
+        while True:
+            if self.runtime.stopping.is_set():  # SIGTERM: what is held is read again by the next run
+                return reports + [r for step in steps for r in step._settle()]
+            for step in steps:
+                reports += step.flush(at_end=True)
+                reports += step._settle()
+            if not any(step.sequencer.holding or step.sequencer.rejections for step in steps):
+                HEARTBEAT.retire(INPUT_POLLS)  # drained: alive while the cluster's other processes finish
+                return reports
+            HEARTBEAT.beat(INPUT_POLLS)  # still draining (the inputs' polls, which beat so far, have ended)
+            time.sleep(SHARDS_ENDING_POLL_S)  # the other shards' commits and event time come from the database
 
     def notify_at(self) -> datetime | None:
         now = datetime.now(UTC)
@@ -248,7 +327,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self._flush_at = now
         elif self.fresh or self.sequencer.rejections:
             self._flush_at = self.window_closes or now
-        elif self.sequencer.holding:
+        elif self.sequencer.holding or self._marks_unpublished():
             self._flush_at = self._flush_at or now + max(self.window, WAITING_CHECK)
         else:
             self._flush_at = None
@@ -262,10 +341,11 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def snapshot(self) -> ApplyState:
         # What the snapshot no longer holds must be acknowledged before it is taken.
         self._settle()
-        mark = self.runtime.committer.committed
+        mark = self.committer.committed
         if mark is None or mark.batches == 0:
             mark = self.restored_mark  # this run has committed nothing yet: the positions are still those
-        return ApplyState(self.sequencer.snapshot(), list(self.sequencer.rejections), dict(self.next_offsets), mark)
+        return ApplyState(self.sequencer.snapshot(), list(self.sequencer.rejections), dict(self.next_offsets), mark,
+                          self.shard, self.runtime.settings.shards)
 
     def flush(self, at_end: bool, lane_only: bool = False) -> list[BatchReport]:
         """Commit everything that may go now, in batches, and acknowledge it: the priority lane's
@@ -293,15 +373,59 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         # is not read patiently (at the end of input): a transaction more per flush costs the drain.
         first = len(release.invalid) + free if at_end else 0
         items = [*release.invalid, *decided, *release.copies]
-        return reports + self._commit(items, first, patient=self.lane is not None and not at_end)
+        if self.place.name is None:
+            return reports + self._commit(items, first, patient=self.lane is not None and not at_end)
+        # A shard: every part of this flush writes the shard's state as of now (operators/shard_view.py).
+        if not items:  # what is in flight commits first, on the same thread: it is in the ledger by then
+            return reports + self._publish(publication_of(self.sequencer, (), (), self.shard_ended))
+        shard = _ShardFlush(frozenset(release.cycles), len(items) - len(release.copies))
+        return reports + self._commit(items, shard=shard)
+
+    def _marks_unpublished(self) -> bool:
+        """A shard's partitions have shown event time its last transaction did not publish."""
+        if self.place is None or self.place.name is None:
+            return False
+        published = self._published
+        return published is None or published.marks != self.sequencer.partition_marks
+
+    def _publish(self, publication: Publication) -> list[BatchReport]:
+        """A shard with nothing to commit: publish what it holds and its event time, if changed
+        (the others wait for them), in a transaction of its own."""
+        if publication == self._published:
+            return []
+        with HEARTBEAT.waiting_on(COMMITTING):
+            try:
+                published = self.commits.submit(self._publish_unless_lost, publication).result()
+            except ClaimLost as lost:  # a copy held here is another partition's: it waits aside
+                self.sequencer.set_aside(lost.mutation_ids)
+                self._published = None
+                return []
+        self._published = publication if published else None
+        return self._collect(wait=False)  # a part in flight that lost its claim is taken back now
+
+    def _publish_unless_lost(self, publication: Publication) -> bool:
+        """On the commit thread. Not if a part in flight lost a claim: the publication leaves its
+        items out (they were to commit first), and they are taken back, uncommitted."""
+        if self._lost:
+            return False
+        self.committer.publish(publication)
+        return True
 
     def _release(self, at_end: bool):
         sequencer = self.sequencer
+        place = self.place
+        if place.name is not None:  # a shard: one read of the others' state, then the single sequencer's rules
+            self._sequenced_at = self._take_backs
+            with HEARTBEAT.waiting_on(COMMITTING):
+                view = self.commits.submit(self.committer.read_shared, sequencer.unknown_dependencies()).result()
+            sequencer.learn_decided(view.decided)
+            return sequencer.release(at_end_of_input=self.shard_ended, node_budget=self.node_budget,
+                                     others=Others(view, place.name, place.assignment))
         unknown = sequencer.unknown_dependencies()
         if unknown:
             # On the commit thread: the committer's connection is its own (this waits for the batches in flight).
             with HEARTBEAT.waiting_on(COMMITTING):
-                decided = self.runtime.commits.submit(self.runtime.committer.decided, unknown).result()
+                decided = self.commits.submit(self.committer.decided, unknown).result()
             sequencer.learn_decided(decided)
         return sequencer.release(at_end_of_input=at_end, node_budget=self.node_budget)
 
@@ -321,7 +445,11 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def _resume_offsets(self, held: Offsets, uncommitted: Offsets | None = None) -> Offsets:
         """Where a restart without recovery data resumes: before anything uncommitted (held,
         about to be committed) or committed but not yet acknowledged; else after what was read."""
-        return merge_lowest(held, uncommitted or {}, self.runtime.after_commit.pending_offsets())
+        resume = merge_lowest(held, uncommitted or {}, self.runtime.after_commit.pending_offsets())
+        if self.place.name is None:
+            return resume
+        own = self.place.partitions  # the other shards record theirs (pending acks are the process's)
+        return {key: offset for key, offset in resume.items() if key in own}
 
     def _settle(self) -> list[BatchReport]:
         """Wait until every batch is committed, exported and acknowledged, then record the
@@ -331,11 +459,12 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.runtime.after_commit.drain()
         resume = self._resume_offsets(self._held_offsets())
         if resume and resume != self.recorded_offsets:
-            record_offsets(self.runtime.committer, resume, f"{self.runtime.run_id}-settled")
+            record_offsets(self.committer, resume, f"{self.runtime.run_id}-settled")
             self.recorded_offsets = resume
         return reports
 
-    def _commit(self, items: list, first: int = 0, patient: bool = False) -> list[BatchReport]:
+    def _commit(self, items: list, first: int = 0, patient: bool = False,
+                shard: _ShardFlush | None = None) -> list[BatchReport]:
         """Hand `items` to the commit thread in batches, one transaction at a time, in order.
         Up to IN_FLIGHT_LIMIT batches are left in flight: the dataflow reads, decodes and
         sequences on while they commit, and a later flush (or settle) collects them.
@@ -346,7 +475,11 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
 
         The first `first` items (the priority lane's) go in a part of their own. While the lane
         is read (`patient`), the worker never waits for a slot: what finds none is held for a later
-        flush, and standard parts are at most `lane_batch_size` while the lane is busy."""
+        flush, and standard parts are at most `lane_batch_size` while the lane is busy.
+
+        For a shard of the input (`shard`), each part also writes its claims and the shard's state
+        (sinks/postgres.py); a part whose claim another partition holds commits nothing, nor do the
+        parts after it: `_collect_one` takes them all back."""
         reports = self._collect(wait=False)
         if not items:
             return reports  # nothing to write: a throttle has nothing to hold
@@ -362,6 +495,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             return reports
         standard_cap = min(cap, self._standard_cap()) if patient else cap
         starts = [*range(0, first, cap), *range(first, len(items), standard_cap)]
+        if shard is not None and cap == self.batch_size and len(items) <= 2 * cap:
+            starts = [0]  # one part: what a shard commits in its flush's first part is never published as held
         lane_parts = -(-first // cap)  # the first parts: the lane's items only
         parts = [items[start:end] for start, end in zip(starts, [*starts[1:], len(items)], strict=True)]
         # Per part, the lowest offsets of it and every part after it (all uncommitted when it commits).
@@ -369,6 +504,8 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         for index in range(len(parts) - 1, -1, -1):
             ahead[index] = merge_lowest(lowest_offsets(parts[index]), ahead[index + 1])
         held = self._held_offsets()  # the parts' own offsets are in `ahead`; nothing here changes below
+        publication = None if shard is None else self._flush_publication(items, starts, shard)
+        take_backs = self._sequenced_at  # any take-back since the release: its items go back too
         for index, part in enumerate(parts):
             if index and (self.runtime.stopping.is_set() or limiter.admit(collect) is None):
                 self._hold(items[starts[index] :])  # SIGTERM: what is in flight ends; the rest waits
@@ -381,31 +518,89 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             while (self._standard_in_flight() if patient else len(self.in_flight)) >= \
                     IN_FLIGHT_LIMIT + (1 if index < lane_parts else 0):
                 reports += self._collect_one()
+            if self._take_backs != take_backs:  # a part in flight lost a claim: these were sequenced after it
+                self._hold(items[starts[index] :])
+                break
             in_flight = merge_lowest(*(f.offsets for f in self.in_flight))  # committed before this, acked maybe not
             resume = self._resume_offsets(held, merge_lowest(ahead[index], in_flight))
-            batch_id = self.runtime.next_batch_id()
-            committer = self.runtime.committer
+            batch_id = self.runtime.next_batch_id(self.place.name)
+            committer = self.committer
             if committer.speculator is not None:
                 committer.speculator.announce(batch_id, part)  # decided ahead while the one before writes
-            future = self.runtime.commits.submit(self._timed_commit, part, resume, batch_id)
-            self.in_flight.append(InFlight(batch_id, part, lowest_offsets(part), future, index < lane_parts))
+            firsts: list = []
+            copies: list = []
+            shared = None
+            if shard is not None:
+                start, end = starts[index], starts[index] + len(part)
+                firsts = [i.mutation if type(i) is Unmet else i for i in items[start:min(end, shard.copies_from)]]
+                copies = items[max(start, shard.copies_from):end]
+                claims = tuple((i, _partition(item)) for item in firsts if (i := item_id(item)) is not None)
+                shared = SharedWrite(claims, publication, shard.cycles)
+                self._published = publication
+            future = self.commits.submit(self._timed_commit, part, resume, batch_id, shared)
+            self.in_flight.append(InFlight(batch_id, part, lowest_offsets(part), future, index < lane_parts,
+                                           firsts, copies))
             self.standard_since_lane = index >= lane_parts
             self.sequencer.mark_decided(filter(None, map(item_id, part)))
             self.recorded_offsets = resume
         return reports
 
-    def _timed_commit(self, part: list, resume: dict, batch_id: str) -> tuple[list, float, float, list]:
-        """Runs on the commit thread: (outcomes, seconds, committed at, what its transactions wrote)."""
+    def _flush_publication(self, items: list, starts: list[int], shard: _ShardFlush) -> Publication:
+        """What a shard holds uncommitted while the parts of this flush commit: what the sequencer
+        holds and the items of every part but the first, which commits with it (the parts in flight
+        before commit before it, on the same thread). One for all the flush's parts: a part after the
+        first shows items committed already, which only makes the others wait for one more read."""
+        rest = items[starts[1]:] if len(starts) > 1 else []
+        split = max(0, shard.copies_from - (starts[1] if len(starts) > 1 else 0))
+        firsts = [i.mutation if type(i) is Unmet else i for i in rest[:split]]
+        return publication_of(self.sequencer, firsts, rest[split:], self.shard_ended)
+
+    def _timed_commit(self, part: list, resume: dict, batch_id: str, shared: SharedWrite | None = None):
+        """Runs on the commit thread: (outcomes, seconds, committed at, what its transactions wrote);
+        for a shard's part that commits nothing, `ClaimLost` (this part) or SKIPPED (a later one)."""
         if self._commit_failed:
             raise CommitAborted(f"batch {batch_id} not committed: an earlier batch failed")
+        if self._lost:
+            if self.committer.speculator is not None:
+                self.committer.speculator.take(batch_id, part)  # forget it was announced
+            return SKIPPED
         began = time.perf_counter()
         written: list = []
         try:
-            outcomes = self.runtime.committer.commit(Batch(part, resume), batch_id, written)
+            outcomes = self.committer.commit(Batch(part, resume, shared), batch_id, written)
+        except ClaimLost as lost:
+            self._lost = True  # the parts after it were sequenced after it: none of them may commit
+            return lost
         except BaseException:
             self._commit_failed = True  # its dependants, in later batches, must not commit
             raise
         return outcomes, time.perf_counter() - began, time.time(), written
+
+    def _take_back(self) -> list[BatchReport]:
+        """A shard's part lost a claim: it and every part after it committed nothing. Take them all
+        back into the sequencer, with the claimed ids' copies set aside (operators/shard_view.py),
+        and flush again soon."""
+        lost: set[str] = set()
+        firsts: list = []
+        copies: list = []
+        with HEARTBEAT.waiting_on(COMMITTING):
+            for batch in self.in_flight:
+                result = batch.future.result()
+                if isinstance(result, ClaimLost):
+                    lost |= result.mutation_ids
+                firsts += batch.firsts
+                copies += batch.copies
+        self.in_flight.clear()
+        self._lost = False
+        self._take_backs += 1
+        self.sequencer.retract(firsts, copies)
+        self.sequencer.set_aside(lost)
+        self._published = None
+        self.recorded_offsets = {}
+        self._flush_at = datetime.now(UTC)
+        log.info("claims lost to another shard: batch taken back",
+                 extra={"mutation_ids": sorted(lost)[:20], "size": len(firsts) + len(copies)})
+        return []
 
     def _collect(self, wait: bool = True) -> list[BatchReport]:
         """Collect the batches in flight, oldest first: all of them (`wait`), or those done."""
@@ -418,7 +613,10 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         """Wait for the oldest batch in flight; hand its outcomes to the after-commit thread."""
         batch = self.in_flight[0]
         with HEARTBEAT.waiting_on(COMMITTING):
-            outcomes, seconds, committed_at, written = batch.future.result()  # a failed commit stops the job here
+            result = batch.future.result()  # a failed commit stops the job here
+        if isinstance(result, ClaimLost | _Skipped):
+            return self._take_back()
+        outcomes, seconds, committed_at, written = result
         self.in_flight.popleft()
         self.runtime.limiter.committed(seconds)
         if not batch.lane and len(batch.part) >= LANE_MIN_PART:
@@ -433,3 +631,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         log.info("batch committed", extra={"batch_id": batch.batch_id, "size": len(batch.part),
                                            "seconds": round(seconds, 4)})
         return [BatchReport(batch.batch_id, len(batch.part), seconds)]
+
+
+def _partition(item: Mutation | Rejection) -> tuple[str, int]:
+    if type(item) is Mutation:
+        return item.topic, item.partition
+    return item.raw.topic, item.raw.partition

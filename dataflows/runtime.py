@@ -9,10 +9,12 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dataflows.limiter import Limiter
+from dataflows.shards import shard_name, shard_of
 from mutagg.metrics import JobMetrics
 from mutagg.settings import Settings
 from operators.strategies import CUSTOM_STRATEGIES
@@ -24,6 +26,7 @@ from sinks.audit import AuditExporter
 from sinks.faults import FaultInjector
 from sinks.outcomes import Outcome
 from sinks.postgres import PostgresCommitter
+from sinks.shard_tables import ShardTables, cluster_run
 from sinks.speculation import Speculator
 from sources.kafka import PartitionKey, input_partitions
 
@@ -52,6 +55,19 @@ class RunStats:
         self.by_status.update(["DUPLICATE" if o.kind == "duplicate" else o.status for o in outcomes])
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where one apply step sequences and commits: the whole input on the job's committer
+    (`name` None), or one shard of its partitions on the shard's own committer and thread."""
+
+    name: str | None
+    partitions: frozenset[PartitionKey]
+    assignment: Mapping[str, frozenset[PartitionKey]]
+    """Every shard's partitions (shards without any are left out); empty for the whole input."""
+    committer: PostgresCommitter
+    commits: ThreadPoolExecutor
+
+
 class Runtime:
     """Holds what the dataflow's steps share inside one process."""
 
@@ -77,6 +93,11 @@ class Runtime:
         self.commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mutagg-commit")
         self.metrics = JobMetrics(t.name for t in registry)
         self._batch_numbers = itertools.count(1)
+        self._places: dict[str, Place] = {}
+        self.cluster_run: int | None = None
+        """With shards: this run's number in `shard_runs` (the first process sets it: `start_cluster_run`)."""
+        # The apply steps (one per shard) that run on each worker thread: they end their input together.
+        self.worker_steps: dict[int, list] = {}
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
     @property
@@ -103,16 +124,48 @@ class Runtime:
     def committer(self) -> PostgresCommitter:
         with self._lock:
             if self._committer is None:
-                settings = self.settings
-                ahead = Speculator(settings.database_url, self.registry, CUSTOM_STRATEGIES) \
-                    if settings.prepare_ahead else None
-                if ahead is not None:
-                    ahead.on_count = self.metrics.count_prepared
-                self._committer = PostgresCommitter(
-                    settings.database_url, self.registry, CUSTOM_STRATEGIES,
-                    settings.service_deadline_s, self.faults, ahead, run_id=self.run_id,
-                )
+                self._committer = self._build_committer(self.run_id)
             return self._committer
+
+    def place(self, partition: int) -> Place:
+        """Where the apply step that reads `partition` commits (settings.shards)."""
+        shards = self.settings.shards
+        if shards == 1:
+            return Place(None, frozenset(self.input_partitions), {}, self.committer, self.commits)
+        index = shard_of(partition, shards)
+        name = shard_name(index, shards)
+        with self._lock:
+            found = self._places.get(name)
+        if found is not None:
+            return found
+        assignment: dict[str, set[PartitionKey]] = {}
+        for key in self.input_partitions:
+            assignment.setdefault(shard_name(shard_of(key[1], shards), shards), set()).add(key)
+        frozen = {n: frozenset(keys) for n, keys in assignment.items()}
+        if self.cluster_run is None:  # another process of the cluster numbered it before the cluster formed
+            self.cluster_run = cluster_run(self.settings.database_url, self.settings.service_deadline_s, start=False)
+        with self._lock:
+            if name not in self._places:
+                self._places[name] = Place(
+                    name, frozen.get(name, frozenset()), frozen, self._build_committer(f"{self.run_id}-{name}", name),
+                    ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mutagg-commit-{name}"),
+                )
+            return self._places[name]
+
+    def start_cluster_run(self) -> None:
+        """The first process of a cluster with shards numbers the run, before the cluster forms."""
+        if self.settings.shards > 1:
+            self.cluster_run = cluster_run(self.settings.database_url, self.settings.service_deadline_s, start=True)
+
+    def _build_committer(self, run_id: str, shard: str | None = None) -> PostgresCommitter:
+        settings = self.settings
+        ahead = Speculator(settings.database_url, self.registry, CUSTOM_STRATEGIES) if settings.prepare_ahead else None
+        if ahead is not None:
+            ahead.on_count = self.metrics.count_prepared
+        return PostgresCommitter(
+            settings.database_url, self.registry, CUSTOM_STRATEGIES, settings.service_deadline_s, self.faults,
+            ahead, run_id=run_id, tables=None if shard is None else ShardTables(shard, run=self.cluster_run),
+        )
 
     @property
     def limiter(self) -> Limiter:
@@ -159,11 +212,16 @@ class Runtime:
         # The audit connection belongs to this thread; the committer's to the dataflow's.
         self.metrics.record_batch(outcomes, committed.seconds, self.audit.connection, committed.committed_at)
 
-    def next_batch_id(self) -> str:
-        return f"{self.run_id}-{next(self._batch_numbers):07d}"
+    def next_batch_id(self, shard: str | None = None) -> str:
+        # A shard's name too: two processes of a cluster may share a run id (same second, same pid in their pods).
+        prefix = self.run_id if shard is None else f"{self.run_id}-{shard}"
+        return f"{prefix}-{next(self._batch_numbers):07d}"
 
     def close(self) -> None:
         self.commits.shutdown(wait=True)
+        for place in self._places.values():
+            place.commits.shutdown(wait=True)
+            place.committer.close()
         if self._limiter is not None:
             self._limiter.close()
         if self._after_commit is not None:

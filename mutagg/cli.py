@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--naive-slice", type=int, help="mutations for the row-by-row baseline (default 20,000)")
     bench.add_argument("--peer", action="store_true", default=True, help="run the Debezium JDBC sink peer (default)")
     bench.add_argument("--no-peer", action="store_false", dest="peer", help="skip the peer (Kafka Connect + Debezium)")
-    bench.add_argument("--partitions", type=int, default=4, help="input topic partitions (default 4)")
+    bench.add_argument("--partitions", type=int, help="input topic partitions (default 4; --scale: 12)")
     bench.add_argument("--workers", type=int, default=1, help="worker threads of the job")
     bench.add_argument("--recovery", action="store_true", help="run the job with Bytewax recovery on")
     bench.add_argument("--seed", type=int, default=7, help="workload seed")
@@ -126,7 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--backlog", type=int, default=500_000, help="standard mutations in the log with --critical")
     bench.add_argument("--critical-rate", type=float, default=200.0, dest="critical_rate",
                        help="critical mutations/s produced while the backlog drains with --critical (default 200)")
-    bench.add_argument("--rounds", type=int, default=1, help="with --critical: repeat its phases this many times")
+    bench.add_argument("--rounds", type=int,
+                       help="with --critical (default 1) or --scale (default 2): repeat its phases this many times")
+    bench.add_argument("--scale", action="store_true",
+                       help="the partitioned commit scaled out: 1 committer, 2 shards on 1 and 2 workers and on 2 "
+                            "processes, on one workload (default 200,000 mutations, 12 partitions)")
     return parser
 
 

@@ -101,6 +101,7 @@ def run(
     try:
         if not process_id:
             runtime.audit.catch_up()  # batches a crash left without audit files
+            runtime.start_cluster_run()  # with shards: before the others can join (sinks/shard_tables.py)
         cli_main(
             flow,
             workers_per_process=workers,

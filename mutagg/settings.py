@@ -58,6 +58,9 @@ class Settings:
     window_ms: int = 100
     read_chunk: int = 10_000  # records read ahead per partition poll (more than a batch: fairness sees many nodes)
     prepare_ahead: bool = True  # decide the next batch while one writes (sinks/speculation.py)
+    # Shards of the input partitions, each committed by its own apply step (README "Scaling out"):
+    # fixed for the life of the recovery snapshots; 1 is one committer for the whole input.
+    shards: int = 1
     metrics_port: int = 9464  # Prometheus endpoint; 0 turns it off
     node_share: float = 0.5  # at most this share of a batch for one edge node while others wait
     dependency_timeout_s: float = 600.0
@@ -189,6 +192,7 @@ _ENV = {
     "MUTAGG_WINDOW_MS": "window_ms",
     "MUTAGG_READ_CHUNK": "read_chunk",
     "MUTAGG_PREPARE_AHEAD": "prepare_ahead",
+    "MUTAGG_SHARDS": "shards",
     "MUTAGG_NODE_SHARE": "node_share",
     "MUTAGG_METRICS_PORT": "metrics_port",
     "MUTAGG_DEPENDENCY_TIMEOUT_S": "dependency_timeout_s",
@@ -307,6 +311,10 @@ def load_settings(
         parse_lane(settings.priority_lane)
     except ValueError as exc:
         raise ConfigError(f"priority_lane: {exc}") from exc
+    if settings.shards < 1:
+        raise ConfigError(f"shards must be positive, not {settings.shards}")
+    if settings.shards > 1 and settings.lane_on:
+        raise ConfigError("the priority lane is a single committer's: set shards to 1 or priority_lane empty")
     if settings.lane_on and settings.lane_topic == settings.topic_mutations:
         raise ConfigError("topic_critical must differ from topic_mutations (or priority_lane be empty)")
     if settings.on_input_gap not in INPUT_GAP_POLICIES:

@@ -200,16 +200,10 @@ class ShardSequencer:
 
     def publication(self) -> Publication:
         """What this shard holds uncommitted now, and its partitions' event time."""
-        sequencer = self.sequencer
-        rows = [
-            *((item, FIRST) for item in sequencer.waiting), *((item, FIRST) for item in sequencer.rejections),
-            *((item, COPY) for item in sequencer.copies),
-        ]
-        if self.in_flight is not None:
-            rows += [(item, FIRST) for item, _ in self.in_flight.firsts]
-            rows += [(item, COPY) for item in self.in_flight.copies]
-        held = tuple(h for h in (_held(item, kind) for item, kind in rows) if h is not None)
-        return Publication(dict(sequencer.partition_marks), held, self.ended)
+        batch = self.in_flight
+        if batch is None:
+            return publication_of(self.sequencer, (), (), self.ended)
+        return publication_of(self.sequencer, [item for item, _ in batch.firsts], batch.copies, self.ended)
 
     def committed(self) -> None:
         self.in_flight = None
@@ -221,6 +215,18 @@ class ShardSequencer:
         if batch is not None:
             self.sequencer.retract([item for item, _ in batch.firsts], batch.copies)
         self.sequencer.set_aside(claimed)
+
+
+def publication_of(sequencer: Sequencer, firsts: Iterable[Copy], copies: Iterable[Copy], ended: bool) -> Publication:
+    """A shard's publication: what `sequencer` holds, plus `firsts` and `copies` released to
+    commits not yet committed, and its partitions' event time."""
+    rows = [
+        *((item, FIRST) for item in sequencer.waiting), *((item, FIRST) for item in sequencer.rejections),
+        *((item, COPY) for item in sequencer.copies), *((item, FIRST) for item in firsts),
+        *((item, COPY) for item in copies),
+    ]
+    held = tuple(h for h in (_held(item, kind) for item, kind in rows) if h is not None)
+    return Publication(dict(sequencer.partition_marks), held, ended)
 
 
 def _held_id(item: Copy) -> str | None:

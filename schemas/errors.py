@@ -73,3 +73,13 @@ class InputGap(MutaggError):
         self.partition = partition
         self.from_offset = from_offset
         self.to_offset = to_offset
+
+
+class ClaimLost(MutaggError):
+    """A shard's transaction met ids whose first copy another partition claimed first (the
+    partitioned commit, operators/shard_view.py): it wrote nothing; the shard sets its copies
+    aside and sequences the batch again. Not a failure: the job carries on."""
+
+    def __init__(self, mutation_ids: set[str]):
+        super().__init__(f"{len(mutation_ids)} ids claimed first by another partition's copy")
+        self.mutation_ids = mutation_ids

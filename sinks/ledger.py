@@ -204,16 +204,20 @@ def record_duplicates(
     cursor: psycopg.Cursor, duplicates: list[tuple[Mutation | Rejection, bool]], batch_id: str
 ) -> None:
     """Note every duplicate delivery once (idempotent on its Kafka coordinates); `content_differs`
-    marks an id reused in another partition, so for another entity (a client error)."""
+    marks an id reused in another partition, so for another entity (a client error). Its Kafka
+    timestamp is kept: the id's earliest committed copy may be this one (sinks/shard_tables.py)."""
     if not duplicates:
         return
     deliveries = [
-        (d.id if isinstance(d, Mutation) else d.mutation_id, *coordinates(d), reused) for d, reused in duplicates
+        (d.id, *coordinates(d), reused, _ms(d.kafka_timestamp_ms)) if isinstance(d, Mutation)
+        else (d.mutation_id, *coordinates(d), reused, _ms(d.raw.timestamp_ms))
+        for d, reused in duplicates
     ]
     cursor.execute(
         "INSERT INTO mutation_duplicates (mutation_id, kafka_topic, kafka_partition, kafka_offset, content_differs, "
-        "batch_id) SELECT m, t, p, o, r, %s FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], "
-        "%s::boolean[]) AS u(m, t, p, o, r) ON CONFLICT DO NOTHING",
+        "kafka_timestamp, batch_id) SELECT m, t, p, o, r, to_timestamp(k / 1000.0), %s FROM unnest(%s::text[], "
+        "%s::text[], %s::int[], %s::bigint[], %s::boolean[], %s::bigint[]) AS u(m, t, p, o, r, k) "
+        "ON CONFLICT DO NOTHING",
         (batch_id, *map(list, zip(*deliveries))),
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from operators.conflicts import Decision
+from operators.shard_view import Publication
 from schemas.mutation import Mutation, Rejection, Status
 from sinks.ledger import LedgerEntry
 
@@ -21,12 +22,24 @@ class Unmet:
 Item = Mutation | Rejection | Unmet
 
 
+@dataclass(frozen=True, slots=True)
+class SharedWrite:
+    """What a shard's batch transaction writes to the shared tables first (operators/shard_view.py):
+    the claims of its first copies, the shard's publication, the cycle members it found."""
+
+    firsts: tuple[tuple[str, tuple[str, int]], ...]
+    publication: Publication
+    cycles: frozenset[tuple[str, tuple[str, int]]] = frozenset()
+
+
 @dataclass
 class Batch:
-    """Items in commit order, and the offsets a restart may resume from after it."""
+    """Items in commit order, and the offsets a restart may resume from after it; for a shard of
+    the input, what it writes to the shared tables."""
 
     items: list[Item]
     resume_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    shared: SharedWrite | None = None
 
 
 @dataclass(slots=True)

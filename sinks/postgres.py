@@ -12,15 +12,16 @@ commits. Any other error is a bug, not data: `BatchFailed`, and the job stops.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from operators.conflicts import Decision
 from operators.strategies import CustomStrategy
 from schemas.ddl import LEDGER_COLUMNS
-from schemas.errors import BatchFailed, MutaggError
+from schemas.errors import BatchFailed, ClaimLost, MutaggError
 from schemas.mutation import Reason, Status
 from schemas.registry import Registry
 from sinks import entity_rows, fence, ledger
@@ -31,6 +32,10 @@ from sinks.faults import NO_FAULTS, FaultInjector
 from sinks.gc_pause import collector_paused
 from sinks.outcomes import Batch, Item, Outcome, decided_ids, from_decision, from_ledger, item_id, source_of
 from sinks.speculation import Base, Speculator, still_holds
+
+if TYPE_CHECKING:
+    from operators.shard_view import Publication, View
+    from sinks.shard_tables import ShardTables
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +57,15 @@ class PostgresCommitter:
         faults: FaultInjector = NO_FAULTS,
         speculator: Speculator | None = None,
         run_id: str | None = None,
+        tables: ShardTables | None = None,
     ):
         """With a `speculator`, batches announced to it in commit order are decided ahead
         (sinks/speculation.py); without, or for a batch not announced, in their transaction.
         With a `run_id`, each batch transaction is counted and every new connection checked
-        against the count (sinks/fence.py): a database that lost commits raises `DatabaseBehind`."""
+        against the count (sinks/fence.py): a database that lost commits raises `DatabaseBehind`.
+        With `tables` (a shard of the input), each batch writes its `SharedWrite` first, and
+        `read_shared`/`publish` serve the shard's sequencing (operators/shard_view.py)."""
+        self.tables = tables
         self.committed = fence.first_mark(run_id) if run_id else None
         self.faults = faults
         self.speculator = speculator
@@ -100,6 +109,8 @@ class PostgresCommitter:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        if self.tables is not None:
+            self.tables.forget()  # what the shard published is known again only by rewriting it
 
     def decided(self, mutation_ids: set[str]) -> dict[str, int]:
         """Which of these ids the ledger already holds, with the Kafka timestamp (ms) each was read with."""
@@ -113,6 +124,31 @@ class PostgresCommitter:
             return found
 
         return retry_transient(query, self.deadline_s, drop=self.drop_connection)
+
+    def read_shared(self, wanted: Iterable[str]) -> View:
+        """One consistent read of the shared tables for this shard (operators/shard_view.py)."""
+        wanted = sorted(wanted)
+
+        def query() -> View:
+            with self.connection.cursor() as cursor:
+                view = self.tables.read(cursor, wanted)
+            self.connection.rollback()
+            return view
+
+        return retry_transient(query, self.deadline_s, drop=self.drop_connection)
+
+    def publish(self, publication: Publication) -> None:
+        """A transaction with no batch: the shard's held set, event time and end (a heartbeat).
+        Raises `ClaimLost` (nothing written) if another partition claimed one of its held ids."""
+
+        def write() -> None:
+            with self.connection.transaction(), self.connection.cursor() as cursor:
+                claimed = self.tables.write(cursor, (), publication, ())
+                if claimed:
+                    raise ClaimLost(claimed)
+            self.tables.committed(publication)
+
+        retry_transient(write, self.deadline_s, drop=self.drop_connection)
 
     def commit(self, batch: Batch, batch_id: str, written: list[Written] | None = None) -> list[Outcome]:
         """Commit `batch`; its outcomes. Raises `ServiceUnavailable` past the deadline and
@@ -134,8 +170,9 @@ class PostgresCommitter:
                 "batch failed for a data reason; splitting",
                 extra={"batch_id": batch_id, "size": len(batch.items), "error": str(exc)[:300]},
             )
-            first = self.commit(Batch(batch.items[:middle]), f"{batch_id}.1", written)
-            return first + self.commit(Batch(batch.items[middle:], batch.resume_offsets), f"{batch_id}.2", written)
+            first = self.commit(Batch(batch.items[:middle], shared=batch.shared), f"{batch_id}.1", written)
+            second = Batch(batch.items[middle:], batch.resume_offsets, batch.shared)
+            return first + self.commit(second, f"{batch_id}.2", written)
         except Exception as exc:  # neither data nor transient: a bug, never quarantined as data
             failed = BatchFailed(batch_id, exc)
             log.error("batch failed: the job stops", exc_info=exc,
@@ -176,6 +213,11 @@ class PostgresCommitter:
             # Per transaction, not per session: a setting lost with a session (a pooler, a
             # reset) would make the trigger take the job's writes for foreign ones, silently.
             xid = cursor.execute(_BEGIN).fetchone()[1]
+            shared = batch.shared
+            if shared is not None:  # claims first: a lost one rolls back before anything else is written
+                claimed = self.tables.write(cursor, shared.firsts, shared.publication, shared.cycles)
+                if claimed:
+                    raise ClaimLost(claimed)
             self.faults.hit("bug_in_decide")
             if prepared is not None and still_holds(cursor, prepared, plans):
                 decisions = prepared.decisions
@@ -196,6 +238,8 @@ class PostgresCommitter:
             self.faults.hit("before_commit")
         if mark is not None:
             self.committed = mark
+        if batch.shared is not None:
+            self.tables.committed(batch.shared.publication)
         if written is not None:
             written += wrote
         return outcomes

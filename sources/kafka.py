@@ -197,6 +197,10 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         if resume_at is not None:
             self._offset = resume_at
         if not messages:
+            if caught_up and self._stop_at_end:
+                # A drain's last word for the partition, even one it read nothing from: the apply
+                # step of its shard then exists, and publishes its end (operators/shard_view.py).
+                return [Chunk(self._topic, self._partition, [])]
             now_ms = int(time.time() * 1000)
             if caught_up and not self._stop_at_end and now_ms - self._last_heartbeat_ms >= 1000:
                 # Caught up: any later message is stamped after now, so event time may advance.
@@ -293,6 +297,12 @@ class MutationSource(FixedPartitionedSource[Chunk, int]):
             worker = self.worker_mark.take()
             partitions = [(topic, p) for topic, p in partitions
                           if worker_of_partition(p, self._shards, worker.count) == worker.index]
+            if not partitions:
+                log.warning("this worker reads no input partition: it owns no shard (fewer shards than workers, "
+                            "README \"Scale\")", extra={"worker": worker.index, "workers": worker.count,
+                                                          "shards": self._shards})
+                if self._stop_at_end:
+                    HEARTBEAT.retire(INPUT_POLLS)  # a drain with nothing to read: alive while the others drain
         return [part_name(topic, p, self._standard) for topic, p in partitions]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:

@@ -38,7 +38,16 @@ from schemas.signature import Signer
 from sources.kafka import list_partitions
 from tests import model
 from tests.backlog import Backlog, BacklogSpec, Record, generate, model_types, production_order
-from tests.integration.conftest import REPO, delete_topics, drop_schema, new_schema, query, run_job, settings_env
+from tests.integration.conftest import (
+    REPO,
+    cluster_commands,
+    delete_topics,
+    drop_schema,
+    new_schema,
+    query,
+    run_cluster,
+    settings_env,
+)
 from tests.integration.test_semantics import REGISTRY
 from tests.replay_compare import differences, expected_outcome, observed_outcome, report
 
@@ -60,14 +69,22 @@ class JobConfig:
     """SIGKILLs of the job at random moments of each segment's run, before the run that finishes it."""
     recovery: bool = False
     """Run with Bytewax recovery data (otherwise a restart resumes from the offsets in the database)."""
+    shards: int = 1
+    """Shards of the input partitions, each committing its own (MUTAGG_SHARDS)."""
+    processes: int = 1
+    """Processes of one Bytewax cluster (`workers` each)."""
 
     def args(self) -> list[str]:
         return ["--workers", str(self.workers)]
 
+    def commands(self, *args: str) -> list[list[str]]:
+        """`mutagg run` once per process of the cluster."""
+        return cluster_commands(self.processes, *args, *self.args())
+
     def env(self) -> dict[str, str]:
         return {"MUTAGG_BATCH_SIZE": str(self.batch_size), "MUTAGG_WINDOW_MS": str(self.window_ms),
                 "MUTAGG_READ_CHUNK": str(self.read_chunk),
-                "MUTAGG_DEPENDENCY_TIMEOUT_S": repr(self.dependency_timeout_s)}
+                "MUTAGG_DEPENDENCY_TIMEOUT_S": repr(self.dependency_timeout_s), "MUTAGG_SHARDS": str(self.shards)}
 
 
 @dataclass
@@ -169,18 +186,20 @@ def run_live(
 ) -> None:
     """A tailing job (no --until-idle): partition `first` is produced and decided as far as it can
     be before the other partitions get anything; then the rest; stopped once all is decided."""
-    job = subprocess.Popen([sys.executable, "-m", "mutagg.cli", "run", *config.args()], cwd=REPO,
-                           env=settings_env(settings, **config.env()), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+    jobs = [subprocess.Popen(command, cwd=REPO, env=settings_env(settings, **config.env()),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for command in config.commands()]
     try:
         produce_records(settings, [r for r in records if r.partition == first], signer)
         _wait_stable(settings, lambda n: n > 0, 90)
         produce_records(settings, [r for r in records if r.partition != first], signer)
         _wait_stable(settings, lambda n: n >= expected_ids, 240)
     finally:
-        job.terminate()
-        _, stderr = job.communicate(timeout=120)
-    assert job.returncode == 0, f"tailing job failed ({job.returncode}):\n{stderr[-4000:]}"
+        for job in jobs:
+            job.terminate()
+        errors = [job.communicate(timeout=120)[1] for job in jobs]
+    for job, stderr in zip(jobs, errors, strict=True):
+        assert job.returncode == 0, f"tailing job failed ({job.returncode}):\n{stderr[-4000:]}"
 
 
 def _wait_stable(settings: Settings, enough: Callable[[int], bool], limit_s: float) -> None:
@@ -214,22 +233,26 @@ def run_with_kills(settings: Settings, config: JobConfig, rng: random.Random) ->
     killed = 0
     for _ in range(config.kills):
         with tempfile.TemporaryFile() as log:
-            job = subprocess.Popen(
-                [sys.executable, "-m", "mutagg.cli", "run", "--until-idle", *config.args()],
-                env=settings_env(settings, **env), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-            )
-            try:
-                code = job.wait(rng.uniform(0.5, 6.0))
-            except subprocess.TimeoutExpired:
-                os.killpg(job.pid, signal.SIGKILL)
-                job.wait()
+            jobs = [subprocess.Popen(command, env=settings_env(settings, **env), stdout=subprocess.DEVNULL,
+                                     stderr=log, start_new_session=True)
+                    for command in config.commands("--until-idle")]
+            deadline = time.monotonic() + rng.uniform(0.5, 6.0)
+            while time.monotonic() < deadline and any(job.poll() is None for job in jobs):
+                time.sleep(0.05)
+            if any(job.poll() is None for job in jobs):
+                for job in jobs:  # every process of the cluster at once, as a node failure would
+                    if job.poll() is None:
+                        os.killpg(job.pid, signal.SIGKILL)
+                for job in jobs:
+                    job.wait()
                 killed += 1
                 continue
-            if code != 0:
+            if any(job.returncode != 0 for job in jobs):
                 log.seek(0)
-                raise AssertionError(f"job failed ({code}):\n{log.read().decode()[-4000:]}")
+                codes = [job.returncode for job in jobs]
+                raise AssertionError(f"job failed ({codes}):\n{log.read().decode()[-4000:]}")
             break  # it finished before the kill: the segment is done
-    run_job(settings, *config.args(), timeout=600, **env)
+    run_cluster(settings, config.processes, *config.args(), timeout=600, **env)
     return killed
 
 
@@ -297,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--erp", type=int, default=0, help="ERP UPDATEs between two segments")
     parser.add_argument("--span-minutes", type=int, default=180, help="Kafka time one segment spans")
     parser.add_argument("--first-partition", type=int, help="tailing job; this partition produced first")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="per process")
+    parser.add_argument("--shards", type=int, default=1, help="shards of the input partitions (MUTAGG_SHARDS)")
+    parser.add_argument("--processes", type=int, default=1, help="processes of one Bytewax cluster on this host")
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--window-ms", type=int, default=100)
     parser.add_argument("--read-chunk", type=int, default=10_000)
@@ -315,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         closing=args.first_partition is not None, forged_rate=args.forged_rate,
     )
     config = JobConfig(args.workers, args.batch_size, args.window_ms, args.read_chunk, args.dependency_timeout_s,
-                       args.kills, args.recovery)
+                       args.kills, args.recovery, args.shards, args.processes)
     subprocess.run(["bash", str(REPO / "services" / "services.sh"), "start"], check=True, stdout=subprocess.DEVNULL)
     os.environ.setdefault("MUTAGG_LOG_LEVEL", "WARNING")
     backlog = generate(spec)

@@ -4,6 +4,7 @@ the project's own script; every test gets its own topics and its own schema."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -112,6 +113,39 @@ def run_job(settings: Settings, *args: str, timeout: float = 300, **env: str) ->
     )
     assert result.returncode == 0, f"job failed ({result.returncode}):\n{result.stderr[-4000:]}"
     return result
+
+
+def cluster_commands(processes: int, *args: str) -> list[list[str]]:
+    """`mutagg run` as `processes` processes of one Bytewax cluster on this host (one command each)."""
+    command = [sys.executable, "-m", "mutagg.cli", "run", *args]
+    if processes == 1:
+        return [command]
+    ports = []
+    for _ in range(processes):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    addresses = ",".join(f"127.0.0.1:{port}" for port in ports)
+    return [[*command, "--process-id", str(index), "--addresses", addresses] for index in range(processes)]
+
+
+def run_cluster(settings: Settings, processes: int, *args: str, timeout: float = 300, **env: str) -> None:
+    """`mutagg run --until-idle` as a cluster of `processes` processes; each must exit 0."""
+    jobs = [subprocess.Popen(command, env=settings_env(settings, **env), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+            for command in cluster_commands(processes, "--until-idle", *args)]
+    failures = []
+    try:
+        for index, job in enumerate(jobs):
+            _, stderr = job.communicate(timeout=timeout)
+            if job.returncode != 0:
+                failures.append(f"process {index} failed ({job.returncode}):\n{stderr[-3000:]}")
+    finally:
+        for job in jobs:
+            if job.poll() is None:
+                job.kill()
+                job.wait()
+    assert not failures, "\n".join(failures)
 
 
 def mutagg(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -23,12 +23,15 @@ pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 300.0  # dependency timeout, shortened: limit cases every few minutes of event time
 SPEC = BacklogSpec(seed=16, messages=3000, partitions=6, dependency_timeout_ms=round(TIMEOUT_S * 1000))
-# Together every value: workers 1/2, batch 1/37/5000, window 0/100/1000 ms, read-ahead 7/10000.
+# Together every value: workers 1/2, batch 1/37/5000, window 0/100/1000 ms, read-ahead 7/10000; one
+# committer, or shards of the partitions committing their own (issue 22): 2 shards on 2 workers of one
+# process, 3 shards on 2 processes (one worker each: one of them commits two shards).
 CONFIGS = [
     JobConfig(workers=1, batch_size=5000, window_ms=100, read_chunk=10_000, dependency_timeout_s=TIMEOUT_S),
-    JobConfig(workers=2, batch_size=37, window_ms=0, read_chunk=7, dependency_timeout_s=TIMEOUT_S),
+    JobConfig(workers=2, batch_size=37, window_ms=0, read_chunk=7, dependency_timeout_s=TIMEOUT_S, shards=2),
     JobConfig(workers=1, batch_size=1, window_ms=1000, read_chunk=7, dependency_timeout_s=TIMEOUT_S),
-    JobConfig(workers=2, batch_size=5000, window_ms=1000, read_chunk=10_000, dependency_timeout_s=TIMEOUT_S),
+    JobConfig(workers=1, batch_size=5000, window_ms=1000, read_chunk=10_000, dependency_timeout_s=TIMEOUT_S,
+              shards=3, processes=2),
 ]
 
 
@@ -80,7 +83,9 @@ def test_erp_writes_between_two_backlogs(base_settings):
     now_ms = int(time.time()) * 1000
     spec = BacklogSpec(seed=61, messages=1200, partitions=6, segments=2, span_ms=3600 * 1000,
                        dependency_timeout_ms=round(TIMEOUT_S * 1000), start_ms=now_ms - 80 * 60_000)
-    config = JobConfig(workers=2, batch_size=500, window_ms=50, read_chunk=100, dependency_timeout_s=TIMEOUT_S)
+    # Two shards: the second segment's run must not take the first run's end of input for its own.
+    config = JobConfig(workers=2, batch_size=500, window_ms=50, read_chunk=100, dependency_timeout_s=TIMEOUT_S,
+                       shards=2)
     result = replay(base_settings, generate(spec), config, erp=12)
     assert not result.found, f"start_ms={spec.start_ms}\n{report(result.found)}"
     assert any(c[4] is None for c in result.expected.conflicts), "no ERP write was ever in conflict"

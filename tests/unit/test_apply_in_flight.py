@@ -16,6 +16,7 @@ import pytest
 
 from dataflows.apply import ApplyLogic, CommitAborted
 from dataflows.limiter import Limiter
+from dataflows.runtime import Place
 from mutagg.metrics import JobMetrics
 from mutagg.settings import Settings
 from operators.decode import DecodedChunk
@@ -80,11 +81,13 @@ def make_logic():
         numbers = iter(range(1, 1000))
         settings = Settings(batch_size=batch_size, window_ms=0, node_share=1.0, throttle_sample_ms=0)
         stopping = threading.Event()
+        commits = ThreadPoolExecutor(max_workers=1)
         runtime = SimpleNamespace(
             settings=settings,
             limiter=Limiter(settings, JobMetrics([]), stopping),  # no sampler: never throttled here
             committer=committer,
-            commits=ThreadPoolExecutor(max_workers=1),
+            commits=commits,
+            place=lambda _shard: Place(None, frozenset({("in", 0)}), {}, committer, commits),
             after_commit=AfterCommit(lambda committed: handled.append(committed.batch_id)),
             stats=SimpleNamespace(deferred={}),
             metrics=SimpleNamespace(record_deferrals=lambda deferred: None),
@@ -95,7 +98,7 @@ def make_logic():
             lane=None,
             routing=settings.routing({}),
             standard_paused=threading.Event(),
-            next_batch_id=lambda: f"b{next(numbers)}",
+            next_batch_id=lambda _shard=None: f"b{next(numbers)}",
         )
         runtime.handled = handled
         made.append(runtime)
