@@ -52,7 +52,7 @@ _OWN_IMPORT = re.compile(
 )
 # Columns that hold the time of processing, not a decision.
 _CLOCK_COLUMNS = {"decided_at", "detected_at", "seen_at", "updated_at", "mutagg_updated_at", "resolved_at",
-                  "migrated_at", "revised_at"}
+                  "migrated_at", "revised_at", "started_at", "found_at"}
 
 
 def reference_modules(directory: Path) -> tuple[type, dict]:
@@ -119,7 +119,8 @@ def table_rows(settings: Settings) -> dict[str, list[tuple]]:
                 "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
                 "AND table_name = %s ORDER BY ordinal_position", (table,)).fetchall() if c not in _CLOCK_COLUMNS]
             listed = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
-            query = sql.SQL("SELECT {} FROM {} ORDER BY 1, 2, 3").format(listed, sql.Identifier(table))
+            order = sql.SQL(", ").join(sql.SQL(str(n)) for n in range(1, min(3, len(columns)) + 1))
+            query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(listed, sql.Identifier(table), order)
             rows[table] = connection.execute(query).fetchall()
     return rows
 

@@ -118,7 +118,8 @@ class Job:
     """`mutagg run [--until-idle]` as a child process; `wait` returns its own resource usage."""
 
     def __init__(self, settings: Settings, until_idle: bool, workers: int = 1, recovery: bool = False,
-                 wrapper: list[str] | None = None):
+                 wrapper: list[str] | None = None, args: tuple[str, ...] = ()):
+        """`args`: more of `mutagg run`'s arguments (a cluster process's `--process-id`, `--addresses`)."""
         self.scratch = tempfile.TemporaryDirectory(prefix="mutagg-bench-")
         recovery_dir = None
         if recovery:
@@ -127,7 +128,7 @@ class Job:
             recovery_dir = os.path.join(self.scratch.name, "recovery")
             os.makedirs(recovery_dir)
             init_db_dir(Path(recovery_dir), 1)
-        command = [sys.executable, "-m", "mutagg.cli", "run", "--workers", str(workers)]
+        command = [sys.executable, "-m", "mutagg.cli", "run", "--workers", str(workers), *args]
         if until_idle:
             command.append("--until-idle")
         self.stderr = open(os.path.join(self.scratch.name, "job.stderr"), "w+b")  # closed in wait()

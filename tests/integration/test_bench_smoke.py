@@ -6,8 +6,13 @@ from __future__ import annotations
 import pytest
 
 from bench.report import format_report
+from bench.rows import Replayer, decoded
 from bench.run import BenchOptions, run_bench
+from bench.scale import CONFIGS, FIGURES, ScaleOptions, format_scale, run_scale
 from mutagg.settings import with_overrides
+from mutagg.workload import Workload
+from operators.strategies import CUSTOM_STRATEGIES
+from schemas.registry import load_registry
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +59,30 @@ def test_bench_table_is_complete_and_consistent(base_settings):
     for label in ("pipeline", "limit: raw Kafka", "limit: database", "naive", "pipeline/limit", "pipeline/naive",
                   "CPU per item", "pipeline ceiling / limit", "steady /s", "wall /s", "Wall-time ratios"):
         assert label in table
+
+
+def test_scale_runs_every_configuration_and_the_ledgers_agree(base_settings):
+    # Batches of 500: every configuration commits several times, so each has a steady span.
+    settings = with_overrides(base_settings, batch_size=500)
+    messages = Workload(seed=7).generate(3_000)
+    registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
+    expected = Replayer(registry)
+    for result in decoded(messages, registry):
+        expected.feed(result)
+    ledger_rows = expected.finish().ledger_rows
+
+    result = run_scale(settings, ScaleOptions(mutations=3_000, rounds=1))
+
+    assert [set(runs) for runs in result.rounds] == [{config.key for config in CONFIGS}]
+    for key, run in result.rounds[0].items():
+        assert run.mutations == 3_000 and run.job_cpu_s > 0 and run.postgres_s is not None, (key, run)
+        assert run.steady_s is not None and 0 < run.steady_s < run.wall_s, (key, run)
+        assert sum(run.statuses.values()) == ledger_rows, (key, run.statuses)
+    assert result.rounds[0]["processes"].batches > 1 and result.rounds[0]["shards"].batches > 1
+    assert result.ledger_differences() == []
+    assert result.ratios()["baseline"] == {name: 1.0 for name in FIGURES}
+    table = format_scale(result)
+    for config in CONFIGS:
+        assert config.title in table
+    assert f"ledgers agree: every run's mutation_log has {ledger_rows:,} rows" in table
+    assert result.as_dict()["ledgers_agree"] is True
