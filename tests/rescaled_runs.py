@@ -1,0 +1,107 @@
+"""A backlog decided by a cluster whose process count changes in the middle of it (issue 21,
+part 4): the path every scale event takes in Kubernetes (k8s/overlays/prod-autoscale), run
+here on one host. Each stage but the last is a streaming run (no `--until-idle`) of its own
+number of processes, stopped by SIGTERM to every process once the ledger has grown past the
+stage's share of the backlog; the next stage resumes from the same Bytewax recovery
+directory and the shard tables; the last stage runs to the end of the input.
+
+A stage's stop is the rescale's stop: nothing is killed, so nothing may be decided, applied
+or acknowledged twice, and what waits for a dependency crosses the stop in the snapshots.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from mutagg.settings import Settings
+from tests.integration.conftest import cluster_commands, query, run_cluster, settings_env, wait_for
+from tests.replay import JobConfig
+
+RECOVERY_PARTITIONS = 2
+"""Created once for the whole run: at least the largest worker count of any stage."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What one stage of a rescaled run did."""
+
+    processes: int
+    rows_at_stop: int | None
+    """Ledger rows once every process had exited after its SIGTERM; None for the last stage."""
+    seconds: float
+
+
+def run_rescaled(
+    settings: Settings, config: JobConfig, processes: tuple[int, ...], stop_fractions: tuple[float, ...],
+    expected_rows: int, stage_timeout_s: float = 120.0,
+) -> list[Stage]:
+    """Run the backlog already produced to `settings`' input topic through `processes[0]`, then
+    `processes[1]`, ... processes (each `config.workers` workers), stopping stage i once the
+    ledger holds `stop_fractions[i] * expected_rows` rows; the last stage runs until idle."""
+    if len(stop_fractions) != len(processes) - 1:
+        raise ValueError("one stop fraction per stage but the last")
+    env = {**config.env(), "MUTAGG_SNAPSHOT_INTERVAL_S": "0.5", "MUTAGG_RECOVERY_DIR": recovery_dir(settings)}
+    subprocess.run([sys.executable, "-m", "mutagg.cli", "recovery", "init", "--partitions",
+                    str(RECOVERY_PARTITIONS)], env=settings_env(settings, **env), check=True, capture_output=True)
+    stages = []
+    for count, fraction in zip(processes, stop_fractions, strict=False):
+        started = time.monotonic()
+        rows = _stopped_stage(settings, config, count, env, round(fraction * expected_rows), stage_timeout_s)
+        stages.append(Stage(count, rows, time.monotonic() - started))
+    started = time.monotonic()
+    run_cluster(settings, processes[-1], *config.args(), timeout=stage_timeout_s * 2, **env)
+    stages.append(Stage(processes[-1], None, time.monotonic() - started))
+    return stages
+
+
+def executions(recovery_dir: str) -> list[tuple[int, int]]:
+    """(worker count, resume epoch) of every execution Bytewax recorded in the recovery
+    partitions, oldest first: a resume epoch above 1 is a run that resumed from snapshots."""
+    found = set()
+    for part in sorted(Path(recovery_dir).glob("part-*.sqlite3")):
+        with closing(sqlite3.connect(part)) as connection:
+            found |= set(connection.execute("SELECT ex_num, worker_count, resume_epoch FROM exs").fetchall())
+    return [(workers, epoch) for _, workers, epoch in sorted(found)]
+
+
+def recovery_dir(settings: Settings) -> str:
+    """The run's Bytewax recovery partitions, beside its audit files."""
+    return os.path.join(settings.audit_uri, "recovery")
+
+
+def ledger_rows(settings: Settings) -> int:
+    return query(settings, "SELECT count(*) FROM mutation_log")[0][0]
+
+
+def _stopped_stage(settings: Settings, config: JobConfig, processes: int, env: dict[str, str], stop_at: int,
+                   timeout_s: float) -> int:
+    """A streaming cluster of `processes`, SIGTERMed (every process, as deleting its pods does)
+    once the ledger holds `stop_at` rows; each process must exit 0. Returns the rows then."""
+    with tempfile.TemporaryFile() as log:
+        jobs = [subprocess.Popen(command, env=settings_env(settings, **env), stdout=subprocess.DEVNULL, stderr=log)
+                for command in cluster_commands(processes, *config.args())]
+        try:
+            wait_for(lambda: ledger_rows(settings) >= stop_at or any(job.poll() is not None for job in jobs),
+                     timeout_s, f"{stop_at} ledger rows from {processes} process(es)", interval_s=0.05)
+            for job in jobs:
+                if job.poll() is None:
+                    job.send_signal(signal.SIGTERM)
+            codes = [job.wait(timeout=timeout_s) for job in jobs]
+        finally:
+            for job in jobs:
+                if job.poll() is None:
+                    job.kill()
+                    job.wait()
+        if codes != [0] * processes:
+            log.seek(0)
+            raise AssertionError(f"{processes} process(es) exited {codes}:\n{log.read().decode()[-4000:]}")
+    return ledger_rows(settings)
