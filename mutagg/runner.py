@@ -18,6 +18,8 @@ from dataflows.runtime import RunStats, Runtime
 from mutagg.central_state import start_central_state
 from mutagg.heartbeat import HEARTBEAT
 from mutagg.metrics import serve_job_metrics
+from mutagg.process_count import ScaleBounds, check_bounds
+from mutagg.rescaler import Rescaler, cluster_of
 from mutagg.settings import Settings
 from mutagg.topics import ensure_output_topics, warn_unless_log_append_time
 from operators import compiled
@@ -95,6 +97,7 @@ def run(
     # The edges hear whether the throttle holds the job, and why.
     central_state = start_central_state(
         settings, runtime.metrics, metrics_service, process_id, lambda: runtime.limiter.probe())
+    rescaler = start_rescaler(settings, workers, len(addresses) if addresses else 1) if not process_id else None
     started = time.monotonic()
     log.info("dataflow starting", extra={"workers": workers, "until_idle": until_idle, "run_id": runtime.run_id})
     behind = False
@@ -116,6 +119,8 @@ def run(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if rescaler is not None:
+            rescaler.close()
         runtime.close()
         if metrics_service is not None:
             metrics_service.close()
@@ -136,6 +141,20 @@ def run(
                "held_back_by_node": dict(runtime.stats.deferred), "misrouted": dict(runtime.stats.misrouted)},
     )
     return runtime.stats
+
+
+def start_rescaler(settings: Settings, workers: int, processes: int) -> Rescaler | None:
+    """With autoscaling on (MUTAGG_SCALE_TARGET), process 0's loop that follows the desired
+    process count (mutagg/rescaler.py); bounds the shards cannot use fail the start (exit 2)."""
+    if not settings.scale_target:
+        return None
+    if not settings.recovery_dir:
+        raise ConfigError("autoscaling needs MUTAGG_RECOVERY_DIR: a rescaled cluster resumes from it")
+    bounds = ScaleBounds(settings.scale_min_processes, settings.scale_max_processes, workers, settings.shards,
+                         len(list(Path(settings.recovery_dir).glob("part-*.sqlite3"))))
+    check_bounds(bounds)
+    return Rescaler(cluster_of(settings), processes, bounds, settings.scale_cooldown_s,
+                    settings.scale_check_interval_s).start()
 
 
 def _caused_by_database_behind(exc: BaseException | None) -> bool:

@@ -1,0 +1,178 @@
+"""The Kubernetes side of autoscaling (mutagg/rescaler.py, mutagg/kube_api.py) against a small
+stand-in for the API server: the calls it makes, in which order, and what it does on errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from mutagg.kube_api import MERGE_PATCH, KubeApi
+from mutagg.process_count import ScaleBounds, Verdict
+from mutagg.rescaler import JobCluster, Rescaler, join
+from schemas.errors import ConfigError, ServiceUnavailable
+
+NAMESPACE = "mutagg"
+TARGET = f"/apis/mutagg.erp.example.com/v1alpha1/namespaces/{NAMESPACE}/dataflowscales/mutagg"
+JOB = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/mutagg"
+PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
+SELECTOR = "batch.kubernetes.io/job-name=mutagg"
+BOUNDS = ScaleBounds(min_processes=1, max_processes=3, workers=2, shards=12, recovery_partitions=12)
+
+
+class FakeApiServer:
+    """Answers from `objects` (path -> JSON), `failures` (path -> HTTP status); records every call."""
+
+    def __init__(self):
+        self.objects: dict[str, object] = {}
+        self.failures: dict[str, int] = {}
+        self.calls: list[tuple[str, str, dict, object, dict]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                server.calls.append((self.command, parts.path, parse_qs(parts.query), body, dict(self.headers)))
+                status = server.failures.get(parts.path, 200)
+                document = server.objects.get(parts.path, {}) if status == 200 else {"message": "no"}
+                payload = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PATCH = do_DELETE = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, args=(0.05,), daemon=True).start()
+
+    def writes(self) -> list[tuple[str, str, object]]:
+        return [(method, path, body) for method, path, _, body, _ in self.calls if method != "GET"]
+
+
+@pytest.fixture
+def server():
+    fake = FakeApiServer()
+    fake.objects[TARGET] = {"spec": {"replicas": 2}}
+    fake.objects[JOB] = {"spec": {"parallelism": 2, "completions": 2}}
+    fake.objects[PODS] = {"items": []}
+    yield fake
+    fake.http.shutdown()
+
+
+@pytest.fixture
+def account(tmp_path):
+    (tmp_path / "namespace").write_text(NAMESPACE)
+    (tmp_path / "token").write_text("token-1")
+    return tmp_path
+
+
+def _cluster(server, account) -> JobCluster:
+    return JobCluster(KubeApi(server.url, str(account)), "mutagg", "mutagg")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_rescale_deletes_the_pods_then_sets_parallelism_and_completions_together(server, account):
+    clock = Clock()
+    rescaler = Rescaler(_cluster(server, account), 1, BOUNDS, cooldown_s=600, interval_s=30, clock=clock)
+    clock.now = 600
+    decision = rescaler.check()
+    assert (decision.verdict, decision.processes) == (Verdict.RESCALE, 2)
+    assert server.writes() == [
+        ("PATCH", TARGET + "/status", {"status": {"replicas": 1, "selector": SELECTOR}}),
+        ("DELETE", PODS, None),
+        ("PATCH", JOB, {"spec": {"parallelism": 2, "completions": 2}}),
+    ]
+    deletes = [query for method, _, query, _, _ in server.calls if method == "DELETE"]
+    assert deletes == [{"labelSelector": [SELECTOR]}]
+    for method, _, _, _, headers in server.calls:
+        assert headers["Authorization"] == "Bearer token-1"
+        if method == "PATCH":
+            assert headers["Content-Type"] == MERGE_PATCH
+
+
+def test_nothing_changes_before_the_cooldown_or_at_the_desired_count(server, account):
+    clock = Clock()
+    rescaler = Rescaler(_cluster(server, account), 1, BOUNDS, cooldown_s=600, interval_s=30, clock=clock)
+    clock.now = 599
+    assert rescaler.check().verdict is Verdict.KEEP
+    rescaler.running = 2
+    clock.now = 6000
+    assert rescaler.check().verdict is Verdict.KEEP
+    assert [method for method, _, _ in server.writes()] == ["PATCH", "PATCH"]  # the status only
+
+
+def test_an_unreadable_target_or_a_failed_stop_keeps_the_cluster_running(server, account):
+    clock = Clock()
+    rescaler = Rescaler(_cluster(server, account), 1, BOUNDS, cooldown_s=600, interval_s=30, clock=clock)
+    clock.now = 6000
+    server.failures[TARGET] = 500
+    assert rescaler.check().verdict is Verdict.KEEP
+    assert [method for method, _, _ in server.writes()] == []
+    del server.failures[TARGET]
+    server.failures[PODS] = 403
+    decision = rescaler.check()
+    assert decision.verdict is Verdict.KEEP and "HTTP 403" in decision.reason
+    assert not [call for call in server.writes() if call[1] == JOB]  # the Job keeps its count
+
+
+def test_the_token_is_read_again_for_every_call(server, account):
+    cluster = _cluster(server, account)
+    cluster.desired()
+    (account / "token").write_text("token-2\n")
+    cluster.desired()
+    assert [headers["Authorization"] for *_, headers in server.calls] == ["Bearer token-1", "Bearer token-2"]
+
+
+def _pod(name: str, phase: str, deleting: bool) -> dict:
+    metadata = {"name": name, **({"deletionTimestamp": "2026-12-07T12:00:00Z"} if deleting else {})}
+    return {"metadata": metadata, "status": {"phase": phase}}
+
+
+def test_a_pod_joins_once_the_cluster_it_replaces_has_stopped(server, account):
+    clock = Clock()
+    server.objects[PODS] = {"items": [_pod("mutagg-0-new", "Pending", False), _pod("mutagg-0-old", "Running", True),
+                                      _pod("mutagg-1-old", "Failed", True)]}
+    polls = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        clock.sleep(seconds)
+        if len(polls) == 3:  # the old process 0 has stopped
+            server.objects[PODS]["items"][1]["status"]["phase"] = "Failed"
+
+    assert join(_cluster(server, account), "mutagg-0-new", timeout_s=60, poll_s=2, clock=clock, sleep=sleep) == 2
+    assert polls == [2, 2, 2]
+
+
+def test_joining_gives_up_after_the_timeout_and_refusals_are_configuration(server, account):
+    clock = Clock()
+    server.objects[PODS] = {"items": [_pod("mutagg-0-old", "Running", True)]}
+    with pytest.raises(ServiceUnavailable, match="mutagg-0-old"):
+        join(_cluster(server, account), "mutagg-0-new", timeout_s=10, poll_s=2, clock=clock, sleep=clock.sleep)
+    server.failures[PODS] = 403
+    with pytest.raises(ConfigError, match="RBAC"):
+        join(_cluster(server, account), "mutagg-0-new", timeout_s=10, poll_s=2, clock=clock, sleep=clock.sleep)
+    server.failures[PODS] = 503  # weather: retried until the deadline
+    with pytest.raises(ServiceUnavailable, match="HTTP 503"):
+        join(_cluster(server, account), "mutagg-0-new", timeout_s=10, poll_s=2, clock=clock, sleep=clock.sleep)
