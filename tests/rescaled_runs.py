@@ -18,12 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from mutagg.settings import Settings
 from tests.integration.conftest import cluster_commands, query, run_cluster, settings_env, wait_for
+from tests.kube_stand_in import JOB, PODS, TARGET, KubeStandIn
 from tests.replay import JobConfig
 
 RECOVERY_PARTITIONS = 2
@@ -50,8 +52,7 @@ def run_rescaled(
     if len(stop_fractions) != len(processes) - 1:
         raise ValueError("one stop fraction per stage but the last")
     env = {**config.env(), "MUTAGG_SNAPSHOT_INTERVAL_S": "0.5", "MUTAGG_RECOVERY_DIR": recovery_dir(settings)}
-    subprocess.run([sys.executable, "-m", "mutagg.cli", "recovery", "init", "--partitions",
-                    str(RECOVERY_PARTITIONS)], env=settings_env(settings, **env), check=True, capture_output=True)
+    _init_recovery(settings, env)
     stages = []
     for count, fraction in zip(processes, stop_fractions, strict=False):
         started = time.monotonic()
@@ -73,6 +74,53 @@ def executions(recovery_dir: str) -> list[tuple[int, int]]:
     return [(workers, epoch) for _, workers, epoch in sorted(found)]
 
 
+def run_autoscaled(
+    settings: Settings, config: JobConfig, processes: tuple[int, ...], change_fractions: tuple[float, ...],
+    expected_rows: int, account_dir: Path, stage_timeout_s: float = 120.0,
+) -> tuple[list[Stage], list[tuple[str, str, object]]]:
+    """As `run_rescaled`, but each change comes the way it comes in Kubernetes: the harness plays
+    KEDA (it sets the DataflowScale's replicas to the next count once the ledger holds the
+    stage's share) and the kubelet (it SIGTERMs the processes when process 0's rescaler deletes
+    "the pods"), and starts the next stage with the count the rescaler patched into "the Job".
+    Returns the stages and every write the rescaler made to the stand-in API."""
+    if len(change_fractions) != len(processes) - 1:
+        raise ValueError("one change fraction per stage but the last")
+    stand_in = KubeStandIn()
+    stand_in.objects[TARGET] = {"spec": {"replicas": processes[0]}}
+    running: list[subprocess.Popen] = []
+    stand_in.on_call[("DELETE", PODS)] = lambda _body: [job.send_signal(signal.SIGTERM) for job in running
+                                                         if job.poll() is None]
+    resized: list[int] = []
+    stand_in.on_call[("PATCH", JOB)] = lambda body: resized.append(body["spec"]["completions"])
+    env = {**config.env(), "MUTAGG_SNAPSHOT_INTERVAL_S": "0.5", "MUTAGG_RECOVERY_DIR": recovery_dir(settings),
+           "MUTAGG_SCALE_TARGET": "mutagg", "MUTAGG_SCALE_JOB": "mutagg", "MUTAGG_SCALE_MIN_PROCESSES": "1",
+           "MUTAGG_SCALE_MAX_PROCESSES": str(max(processes)), "MUTAGG_SCALE_COOLDOWN_S": "0",
+           "MUTAGG_SCALE_CHECK_INTERVAL_S": "0.2", "MUTAGG_KUBE_API_URL": stand_in.url,
+           "MUTAGG_KUBE_SERVICE_ACCOUNT_DIR": str(account_dir)}
+    _init_recovery(settings, env)
+    stages = []
+    try:
+        count = processes[0]
+        for following, fraction in zip(processes[1:], change_fractions, strict=True):
+            started = time.monotonic()
+
+            def ask_for_the_next_count(rows: int, following: int = following) -> None:
+                stand_in.objects[TARGET] = {"spec": {"replicas": following}}
+
+            rows = _stopped_stage(settings, config, count, env, round(fraction * expected_rows), stage_timeout_s,
+                                  started=running, stop=ask_for_the_next_count)
+            assert resized and resized[-1] == following, f"the rescaler patched the Job to {resized}"
+            stages.append(Stage(count, rows, time.monotonic() - started))
+            count = resized[-1]
+            running.clear()
+        started = time.monotonic()
+        run_cluster(settings, count, *config.args(), timeout=stage_timeout_s * 2, **env)
+        stages.append(Stage(count, None, time.monotonic() - started))
+        return stages, stand_in.writes()
+    finally:
+        stand_in.close()
+
+
 def recovery_dir(settings: Settings) -> str:
     """The run's Bytewax recovery partitions, beside its audit files."""
     return os.path.join(settings.audit_uri, "recovery")
@@ -82,19 +130,35 @@ def ledger_rows(settings: Settings) -> int:
     return query(settings, "SELECT count(*) FROM mutation_log")[0][0]
 
 
+def _init_recovery(settings: Settings, env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "mutagg.cli", "recovery", "init", "--partitions",
+                    str(RECOVERY_PARTITIONS)], env=settings_env(settings, **env), check=True, capture_output=True)
+
+
+def _terminate(jobs: list[subprocess.Popen]) -> None:
+    """SIGTERM to every process, as deleting its pods does."""
+    for job in jobs:
+        if job.poll() is None:
+            job.send_signal(signal.SIGTERM)
+
+
 def _stopped_stage(settings: Settings, config: JobConfig, processes: int, env: dict[str, str], stop_at: int,
-                   timeout_s: float) -> int:
-    """A streaming cluster of `processes`, SIGTERMed (every process, as deleting its pods does)
-    once the ledger holds `stop_at` rows; each process must exit 0. Returns the rows then."""
+                   timeout_s: float, started: list[subprocess.Popen] | None = None,
+                   stop: Callable[[int], None] | None = None) -> int:
+    """A streaming cluster of `processes` (appended to `started`), stopped once the ledger holds
+    `stop_at` rows: by `stop(rows)`, which must lead to a SIGTERM of every process, or else by
+    the SIGTERMs themselves. Each process must exit 0. Returns the ledger rows then."""
     with tempfile.TemporaryFile() as log:
-        jobs = [subprocess.Popen(command, env=settings_env(settings, **env), stdout=subprocess.DEVNULL, stderr=log)
-                for command in cluster_commands(processes, *config.args())]
+        jobs = started if started is not None else []
+        jobs += [subprocess.Popen(command, env=settings_env(settings, **env), stdout=subprocess.DEVNULL, stderr=log)
+                 for command in cluster_commands(processes, *config.args())]
         try:
             wait_for(lambda: ledger_rows(settings) >= stop_at or any(job.poll() is not None for job in jobs),
                      timeout_s, f"{stop_at} ledger rows from {processes} process(es)", interval_s=0.05)
-            for job in jobs:
-                if job.poll() is None:
-                    job.send_signal(signal.SIGTERM)
+            if stop is None:
+                _terminate(jobs)
+            else:
+                stop(ledger_rows(settings))
             codes = [job.wait(timeout=timeout_s) for job in jobs]
         finally:
             for job in jobs:

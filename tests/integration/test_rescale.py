@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 
 from tests.backlog import BacklogSpec, generate, production_order
+from tests.kube_stand_in import JOB, PODS, SELECTOR, TARGET, service_account
 from tests.replay import JobConfig, cleanup, decided_by_model, fresh_settings, produce_records
 from tests.replay_compare import differences, expected_outcome, observed_outcome, report
-from tests.rescaled_runs import executions, recovery_dir, run_rescaled
+from tests.rescaled_runs import executions, recovery_dir, run_autoscaled, run_rescaled
 
 pytestmark = pytest.mark.integration
 
@@ -47,4 +48,37 @@ def test_one_two_one_processes_in_the_middle_of_a_backlog_end_as_an_uninterrupte
     # Both stops came in the middle of the backlog, the second after the first.
     assert 0 < first.rows_at_stop < second.rows_at_stop < len(expected.ledger), stages
     found = differences(expected, actual, backlog)  # acks counted: none missing, none repeated
+    assert not found, report(found)
+
+
+def test_the_rescaler_moves_the_cluster_from_one_to_two_to_one_process_the_kubernetes_way(base_settings, tmp_path):
+    """The same path driven by the job itself: process 0's rescaler (mutagg/rescaler.py, in the real
+    `mutagg run`) reads the count the harness sets as KEDA would, deletes "the pods" of a stand-in
+    API server (the harness SIGTERMs the processes, as the kubelet would), patches "the Job", and
+    the next stage runs with the count it patched."""
+    backlog = generate(SPEC)
+    expected = expected_outcome(decided_by_model(backlog, SPEC.dependency_timeout_ms), backlog)
+    settings = fresh_settings(base_settings, SPEC.partitions)
+    try:
+        (segment,) = backlog.segments
+        produce_records(settings, production_order(segment))
+        stages, writes = run_autoscaled(settings, CONFIG, processes=(1, 2, 1), change_fractions=(0.25, 0.6),
+                                        expected_rows=len(expected.ledger), account_dir=service_account(tmp_path))
+        actual = observed_outcome(settings, backlog)
+        runs = executions(recovery_dir(settings))
+    finally:
+        cleanup(base_settings, settings)
+    print(*(f"{s.processes} process(es): {s.seconds:.1f} s, {s.rows_at_stop} ledger rows at the stop"
+            for s in stages), sep="\n")
+    assert [s.processes for s in stages] == [1, 2, 1]
+    assert [workers for workers, _ in runs] == [1, 2, 1], runs
+    assert 0 < stages[0].rows_at_stop < stages[1].rows_at_stop < len(expected.ledger), stages
+    # Each change: the pods deleted first (the clean stop), then parallelism and completions together.
+    changes = [(method, path, body) for method, path, body in writes if path != TARGET + "/status"]
+    assert changes == [("DELETE", PODS, None), ("PATCH", JOB, {"spec": {"parallelism": 2, "completions": 2}}),
+                       ("DELETE", PODS, None), ("PATCH", JOB, {"spec": {"parallelism": 1, "completions": 1}})]
+    reports = {body["status"]["replicas"] for method, path, body in writes if path == TARGET + "/status"}
+    assert reports == {1, 2} and all(body["status"]["selector"] == SELECTOR
+                                     for _, path, body in writes if path == TARGET + "/status")
+    found = differences(expected, actual, backlog)
     assert not found, report(found)

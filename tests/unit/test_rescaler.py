@@ -3,78 +3,30 @@ stand-in for the API server: the calls it makes, in which order, and what it doe
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
 
 from mutagg.kube_api import MERGE_PATCH, KubeApi
 from mutagg.process_count import ScaleBounds, Verdict
 from mutagg.rescaler import JobCluster, Rescaler, join
 from schemas.errors import ConfigError, ServiceUnavailable
+from tests.kube_stand_in import JOB, PODS, SELECTOR, TARGET, KubeStandIn, service_account
 
-NAMESPACE = "mutagg"
-TARGET = f"/apis/mutagg.erp.example.com/v1alpha1/namespaces/{NAMESPACE}/dataflowscales/mutagg"
-JOB = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/mutagg"
-PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
-SELECTOR = "batch.kubernetes.io/job-name=mutagg"
 BOUNDS = ScaleBounds(min_processes=1, max_processes=3, workers=2, shards=12, recovery_partitions=12)
-
-
-class FakeApiServer:
-    """Answers from `objects` (path -> JSON), `failures` (path -> HTTP status); records every call."""
-
-    def __init__(self):
-        self.objects: dict[str, object] = {}
-        self.failures: dict[str, int] = {}
-        self.calls: list[tuple[str, str, dict, object, dict]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                parts = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                server.calls.append((self.command, parts.path, parse_qs(parts.query), body, dict(self.headers)))
-                status = server.failures.get(parts.path, 200)
-                document = server.objects.get(parts.path, {}) if status == 200 else {"message": "no"}
-                payload = json.dumps(document).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_PATCH = do_DELETE = _answer
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, args=(0.05,), daemon=True).start()
-
-    def writes(self) -> list[tuple[str, str, object]]:
-        return [(method, path, body) for method, path, _, body, _ in self.calls if method != "GET"]
 
 
 @pytest.fixture
 def server():
-    fake = FakeApiServer()
+    fake = KubeStandIn()
     fake.objects[TARGET] = {"spec": {"replicas": 2}}
     fake.objects[JOB] = {"spec": {"parallelism": 2, "completions": 2}}
     fake.objects[PODS] = {"items": []}
     yield fake
-    fake.http.shutdown()
+    fake.close()
 
 
 @pytest.fixture
 def account(tmp_path):
-    (tmp_path / "namespace").write_text(NAMESPACE)
-    (tmp_path / "token").write_text("token-1")
-    return tmp_path
+    return service_account(tmp_path)
 
 
 def _cluster(server, account) -> JobCluster:
