@@ -90,7 +90,8 @@ class Rescaler:
 
     def close(self) -> None:
         self.stopped.set()
-        self._thread.join(timeout=self.interval_s + 15)
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval_s + 15)
 
     def check(self) -> Decision:
         """One round. An API error is logged and decides nothing: the cluster keeps running."""

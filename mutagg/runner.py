@@ -68,6 +68,8 @@ def run(
     """Run until the input is drained (`until_idle`) or forever; return this process's counts."""
     compiled.require()  # the compiled core decodes: without it, say `make` before anything starts
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
+    # Bounds the shards cannot use fail here (exit 2), before anything starts.
+    rescaler = rescaler_for(settings, workers, len(addresses) if addresses else 1) if not process_id else None
     created = ensure_output_topics(settings)
     if created:
         log.info("created output topics", extra={"topics": created})
@@ -97,11 +99,12 @@ def run(
     # The edges hear whether the throttle holds the job, and why.
     central_state = start_central_state(
         settings, runtime.metrics, metrics_service, process_id, lambda: runtime.limiter.probe())
-    rescaler = start_rescaler(settings, workers, len(addresses) if addresses else 1) if not process_id else None
     started = time.monotonic()
     log.info("dataflow starting", extra={"workers": workers, "until_idle": until_idle, "run_id": runtime.run_id})
     behind = False
     try:
+        if rescaler is not None:
+            rescaler.start()
         if not process_id:
             runtime.audit.catch_up()  # batches a crash left without audit files
             runtime.start_cluster_run()  # with shards: before the others can join (sinks/shard_tables.py)
@@ -143,9 +146,9 @@ def run(
     return runtime.stats
 
 
-def start_rescaler(settings: Settings, workers: int, processes: int) -> Rescaler | None:
+def rescaler_for(settings: Settings, workers: int, processes: int) -> Rescaler | None:
     """With autoscaling on (MUTAGG_SCALE_TARGET), process 0's loop that follows the desired
-    process count (mutagg/rescaler.py); bounds the shards cannot use fail the start (exit 2)."""
+    process count (mutagg/rescaler.py), not started; ConfigError for bounds the shards cannot use."""
     if not settings.scale_target:
         return None
     if not settings.recovery_dir:
@@ -154,7 +157,7 @@ def start_rescaler(settings: Settings, workers: int, processes: int) -> Rescaler
                          len(list(Path(settings.recovery_dir).glob("part-*.sqlite3"))))
     check_bounds(bounds)
     return Rescaler(cluster_of(settings), processes, bounds, settings.scale_cooldown_s,
-                    settings.scale_check_interval_s).start()
+                    settings.scale_check_interval_s)
 
 
 def _caused_by_database_behind(exc: BaseException | None) -> bool:

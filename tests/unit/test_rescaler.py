@@ -128,3 +128,29 @@ def test_joining_gives_up_after_the_timeout_and_refusals_are_configuration(serve
     server.failures[PODS] = 503  # weather: retried until the deadline
     with pytest.raises(ServiceUnavailable, match="HTTP 503"):
         join(_cluster(server, account), "mutagg-0-new", timeout_s=10, poll_s=2, clock=clock, sleep=clock.sleep)
+
+
+def test_the_job_refuses_to_start_with_bounds_its_shards_cannot_use(server, account, tmp_path):
+    from bytewax.recovery import init_db_dir
+
+    from mutagg.runner import rescaler_for
+    from mutagg.settings import load_settings
+
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 4)
+    environ = {"MUTAGG_SCALE_TARGET": "mutagg", "MUTAGG_SCALE_JOB": "mutagg", "MUTAGG_SCALE_MAX_PROCESSES": "2",
+               "MUTAGG_SHARDS": "4", "MUTAGG_RECOVERY_DIR": str(recovery), "MUTAGG_KUBE_API_URL": server.url,
+               "MUTAGG_KUBE_SERVICE_ACCOUNT_DIR": str(account)}
+    assert rescaler_for(load_settings(environ={}), 2, 1) is None  # autoscaling off
+    assert rescaler_for(load_settings(environ=environ), 2, 1) is not None  # 2 and 4 workers on 4 shards
+    with pytest.raises(ConfigError, match="3 process"):
+        rescaler_for(load_settings(environ={**environ, "MUTAGG_SCALE_MAX_PROCESSES": "3"}), 1, 1)
+    with pytest.raises(ConfigError, match="MUTAGG_SHARDS > 1"):
+        rescaler_for(load_settings(environ={**environ, "MUTAGG_SHARDS": "1"}), 1, 1)
+    with pytest.raises(ConfigError, match="MUTAGG_RECOVERY_PARTITIONS=4 is fewer than the 8"):
+        rescaler_for(load_settings(environ={**environ, "MUTAGG_SHARDS": "8"}), 4, 1)
+    with pytest.raises(ConfigError, match="needs MUTAGG_RECOVERY_DIR"):
+        rescaler_for(load_settings(environ={k: v for k, v in environ.items() if k != "MUTAGG_RECOVERY_DIR"}), 2, 1)
+    with pytest.raises(ConfigError, match="scale_job"):
+        load_settings(environ={k: v for k, v in environ.items() if k != "MUTAGG_SCALE_JOB"})
