@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mutagg.settings import Settings
+from tests.backlog import Backlog, production_order
 from tests.integration.conftest import cluster_commands, query, run_cluster, settings_env, wait_for
 from tests.kube_stand_in import JOB, PODS, TARGET, KubeStandIn
-from tests.replay import JobConfig
+from tests.replay import JobConfig, Replay, cleanup, decided_by_model, fresh_settings, produce_records
+from tests.replay_compare import differences, expected_outcome, observed_outcome
 
 RECOVERY_PARTITIONS = 2
 """Created once for the whole run: at least the largest worker count of any stage."""
@@ -40,6 +42,32 @@ class Stage:
     rows_at_stop: int | None
     """Ledger rows once every process had exited after its SIGTERM; None for the last stage."""
     seconds: float
+
+
+def replay_rescaled(base: Settings, backlog: Backlog, config: JobConfig, processes: tuple[int, ...],
+                    stop_fractions: tuple[float, ...] | None = None) -> tuple[Replay, list[Stage], list]:
+    """Produce `backlog` (one segment) to fresh topics and schema, decide it with `run_rescaled`
+    (stops evenly spread over the backlog unless `stop_fractions` says), compare with the oracle
+    (acks counted: a graceful stop repeats none). Returns the replay, the stages and Bytewax's
+    executions (`executions`)."""
+    if len(backlog.segments) != 1:
+        raise ValueError("a rescaled replay takes one segment")
+    started = time.monotonic()
+    expected = expected_outcome(decided_by_model(backlog, round(config.dependency_timeout_s * 1000)), backlog)
+    fractions = stop_fractions or tuple(n / len(processes) for n in range(1, len(processes)))
+    settings = fresh_settings(base, backlog.spec.partitions)
+    try:
+        produce_records(settings, production_order(backlog.segments[0]))
+        stages = run_rescaled(settings, config, processes, fractions, len(expected.ledger))
+        actual = observed_outcome(settings, backlog)
+        runs = executions(recovery_dir(settings))
+    finally:
+        cleanup(base, settings)
+    found = differences(expected, actual, backlog)
+    notes = [f"{s.processes} process(es): {s.seconds:.1f} s" + (f", stopped at {s.rows_at_stop} ledger rows"
+                                                                  if s.rows_at_stop is not None else ", to the end")
+             for s in stages]
+    return Replay(config, found, expected, actual, time.monotonic() - started, notes), stages, runs
 
 
 def run_rescaled(

@@ -13,7 +13,7 @@ from tests.backlog import BacklogSpec, generate, production_order
 from tests.kube_stand_in import JOB, PODS, SELECTOR, TARGET, service_account
 from tests.replay import JobConfig, cleanup, decided_by_model, fresh_settings, produce_records
 from tests.replay_compare import differences, expected_outcome, observed_outcome, report
-from tests.rescaled_runs import executions, recovery_dir, run_autoscaled, run_rescaled
+from tests.rescaled_runs import executions, recovery_dir, replay_rescaled, run_autoscaled
 
 pytestmark = pytest.mark.integration
 
@@ -26,29 +26,17 @@ CONFIG = JobConfig(workers=1, batch_size=25, window_ms=0, read_chunk=50, depende
 
 
 def test_one_two_one_processes_in_the_middle_of_a_backlog_end_as_an_uninterrupted_run(base_settings):
-    backlog = generate(SPEC)
-    expected = expected_outcome(decided_by_model(backlog, SPEC.dependency_timeout_ms), backlog)
-    settings = fresh_settings(base_settings, SPEC.partitions)
-    try:
-        (segment,) = backlog.segments
-        produce_records(settings, production_order(segment))
-        stages = run_rescaled(settings, CONFIG, processes=(1, 2, 1), stop_fractions=(0.25, 0.6),
-                              expected_rows=len(expected.ledger))
-        actual = observed_outcome(settings, backlog)
-        runs = executions(recovery_dir(settings))
-    finally:
-        cleanup(base_settings, settings)
-    print(*(f"{s.processes} process(es): {s.seconds:.1f} s, {s.rows_at_stop} ledger rows at the stop"
-            for s in stages), sep="\n")
+    result, stages, runs = replay_rescaled(base_settings, generate(SPEC), CONFIG, processes=(1, 2, 1),
+                                           stop_fractions=(0.25, 0.6))
+    print(*result.notes, sep="\n")
     first, second, _last = stages
+    # Both stops came in the middle of the backlog, the second after the first.
+    assert 0 < first.rows_at_stop < second.rows_at_stop < len(result.expected.ledger), stages
     # Each stage after the first resumed from the snapshots of the one before, with its own worker count.
     assert [workers for workers, _ in runs] == [1, 2, 1], runs
     epochs = [epoch for _, epoch in runs]
     assert epochs[0] == 1 < epochs[1] < epochs[2], runs
-    # Both stops came in the middle of the backlog, the second after the first.
-    assert 0 < first.rows_at_stop < second.rows_at_stop < len(expected.ledger), stages
-    found = differences(expected, actual, backlog)  # acks counted: none missing, none repeated
-    assert not found, report(found)
+    assert not result.found, report(result.found)  # acks counted: none missing, none repeated
 
 
 def test_the_rescaler_moves_the_cluster_from_one_to_two_to_one_process_the_kubernetes_way(base_settings, tmp_path):
