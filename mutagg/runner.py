@@ -68,8 +68,10 @@ def run(
     """Run until the input is drained (`until_idle`) or forever; return this process's counts."""
     compiled.require()  # the compiled core decodes: without it, say `make` before anything starts
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
-    # Bounds the shards cannot use fail here (exit 2), before anything starts.
-    rescaler = rescaler_for(settings, workers, len(addresses) if addresses else 1) if not process_id else None
+    # Bounds the shards cannot use fail here (exit 2), before anything starts. A run until idle does
+    # not follow the autoscaler: stopped, it exits 0, and an Indexed Job never restarts such an index.
+    following = not process_id and not until_idle
+    rescaler = rescaler_for(settings, workers, len(addresses) if addresses else 1) if following else None
     created = ensure_output_topics(settings)
     if created:
         log.info("created output topics", extra={"topics": created})
