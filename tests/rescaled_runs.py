@@ -30,9 +30,6 @@ from tests.kube_stand_in import JOB, PODS, TARGET, KubeStandIn
 from tests.replay import JobConfig, Replay, cleanup, decided_by_model, fresh_settings, produce_records
 from tests.replay_compare import differences, expected_outcome, observed_outcome
 
-RECOVERY_PARTITIONS = 2
-"""Created once for the whole run: at least the largest worker count of any stage."""
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -80,7 +77,7 @@ def run_rescaled(
     if len(stop_fractions) != len(processes) - 1:
         raise ValueError("one stop fraction per stage but the last")
     env = {**config.env(), "MUTAGG_SNAPSHOT_INTERVAL_S": "0.5", "MUTAGG_RECOVERY_DIR": recovery_dir(settings)}
-    _init_recovery(settings, env)
+    _init_recovery(settings, env, max(processes) * config.workers)
     stages = []
     for count, fraction in zip(processes, stop_fractions, strict=False):
         started = time.monotonic()
@@ -125,7 +122,7 @@ def run_autoscaled(
            "MUTAGG_SCALE_MAX_PROCESSES": str(max(processes)), "MUTAGG_SCALE_COOLDOWN_S": "0",
            "MUTAGG_SCALE_CHECK_INTERVAL_S": "0.2", "MUTAGG_KUBE_API_URL": stand_in.url,
            "MUTAGG_KUBE_SERVICE_ACCOUNT_DIR": str(account_dir)}
-    _init_recovery(settings, env)
+    _init_recovery(settings, env, max(processes) * config.workers)
     stages = []
     try:
         count = processes[0]
@@ -158,9 +155,11 @@ def ledger_rows(settings: Settings) -> int:
     return query(settings, "SELECT count(*) FROM mutation_log")[0][0]
 
 
-def _init_recovery(settings: Settings, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "mutagg.cli", "recovery", "init", "--partitions",
-                    str(RECOVERY_PARTITIONS)], env=settings_env(settings, **env), check=True, capture_output=True)
+def _init_recovery(settings: Settings, env: dict[str, str], partitions: int) -> None:
+    """The recovery partitions, created once for the whole run: as many as the largest worker
+    count of any stage (README "Scale")."""
+    subprocess.run([sys.executable, "-m", "mutagg.cli", "recovery", "init", "--partitions", str(partitions)],
+                   env=settings_env(settings, **env), check=True, capture_output=True)
 
 
 def _terminate(jobs: list[subprocess.Popen]) -> None:
