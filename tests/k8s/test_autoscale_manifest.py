@@ -56,6 +56,23 @@ def test_keda_drives_the_dataflowscale_through_its_scale_subresource(resources):
     assert version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["replicas"]["default"] == 1
 
 
+def _schema_nodes(schema: dict):
+    yield schema
+    for child in schema.get("properties", {}).values():
+        yield from _schema_nodes(child)
+    if isinstance(schema.get("items"), dict):
+        yield from _schema_nodes(schema["items"])
+
+
+def test_the_crd_schema_is_structural(resources):
+    """What the API server requires of a v1 CRD beyond what kubernetes_validate checks: every
+    node typed, and no node with both `properties` and `additionalProperties`."""
+    (version,) = _one(resources, "CustomResourceDefinition")["spec"]["versions"]
+    for node in _schema_nodes(version["schema"]["openAPIV3Schema"]):
+        assert "type" in node, node
+        assert not ("properties" in node and "additionalProperties" in node), node
+
+
 def test_the_bounds_fit_the_shards_and_every_count_keda_may_ask_for(resources):
     scaled, job, settings = _one(resources, "ScaledObject"), _one(resources, "Job"), _settings(resources)
     low, high = int(settings["MUTAGG_SCALE_MIN_PROCESSES"]), int(settings["MUTAGG_SCALE_MAX_PROCESSES"])
