@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     from mutagg import edge_key
 
     edge_key.add_parser(commands)
+    scale = commands.add_parser("scale", help="autoscaling (k8s/overlays/prod-autoscale)").add_subparsers(
+        dest="action", required=True)
+    join = scale.add_parser("join", help="print the process count this pod starts with, once the cluster it "
+                                         "replaces has stopped (run-cluster.sh)")
+    join.add_argument("--pod", required=True, help="this pod's name")
     recovery = commands.add_parser("recovery", help="Bytewax recovery partitions").add_subparsers(
         dest="action", required=True
     )
@@ -202,6 +207,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from mutagg import edge_key
 
         return edge_key.run(args, settings)
+    if args.command == "scale":  # before the cluster forms: the Kubernetes API only
+        from mutagg.rescaler import cluster_of, join
+
+        print(join(cluster_of(settings), args.pod, settings.scale_join_timeout_s))
+        return 0
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
     if {(args.command, None), (args.command, getattr(args, "action", None))} & _NEEDS_TABLES:
         require_migrated(settings.database_url)

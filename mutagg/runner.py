@@ -18,6 +18,8 @@ from dataflows.runtime import RunStats, Runtime
 from mutagg.central_state import start_central_state
 from mutagg.heartbeat import HEARTBEAT
 from mutagg.metrics import serve_job_metrics
+from mutagg.process_count import ScaleBounds, check_bounds
+from mutagg.rescaler import Rescaler, cluster_of
 from mutagg.settings import Settings
 from mutagg.topics import ensure_output_topics, warn_unless_log_append_time
 from operators import compiled
@@ -66,6 +68,10 @@ def run(
     """Run until the input is drained (`until_idle`) or forever; return this process's counts."""
     compiled.require()  # the compiled core decodes: without it, say `make` before anything starts
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
+    # Bounds the shards cannot use fail here (exit 2), before anything starts. A run until idle does
+    # not follow the autoscaler: stopped, it exits 0, and an Indexed Job never restarts such an index.
+    following = not process_id and not until_idle
+    rescaler = rescaler_for(settings, workers, len(addresses) if addresses else 1) if following else None
     created = ensure_output_topics(settings)
     if created:
         log.info("created output topics", extra={"topics": created})
@@ -99,6 +105,8 @@ def run(
     log.info("dataflow starting", extra={"workers": workers, "until_idle": until_idle, "run_id": runtime.run_id})
     behind = False
     try:
+        if rescaler is not None:
+            rescaler.start()
         if not process_id:
             runtime.audit.catch_up()  # batches a crash left without audit files
             runtime.start_cluster_run()  # with shards: before the others can join (sinks/shard_tables.py)
@@ -116,6 +124,8 @@ def run(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if rescaler is not None:
+            rescaler.close()
         runtime.close()
         if metrics_service is not None:
             metrics_service.close()
@@ -136,6 +146,20 @@ def run(
                "held_back_by_node": dict(runtime.stats.deferred), "misrouted": dict(runtime.stats.misrouted)},
     )
     return runtime.stats
+
+
+def rescaler_for(settings: Settings, workers: int, processes: int) -> Rescaler | None:
+    """With autoscaling on (MUTAGG_SCALE_TARGET), process 0's loop that follows the desired
+    process count (mutagg/rescaler.py), not started; ConfigError for bounds the shards cannot use."""
+    if not settings.scale_target:
+        return None
+    if not settings.recovery_dir:
+        raise ConfigError("autoscaling needs MUTAGG_RECOVERY_DIR: a rescaled cluster resumes from it")
+    bounds = ScaleBounds(settings.scale_min_processes, settings.scale_max_processes, workers, settings.shards,
+                         len(list(Path(settings.recovery_dir).glob("part-*.sqlite3"))))
+    check_bounds(bounds)
+    return Rescaler(cluster_of(settings), processes, bounds, settings.scale_cooldown_s,
+                    settings.scale_check_interval_s)
 
 
 def _caused_by_database_behind(exc: BaseException | None) -> bool:

@@ -62,6 +62,17 @@ class Settings:
     # fixed for the life of the recovery snapshots; 1 is one committer for the whole input.
     shards: int = 1
     metrics_port: int = 9464  # Prometheus endpoint; 0 turns it off
+    # Autoscaling (README "Autoscaling", k8s/overlays/prod-autoscale): the DataflowScale resource whose
+    # replica count KEDA sets from the lag, and the Indexed Job whose processes follow it. Unset: off.
+    scale_target: str | None = None
+    scale_job: str | None = None  # the Job's name (its pods' batch.kubernetes.io/job-name label)
+    scale_min_processes: int = 1
+    scale_max_processes: int = 1
+    scale_cooldown_s: float = 600.0  # a cluster runs at least this long before its count changes again
+    scale_check_interval_s: float = 30.0  # how often process 0 reads the desired count
+    scale_join_timeout_s: float = 300.0  # how long a starting pod waits for the cluster it replaces to stop
+    kube_api_url: str = "https://kubernetes.default.svc"
+    kube_service_account_dir: str = "/var/run/secrets/kubernetes.io/serviceaccount"  # token, ca.crt, namespace
     node_share: float = 0.5  # at most this share of a batch for one edge node while others wait
     dependency_timeout_s: float = 600.0
     # Event time (what the dependency timeout is measured in) is the Kafka timestamps, which
@@ -195,6 +206,15 @@ _ENV = {
     "MUTAGG_SHARDS": "shards",
     "MUTAGG_NODE_SHARE": "node_share",
     "MUTAGG_METRICS_PORT": "metrics_port",
+    "MUTAGG_SCALE_TARGET": "scale_target",
+    "MUTAGG_SCALE_JOB": "scale_job",
+    "MUTAGG_SCALE_MIN_PROCESSES": "scale_min_processes",
+    "MUTAGG_SCALE_MAX_PROCESSES": "scale_max_processes",
+    "MUTAGG_SCALE_COOLDOWN_S": "scale_cooldown_s",
+    "MUTAGG_SCALE_CHECK_INTERVAL_S": "scale_check_interval_s",
+    "MUTAGG_SCALE_JOIN_TIMEOUT_S": "scale_join_timeout_s",
+    "MUTAGG_KUBE_API_URL": "kube_api_url",
+    "MUTAGG_KUBE_SERVICE_ACCOUNT_DIR": "kube_service_account_dir",
     "MUTAGG_DEPENDENCY_TIMEOUT_S": "dependency_timeout_s",
     "MUTAGG_EVENT_TIME_LEAD_S": "event_time_lead_s",
     "MUTAGG_SNAPSHOT_INTERVAL_S": "snapshot_interval_s",
@@ -232,7 +252,7 @@ _ENV = {
 _OPTIONAL = (
     "schema", "topic_critical", "recovery_dir", "fault_point", "kafka_security_protocol", "kafka_sasl_mechanism",
     "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file", "job_role", "edge_master_key_file",
-    "edge_node_key_file",
+    "edge_node_key_file", "scale_target", "scale_job",
 )
 
 INPUT_GAP_POLICIES = ("stop", "skip")
@@ -313,6 +333,14 @@ def load_settings(
         raise ConfigError(f"priority_lane: {exc}") from exc
     if settings.shards < 1:
         raise ConfigError(f"shards must be positive, not {settings.shards}")
+    if settings.scale_target:
+        if not settings.scale_job:
+            raise ConfigError("scale_target needs scale_job: the Indexed Job whose processes follow it")
+        if not 1 <= settings.scale_min_processes <= settings.scale_max_processes:
+            raise ConfigError(f"autoscaling needs 1 <= scale_min_processes ({settings.scale_min_processes}) "
+                              f"<= scale_max_processes ({settings.scale_max_processes})")
+        if settings.scale_cooldown_s < 0 or settings.scale_check_interval_s <= 0 or settings.scale_join_timeout_s <= 0:
+            raise ConfigError("scale_cooldown_s must be >= 0, scale_check_interval_s and scale_join_timeout_s positive")
     if settings.shards > 1 and settings.lane_on:
         raise ConfigError("the priority lane is a single committer's: set shards to 1 or priority_lane empty")
     if settings.lane_on and settings.lane_topic == settings.topic_mutations:

@@ -329,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dependency-timeout-s", type=float, default=600.0)
     parser.add_argument("--kills", type=int, default=0, help="SIGKILL the job this often per segment, at random")
     parser.add_argument("--recovery", action="store_true", help="with Bytewax recovery data (MUTAGG_RECOVERY_DIR)")
+    parser.add_argument("--rescale", metavar="COUNTS",
+                        help="process counts, e.g. 1,2,1: each stage but the last is stopped by SIGTERM in the "
+                             "middle of the backlog and the next resumes from the recovery data with its count")
     parser.add_argument("--forged-rate", type=float, default=0.0,
                         help="forged messages per message (then the job holds a master key)")
     parser.add_argument("--limit", type=int, default=20, help="differences shown per kind")
@@ -348,8 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     span = (max(r.timestamp_ms for r in records) - min(r.timestamp_ms for r in records)) / 3_600_000
     print(f"backlog: seed {spec.seed}, {len(records)} messages over {spec.partitions} partitions, "
           f"{len(backlog.segments)} segment(s), Kafka time spanning {span:.2f} h; job: {config}", flush=True)
-    result = replay(load_settings(overrides={"service_deadline_s": 60.0}), backlog, config,
-                    args.first_partition, args.erp, args.keep)
+    base = load_settings(overrides={"service_deadline_s": 60.0})
+    if args.rescale:
+        from tests.rescaled_runs import replay_rescaled
+
+        result, _stages, _runs = replay_rescaled(base, backlog, config, tuple(int(n) for n in args.rescale.split(",")))
+    else:
+        result = replay(base, backlog, config, args.first_partition, args.erp, args.keep)
     print(f"model: {result.expected.summary()}\njob:   {result.actual.summary()}\n"
           f"{report(result.found, args.limit)}\n({result.seconds:.0f} s)", *result.notes, sep="\n")
     return 1 if result.found else 0

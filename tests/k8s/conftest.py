@@ -11,7 +11,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 KUSTOMIZE_SCRIPT = REPO / "k8s" / "tools" / "kustomize.sh"
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "prod-autoscale")
+PRODUCTION = ("prod", "prod-autoscale")
+"""Overlays whose credentials are created out of band and whose image comes from a registry."""
 MIGRATE_OVERLAYS = {"dev-migrate": "dev", "prod-migrate": "prod"}
 """Each overlay's upgrade step: the migrate Job (k8s/components/migrate) in that overlay's rendering."""
 

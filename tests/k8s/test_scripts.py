@@ -151,3 +151,39 @@ def test_other_processes_wait_for_process_zero_with_a_deadline(scripts, tmp_path
     ready = _run(scripts["recovery-init.sh"], env, path=_fakes(tmp_path))
     assert ready.returncode == 0, ready.stderr
     assert not (tmp_path / "calls.log").exists()  # only process 0 ever creates partitions
+
+
+def _scaling_fake(tmp_path: Path, processes: int) -> Path:
+    """A `mutagg` whose `scale join` says the Job now runs `processes` processes."""
+    bin_dir = _fakes(tmp_path)
+    (bin_dir / "mutagg").write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$*" >> "$FAKE_LOG"\n'
+        f'if [ "$1" = scale ]; then echo {processes}; fi\n'
+    )
+    return bin_dir
+
+
+@pytest.mark.parametrize(("processes", "index"), [(1, 0), (2, 0), (2, 1), (3, 2)])
+def test_with_autoscaling_the_count_comes_from_the_job_once_the_old_cluster_stopped(scripts, tmp_path, processes,
+                                                                                     index):
+    log = tmp_path / "calls.log"
+    env = {**CLUSTER, "MUTAGG_PROCESSES": "1", "MUTAGG_WORKERS": "2", "MUTAGG_SCALE_TARGET": "mutagg",
+           "POD_NAME": f"mutagg-{index}-abcde", "JOB_COMPLETION_INDEX": str(index), "FAKE_LOG": str(log)}
+    result = _run(scripts["run-cluster.sh"], env, "--until-idle", path=_scaling_fake(tmp_path, processes))
+    assert result.returncode == 0, result.stderr
+    join, call = log.read_text().splitlines()
+    assert join == f"scale join --pod mutagg-{index}-abcde"
+    args = _parser().parse_args(call.split())
+    assert (args.command, args.workers, args.process_id) == ("run", 2, None if processes == 1 else index)
+    if processes > 1:
+        assert args.addresses.split(",") == [f"mutagg-{i}.mutagg-cluster:9500" for i in range(processes)]
+    assert _parser().parse_args(join.split()).pod == f"mutagg-{index}-abcde"
+
+
+def test_an_index_a_rescale_removed_stops_without_counting_against_the_job(scripts, tmp_path):
+    log = tmp_path / "calls.log"
+    env = {**CLUSTER, "MUTAGG_SCALE_TARGET": "mutagg", "POD_NAME": "mutagg-2-abcde", "JOB_COMPLETION_INDEX": "2",
+           "FAKE_LOG": str(log)}
+    result = _run(scripts["run-cluster.sh"], env, path=_scaling_fake(tmp_path, 2))
+    assert result.returncode == 143 and "beyond the Job's 2 process(es)" in result.stderr
+    assert log.read_text().splitlines() == ["scale join --pod mutagg-2-abcde"]  # no dataflow started

@@ -3,13 +3,24 @@
 #   process id = the Indexed Job's completion index (JOB_COMPLETION_INDEX)
 #   addresses  = every pod's stable name behind the headless Service:
 #                <job>-<index>.<service>:<port>, for index 0 .. MUTAGG_PROCESSES-1
-# MUTAGG_PROCESSES must equal the Job's parallelism and completions.
+# MUTAGG_PROCESSES must equal the Job's parallelism and completions; with autoscaling
+# (MUTAGG_SCALE_TARGET set, k8s/overlays/prod-autoscale) the count is the Job's completions
+# instead, read by `mutagg scale join` once the cluster this pod replaces has stopped.
 # Extra arguments are passed to `mutagg run` (e.g. --until-idle for a catch-up run).
 set -eu
 index="${JOB_COMPLETION_INDEX:?JOB_COMPLETION_INDEX is not set (not an Indexed Job?)}"
 processes="${MUTAGG_PROCESSES:-1}"
 workers="${MUTAGG_WORKERS:-1}"
 case " $* " in *" --until-idle "*) until_idle=1 ;; *) until_idle=0 ;; esac
+
+if [ -n "${MUTAGG_SCALE_TARGET:-}" ]; then
+    processes=$(mutagg scale join --pod "${POD_NAME:?POD_NAME is not set (the pod's metadata.name)}")
+    if [ "$index" -ge "$processes" ]; then
+        # A scale-down removes this index: the Job controller deletes the pod; 143 is retried, never counted.
+        echo "run-cluster: completion index $index is beyond the Job's $processes process(es) after a rescale" >&2
+        exit 143
+    fi
+fi
 
 if [ "$processes" -le 1 ]; then
     set -- run --workers "$workers" "$@"
