@@ -13,7 +13,6 @@ are checked after that. Steady span: from the first row written (its
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ from bench.peer_records import WRITTEN_AT, Finals
 from bench.pipeline import Measured
 from bench.rows import Expected
 from bench.steady import steady_seconds
+from mutagg.ports import free_port
 from mutagg.settings import Settings
 from schemas.registry import Registry
 
@@ -83,12 +83,6 @@ def connect_libs() -> str:
     return result.stdout.strip()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _properties(path: Path, values: dict[str, str]) -> None:
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
 
@@ -102,7 +96,7 @@ def run_connect(
     db = conninfo_to_dict(settings.database_url)
     jdbc_url = (f"jdbc:postgresql://{db.get('host', '127.0.0.1')}:{db.get('port', 5432)}/{db['dbname']}"
                 f"?currentSchema={schema}&stringtype=unspecified")
-    port = _free_port()
+    port = free_port()
     name = f"bench-peer-{schema}"
     with tempfile.TemporaryDirectory(prefix="mutagg-connect-") as scratch:
         folder = Path(scratch)

@@ -14,7 +14,6 @@ Every run's ledger must hold the baseline's rows and status counts.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ from bench.pipeline import Job
 from bench.report import aligned
 from bench.steady import steady_rate, steady_seconds
 from bench.workspace import Workspace
+from mutagg.ports import cluster_args
 from mutagg.producer import produce
 from mutagg.settings import Settings, load_settings, with_overrides
 from mutagg.workload import Workload
@@ -123,19 +123,6 @@ class Scale:
 def _median(values: list[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
-
-
-def cluster_args(processes: int) -> list[tuple[str, ...]]:
-    """`mutagg run` arguments of each process of a cluster on this host (free ports, taken now)."""
-    if processes == 1:
-        return [()]
-    ports = []
-    for _ in range(processes):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
-    addresses = ",".join(f"127.0.0.1:{port}" for port in ports)
-    return [("--process-id", str(index), "--addresses", addresses) for index in range(processes)]
 
 
 def run_config(settings: Settings, config: Config, mutations: int, meter: CpuMeter) -> Run:

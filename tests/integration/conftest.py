@@ -4,7 +4,6 @@ the project's own script; every test gets its own topics and its own schema."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from mutagg.demo import url_with_schema
 from mutagg.migrate import migrate
+from mutagg.ports import cluster_args
 from mutagg.settings import Settings, load_settings, with_overrides
 from mutagg.topics import create_topics
 from operators.strategies import CUSTOM_STRATEGIES
@@ -118,15 +118,7 @@ def run_job(settings: Settings, *args: str, timeout: float = 300, **env: str) ->
 def cluster_commands(processes: int, *args: str) -> list[list[str]]:
     """`mutagg run` as `processes` processes of one Bytewax cluster on this host (one command each)."""
     command = [sys.executable, "-m", "mutagg.cli", "run", *args]
-    if processes == 1:
-        return [command]
-    ports = []
-    for _ in range(processes):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
-    addresses = ",".join(f"127.0.0.1:{port}" for port in ports)
-    return [[*command, "--process-id", str(index), "--addresses", addresses] for index in range(processes)]
+    return [[*command, *cluster] for cluster in cluster_args(processes)]
 
 
 def run_cluster(settings: Settings, processes: int, *args: str, timeout: float = 300, **env: str) -> None:

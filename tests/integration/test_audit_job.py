@@ -6,7 +6,6 @@ the ledger. Skipped until the sinks are wired into the dataflow (see sinks/audit
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from dataflows.runtime import Runtime
+from mutagg.ports import free_port
 from mutagg.producer import produce
 from mutagg.settings import Settings
 from mutagg.workload import Workload
@@ -58,12 +58,6 @@ def test_a_kill_after_commit_then_a_restart_leaves_the_audit_exact(settings, tmp
     conflicts = [row[0] for row in query(settings, "SELECT conflict_id FROM conflicts")]
     assert audit_keys(audit, "mutations", "mutation_id") == Counter(ledger)
     assert audit_keys(audit, "conflicts", "conflict_id") == Counter(conflicts)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_metrics_scraped_during_a_run_agree_with_the_ledger(settings, tmp_path):

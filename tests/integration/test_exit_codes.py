@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import psycopg
 import pytest
 import yaml
 
+from mutagg.ports import free_port
 from mutagg.producer import produce
 from mutagg.settings import Settings
 from mutagg.workload import Workload
@@ -39,12 +39,6 @@ def job_specs(kustomize):  # noqa: F811
         (job,) = [r for r in render(kustomize, target) if r["kind"] == "Job"]
         specs[target] = job["spec"]
     return specs
-
-
-def unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def pod_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -73,7 +67,7 @@ def lands_as_intended(job_specs: dict, code: int, intended: str) -> None:
 
 
 def test_postgresql_unreachable_is_weather(settings, job_specs):
-    url = f"postgresql://postgres@127.0.0.1:{unused_port()}/mutagg"
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/mutagg"
     code, stderr, seconds = run_pod(pod_env(settings, MUTAGG_DATABASE_URL=url))
     assert code == 3 and "PostgreSQL unreachable" in stderr, stderr[-3000:]
     assert seconds < 20, f"gave up after {seconds:.1f}s, not at the {DEADLINE_S}s deadline"
@@ -81,7 +75,7 @@ def test_postgresql_unreachable_is_weather(settings, job_specs):
 
 
 def test_kafka_unreachable_is_weather(settings, job_specs):
-    code, stderr, seconds = run_pod(pod_env(settings, MUTAGG_KAFKA_BOOTSTRAP=f"127.0.0.1:{unused_port()}"))
+    code, stderr, seconds = run_pod(pod_env(settings, MUTAGG_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}"))
     assert code == 3 and "Kafka unreachable" in stderr, stderr[-3000:]
     assert seconds < 20, f"gave up after {seconds:.1f}s, not at the {DEADLINE_S}s deadline"
     lands_as_intended(job_specs, code, "Ignore")

@@ -21,10 +21,10 @@ import pytest
 
 from mutagg.heartbeat import HEARTBEAT
 from mutagg.metrics import JobMetrics, StateRefresher
+from mutagg.ports import free_port
 from mutagg.producer import produce
 from mutagg.workload import Message, Workload
 from tests.integration.conftest import query, read_topic, settings_env
-from tests.integration.test_audit_job import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -5,26 +5,16 @@ every later start wait 300 s and fail: the test suite after `make services`)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from mutagg.ports import free_ports
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "services" / "services.sh"
 pytestmark = pytest.mark.integration
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _lock_is_free(lock: Path) -> bool:
@@ -32,7 +22,7 @@ def _lock_is_free(lock: Path) -> bool:
 
 
 def test_first_start_fetches_the_jars_and_leaves_the_lock_free(tmp_path):
-    broker, controller = _free_ports(2)
+    broker, controller = free_ports(2)
     env = {
         **os.environ,
         "MUTAGG_CACHE_DIR": str(tmp_path / "cache"),  # empty: the jars are fetched (mvn's own cache helps)

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from mutagg.demo import url_with_schema
+from mutagg.ports import free_port
 from mutagg.producer import produce
 from mutagg.settings import with_overrides
 from mutagg.workload import Workload
@@ -33,7 +34,6 @@ from tests.integration.conftest import (
     run_job,
     settings_env,
 )
-from tests.integration.test_audit_job import free_port
 from tests.integration.test_heartbeat import probe, wait_for
 
 pytestmark = pytest.mark.integration

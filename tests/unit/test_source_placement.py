@@ -10,7 +10,6 @@ The sink notes the worker of each record it writes: an output step reads its ups
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from bytewax.testing import cluster_main
 
 from dataflows import steps
 from dataflows.shards import shard_of, worker_of_partition
+from mutagg.ports import free_ports
 from schemas.mutation import RawMessage
 from sources.kafka import Chunk, LostRange, MutationSource, parse_part
 from sources.worker_mark import WorkerUnknown
@@ -185,22 +185,11 @@ def _process_main(process_id: int, addresses: list[str], workers: int, shards: i
     Path(out).write_text(json.dumps(sink.reads))
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def test_two_processes_read_each_partition_in_the_process_of_its_shard(tmp_path) -> None:
     """The worker index a mark is given counts the workers of every process: with 2 processes of
     2 workers, process 1's workers are 2 and 3, and read shards 2 and 3 only."""
     shards, workers = 4, 2
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     outs = [tmp_path / f"reads-{process_id}.json" for process_id in range(2)]
     code = ("import sys, json; from tests.unit.test_source_placement import _process_main; "
             "_process_main(*json.loads(sys.argv[1]))")
