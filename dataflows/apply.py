@@ -532,7 +532,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             shared = None
             if shard is not None:
                 start, end = starts[index], starts[index] + len(part)
-                firsts = [i.mutation if type(i) is Unmet else i for i in items[start:min(end, shard.copies_from)]]
+                firsts = _first_copies(items[start:min(end, shard.copies_from)])
                 copies = items[max(start, shard.copies_from):end]
                 claims = tuple((i, _partition(item)) for item in firsts if (i := item_id(item)) is not None)
                 shared = SharedWrite(claims, publication, shard.cycles)
@@ -552,8 +552,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         first shows items committed already, which only makes the others wait for one more read."""
         rest = items[starts[1]:] if len(starts) > 1 else []
         split = max(0, shard.copies_from - (starts[1] if len(starts) > 1 else 0))
-        firsts = [i.mutation if type(i) is Unmet else i for i in rest[:split]]
-        return publication_of(self.sequencer, firsts, rest[split:], self.shard_ended)
+        return publication_of(self.sequencer, _first_copies(rest[:split]), rest[split:], self.shard_ended)
 
     def _timed_commit(self, part: list, resume: dict, batch_id: str, shared: SharedWrite | None = None):
         """Runs on the commit thread: (outcomes, seconds, committed at, what its transactions wrote);
@@ -631,6 +630,11 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         log.info("batch committed", extra={"batch_id": batch.batch_id, "size": len(batch.part),
                                            "seconds": round(seconds, 4)})
         return [BatchReport(batch.batch_id, len(batch.part), seconds)]
+
+
+def _first_copies(items: list) -> list:
+    """A shard's first copies as released (an unmet dependency's verdict: its mutation)."""
+    return [i.mutation if type(i) is Unmet else i for i in items]
 
 
 def _partition(item: Mutation | Rejection) -> tuple[str, int]:

@@ -127,13 +127,13 @@ class Runtime:
                 self._committer = self._build_committer(self.run_id)
             return self._committer
 
-    def place(self, partition: int) -> Place:
-        """Where the apply step that reads `partition` commits (settings.shards)."""
+    def place(self, shard: int) -> Place:
+        """Where the apply step of shard `shard` (dataflows/shards.py) commits; with one shard, the
+        whole input on the job's committer."""
         shards = self.settings.shards
         if shards == 1:
             return Place(None, frozenset(self.input_partitions), {}, self.committer, self.commits)
-        index = shard_of(partition, shards)
-        name = shard_name(index, shards)
+        name = shard_name(shard, shards)
         with self._lock:
             found = self._places.get(name)
         if found is not None:
