@@ -42,7 +42,8 @@ CORE_TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "shard_runs": ("SELECT", "INSERT"),  # the first process of a cluster numbers its run
     "shard_held": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "shard_claims": ("SELECT", "INSERT", "DELETE"),  # INSERT .. ON CONFLICT DO NOTHING
-    "dependency_cycles": ("SELECT", "INSERT"),  # INSERT .. ON CONFLICT DO NOTHING
+    # INSERT .. ON CONFLICT DO NOTHING; a member's commit deletes its row, a cluster's start the moot ones.
+    "dependency_cycles": ("SELECT", "INSERT", "DELETE"),
     # `mutagg verify` records each run and prunes old ones; the metrics refresher reads the latest.
     "verify_runs": ("SELECT", "INSERT", "DELETE"),
 }

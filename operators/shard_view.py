@@ -14,7 +14,7 @@ What every transaction of shard S writes (its batch, or a heartbeat with no batc
   3. `shard_marks (shard, topic, partition, event_time, ended)`: the event time each of S's
      partitions had shown at that same flush; `ended` once S has read its whole input.
   4. `dependency_cycles (mutation_id, topic, partition)`: the other shards' members of each
-     cycle this flush found.
+     cycle this flush found; and the rows of its own first copies committed go (answered).
   Claim: the first transaction that holds or commits a copy of an id makes that copy its first
   copy (the ledger's primary key); a transaction that meets another partition's claim writes
   nothing (`SharedTables` returns the ids): the shard sets its copies aside
@@ -298,6 +298,7 @@ class SharedTables:
             self.ledger[mutation_id] = _time(item)
             self.winners[mutation_id] = item
             self.commits.append((item, verdict))
+            self.cycles.discard((mutation_id, _partition(item)))  # answered: its row goes with its commit
         for copy in batch.copies:
             mutation_id = _held_id(copy)
             first = self.winners[mutation_id]  # decided before it, or in this batch

@@ -109,11 +109,21 @@ WITH gone AS (
     SELECT * FROM unnest(%(cycle_ids)s::text[], %(cycle_topics)s::text[], %(cycle_partitions)s::integer[])
     ORDER BY 1, 2, 3
     ON CONFLICT DO NOTHING
+), answered AS (
+    DELETE FROM dependency_cycles c
+    USING unnest(%(first_ids)s::text[], %(first_topics)s::text[], %(first_partitions)s::integer[]) AS u(m, t, p)
+    WHERE c.mutation_id = u.m AND c.kafka_topic = u.t AND c.kafka_partition = u.p
 )
 SELECT 1
 """
 """The change of the shard's held rows, its released claims (ids committed, or no longer held as
-a first copy), its marks row (if `mark`: the marks or the held rows changed) and new cycle rows."""
+a first copy), its marks row (if `mark`: the marks or the held rows changed), new cycle rows, and
+the cycle rows of the first copies it commits (answered: nobody reads them again)."""
+
+PRUNE_CYCLES = b"DELETE FROM dependency_cycles c USING mutation_log l WHERE l.mutation_id = c.mutation_id"
+"""Cycle rows whose id the ledger has: the member was decided (or its id taken by another
+partition's copy, which makes it a duplicate): moot. Those its own commit did not delete were
+written by a shard that found the cycle while the member was being committed."""
 
 REPLACE = b"""
 WITH held AS (

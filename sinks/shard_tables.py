@@ -170,6 +170,7 @@ class ShardTables:
         mark = held_changed or before.marks != new.marks
         cycles = sorted(cycles)
         if mark or released or cycles:
+            committing = sorted(firsts.items())
             shown = sorted(publication.marks.items())
             cursor.execute(statements.WRITE, {
                 "shard": self.shard,
@@ -184,6 +185,9 @@ class ShardTables:
                 "cycle_ids": text_literal([i for i, _ in cycles]),
                 "cycle_topics": text_literal([t for _, (t, _) in cycles]),
                 "cycle_partitions": int_literal([p for _, (_, p) in cycles]),
+                "first_ids": text_literal([i for i, _ in committing]),
+                "first_topics": text_literal([t for _, (t, _) in committing]),
+                "first_partitions": int_literal([p for _, (_, p) in committing]),
             })
         self._pending = new
         return set()
@@ -241,12 +245,13 @@ class ShardTables:
 
 def cluster_run(database_url: str, deadline_s: float, start: bool) -> int:
     """The number of the cluster's run in `shard_runs`: a new one (`start`, the first process,
-    before the cluster forms), or the latest (the others, once it has formed: the first process
-    numbered it before it joined)."""
+    before the cluster forms, which also deletes moot cycle rows: `PRUNE_CYCLES`), or the latest
+    (the others, once it has formed: the first process numbered it before it joined)."""
 
     def query() -> int:
         with connect(database_url, deadline_s, "mutagg-shards") as connection:
             if start:
+                connection.execute(statements.PRUNE_CYCLES)
                 return connection.execute("INSERT INTO shard_runs DEFAULT VALUES RETURNING run").fetchone()[0]
             return connection.execute("SELECT coalesce(max(run), 0) FROM shard_runs").fetchone()[0]
 

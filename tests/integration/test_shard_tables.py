@@ -28,7 +28,7 @@ from mutagg.settings import Settings
 from operators.shard_view import FIRST, Batch, Held, Publication, SharedTables, View
 from schemas.mutation import Mutation, Operation
 from sinks import ledger
-from sinks.shard_tables import ShardTables
+from sinks.shard_tables import ShardTables, cluster_run
 from tests.integration.conftest import query, wait_for
 from tests.integration.test_roles import Roles, roles  # noqa: F401 (a fixture)
 from tests.shard_runs import coordinates, drive, item_id, shard_logs
@@ -328,13 +328,31 @@ def test_the_jobs_role_may_do_all_of_it(roles: Roles):  # noqa: F811 (the fixtur
     the read: as the least-privileged role `mutagg roles grant` makes."""
     with connect(roles.job_settings) as a, connect(roles.job_settings) as b:
         mine, theirs = ShardTables("0of2"), ShardTables("1of2")
-        assert attempt(a, mine, [("f", ("in", 0))], holding(0, ["h"])) == set()
+        assert attempt(a, mine, [("f", ("in", 0))], holding(0, ["h", "g"])) == set()
         with b.transaction(), b.cursor() as cursor:
-            assert theirs.write(cursor, [], holding(1, ["h2"]), [("h", ("in", 0))]) == set()
+            assert theirs.write(cursor, [], holding(1, ["h2"]), [("h", ("in", 0)), ("g", ("in", 0))]) == set()
         theirs.committed(holding(1, ["h2"]))
-        assert attempt(a, mine, [("h", ("in", 0))], holding(0, [])) == set()
+        assert attempt(a, mine, [("h", ("in", 0))], holding(0, ["g"])) == set()
         with a.transaction(), a.cursor() as cursor:
             view = mine.read(cursor, ["f", "h", "nothing"])
+        assert cluster_run(roles.job_settings.database_url, 10, start=True) > 0  # prunes cycle rows too
     assert set(view.decided) == {"f", "h"}
     assert [h.mutation_id for h in view.publications["1of2"].held] == ["h2"]
-    assert view.cycles == {("h", ("in", 0))}
+    assert view.cycles == {("g", ("in", 0))}  # h's row went with h's commit
+
+
+def test_cycle_rows_go_once_their_member_is_decided(settings, shard_connections):
+    """A member's commit deletes its own row (not another partition's copy's); a cluster's start
+    deletes every row whose id the ledger has (one a shard wrote while the member committed)."""
+    a, b = shard_connections["s0"], shard_connections["s1"]
+    mine, theirs = ShardTables("s0"), ShardTables("s1")
+    assert attempt(a, mine, [], holding(0, ["m", "n"])) == set()
+    with b.transaction(), b.cursor() as cursor:
+        found = [("m", ("in", 0)), ("n", ("in", 0)), ("m", ("in", 5))]
+        assert theirs.write(cursor, [], holding(1, []), found) == set()
+    theirs.committed(holding(1, []))
+    assert attempt(a, mine, [("m", ("in", 0))], holding(0, ["n"])) == set()
+    rows = "SELECT mutation_id, kafka_partition FROM dependency_cycles ORDER BY 1, 2"
+    assert query(settings, rows) == [("m", 5), ("n", 0)]
+    cluster_run(settings.database_url, 10, start=True)
+    assert query(settings, rows) == [("n", 0)]
