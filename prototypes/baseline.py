@@ -29,6 +29,11 @@ OUTCOME_COLUMNS = (
 """One row per message of a chunk: what its edge node is told (the ack), in comparable form."""
 
 
+class WaitsOutsideTheChunk(RuntimeError):
+    """A mutation of the chunk waits for a dependency the chunk does not decide: the job would hold
+    it for a later batch, which a chunk-by-chunk comparison has no place for."""
+
+
 @dataclass
 class PythonEngine:
     """Today's engine over successive chunks of one input partition."""
@@ -54,7 +59,7 @@ class PythonEngine:
         sequencer.observe(topic, partition, chunk.event_time_ms)
         release = sequencer.release()
         if sequencer.waiting:
-            raise RuntimeError("a mutation waits for a dependency in another chunk: not a workload for this bench")
+            raise WaitsOutsideTheChunk("a mutation waits for a dependency in another chunk")
         reasons = {m.id: reason for m, reason in release.rejected}
         order = [Unmet(m, reasons[m.id]) if m.id in reasons else m for m in release.order] if reasons \
             else release.order
