@@ -524,9 +524,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             in_flight = merge_lowest(*(f.offsets for f in self.in_flight))  # committed before this, acked maybe not
             resume = self._resume_offsets(held, merge_lowest(ahead[index], in_flight))
             batch_id = self.runtime.next_batch_id(self.place.name)
-            committer = self.committer
-            if committer.speculator is not None:
-                committer.speculator.announce(batch_id, part)  # decided ahead while the one before writes
+            self.committer.ahead.announce(batch_id, part)  # decided ahead while the one before writes
             firsts: list = []
             copies: list = []
             shared = None
@@ -560,8 +558,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         if self._commit_failed:
             raise CommitAborted(f"batch {batch_id} not committed: an earlier batch failed")
         if self._lost:
-            if self.committer.speculator is not None:
-                self.committer.speculator.take(batch_id, part)  # forget it was announced
+            self.committer.ahead.take(batch_id, part)  # forget it was announced
             return SKIPPED
         began = time.perf_counter()
         written: list = []

@@ -26,8 +26,8 @@ from sinks.audit import AuditExporter
 from sinks.faults import FaultInjector
 from sinks.outcomes import Outcome
 from sinks.postgres import PostgresCommitter
+from sinks.prepare_ahead import prepare_ahead
 from sinks.shard_tables import ShardTables, cluster_run
-from sinks.speculation import Speculator
 from sources.kafka import PartitionKey, input_partitions
 
 log = logging.getLogger(__name__)
@@ -159,9 +159,8 @@ class Runtime:
 
     def _build_committer(self, run_id: str, shard: str | None = None) -> PostgresCommitter:
         settings = self.settings
-        ahead = Speculator(settings.database_url, self.registry, CUSTOM_STRATEGIES) if settings.prepare_ahead else None
-        if ahead is not None:
-            ahead.on_count = self.metrics.count_prepared
+        ahead = prepare_ahead(settings.prepare_ahead, settings.database_url, self.registry, CUSTOM_STRATEGIES,
+                              self.metrics.count_prepared)
         return PostgresCommitter(
             settings.database_url, self.registry, CUSTOM_STRATEGIES, settings.service_deadline_s, self.faults,
             ahead, run_id=run_id, tables=None if shard is None else ShardTables(shard, run=self.cluster_run),

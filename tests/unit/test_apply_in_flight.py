@@ -49,7 +49,7 @@ class Committer:
         self.block, self.fail = block, fail
         self.started, self.release = threading.Event(), threading.Event()
         self.announced: list[str] = []
-        self.speculator = self  # batches are announced to it in commit order, before they are handed over
+        self.ahead = self  # batches are announced to it in commit order, before they are handed over
 
     def announce(self, batch_id: str, items: list) -> None:
         self.announced.append(batch_id)
