@@ -88,23 +88,20 @@ def still_holds(cursor: psycopg.Cursor, prepared: Prepared, plans: Mapping[str, 
 
 
 class PrepareAhead(Protocol):
-    """How batches are decided ahead of their transaction: `announce` in commit order (the
-    dataflow worker), then in each batch's transaction (the commit thread) `take`, `confirmed`
-    and `publish`. `close` ends it."""
+    """How batches are decided ahead of their transaction: `announce` (the next batch to commit,
+    in commit order, on the dataflow worker), then on the commit thread `take` (its decision made
+    ahead, if any), `confirmed` (in its transaction: its rows locked, the decision if every
+    assumption holds) and `publish` (it has decided in transaction `xid`, writing `written`)."""
 
-    def announce(self, batch_id: str, items: list[Item]) -> None:
-        """`batch_id` is the next batch the committer will be asked to commit."""
+    def announce(self, batch_id: str, items: list[Item]) -> None: ...
 
-    def take(self, batch_id: str, items: list[Item]) -> Prepared | None:
-        """The batch decided ahead, if it was (waits for its decision to finish)."""
+    def take(self, batch_id: str, items: list[Item]) -> Prepared | None: ...
 
     def confirmed(self, cursor: psycopg.Cursor, prepared: Prepared,
-                  plans: Mapping[str, entity_rows.TablePlan]) -> BatchDecisions | None:
-        """In the batch's transaction: lock its rows; `prepared`'s decisions if every assumption holds."""
+                  plans: Mapping[str, entity_rows.TablePlan]) -> BatchDecisions | None: ...
 
     def publish(self, batch_id: str, xid: str, written: Mapping[str, Mapping[str, EntityState]],
-                ids: list[str]) -> None:
-        """`batch_id` has decided in its transaction `xid` (not yet committed): it writes `written`."""
+                ids: list[str]) -> None: ...
 
     def close(self) -> None: ...
 
