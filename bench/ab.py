@@ -145,7 +145,7 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def _ahead(log: str) -> str:
-    """The job's count of batches decided ahead (sinks/speculation.py), if it logged one."""
+    """The job's count of batches decided ahead (sinks/prepare_ahead.py), if it logged one."""
     for line in reversed(log.splitlines()):
         if "decided ahead" in line:
             try:

@@ -1,6 +1,6 @@
 """Commit speed: `PostgresCommitter` against the one at git revision 19fa5ba, on the
 same decoded and sequenced batches, each pass into a fresh schema, and again with
-batches decided ahead (sinks/speculation.py); then a check that all three gave the
+batches decided ahead (sinks/prepare_ahead.py); then a check that all three gave the
 same outcomes and left the same rows (clock columns excepted).
 
 Run: .venv/bin/python -m bench.commit [mutations, default 50000] [--rounds 3] [--only-new] [--keep]
@@ -37,7 +37,7 @@ from schemas.mutation import RawMessage
 from schemas.registry import Registry, load_registry
 from sinks.outcomes import Batch, Unmet
 from sinks.postgres import PostgresCommitter
-from sinks.speculation import Speculator
+from sinks.prepare_ahead import PrepareAheadOn
 
 REFERENCE = "19fa5ba"
 REPO = Path(__file__).resolve().parent.parent
@@ -127,14 +127,14 @@ def table_rows(settings: Settings) -> dict[str, list[tuple]]:
 
 def run_pass(committer, work: list[list]) -> tuple[float, float, str]:
     """Commit every batch; (wall seconds, CPU seconds, digest of the outcomes). A committer
-    with a speculator has every batch announced first, as the job announces them."""
+    that prepares ahead has every batch announced first, as the job announces them."""
     digest = hashlib.blake2b()
     gc.collect()  # nothing left over from the pass before is collected on this one's clock
     wall, cpu = time.perf_counter(), time.process_time()
-    speculator = getattr(committer, "speculator", None)
+    ahead = getattr(committer, "ahead", None)  # the reference committer has none
     for number, batch in enumerate(work, start=1):
-        if speculator is not None:
-            speculator.announce(f"b{number:06d}", batch)
+        if ahead is not None:
+            ahead.announce(f"b{number:06d}", batch)
     for number, batch in enumerate(work, start=1):
         batch_id = f"b{number:06d}"
         outcomes = committer.commit(Batch(batch, {(TOPIC, 0): number}), batch_id)
@@ -178,10 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                 runs["new"].append(run_pass(PostgresCommitter(
                     workspace.schema(f"new{round_}").database_url, registry, CUSTOM_STRATEGIES), work))
                 url = workspace.schema(f"ahead{round_}").database_url
-                speculator = Speculator(url, registry, CUSTOM_STRATEGIES)
-                runs["ahead"].append(run_pass(PostgresCommitter(
-                    url, registry, CUSTOM_STRATEGIES, speculator=speculator), work))
-                ahead_stats.update(speculator.stats)
+                ahead = PrepareAheadOn(url, registry, CUSTOM_STRATEGIES)
+                runs["ahead"].append(run_pass(PostgresCommitter(url, registry, CUSTOM_STRATEGIES, ahead=ahead), work))
+                ahead_stats.update(ahead.stats)
         best = {name: (min(r[0] for r in rs), min(r[1] for r in rs)) for name, rs in runs.items() if rs}
         print(f"best of {args.rounds} round(s), each into a fresh schema:")
         for name, (wall, cpu) in best.items():

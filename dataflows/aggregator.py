@@ -12,12 +12,13 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows import steps
-from dataflows.apply import ApplyLogic, BatchReport
+from dataflows.apply import ApplyLogic
 from dataflows.runtime import Runtime
 from dataflows.shards import shard_key, shard_of
 from mutagg.heartbeat import HEARTBEAT
 from operators.decode import decode_chunk, event_time_cap
 from schemas.signature import Verifier
+from sinks.commit_pipeline import BatchReport
 from sinks.gaps import InputGapPolicy
 from sinks.offsets import stored_offsets
 from sources.heartbeat import HeartbeatSource, NoOutput

@@ -1,5 +1,6 @@
-"""The stateful step that windows decoded mutations, sequences them, commits
-micro-batches and acknowledges them.
+"""The stateful step that windows decoded mutations, sequences them, and hands
+micro-batches to the commit path (sinks/commit_pipeline.py: hand-over, prepare
+ahead, transaction, collect, audit and acks, and the thread each runs on).
 
 Batches go to the commit thread in order, up to two at a time, so this step reads
 and sequences on while they commit; a batch handed over counts as decided for the
@@ -19,8 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,12 +32,13 @@ from operators.decode import DecodedChunk
 from operators.lane import lane_first
 from operators.sequencer import Sequencer
 from operators.shard_view import Others, Publication, publication_of
-from schemas.errors import ClaimLost, ConfigError, MutaggError
+from schemas.errors import ClaimLost, ConfigError
 from schemas.mutation import Mutation, Rejection
-from sinks.after_commit import Committed, Offsets, lowest_offsets, merge_lowest
+from sinks.after_commit import Offsets, lowest_offsets, merge_lowest
+from sinks.commit_pipeline import IN_FLIGHT_LIMIT, BatchReport, CommitPipeline
 from sinks.fence import CommitMark
 from sinks.offsets import record_offsets
-from sinks.outcomes import Batch, SharedWrite, Unmet, item_id
+from sinks.outcomes import SharedWrite, Unmet, item_id
 from sources.kafka import INPUT_POLLS
 
 log = logging.getLogger(__name__)
@@ -46,36 +46,8 @@ log = logging.getLogger(__name__)
 WAITING_CHECK = timedelta(milliseconds=500)  # held mutations: dependency timeouts are checked this often
 SHARDS_ENDING_POLL_S = 0.05  # a shard at its end of input waits this long between reads of the others'
 IN_FLIGHT_POLL = timedelta(milliseconds=10)
-IN_FLIGHT_LIMIT = 2  # batches handed to the commit thread and not yet collected: one commits, one waits
 LANE_ACTIVE_S = 2.0  # the priority lane counts as busy this long after it last gave mutations
 LANE_MIN_PART = 500  # standard parts are never made smaller than this for the lane
-# What the worker waits on while it blocks on another thread (the liveness probe's named dependencies).
-COMMITTING = "PostgreSQL (a batch committing)"
-AFTER_COMMIT = "the after-commit thread (audit export, acks to Kafka)"
-
-
-class CommitAborted(MutaggError):
-    """A batch was not committed because an earlier one failed (its error stops the job)."""
-
-
-@dataclass(frozen=True, slots=True)
-class InFlight:
-    """A batch handed to the commit thread."""
-
-    batch_id: str
-    part: list
-    offsets: Offsets  # its lowest input offsets: uncommitted, or unacknowledged, until collected
-    future: Future
-    lane: bool = False  # a part of the priority lane's items only
-    firsts: list = ()  # a shard's part: its first copies (mutations, as released) ...
-    copies: list = ()  # ... and later copies: taken back if another partition claimed one first
-
-
-class _Skipped:
-    """A shard's part not committed because an earlier part lost a claim (taken back with it)."""
-
-
-SKIPPED = _Skipped()
 
 
 @dataclass(frozen=True)
@@ -101,13 +73,6 @@ class _ShardFlush:
     copies_from: int  # the flush's items from this index on are later copies
 
 
-@dataclass(frozen=True)
-class BatchReport:
-    batch_id: str
-    size: int
-    seconds: float
-
-
 class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def __init__(self, runtime: Runtime, state: ApplyState | None):
         settings = runtime.settings
@@ -120,15 +85,12 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.lane_fresh = 0  # lane items admitted since its last flush
         self.lane_seen = float("-inf")  # monotonic time the lane last gave items
         self.standard_since_lane = True  # a standard part was handed over since the last lane part
-        self.seconds_per_item = 0.0  # the last standard parts' commit time per item (a moving average)
         self._misrouted_seen: set[str] = set()  # entity types warned about once
         self.place: Place | None = None
         self.shard = 0
         self.shard_ended = False  # a shard of the input: it has read its whole input (a drain)
         self._published: Publication | None = None  # what this shard's last transaction handed over published
-        self._lost = False  # a part lost a claim: the parts after it skip their commit
-        self._take_backs = 0  # how many times parts in flight were taken back (`_take_back`)
-        self._sequenced_at = 0  # `_take_backs` when the last release was sequenced
+        self._sequenced_at = 0  # the pipeline's `take_backs` when the last release was sequenced
         self.restored_mark: CommitMark | None = None
         if state is not None:
             self._bind(state.shard, state)
@@ -137,8 +99,6 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         # else a shard's step learns its shard from its first chunk (bytewax does not pass the key)
         self.window_closes: datetime | None = None
         self.recorded_offsets: Offsets = {}
-        self.in_flight: deque[InFlight] = deque()
-        self._commit_failed = False
         self._flush_at: datetime | None = None
         self.fresh = 0
         share = settings.node_share
@@ -156,7 +116,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
                 "empty the recovery directory, and start with the new count")
         self.shard = shard
         self.place = place = runtime.place(shard)
-        self.committer, self.commits = place.committer, place.commits
+        self.committer = place.committer
+        self.pipeline = CommitPipeline(place.committer, place.commits, runtime.after_commit,
+                                       runtime.limiter.committed, self._take_back, timed_from=LANE_MIN_PART)
         timeout_ms = int(runtime.settings.dependency_timeout_s * 1000)
         if state is None:
             self.sequencer = Sequencer(dependency_timeout_ms=timeout_ms, partitions=place.partitions)
@@ -165,12 +127,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self.sequencer = Sequencer.restore(state.waiting, timeout_ms, state.rejections, place.partitions)
             self.next_offsets = dict(state.next_offsets)
             self.restored_mark = state.committed
-        if self.restored_mark is not None:
-            # On the commit thread (the committer's connection is its own); raises DatabaseBehind.
-            with HEARTBEAT.waiting_on(COMMITTING):
-                self.commits.submit(
-                    self.committer.verify_held, self.restored_mark, "resuming from a recovery snapshot"
-                ).result()
+        if self.restored_mark is not None:  # raises DatabaseBehind
+            self.pipeline.on_commit_thread(
+                self.committer.verify_held, self.restored_mark, "resuming from a recovery snapshot")
         if place.name is not None:
             runtime.worker_steps.setdefault(threading.get_ident(), []).append(self)
 
@@ -199,14 +158,14 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             return self.flush(at_end=False), self.RETAIN
         if self.window_closes is None:
             self.window_closes = datetime.now(UTC) + self.window
-        return self._collect(wait=False), self.RETAIN
+        return self.pipeline.collect(wait=False), self.RETAIN
 
     def on_notify(self) -> tuple[list[BatchReport], bool]:
         if self.lane is not None:
             return self._lane_step(), self.RETAIN
         if self._flush_at is not None and self._flush_at <= datetime.now(UTC):
             return self.flush(at_end=False), self.RETAIN
-        return self._collect(wait=False), self.RETAIN  # only looking in on the batch in flight
+        return self.pipeline.collect(wait=False), self.RETAIN  # only looking in on the batch in flight
 
     def _count_misrouted(self, chunk: DecodedChunk) -> None:
         """Count what was read from the input topic its type is not routed to (decided as usual)."""
@@ -238,7 +197,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def _standard_in_flight(self) -> int:
         """Standard parts in flight: lane parts (small, at most one between two standard ones) take
         no slot of theirs, or a lane part at the head of the queue would hold the backlog back."""
-        return sum(not f.lane for f in self.in_flight)
+        return sum(not f.lane for f in self.pipeline.in_flight)
 
     def _standard_cap(self) -> int:
         """The size of standard parts while the lane is busy: what commits in about
@@ -248,8 +207,9 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             return self.batch_size
         settings = self.runtime.settings
         cap = min(self.batch_size, settings.lane_batch_size)
-        if self.seconds_per_item:
-            cap = min(cap, max(LANE_MIN_PART, int(settings.lane_commit_target_s / self.seconds_per_item)))
+        seconds_per_item = self.pipeline.seconds_per_item
+        if seconds_per_item:
+            cap = min(cap, max(LANE_MIN_PART, int(settings.lane_commit_target_s / seconds_per_item)))
         return cap
 
     def _lane_may_go(self) -> bool:
@@ -257,16 +217,17 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         lane and standard parts alternate, so each lane part (a transaction, an audit export,
         acks: a fixed cost) rides on a standard one's time whatever the load; lane items read
         meanwhile join the next one. With no standard work at all, lane items go at once."""
-        if not self.lane_fresh or (self.in_flight and self.in_flight[-1].lane):
+        in_flight = self.pipeline.in_flight
+        if not self.lane_fresh or (in_flight and in_flight[-1].lane):
             return False
-        idle = self.fresh <= self.lane_fresh and all(f.lane for f in self.in_flight)  # no standard work
+        idle = self.fresh <= self.lane_fresh and all(f.lane for f in in_flight)  # no standard work
         return self.standard_since_lane or idle
 
     def _lane_step(self) -> list[BatchReport]:
         """With the priority lane read: never block the worker on a full commit queue (it would
         stop reading the lane too). Lane items go as soon as they are read, in their own part; a
         standard batch waits for a free slot, and while one is held the standard topic pauses."""
-        reports = self._collect(wait=False)
+        reports = self.pipeline.collect(wait=False)
         now = datetime.now(UTC)
         # One lane part at the tail of the commit queue at most: lane items read meanwhile join the
         # next one (each part is a transaction: many small ones would slow the backlog's drain).
@@ -331,7 +292,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
             self._flush_at = self._flush_at or now + max(self.window, WAITING_CHECK)
         else:
             self._flush_at = None
-        if not self.in_flight:
+        if not self.pipeline.in_flight:
             return self._flush_at
         poll = now + IN_FLIGHT_POLL  # its acks should not wait for the next flush
         if self.lane is not None and self._standard_in_flight() >= IN_FLIGHT_LIMIT and not self._lane_may_go():
@@ -353,13 +314,13 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self.runtime.faults.hit("hang_worker")  # liveness tests: a worker stuck in a step
         self.lane_fresh = 0
         if lane_only:  # the lane's items that may go now, and nothing else (operators/sequencer.py)
-            reports = self._collect(wait=False)  # what is in flight counts as decided already
+            reports = self.pipeline.collect(wait=False)  # what is in flight counts as decided already
             ready = self.sequencer.release(only_topic=self.lane).order
             return reports + self._commit(list(ready), len(ready), patient=True)
         self.window_closes = None
         self._flush_at = None
         self.fresh = 0
-        reports = self._collect(wait=False)  # what is in flight counts as decided already
+        reports = self.pipeline.collect(wait=False)  # what is in flight counts as decided already
         release = self._release(at_end)
         self.runtime.stats.deferred.update(release.deferred)
         self.runtime.metrics.record_deferrals(release.deferred)
@@ -393,40 +354,27 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         (the others wait for them), in a transaction of its own."""
         if publication == self._published:
             return []
-        with HEARTBEAT.waiting_on(COMMITTING):
-            try:
-                published = self.commits.submit(self._publish_unless_lost, publication).result()
-            except ClaimLost as lost:  # a copy held here is another partition's: it waits aside
-                self.sequencer.set_aside(lost.mutation_ids)
-                self._published = None
-                return []
+        try:
+            published = self.pipeline.publish(publication)
+        except ClaimLost as lost:  # a copy held here is another partition's: it waits aside
+            self.sequencer.set_aside(lost.mutation_ids)
+            self._published = None
+            return []
         self._published = publication if published else None
-        return self._collect(wait=False)  # a part in flight that lost its claim is taken back now
-
-    def _publish_unless_lost(self, publication: Publication) -> bool:
-        """On the commit thread. Not if a part in flight lost a claim: the publication leaves its
-        items out (they were to commit first), and they are taken back, uncommitted."""
-        if self._lost:
-            return False
-        self.committer.publish(publication)
-        return True
+        return self.pipeline.collect(wait=False)  # a part in flight that lost its claim is taken back now
 
     def _release(self, at_end: bool):
         sequencer = self.sequencer
         place = self.place
         if place.name is not None:  # a shard: one read of the others' state, then the single sequencer's rules
-            self._sequenced_at = self._take_backs
-            with HEARTBEAT.waiting_on(COMMITTING):
-                view = self.commits.submit(self.committer.read_shared, sequencer.unknown_dependencies()).result()
+            self._sequenced_at = self.pipeline.take_backs
+            view = self.pipeline.on_commit_thread(self.committer.read_shared, sequencer.unknown_dependencies())
             sequencer.learn_decided(view.decided)
             return sequencer.release(at_end_of_input=self.shard_ended, node_budget=self.node_budget,
                                      others=Others(view, place.name, place.assignment))
         unknown = sequencer.unknown_dependencies()
-        if unknown:
-            # On the commit thread: the committer's connection is its own (this waits for the batches in flight).
-            with HEARTBEAT.waiting_on(COMMITTING):
-                decided = self.commits.submit(self.committer.decided, unknown).result()
-            sequencer.learn_decided(decided)
+        if unknown:  # this waits for the batches in flight
+            sequencer.learn_decided(self.pipeline.on_commit_thread(self.committer.decided, unknown))
         return sequencer.release(at_end_of_input=at_end, node_budget=self.node_budget)
 
     def _hold(self, items: list) -> None:
@@ -445,7 +393,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def _resume_offsets(self, held: Offsets, uncommitted: Offsets | None = None) -> Offsets:
         """Where a restart without recovery data resumes: before anything uncommitted (held,
         about to be committed) or committed but not yet acknowledged; else after what was read."""
-        resume = merge_lowest(held, uncommitted or {}, self.runtime.after_commit.pending_offsets())
+        resume = merge_lowest(held, uncommitted or {}, self.pipeline.pending_offsets())
         if self.place.name is None:
             return resume
         own = self.place.partitions  # the other shards record theirs (pending acks are the process's)
@@ -454,9 +402,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
     def _settle(self) -> list[BatchReport]:
         """Wait until every batch is committed, exported and acknowledged, then record the
         exact resume offsets, so that a restart re-reads nothing already acknowledged."""
-        reports = self._collect()
-        with HEARTBEAT.waiting_on(AFTER_COMMIT):
-            self.runtime.after_commit.drain()
+        reports = self.pipeline.settle()
         resume = self._resume_offsets(self._held_offsets())
         if resume and resume != self.recorded_offsets:
             record_offsets(self.committer, resume, f"{self.runtime.run_id}-settled")
@@ -479,14 +425,14 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
 
         For a shard of the input (`shard`), each part also writes its claims and the shard's state
         (sinks/postgres.py); a part whose claim another partition holds commits nothing, nor do the
-        parts after it: `_collect_one` takes them all back."""
-        reports = self._collect(wait=False)
+        parts after it: the pipeline takes them all back (`_take_back`)."""
+        reports = self.pipeline.collect(wait=False)
         if not items:
             return reports  # nothing to write: a throttle has nothing to hold
         limiter = self.runtime.limiter
 
         def collect() -> None:
-            reports.extend(self._collect(wait=False))
+            reports.extend(self.pipeline.collect(wait=False))
 
         # The throttle (README "Throttle") waits here, before each part, and sets the parts' size.
         cap = limiter.admit(collect)
@@ -506,6 +452,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         held = self._held_offsets()  # the parts' own offsets are in `ahead`; nothing here changes below
         publication = None if shard is None else self._flush_publication(items, starts, shard)
         take_backs = self._sequenced_at  # any take-back since the release: its items go back too
+        pipeline = self.pipeline
         for index, part in enumerate(parts):
             if index and (self.runtime.stopping.is_set() or limiter.admit(collect) is None):
                 self._hold(items[starts[index] :])  # SIGTERM: what is in flight ends; the rest waits
@@ -515,18 +462,15 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
                 self.fresh += len(items) - starts[index]
                 break
             # A lane part may take one slot more: it waits behind at most the two batches in flight.
-            while (self._standard_in_flight() if patient else len(self.in_flight)) >= \
+            while (self._standard_in_flight() if patient else len(pipeline.in_flight)) >= \
                     IN_FLIGHT_LIMIT + (1 if index < lane_parts else 0):
-                reports += self._collect_one()
-            if self._take_backs != take_backs:  # a part in flight lost a claim: these were sequenced after it
+                reports += pipeline.collect_one()
+            if pipeline.take_backs != take_backs:  # a part in flight lost a claim: these were sequenced after it
                 self._hold(items[starts[index] :])
                 break
-            in_flight = merge_lowest(*(f.offsets for f in self.in_flight))  # committed before this, acked maybe not
+            in_flight = merge_lowest(*(f.offsets for f in pipeline.in_flight))  # committed before this, acked maybe not
             resume = self._resume_offsets(held, merge_lowest(ahead[index], in_flight))
             batch_id = self.runtime.next_batch_id(self.place.name)
-            committer = self.committer
-            if committer.speculator is not None:
-                committer.speculator.announce(batch_id, part)  # decided ahead while the one before writes
             firsts: list = []
             copies: list = []
             shared = None
@@ -537,9 +481,7 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
                 claims = tuple((i, _partition(item)) for item in firsts if (i := item_id(item)) is not None)
                 shared = SharedWrite(claims, publication, shard.cycles)
                 self._published = publication
-            future = self.commits.submit(self._timed_commit, part, resume, batch_id, shared)
-            self.in_flight.append(InFlight(batch_id, part, lowest_offsets(part), future, index < lane_parts,
-                                           firsts, copies))
+            pipeline.hand_over(part, resume, batch_id, index < lane_parts, firsts, copies, shared)
             self.standard_since_lane = index >= lane_parts
             self.sequencer.mark_decided(filter(None, map(item_id, part)))
             self.recorded_offsets = resume
@@ -554,44 +496,10 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         split = max(0, shard.copies_from - (starts[1] if len(starts) > 1 else 0))
         return publication_of(self.sequencer, _first_copies(rest[:split]), rest[split:], self.shard_ended)
 
-    def _timed_commit(self, part: list, resume: dict, batch_id: str, shared: SharedWrite | None = None):
-        """Runs on the commit thread: (outcomes, seconds, committed at, what its transactions wrote);
-        for a shard's part that commits nothing, `ClaimLost` (this part) or SKIPPED (a later one)."""
-        if self._commit_failed:
-            raise CommitAborted(f"batch {batch_id} not committed: an earlier batch failed")
-        if self._lost:
-            if self.committer.speculator is not None:
-                self.committer.speculator.take(batch_id, part)  # forget it was announced
-            return SKIPPED
-        began = time.perf_counter()
-        written: list = []
-        try:
-            outcomes = self.committer.commit(Batch(part, resume, shared), batch_id, written)
-        except ClaimLost as lost:
-            self._lost = True  # the parts after it were sequenced after it: none of them may commit
-            return lost
-        except BaseException:
-            self._commit_failed = True  # its dependants, in later batches, must not commit
-            raise
-        return outcomes, time.perf_counter() - began, time.time(), written
-
-    def _take_back(self) -> list[BatchReport]:
-        """A shard's part lost a claim: it and every part after it committed nothing. Take them all
-        back into the sequencer, with the claimed ids' copies set aside (operators/shard_view.py),
-        and flush again soon."""
-        lost: set[str] = set()
-        firsts: list = []
-        copies: list = []
-        with HEARTBEAT.waiting_on(COMMITTING):
-            for batch in self.in_flight:
-                result = batch.future.result()
-                if isinstance(result, ClaimLost):
-                    lost |= result.mutation_ids
-                firsts += batch.firsts
-                copies += batch.copies
-        self.in_flight.clear()
-        self._lost = False
-        self._take_backs += 1
+    def _take_back(self, lost: set[str], firsts: list, copies: list) -> None:
+        """Parts in flight were taken back (a shard's part lost a claim: it and every part after it
+        committed nothing): back into the sequencer, with the claimed ids' copies set aside
+        (operators/shard_view.py), and flush again soon."""
         self.sequencer.retract(firsts, copies)
         self.sequencer.set_aside(lost)
         self._published = None
@@ -599,37 +507,6 @@ class ApplyLogic(StatefulBatchLogic[DecodedChunk, BatchReport, ApplyState]):
         self._flush_at = datetime.now(UTC)
         log.info("claims lost to another shard: batch taken back",
                  extra={"mutation_ids": sorted(lost)[:20], "size": len(firsts) + len(copies)})
-        return []
-
-    def _collect(self, wait: bool = True) -> list[BatchReport]:
-        """Collect the batches in flight, oldest first: all of them (`wait`), or those done."""
-        reports: list[BatchReport] = []
-        while self.in_flight and (wait or self.in_flight[0].future.done()):
-            reports += self._collect_one()
-        return reports
-
-    def _collect_one(self) -> list[BatchReport]:
-        """Wait for the oldest batch in flight; hand its outcomes to the after-commit thread."""
-        batch = self.in_flight[0]
-        with HEARTBEAT.waiting_on(COMMITTING):
-            result = batch.future.result()  # a failed commit stops the job here
-        if isinstance(result, ClaimLost | _Skipped):
-            return self._take_back()
-        outcomes, seconds, committed_at, written = result
-        self.in_flight.popleft()
-        self.runtime.limiter.committed(seconds)
-        if not batch.lane and len(batch.part) >= LANE_MIN_PART:
-            per_item = seconds / len(batch.part)
-            self.seconds_per_item = per_item if not self.seconds_per_item else \
-                0.7 * self.seconds_per_item + 0.3 * per_item
-        # Audit export, acks and metrics follow in order on another thread, overlapping the
-        # next transaction; the offsets recorded meanwhile keep this batch re-readable.
-        with HEARTBEAT.waiting_on(AFTER_COMMIT):  # blocks only while two batches wait for it
-            self.runtime.after_commit.submit(
-                Committed(batch.batch_id, outcomes, batch.offsets, seconds, committed_at, written))
-        log.info("batch committed", extra={"batch_id": batch.batch_id, "size": len(batch.part),
-                                           "seconds": round(seconds, 4)})
-        return [BatchReport(batch.batch_id, len(batch.part), seconds)]
 
 
 def _first_copies(items: list) -> list:

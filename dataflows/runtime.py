@@ -1,5 +1,6 @@
 """Per-process resources of a running job: the committer, the ack producer and
-the run's counters. Built once, lazily, on the worker that needs them."""
+the run's counters. Built once, lazily, on the worker that needs them. The commit
+path they serve reads in one place: sinks/commit_pipeline.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from dataflows.limiter import Limiter
 from dataflows.shards import shard_name, shard_of
@@ -23,11 +25,12 @@ from schemas.registry import Registry
 from sinks.acks import AckProducer
 from sinks.after_commit import AfterCommit, Committed
 from sinks.audit import AuditExporter
+from sinks.commit_pipeline import acknowledge, commit_thread
 from sinks.faults import FaultInjector
 from sinks.outcomes import Outcome
 from sinks.postgres import PostgresCommitter
+from sinks.prepare_ahead import prepare_ahead
 from sinks.shard_tables import ShardTables, cluster_run
-from sinks.speculation import Speculator
 from sources.kafka import PartitionKey, input_partitions
 
 log = logging.getLogger(__name__)
@@ -90,7 +93,7 @@ class Runtime:
         self._after_commit: AfterCommit | None = None
         self._limiter: Limiter | None = None
         # One transaction at a time, on its own thread, so the dataflow reads and decodes on meanwhile.
-        self.commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mutagg-commit")
+        self.commits = commit_thread()
         self.metrics = JobMetrics(t.name for t in registry)
         self._batch_numbers = itertools.count(1)
         self._places: dict[str, Place] = {}
@@ -148,7 +151,7 @@ class Runtime:
             if name not in self._places:
                 self._places[name] = Place(
                     name, frozen.get(name, frozenset()), frozen, self._build_committer(f"{self.run_id}-{name}", name),
-                    ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mutagg-commit-{name}"),
+                    commit_thread(name),
                 )
             return self._places[name]
 
@@ -159,9 +162,8 @@ class Runtime:
 
     def _build_committer(self, run_id: str, shard: str | None = None) -> PostgresCommitter:
         settings = self.settings
-        ahead = Speculator(settings.database_url, self.registry, CUSTOM_STRATEGIES) if settings.prepare_ahead else None
-        if ahead is not None:
-            ahead.on_count = self.metrics.count_prepared
+        ahead = prepare_ahead(settings.prepare_ahead, settings.database_url, self.registry, CUSTOM_STRATEGIES,
+                              self.metrics.count_prepared)
         return PostgresCommitter(
             settings.database_url, self.registry, CUSTOM_STRATEGIES, settings.service_deadline_s, self.faults,
             ahead, run_id=run_id, tables=None if shard is None else ShardTables(shard, run=self.cluster_run),
@@ -199,18 +201,14 @@ class Runtime:
     def after_commit(self) -> AfterCommit:
         with self._lock:
             if self._after_commit is None:
-                self._after_commit = AfterCommit(self._follow_commit)
+                self._after_commit = AfterCommit(partial(acknowledge, self))  # the commit path's step 5
             return self._after_commit
 
-    def _follow_commit(self, committed: Committed) -> None:
-        """Runs on the after-commit thread, one committed batch at a time."""
-        outcomes = committed.outcomes
-        self.audit.export_committed(outcomes, committed.written)  # before the acks: an ack never precedes its audit row
-        self.acks.send(outcomes)
-        self.faults.hit("after_acks")
-        self.stats.record(outcomes)
+    def recorded(self, committed: Committed) -> None:
+        """Count a committed batch; on the after-commit thread (`acknowledge`)."""
+        self.stats.record(committed.outcomes)
         # The audit connection belongs to this thread; the committer's to the dataflow's.
-        self.metrics.record_batch(outcomes, committed.seconds, self.audit.connection, committed.committed_at)
+        self.metrics.record_batch(committed.outcomes, committed.seconds, self.audit.connection, committed.committed_at)
 
     def next_batch_id(self, shard: str | None = None) -> str:
         # A shard's name too: two processes of a cluster may share a run id (same second, same pid in their pods).

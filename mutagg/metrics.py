@@ -185,7 +185,7 @@ class JobMetrics:
         return entity_type if entity_type in self.entity_types else OTHER
 
     def count_prepared(self, result: str) -> None:
-        """One batch decided ahead, or taken by its transaction (see `Speculator.count`)."""
+        """One batch decided ahead, or taken by its transaction (see `PrepareAheadOn.count`)."""
         self.prepared.labels(result).inc()
 
     def count_input_gap(self, topic: str, partition: int, messages: int) -> None:

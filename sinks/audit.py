@@ -36,7 +36,7 @@ from mutagg.retry import Backoff, Retry
 from sinks.audit_batch import written_parts
 from sinks.audit_rows import AuditPart, batches_between, expected_files, read_parts
 from sinks.audit_store import AuditError, AuditStore, part_name
-from sinks.database import connect, dropped_on_error
+from sinks.database import connect, dropping
 from sinks.decisions import Written
 from sinks.outcomes import Outcome
 
@@ -228,12 +228,8 @@ class AuditExporter:
         return self._retry(lambda: batches_between(self.connection, since, until))
 
     def _retry(self, action: Callable[[], T]) -> T:
-        def attempt() -> T:
-            with dropped_on_error(self.close):
-                return action()
-
         return Retry(_waits_on, self.deadline_s, (OSError, psycopg.OperationalError), Backoff(initial_s=0.2),
-                     give_up=_export_failed)(attempt)
+                     give_up=_export_failed)(dropping(action, self.close))
 
 
 def _waits_on(error: BaseException) -> str:

@@ -63,22 +63,26 @@ def retry_transient(
     With `drop` (the owner's "close my connection"), a RECONNECT-class error drops the
     connection before the retry, which then opens another (maybe on another host)."""
     if drop is not None:
-        action = _dropping(action, drop)
+        action = dropping(action, drop)
     return Retry(what, deadline_s, TRANSIENT)(action)
 
 
 @contextmanager
-def dropped_on_error(drop: Callable[[], None]) -> Iterator[None]:
-    """Run the block on an owned connection; on a RECONNECT-class error `drop` it (the next use,
-    e.g. the retry, opens another) and re-raise."""
+def dropped_on_error(
+    drop: Callable[[], None], errors: tuple[type[BaseException], ...] | type[BaseException] = RECONNECT,
+) -> Iterator[None]:
+    """Run the block on an owned connection; on an error of `errors` (default: RECONNECT-class) `drop`
+    it (the next use, e.g. the retry, opens another) and re-raise."""
     try:
         yield
-    except RECONNECT:
+    except errors:
         drop()
         raise
 
 
-def _dropping(action: Callable[[], T], drop: Callable[[], None]) -> Callable[[], T]:
+def dropping(action: Callable[[], T], drop: Callable[[], None]) -> Callable[[], T]:
+    """`action`, dropping the connection on a RECONNECT-class error (`dropped_on_error`): for a `Retry`."""
+
     def attempt() -> T:
         with dropped_on_error(drop):
             return action()

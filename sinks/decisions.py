@@ -4,7 +4,7 @@ transaction writes: pure, no database.
 The committer reads (and locks) the states and the ledger entries, calls
 `decide_batch`, and writes the result with `write`. Nothing here reads a clock:
 the decision time is stamped by `write`, inside the transaction that commits it,
-so a batch decided ahead of its transaction (see sinks/speculation.py) carries the
+so a batch decided ahead of its transaction (see sinks/prepare_ahead.py) carries the
 time it was committed, as every other batch does.
 """
 

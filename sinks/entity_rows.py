@@ -76,7 +76,7 @@ class TablePlan:
     names: tuple[str, ...]
     select: bytes
     read: bytes
-    """`select` without the lock, and with each row's `xmin` last (for speculation.py)."""
+    """`select` without the lock, and with each row's `xmin` last (for prepare_ahead.py)."""
     lock: bytes
     """Lock rows reading only `(key, version, xmin)`: a prepared batch checks its assumptions with it."""
     stage: bytes

@@ -31,7 +31,7 @@ from sinks.decisions import write as write_decisions
 from sinks.faults import NO_FAULTS, FaultInjector
 from sinks.gc_pause import collector_paused
 from sinks.outcomes import Batch, Item, Outcome, decided_ids, from_decision, from_ledger, item_id, source_of
-from sinks.speculation import Base, Speculator, still_holds
+from sinks.prepare_ahead import PREPARE_AHEAD_OFF, PrepareAhead
 
 if TYPE_CHECKING:
     from operators.shard_view import Publication, View
@@ -55,12 +55,12 @@ class PostgresCommitter:
         custom_strategies: Mapping[str, CustomStrategy],
         deadline_s: float = 300.0,
         faults: FaultInjector = NO_FAULTS,
-        speculator: Speculator | None = None,
+        ahead: PrepareAhead = PREPARE_AHEAD_OFF,
         run_id: str | None = None,
         tables: ShardTables | None = None,
     ):
-        """With a `speculator`, batches announced to it in commit order are decided ahead
-        (sinks/speculation.py); without, or for a batch not announced, in their transaction.
+        """With `ahead` on, batches announced to it in commit order are decided ahead
+        (sinks/prepare_ahead.py); with it off, or for a batch not announced, in their transaction.
         With a `run_id`, each batch transaction is counted and every new connection checked
         against the count (sinks/fence.py): a database that lost commits raises `DatabaseBehind`.
         With `tables` (a shard of the input), each batch writes its `SharedWrite` first, and
@@ -68,7 +68,7 @@ class PostgresCommitter:
         self.tables = tables
         self.committed = fence.first_mark(run_id) if run_id else None
         self.faults = faults
-        self.speculator = speculator
+        self.ahead = ahead
         self.database_url = database_url
         self.registry = registry
         self.custom_strategies = custom_strategies
@@ -100,8 +100,7 @@ class PostgresCommitter:
         retry_transient(lambda: fence.check(self.connection, mark, where), self.deadline_s, drop=self.drop_connection)
 
     def close(self) -> None:
-        if self.speculator is not None:
-            self.speculator.close()
+        self.ahead.close()
         self.drop_connection()
 
     def drop_connection(self) -> None:
@@ -207,7 +206,7 @@ class PostgresCommitter:
         connection = self.connection
         wrote: list[Written] = []  # handed on only once the transaction has committed
         plans = self._prepare(connection)
-        prepared = self.speculator.take(batch_id, batch.items) if self.speculator else None
+        prepared = self.ahead.take(batch_id, batch.items)
         ids = decided_ids(batch.items)
         with connection.transaction(), connection.cursor() as cursor:
             # Per transaction, not per session: a setting lost with a session (a pooler, a
@@ -219,16 +218,10 @@ class PostgresCommitter:
                 if claimed:
                     raise ClaimLost(claimed)
             self.faults.hit("bug_in_decide")
-            if prepared is not None and still_holds(cursor, prepared, plans):
-                decisions = prepared.decisions
-                self.speculator.count("used")
-            else:
-                if prepared is not None:
-                    self.speculator.count("stale")
+            decisions = None if prepared is None else self.ahead.confirmed(cursor, prepared, plans)
+            if decisions is None:
                 decisions = self._decide(cursor, batch, batch_id, ids, plans)
-            if self.speculator:
-                xmin = str(int(xid) & 0xFFFFFFFF)  # `xmin` shows the low 32 bits of the id
-                self.speculator.publish(Base(batch_id, xmin, decisions.touched, frozenset(ids)))
+            self.ahead.publish(batch_id, xid, decisions.touched, ids)
             now = datetime.now(UTC).isoformat()
             outcomes = write_decisions(cursor, decisions, plans, now, self._mid_copy, wrote)
             ledger.record_offsets(cursor, batch.resume_offsets, batch_id)

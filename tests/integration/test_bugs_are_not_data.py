@@ -60,7 +60,7 @@ def run_job_with_failing_strategies(settings) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.mark.parametrize("batch_size", [500, 1])  # 1: batches are decided ahead (sinks/speculation.py)
+@pytest.mark.parametrize("batch_size", [500, 1])  # 1: batches are decided ahead (sinks/prepare_ahead.py)
 def test_a_failing_custom_strategy_fails_its_mutation_and_the_rest_applies(settings, tmp_path, batch_size):
     registry_file = tmp_path / "registry.yaml"
     registry_file.write_text(REGISTRY)

@@ -1,4 +1,4 @@
-"""The apply step's hand-over to the commit thread: batches commit in order, what is
+"""The apply step's hand-over to the commit thread (sinks/commit_pipeline.py): batches commit in order, what is
 in flight counts as decided for the sequencer, a failure stops the batches queued
 behind it, and recorded resume offsets stay before every batch not yet collected.
 
@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dataflows.apply import ApplyLogic, CommitAborted
+from dataflows.apply import ApplyLogic
 from dataflows.limiter import Limiter
 from dataflows.runtime import Place
 from mutagg.metrics import JobMetrics
@@ -23,6 +23,7 @@ from operators.decode import DecodedChunk
 from operators.throttle import Sample
 from schemas.mutation import Mutation, Operation
 from sinks.after_commit import AfterCommit
+from sinks.commit_pipeline import CommitAborted
 from sinks.faults import NO_FAULTS
 from sinks.outcomes import Outcome, item_id
 
@@ -49,7 +50,7 @@ class Committer:
         self.block, self.fail = block, fail
         self.started, self.release = threading.Event(), threading.Event()
         self.announced: list[str] = []
-        self.speculator = self  # batches are announced to it in commit order, before they are handed over
+        self.ahead = self  # batches are announced to it in commit order, before they are handed over
 
     def announce(self, batch_id: str, items: list) -> None:
         self.announced.append(batch_id)
@@ -68,7 +69,7 @@ class Committer:
 
 def settle(logic: ApplyLogic) -> None:
     """Collect every batch in flight and let the after-commit thread handle them."""
-    logic._collect()
+    logic.pipeline.collect()
     logic.runtime.after_commit.drain()
 
 
@@ -118,7 +119,7 @@ def test_a_dependant_is_released_while_its_dependency_commits(make_logic):
     logic.on_batch([chunk(mutation("line", "l1", 2, deps=("order",)), mutation("more", "y", 3))])
     # Released and queued behind batch 1 without waiting for it (not rejected, not held).
     assert not logic.sequencer.waiting
-    assert [b.batch_id for b in logic.in_flight] == ["b1", "b2"]
+    assert [b.batch_id for b in logic.pipeline.in_flight] == ["b1", "b2"]
     committer.release.set()
     settle(logic)
     assert [ids for _b, ids, _o in committer.batches] == [["order", "other"], ["line", "more"]]
@@ -149,8 +150,8 @@ def test_a_failed_batch_stops_the_batches_queued_behind_it(make_logic):
     logic.on_batch([chunk(mutation("line", "l1", 2, deps=("order",)), mutation("more", "y", 3))])
     committer.release.set()
     with pytest.raises(RuntimeError, match="the database said no"):
-        logic._collect()
-    assert isinstance(logic.in_flight[1].future.exception(10), CommitAborted)
+        logic.pipeline.collect()
+    assert isinstance(logic.pipeline.in_flight[1].future.exception(10), CommitAborted)
     assert [b for b, _ids, _o in committer.batches] == ["b1"]  # the dependant never reached the database
     assert logic.runtime.handled == []
 
@@ -168,7 +169,7 @@ def test_no_more_than_two_batches_are_in_flight(make_logic):
     feeder.start()
     assert committer.started.wait(10)
     assert not done.wait(0.2)  # the third batch waits for the first to be collected
-    assert len(logic.in_flight) == 2
+    assert len(logic.pipeline.in_flight) == 2
     committer.release.set()
     feeder.join(10)
     settle(logic)

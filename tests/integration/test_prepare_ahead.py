@@ -1,4 +1,4 @@
-"""Batches decided ahead of their transaction (sinks/speculation.py) against the real
+"""Batches decided ahead of their transaction (sinks/prepare_ahead.py) against the real
 server: the same outcomes and rows as deciding inside the transaction, and a fall
 back to that whenever an assumption no longer holds (a foreign write, an id decided
 meanwhile by another instance)."""
@@ -19,7 +19,7 @@ from schemas.mutation import Mutation, RawMessage, Rejection, decode
 from schemas.registry import load_registry
 from sinks.outcomes import Batch
 from sinks.postgres import PostgresCommitter
-from sinks.speculation import Speculator
+from sinks.prepare_ahead import PrepareAheadOn
 from tests.integration.conftest import drop_schema, new_schema
 
 pytestmark = pytest.mark.integration
@@ -55,8 +55,8 @@ def mutations(*items: Mutation | Rejection) -> list[Mutation]:
 
 def committers(settings: Settings, twin: Settings) -> tuple[PostgresCommitter, PostgresCommitter]:
     """(decides ahead, into `settings`' schema; decides in the transaction, into `twin`'s)."""
-    ahead = Speculator(settings.database_url, REGISTRY, CUSTOM_STRATEGIES)
-    return (PostgresCommitter(settings.database_url, REGISTRY, CUSTOM_STRATEGIES, speculator=ahead),
+    ahead = PrepareAheadOn(settings.database_url, REGISTRY, CUSTOM_STRATEGIES)
+    return (PostgresCommitter(settings.database_url, REGISTRY, CUSTOM_STRATEGIES, ahead=ahead),
             PostgresCommitter(twin.database_url, REGISTRY, CUSTOM_STRATEGIES))
 
 
@@ -71,14 +71,14 @@ def test_a_workload_decided_ahead_commits_what_deciding_in_the_transaction_commi
     work = batches(4000, REGISTRY, 300)  # hot and cold entities, conflicts, deletes, duplicates, rejections
     ahead, plain = committers(settings, twin)
     for number, items in enumerate(work):
-        ahead.speculator.announce(f"b{number}", items)
+        ahead.ahead.announce(f"b{number}", items)
     try:
         for number, items in enumerate(work):
             first = ahead.commit(Batch(items, {("in", 0): number}), f"b{number}")
             second = plain.commit(Batch(items, {("in", 0): number}), f"b{number}")
             assert outcome_values(first) == outcome_values(second)
             assert all(o.processed_at for o in first)
-        stats = dict(ahead.speculator.stats)
+        stats = dict(ahead.ahead.stats)
     finally:
         ahead.close()
         plain.close()
@@ -99,16 +99,16 @@ def test_a_foreign_write_after_deciding_ahead_is_seen(settings, twin, foreign):
     try:
         for committer in (ahead, plain):
             committer.commit(Batch(setup), "b0")
-        ahead.speculator.announce("b1", first)
-        ahead.speculator.announce("b2", second)
+        ahead.ahead.announce("b1", first)
+        ahead.ahead.announce("b2", second)
         ahead.commit(Batch(first), "b1")
         plain.commit(Batch(first), "b1")
-        assert ahead.speculator.wait("b2", WAIT_S)  # decided while b1 wrote
+        assert ahead.ahead.wait("b2", WAIT_S)  # decided while b1 wrote
         entity = "C1" if foreign == "written by the batch before" else "C3"
         on_both(settings, twin, f"UPDATE customer SET name = 'ERP', version = version + 1 WHERE id = '{entity}'")
         decided = ahead.commit(Batch(second), "b2")
         expected = plain.commit(Batch(second), "b2")
-        stats = dict(ahead.speculator.stats)
+        stats = dict(ahead.ahead.stats)
     finally:
         ahead.close()
         plain.close()
@@ -134,13 +134,13 @@ def test_an_id_decided_meanwhile_by_another_instance_is_not_decided_twice(settin
     assert isinstance(invalid, Rejection) and invalid.mutation_id == "bad-1"
     second = [invalid, *mutations(message(3, "u1", "van-2", "C1", "UPDATE", {"balance": "-1"}, 1))]
     ahead = PostgresCommitter(settings.database_url, REGISTRY, CUSTOM_STRATEGIES,
-                              speculator=Speculator(settings.database_url, REGISTRY, CUSTOM_STRATEGIES))
+                              ahead=PrepareAheadOn(settings.database_url, REGISTRY, CUSTOM_STRATEGIES))
     other = PostgresCommitter(settings.database_url, REGISTRY, CUSTOM_STRATEGIES)
     try:
-        ahead.speculator.announce("b1", first)
-        ahead.speculator.announce("b2", second)
+        ahead.ahead.announce("b1", first)
+        ahead.ahead.announce("b2", second)
         ahead.commit(Batch(first), "b1")
-        assert ahead.speculator.wait("b2", WAIT_S)  # decided ahead, `bad-1` assumed new
+        assert ahead.ahead.wait("b2", WAIT_S)  # decided ahead, `bad-1` assumed new
         other.commit(Batch([invalid]), "other-1")  # a second instance reads the same message first
         outcomes = ahead.commit(Batch(second), "b2")
     finally:

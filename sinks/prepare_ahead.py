@@ -1,4 +1,4 @@
-"""Deciding the next batch while this one writes.
+"""Prepare ahead (`MUTAGG_PREPARE_AHEAD`): decide the next batch while this one writes.
 
 One transaction at a time keeps the committer simple and exact, but it leaves
 PostgreSQL idle while Python decides a batch and Python idle while PostgreSQL
@@ -11,13 +11,18 @@ its transaction, on assumptions it can check cheaply later:
 * the ledger entries of N+1's ids are those read now (and N+1 shares no id with N).
 
 N+1's transaction then locks its rows reading only `(version, xmin)` and checks
-every assumption: a row N wrote must carry N's transaction id as its `xmin`, any
-other row must be exactly the one read (or still absent), the ledger entries read
-must be unchanged, and an id assumed new must still be new (the ledger's primary
-key refuses it otherwise; the retry decides inside the transaction). If anything
-differs (a foreign writer, a second instance, N retried or split) the batch is
-decided inside its transaction as before, so the speculation can cost time but
-never change a decision.
+every assumption (`confirmed`): a row N wrote must carry N's transaction id as its
+`xmin`, any other row must be exactly the one read (or still absent), the ledger
+entries read must be unchanged, and an id assumed new must still be new (the
+ledger's primary key refuses it otherwise; the retry decides inside the
+transaction). If anything differs (a foreign writer, a second instance, N retried
+or split) the batch is decided inside its transaction as before, so preparing
+ahead can cost time but never change a decision.
+
+One strategy (`PrepareAhead`), two implementations: `PrepareAheadOn` (the default) and
+`PrepareAheadOff` (every batch is decided in its transaction); `prepare_ahead` picks one. The commit
+pipeline (sinks/commit_pipeline.py) announces batches in commit order; the
+transaction (sinks/postgres.py) takes, confirms and publishes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import psycopg
 
@@ -35,7 +41,7 @@ from operators.entity_state import EntityState
 from operators.strategies import CustomStrategy
 from schemas.registry import Registry
 from sinks import entity_rows, gc_pause, ledger
-from sinks.database import connect
+from sinks.database import connect, dropped_on_error
 from sinks.decisions import BatchDecisions, decide_batch, render, wanted_entities
 from sinks.outcomes import Item, decided_ids
 
@@ -81,7 +87,62 @@ def still_holds(cursor: psycopg.Cursor, prepared: Prepared, plans: Mapping[str, 
     return holds
 
 
-class Speculator:
+class PrepareAhead(Protocol):
+    """How batches are decided ahead of their transaction: `announce` (the next batch to commit,
+    in commit order, on the dataflow worker), then on the commit thread `take` (its decision made
+    ahead, if any), `confirmed` (in its transaction: its rows locked, the decision if every
+    assumption holds) and `publish` (it has decided in transaction `xid`, writing `written`)."""
+
+    def announce(self, batch_id: str, items: list[Item]) -> None: ...
+
+    def take(self, batch_id: str, items: list[Item]) -> Prepared | None: ...
+
+    def confirmed(self, cursor: psycopg.Cursor, prepared: Prepared,
+                  plans: Mapping[str, entity_rows.TablePlan]) -> BatchDecisions | None: ...
+
+    def publish(self, batch_id: str, xid: str, written: Mapping[str, Mapping[str, EntityState]],
+                ids: list[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PrepareAheadOff:
+    """`MUTAGG_PREPARE_AHEAD=false`: nothing is decided ahead; every batch is decided in its transaction."""
+
+    def announce(self, batch_id: str, items: list[Item]) -> None:
+        pass
+
+    def take(self, batch_id: str, items: list[Item]) -> Prepared | None:
+        return None
+
+    def confirmed(self, cursor: psycopg.Cursor, prepared: Prepared,
+                  plans: Mapping[str, entity_rows.TablePlan]) -> BatchDecisions | None:
+        return None
+
+    def publish(self, batch_id: str, xid: str, written: Mapping[str, Mapping[str, EntityState]],
+                ids: list[str]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+PREPARE_AHEAD_OFF = PrepareAheadOff()
+
+
+def prepare_ahead(
+    on: bool, database_url: str, registry: Registry, custom_strategies: Mapping[str, CustomStrategy],
+    on_count: Callable[[str], None] | None = None,
+) -> PrepareAhead:
+    """The strategy `MUTAGG_PREPARE_AHEAD` (`on`) asks for; `on_count` counts how each batch went."""
+    if not on:
+        return PREPARE_AHEAD_OFF
+    ahead = PrepareAheadOn(database_url, registry, custom_strategies)
+    ahead.on_count = on_count
+    return ahead
+
+
+class PrepareAheadOn:
     """Decides announced batches ahead, each as soon as the batch before it has decided.
 
     `announce` (in commit order) and `take` may be called from different threads than
@@ -129,8 +190,13 @@ class Speculator:
             if self._base is not None and self._base.batch_id == previous:
                 self._start(self._base, batch_id, items)
 
-    def publish(self, base: Base) -> None:
-        """`base.batch_id` has decided (in its transaction, not yet committed)."""
+    def publish(self, batch_id: str, xid: str, written: Mapping[str, Mapping[str, EntityState]],
+                ids: list[str]) -> None:
+        """`batch_id` has decided (in its transaction `xid`, not yet committed)."""
+        xmin = str(int(xid) & 0xFFFFFFFF)  # `xmin` shows the low 32 bits of the id
+        self._publish(Base(batch_id, xmin, written, frozenset(ids)))
+
+    def _publish(self, base: Base) -> None:
         with self._lock:
             self._base = base
             following = self._next.pop(base.batch_id, None)
@@ -168,6 +234,14 @@ class Speculator:
             return None
         return prepared
 
+    def confirmed(self, cursor: psycopg.Cursor, prepared: Prepared,
+                  plans: Mapping[str, entity_rows.TablePlan]) -> BatchDecisions | None:
+        if still_holds(cursor, prepared, plans):
+            self.count("used")
+            return prepared.decisions
+        self.count("stale")
+        return None
+
     def close(self) -> None:
         with self._lock:
             self._closed = True  # nothing is decided ahead from now on
@@ -193,11 +267,8 @@ class Speculator:
             self._connection = None
 
     def _prepare(self, base: Base, batch_id: str, items: list[Item]) -> Prepared | None:
-        try:
+        with dropped_on_error(self._close_connection, psycopg.Error):  # the next batch opens a new one
             return self._decide_ahead(base, batch_id, items)
-        except psycopg.Error:
-            self._close_connection()  # the next batch opens a new one
-            raise
 
     def _decide_ahead(self, base: Base, batch_id: str, items: list[Item]) -> Prepared | None:
         ids = decided_ids(items)

@@ -1,0 +1,76 @@
+"""Prepare ahead's bookkeeping without a database: which batch is decided ahead after which,
+and nothing after `close` (a publish then must not fail the transaction that calls it)."""
+
+from __future__ import annotations
+
+import gc
+
+from mutagg.metrics import JobMetrics
+from mutagg.settings import DEFAULT_REGISTRY
+from operators.strategies import CUSTOM_STRATEGIES
+from schemas.mutation import RawMessage, Rejection, decode
+from schemas.registry import load_registry
+from sinks.prepare_ahead import PREPARE_AHEAD_OFF, PrepareAheadOff, PrepareAheadOn, prepare_ahead
+
+REGISTRY = load_registry(DEFAULT_REGISTRY, custom_strategies=CUSTOM_STRATEGIES)
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"  # never connected to: no batch here has an id in common
+
+
+def test_after_close_nothing_is_decided_ahead_and_publishing_is_harmless():
+    enabled = gc.isenabled()
+    ahead = PrepareAheadOn(UNREACHABLE, REGISTRY, CUSTOM_STRATEGIES)
+    ahead.announce("b1", [])
+    ahead.announce("b2", [])
+    ahead.close()
+    ahead.publish("b1", "1", {}, ["x"])  # would start b2 before close
+    assert ahead.take("b2", []) is None
+    assert ahead.stats["not_prepared"] == 1
+    assert gc.isenabled() == enabled  # no pause of the collector left behind
+
+
+def test_a_batch_sharing_an_id_with_the_one_before_is_not_decided_ahead():
+    # Its ledger entry is not committed yet: the batch is decided in its transaction (no database needed here).
+    item = decode(RawMessage("in", 0, 7, None, b'{"id": "m1"}', 1_795_700_000_000), REGISTRY)
+    assert isinstance(item, Rejection) and item.mutation_id == "m1"
+    ahead = PrepareAheadOn(UNREACHABLE, REGISTRY, CUSTOM_STRATEGIES)
+    items = [item]
+    try:
+        ahead.announce("b1", [])
+        ahead.announce("b2", items)
+        ahead.publish("b1", "1", {}, ["m1"])
+        assert not ahead.wait("b2", 60)  # finished, with nothing decided
+        assert ahead.take("b2", items) is None
+        assert ahead.take("b2", items) is None  # and never twice
+    finally:
+        ahead.close()
+    assert ahead.stats["shares_ids"] == 1 and "prepared" not in ahead.stats
+    assert gc.isenabled()
+
+
+def test_each_count_also_reaches_the_metrics():
+    metrics = JobMetrics(entity_types=[t.name for t in REGISTRY])
+    ahead = PrepareAheadOn(UNREACHABLE, REGISTRY, CUSTOM_STRATEGIES)
+    ahead.on_count = metrics.count_prepared
+    ahead.announce("b1", [])
+    assert ahead.take("b1", []) is None  # the first batch has none before it: decided in its transaction
+    ahead.count("stale")
+    ahead.close()
+    assert dict(ahead.stats) == {"not_prepared": 1, "stale": 1}
+    for result in ("not_prepared", "stale"):
+        assert metrics.registry.get_sample_value("mutagg_prepared_batches_total", {"result": result}) == 1
+
+
+def test_off_decides_nothing_ahead_and_on_is_what_the_setting_asks_for():
+    metrics = JobMetrics(["customer"])
+    assert prepare_ahead(False, UNREACHABLE, REGISTRY, CUSTOM_STRATEGIES, metrics.count_prepared) is PREPARE_AHEAD_OFF
+    off = PrepareAheadOff()
+    off.announce("b1", [])
+    off.announce("b2", [])
+    off.publish("b1", "1", {}, ["x"])
+    assert off.take("b2", []) is None
+    off.close()
+    on = prepare_ahead(True, UNREACHABLE, REGISTRY, CUSTOM_STRATEGIES, metrics.count_prepared)
+    try:
+        assert isinstance(on, PrepareAheadOn) and on.on_count == metrics.count_prepared
+    finally:
+        on.close()
