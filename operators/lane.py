@@ -11,9 +11,10 @@ whose dependency commits later, so every outcome is the one the release order gi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from schemas.mutation import Mutation
+from schemas.routing import Routing
 from sinks.outcomes import Unmet
 
 
@@ -44,3 +45,20 @@ def lane_first(order: Sequence[Mutation | Unmet], lane: str | None) -> tuple[lis
     if not free:
         return rest, 0
     return free + rest, len(free)
+
+
+def misrouted(routing: Routing, topic: str, entity_types: Iterable[str]) -> dict[str, int]:
+    """Per entity type, how many of `entity_types` (of mutations read from `topic`, in order)
+    belong to the other input topic by `routing`; empty for a topic that is neither. Such
+    mutations are decided as usual, in their own topic's order: they are only counted."""
+    lane_types = routing.lane_types
+    if topic == routing.standard:
+        wrong = [entity_type for entity_type in entity_types if entity_type in lane_types]
+    elif topic == routing.lane:
+        wrong = [entity_type for entity_type in entity_types if entity_type not in lane_types]
+    else:
+        return {}
+    counts: dict[str, int] = {}
+    for entity_type in wrong:
+        counts[entity_type] = counts.get(entity_type, 0) + 1
+    return counts
