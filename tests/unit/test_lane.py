@@ -3,6 +3,7 @@ reordering of a release that puts the lane's items ahead without breaking an ord
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mutagg.settings import load_settings
-from operators.lane import lane_first
+from operators.lane import lane_first, misrouted
 from operators.sequencer import Sequencer
 from schemas.errors import ConfigError
 from schemas.mutation import Mutation, Operation
@@ -201,3 +202,12 @@ def test_misrouted_messages_are_counted_per_entity_type_and_warned_about_once(ca
     assert sample("mutagg_misrouted_total", {"entity_type": "order"}) == 1
     assert logic.runtime.stats.misrouted == {"stock": 3, "order": 1}
     assert sum("misrouted input" in r.getMessage() for r in caplog.records) == 2  # once per type
+
+
+@given(st.sampled_from([STANDARD, LANE, "elsewhere"]),
+       st.lists(st.sampled_from(["stock", "customer", "order", "unknown"]), max_size=20))
+def test_misrouted_counts_per_type_what_the_routing_sends_to_the_other_topic(topic, entity_types):
+    routing = Routing.of(STANDARD, LANE, CRITICALITY, "critical")
+    counts = misrouted(routing, topic, entity_types)
+    expected = Counter(t for t in entity_types if routing.misrouted(topic, t))
+    assert list(counts.items()) == list(expected.items())  # in the order each type was first read
