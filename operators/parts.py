@@ -1,8 +1,8 @@
 """The parts of a flush: how the items one flush commits are cut into transactions, and what each
 part's transaction records as resume offsets.
 
-Pure: counts, sizes and per-part offsets in, index ranges and offsets out. The apply step
-(dataflows/apply.py) hands the parts to the commit thread in this order.
+Pure: counts, sizes and per-part offsets in, index ranges and offsets out. The apply step's
+hand-over (dataflows/hand_over.py) gives the parts to the commit thread in this order.
 """
 
 from __future__ import annotations

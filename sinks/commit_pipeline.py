@@ -24,7 +24,7 @@ through `CommitPipeline`, one per apply step, in these steps:
 
 Resume offsets: each transaction (3) records where a restart without recovery data resumes,
 before every part not yet acknowledged; a settle (4 and 5 for everything, then the exact
-offsets: dataflows/apply.py) records them again once all is acknowledged. Crash tests kill the
+offsets: dataflows/hand_over.py) records them again once all is acknowledged. Crash tests kill the
 job at sinks/faults.py's points: `mid_copy`, `before_commit` (3), `after_commit` (3, after the
 COMMIT), `after_acks` (5).
 
