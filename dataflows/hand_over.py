@@ -13,8 +13,8 @@ import time
 from typing import TYPE_CHECKING
 
 from operators.lane_schedule import LaneSchedule, no_standard_slot, slot_taken, standard_cap
-from operators.parts import offsets_ahead, plan_parts
-from sinks.after_commit import Offsets, lowest_offsets, merge_lowest
+from operators.parts import Offsets, merge_lowest, offsets_ahead, plan_parts
+from sinks.after_commit import lowest_offsets
 from sinks.commit_pipeline import IN_FLIGHT_LIMIT, BatchReport, CommitPipeline
 from sinks.offsets import record_offsets
 from sinks.outcomes import Unmet, item_id

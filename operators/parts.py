@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 PartitionKey = tuple[str, int]
-Offsets = dict[PartitionKey, int]  # as sinks/after_commit.py's (not imported: sinks do I/O)
+Offsets = dict[PartitionKey, int]  # per input partition, an offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +46,12 @@ def offsets_ahead(lowest: Sequence[Mapping[PartitionKey, int]]) -> list[Offsets]
     before them. One more entry, empty, for after the last part."""
     ahead: list[Offsets] = [{}] * (len(lowest) + 1)
     for index in range(len(lowest) - 1, -1, -1):
-        ahead[index] = _merge_lowest(lowest[index], ahead[index + 1])
+        ahead[index] = merge_lowest(lowest[index], ahead[index + 1])
     return ahead
 
 
-def _merge_lowest(*maps: Mapping[PartitionKey, int]) -> Offsets:
-    """sinks/after_commit.py's `merge_lowest` (tests/unit/test_parts.py holds them equal)."""
+def merge_lowest(*maps: Mapping[PartitionKey, int]) -> Offsets:
+    """Per partition, the lowest offset any of `maps` has."""
     merged: Offsets = {}
     for offsets in maps:
         for key, offset in offsets.items():

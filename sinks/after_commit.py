@@ -21,13 +21,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from operators.parts import Offsets
 from schemas.mutation import Rejection
 from sinks.decisions import Written
 from sinks.outcomes import Item, Outcome, Unmet
 
 log = logging.getLogger(__name__)
 
-Offsets = dict[tuple[str, int], int]
 
 
 @dataclass(slots=True)
@@ -131,10 +131,3 @@ def lowest_offsets(items: Iterable[Item]) -> Offsets:
             lowest[key] = offset
     return lowest
 
-
-def merge_lowest(*maps: Offsets) -> Offsets:
-    merged: Offsets = {}
-    for offsets in maps:
-        for key, offset in offsets.items():
-            merged[key] = min(merged.get(key, offset), offset)
-    return merged

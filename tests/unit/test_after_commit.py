@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
+from operators.parts import merge_lowest
 from schemas.mutation import RawMessage, Rejection
-from sinks.after_commit import AfterCommit, AfterCommitFailed, Committed, lowest_offsets, merge_lowest
+from sinks.after_commit import AfterCommit, AfterCommitFailed, Committed, lowest_offsets
 
 
 def committed(batch_id: str, offsets: dict | None = None) -> Committed:
