@@ -16,6 +16,7 @@ from bytewax.recovery import RecoveryConfig
 from dataflows.aggregator import build_flow
 from dataflows.runtime import RunStats, Runtime
 from mutagg.central_state import start_central_state
+from mutagg.collector import PeriodicCollector
 from mutagg.heartbeat import HEARTBEAT
 from mutagg.metrics import serve_job_metrics
 from mutagg.process_count import ScaleBounds, check_bounds
@@ -104,6 +105,8 @@ def run(
     started = time.monotonic()
     log.info("dataflow starting", extra={"workers": workers, "until_idle": until_idle, "run_id": runtime.run_id})
     behind = False
+    collector = PeriodicCollector(settings.gc_interval_s)  # turned back on in `finally`
+    collector.start()
     try:
         if rescaler is not None:
             rescaler.start()
@@ -124,6 +127,7 @@ def run(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        collector.close()
         if rescaler is not None:
             rescaler.close()
         runtime.close()

@@ -90,6 +90,9 @@ class Settings:
     # without it (its transaction rolls back, the restart decides it again, as after a crash).
     # Kubernetes kills at terminationGracePeriodSeconds (60 s): keep it well below (BENCHMARKS.md).
     stop_deadline_s: float = 30.0
+    # The job turns Python's automatic cyclic garbage collection off and collects in full this often
+    # instead (mutagg/collector.py, BENCHMARKS.md "The collector"); 0: Python's automatic collection.
+    gc_interval_s: float = 300.0
     # What the job does when the next offset of an input partition is no longer on the broker
     # (retention deleted it): "stop" (default) records the lost range in `input_gaps` and exits 5;
     # "skip" records and counts it too, then continues from the earliest offset still there.
@@ -221,6 +224,7 @@ _ENV = {
     "MUTAGG_SERVICE_DEADLINE_S": "service_deadline_s",
     "MUTAGG_HEARTBEAT_TIMEOUT_S": "heartbeat_timeout_s",
     "MUTAGG_STOP_DEADLINE_S": "stop_deadline_s",
+    "MUTAGG_GC_INTERVAL_S": "gc_interval_s",
     "MUTAGG_ON_INPUT_GAP": "on_input_gap",
     "MUTAGG_TOPIC_PARTITIONS": "topic_partitions",
     "MUTAGG_TOPIC_REPLICATION": "topic_replication",
@@ -346,6 +350,8 @@ def load_settings(
         raise ConfigError(f"on_input_gap must be one of {'|'.join(INPUT_GAP_POLICIES)}, not {settings.on_input_gap!r}")
     if settings.stop_deadline_s <= 0:
         raise ConfigError(f"stop_deadline_s must be positive, not {settings.stop_deadline_s}")
+    if settings.gc_interval_s < 0:
+        raise ConfigError(f"gc_interval_s must be >= 0 (0: Python's own collection), not {settings.gc_interval_s}")
     if settings.central_state_interval_s < 0 or not settings.central_state_key:
         raise ConfigError("central_state_interval_s must be >= 0 (0: off) and central_state_key non-empty")
     if settings.heartbeat_timeout_s <= 0:
