@@ -2,10 +2,10 @@
 
 The job's hot path makes no reference cycles worth collecting (a 1,000,000-mutation run without the
 collector ends at the same RSS), yet CPython's automatic collection, triggered by allocation counts,
-cost it ~14 % of its CPU per mutation there, more the longer the run (BENCHMARKS.md, "The
-collector"). So the job turns it off and collects in full every `gc_interval_s` on a thread of its
-own: cycles made by anything (a library, an error path) are still freed, at a cost set by time
-rather than by allocations. `gc_interval_s` 0 keeps Python's automatic collection.
+cost it up to a third of its CPU per mutation there (BENCHMARKS.md, "The collector"). So the job
+turns it off and collects in full every `gc_interval_s` on a thread of its own: cycles made by
+anything (a library, an error path) are still freed, at a cost set by time rather than by
+allocations. `gc_interval_s` 0 keeps Python's automatic collection.
 """
 
 from __future__ import annotations
