@@ -1,4 +1,7 @@
-"""Pausing Python's cyclic garbage collector while batches are decided and written."""
+"""Pausing Python's cyclic garbage collector while batches are decided and written.
+
+In the job the collector is off already (mutagg/collector.py), so this pauses nothing there; it acts
+when `MUTAGG_GC_INTERVAL_S` is 0 (Python's own collection) and in the benches that decide in process."""
 
 from __future__ import annotations
 
