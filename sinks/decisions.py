@@ -173,12 +173,20 @@ def write(
     now: str,
     on_copy: Callable[[], None],
     written: list[Written] | None = None,
+    checked: Mapping[str, pl.DataFrame] | None = None,
 ) -> list[Outcome]:
     """Write everything `decisions` holds in the open transaction, stamped `now`; its outcomes.
-    What the audit shows of it is appended to `written` (valid once the transaction commits)."""
+    What the audit shows of it is appended to `written` (valid once the transaction commits).
+    With `checked` (a batch decided ahead: its entity rows, each with the row it expects to
+    replace), the entity rows are written by `entity_rows.write_checked`, which raises
+    `StaleRows` if one is not as expected; without it they are upserted (their rows locked)."""
     frames = render(decisions, plans)
-    for name, frame in frames.entities.items():
-        entity_rows.upsert_frame(cursor, plans[name], frame, on_copy)
+    if checked is None:
+        for name, frame in frames.entities.items():
+            entity_rows.upsert_frame(cursor, plans[name], frame, on_copy)
+    else:
+        for name, frame in checked.items():
+            entity_rows.write_checked(cursor, plans[name], frame, on_copy)
     ledger.revise(cursor, decisions.revised, decisions.batch_id)
     ledger.write_frames(cursor, frames.ledger, frames.conflicts, now)
     ledger.record_duplicates(cursor, decisions.duplicates, decisions.batch_id)

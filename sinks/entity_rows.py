@@ -77,11 +77,18 @@ class TablePlan:
     select: bytes
     read: bytes
     """`select` without the lock, and with each row's `xmin` last (for prepare_ahead.py)."""
-    lock: bytes
-    """Lock rows reading only `(key, version, xmin)`: a prepared batch checks its assumptions with it."""
+    share: bytes
+    """Share-lock rows reading only `(key, version, xmin)`: a prepared batch checks the rows it
+    reads but does not write with it (sinks/prepare_ahead.py)."""
     stage: bytes
     copy: bytes
     upsert: bytes
+    copy_checked: bytes
+    """COPY of rows with the `(version, xmin)` each expects to replace (`EXPECTED`; none: absent)."""
+    update_checked: bytes
+    """Replace the rows staged by `copy_checked` that are still as expected, in the staging order."""
+    insert_checked: bytes
+    """Insert the rows staged by `copy_checked` expected absent, unless present after all."""
     columns: tuple[tuple[str, Any, ColumnText | None], ...]
     """(attribute, Polars dtype, text rendering or None) in the table's column order."""
     schema: dict[str, Any]
@@ -96,7 +103,7 @@ def plan(entity_type: EntityType, context: psycopg.Connection | None = None) -> 
     where = "WHERE {key} = ANY(%s::text[]) ORDER BY {key}"
     select = sql.SQL(rows + where + " FOR UPDATE").format(key=key, attrs=attrs, table=table, xmin=sql.SQL(""))
     read = sql.SQL(rows + where).format(key=key, attrs=attrs, table=table, xmin=sql.SQL(", xmin::text"))
-    lock = sql.SQL("SELECT {key}, version, xmin::text FROM {table} " + where + " FOR UPDATE").format(
+    share = sql.SQL("SELECT {key}, version, xmin::text FROM {table} " + where + " FOR SHARE").format(
         key=key, table=table
     )
     columns: list[tuple[str, Any, ColumnText | None]] = []
@@ -116,17 +123,34 @@ def plan(entity_type: EntityType, context: psycopg.Connection | None = None) -> 
         table=table, cols=sql.SQL(", ").join(quoted), stage=stage, key=key,
         updates=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in quoted[1:]),
     )
+    expected_version, expected_xmin = (sql.Identifier(c) for c in EXPECTED)
+    # The key = ANY(...) makes the plan a look-up by key per staged row (never a scan of the table).
+    update_checked = sql.SQL(
+        "UPDATE {table} AS t SET {updates}, mutagg_updated_at = now() FROM {stage} AS s "
+        "WHERE t.{key} = s.{key} AND t.{key} = ANY(%s::text[]) "
+        "AND t.version = s.{version} AND t.xmin = s.{xmin}"
+    ).format(
+        table=table, stage=stage, key=key, version=expected_version, xmin=expected_xmin,
+        updates=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=c) for c in quoted[1:]),
+    )
+    insert_checked = sql.SQL(
+        "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} WHERE {version} IS NULL "
+        "ON CONFLICT ({key}) DO NOTHING"
+    ).format(table=table, cols=sql.SQL(", ").join(quoted), stage=stage, key=key, version=expected_version)
     return TablePlan(
         entity_type=entity_type,
         names=names,
         select=select.as_bytes(context),
         read=read.as_bytes(context),
-        lock=lock.as_bytes(context),
+        share=share.as_bytes(context),
         stage=sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        ).format(stage, table).as_bytes(context),
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS, {} bigint, {} xid) ON COMMIT DELETE ROWS"
+        ).format(stage, table, expected_version, expected_xmin).as_bytes(context),
         copy=copy_statement(stage, tuple(schema)).as_bytes(context),
         upsert=upsert.as_bytes(context),
+        copy_checked=copy_statement(stage, (*schema, *EXPECTED)).as_bytes(context),
+        update_checked=update_checked.as_bytes(context),
+        insert_checked=insert_checked.as_bytes(context),
         columns=tuple(columns),
         schema=schema,
     )
@@ -156,11 +180,12 @@ def read_unlocked(
     return _states(table, ids, [row[:-1] for row in rows]), stamps
 
 
-def lock_stamps(cursor: psycopg.Cursor, table: TablePlan, entity_ids: list[str]) -> dict[str, tuple[int, str]]:
-    """Lock the rows of `entity_ids` (sorted); `(version, xmin)` of each present one."""
+def share_stamps(cursor: psycopg.Cursor, table: TablePlan, entity_ids: list[str]) -> dict[str, tuple[int, str]]:
+    """Share-lock the rows of `entity_ids` (sorted): nobody else changes them before this transaction
+    ends; `(version, xmin)` of each present one."""
     if not entity_ids:
         return {}
-    rows = cursor.execute(table.lock, (text_array(entity_ids),)).fetchall()
+    rows = cursor.execute(table.share, (text_array(entity_ids),)).fetchall()
     return {key: (version, xmin) for key, version, xmin in rows}
 
 
@@ -236,6 +261,48 @@ def upsert(
     if not isinstance(entity_type, TablePlan):
         cursor.execute(table.stage)
     upsert_frame(cursor, table, rows_frame(table, states), on_copy)
+
+
+EXPECTED = ("mutagg_expected_version", "mutagg_expected_xmin")
+"""Staging columns of a checked write: the `(version, xmin)` a row must still have to be replaced."""
+
+
+class StaleRows(Exception):
+    """A checked write found a row other than expected (changed, or present where absent was
+    expected): the transaction must roll back; nothing it wrote may commit."""
+
+
+def expecting(frame: pl.DataFrame, key: str, stamps: dict[str, tuple[int, str] | None]) -> pl.DataFrame:
+    """`frame` (from `rows_frame`) with, per row, the `(version, xmin)` it expects to replace
+    (None: it expects no row), for `write_checked`."""
+    expected = [stamps[entity_id] for entity_id in frame.get_column(key).to_list()]
+    return frame.with_columns(
+        pl.Series(EXPECTED[0], [None if s is None else s[0] for s in expected], pl.Int64),
+        pl.Series(EXPECTED[1], [None if s is None else s[1] for s in expected], pl.String),
+    )
+
+
+def write_checked(cursor: psycopg.Cursor, table: TablePlan, frame: pl.DataFrame, on_copy=lambda: None) -> None:
+    """Write the rows of `frame` (from `expecting`) where each is still the row it expects: an
+    update where `(version, xmin)` match, an insert where no row was expected. Raises `StaleRows`
+    if any row was not written (the caller rolls back).
+
+    No row is locked beforehand: each statement locks what it writes. Under REPEATABLE READ a
+    row another transaction changed (or deleted, or inserted) since this transaction's snapshot
+    raises SerializationFailure there; one changed before it fails the match, so is not written."""
+    if frame.height == 0:
+        return
+    copy_frame(cursor, table.copy_checked, frame, on_copy)
+    expected_present = frame.get_column(EXPECTED[0]).is_not_null()
+    written = 0
+    present = int(expected_present.sum())
+    if present:
+        keys = frame.get_column(table.entity_type.key).filter(expected_present).to_list()
+        written += cursor.execute(table.update_checked, (text_array(keys),)).rowcount
+    if present < frame.height:
+        written += cursor.execute(table.insert_checked).rowcount
+    if written != frame.height:
+        raise StaleRows(f"{table.entity_type.name}: {frame.height - written} of {frame.height} rows not as expected")
 
 
 def upsert_frame(cursor: psycopg.Cursor, table: TablePlan, frame: pl.DataFrame, on_copy=lambda: None) -> None:

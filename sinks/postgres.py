@@ -31,7 +31,7 @@ from sinks.decisions import write as write_decisions
 from sinks.faults import NO_FAULTS, FaultInjector
 from sinks.gc_pause import collector_paused
 from sinks.outcomes import Batch, Item, Outcome, decided_ids, from_decision, from_ledger, item_id, source_of
-from sinks.prepare_ahead import PREPARE_AHEAD_OFF, PrepareAhead
+from sinks.prepare_ahead import PREPARE_AHEAD_OFF, PrepareAhead, Prepared
 
 if TYPE_CHECKING:
     from operators.shard_view import Publication, View
@@ -203,10 +203,20 @@ class PostgresCommitter:
         return self._plans
 
     def _transaction(self, batch: Batch, batch_id: str, written: list[Written] | None) -> list[Outcome]:
+        prepared = self.ahead.take(batch_id, batch.items)
+        if prepared is not None:
+            try:
+                return self._write(batch, batch_id, written, prepared)
+            except entity_rows.StaleRows:  # rolled back: a row it writes changed since it was read ahead
+                self.ahead.count("stale")
+        return self._write(batch, batch_id, written, None)
+
+    def _write(self, batch: Batch, batch_id: str, written: list[Written] | None,
+               prepared: Prepared | None) -> list[Outcome]:
+        """One transaction: `prepared`'s decision if it still holds, else the batch decided here."""
         connection = self.connection
         wrote: list[Written] = []  # handed on only once the transaction has committed
         plans = self._prepare(connection)
-        prepared = self.ahead.take(batch_id, batch.items)
         ids = decided_ids(batch.items)
         with connection.transaction(), connection.cursor() as cursor:
             # Per transaction, not per session: a setting lost with a session (a pooler, a
@@ -219,11 +229,16 @@ class PostgresCommitter:
                     raise ClaimLost(claimed)
             self.faults.hit("bug_in_decide")
             decisions = None if prepared is None else self.ahead.confirmed(cursor, prepared, plans)
+            checked = None
             if decisions is None:
                 decisions = self._decide(cursor, batch, batch_id, ids, plans)
+            else:
+                checked = prepared.checked  # its rows are checked as they are written
             self.ahead.publish(batch_id, xid, decisions.touched, ids)
             now = datetime.now(UTC).isoformat()
-            outcomes = write_decisions(cursor, decisions, plans, now, self._mid_copy, wrote)
+            outcomes = write_decisions(cursor, decisions, plans, now, self._mid_copy, wrote, checked)
+            if checked is not None:
+                self.ahead.count("used")
             ledger.record_offsets(cursor, batch.resume_offsets, batch_id)
             mark = None if self.committed is None else self.committed.next(batch_id)
             if mark is not None:

@@ -10,14 +10,19 @@ its transaction, on assumptions it can check cheaply later:
   lock, each with the row's `(version, xmin)`;
 * the ledger entries of N+1's ids are those read now (and N+1 shares no id with N).
 
-N+1's transaction then locks its rows reading only `(version, xmin)` and checks
-every assumption (`confirmed`): a row N wrote must carry N's transaction id as its
-`xmin`, any other row must be exactly the one read (or still absent), the ledger
-entries read must be unchanged, and an id assumed new must still be new (the
-ledger's primary key refuses it otherwise; the retry decides inside the
-transaction). If anything differs (a foreign writer, a second instance, N retried
-or split) the batch is decided inside its transaction as before, so preparing
-ahead can cost time but never change a decision.
+N+1's transaction then checks every assumption: a row N wrote must carry N's
+transaction id as its `xmin`, any other row must be exactly the one read (or still
+absent), the ledger entries read must be unchanged, and an id assumed new must
+still be new (the ledger's primary key refuses it otherwise; the retry decides
+inside the transaction). Rows N+1 only reads (a mutation rejected, held or
+superseded against them) are share-locked reading `(version, xmin)` and compared
+(`confirmed`); rows N+1 writes are not locked beforehand, the write checks them
+itself (`entity_rows.write_checked`: an update only where `(version, xmin)` still
+match, an insert only where no row was expected, every row written or the
+transaction rolls back; REPEATABLE READ turns a change after the transaction's
+snapshot into a serialization failure, retried). If anything differs (a foreign
+writer, a second instance, N retried or split) the batch is decided inside its
+transaction as before, so preparing ahead can cost time but never change a decision.
 
 One strategy (`PrepareAhead`), two implementations: `PrepareAheadOn` (the default) and
 `PrepareAheadOff` (every batch is decided in its transaction); `prepare_ahead` picks one. The commit
@@ -35,6 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+import polars as pl
 import psycopg
 
 from operators.entity_state import EntityState
@@ -70,21 +76,25 @@ class Prepared:
     decisions: BatchDecisions
     expected: Mapping[str, Mapping[str, Stamp | None]]  # entity type -> id -> stamp (None: absent)
     known: Mapping[str, ledger.LedgerEntry]  # ledger entries the decision used
+    checked: Mapping[str, pl.DataFrame]
+    """The rows to write per entity type, each with the stamp it expects (`entity_rows.write_checked`)."""
 
 
 def still_holds(cursor: psycopg.Cursor, prepared: Prepared, plans: Mapping[str, entity_rows.TablePlan]) -> bool:
-    """In the batch's transaction: lock its rows (in the committer's lock order) and check
-    every assumption `prepared` was decided on."""
-    holds = True
+    """In the batch's transaction: share-lock the rows it reads but does not write (type by type,
+    each in key order) and check them and the ledger entries against what `prepared` was decided
+    on. The rows it writes are checked by the write (`Prepared.checked`)."""
+    touched = prepared.decisions.touched
     for type_name in sorted(prepared.expected):
         expected = prepared.expected[type_name]
-        ids = sorted(expected)
-        found = entity_rows.lock_stamps(cursor, plans[type_name], ids)
-        # Every row is locked even after a difference: the decision in the transaction needs them all.
-        holds = holds and all(found.get(entity_id) == expected[entity_id] for entity_id in ids)
-    if holds and prepared.known:
-        holds = ledger.lookup(cursor, sorted(prepared.known)) == prepared.known
-    return holds
+        written = touched.get(type_name, {})
+        ids = sorted(e for e in expected if e not in written)
+        found = entity_rows.share_stamps(cursor, plans[type_name], ids)
+        if any(found.get(entity_id) != expected[entity_id] for entity_id in ids):
+            return False  # decided in the transaction, which locks every row it needs
+    if prepared.known:
+        return ledger.lookup(cursor, sorted(prepared.known)) == prepared.known
+    return True
 
 
 class PrepareAhead(Protocol):
@@ -99,6 +109,9 @@ class PrepareAhead(Protocol):
 
     def confirmed(self, cursor: psycopg.Cursor, prepared: Prepared,
                   plans: Mapping[str, entity_rows.TablePlan]) -> BatchDecisions | None: ...
+
+    def count(self, result: str) -> None:
+        """A batch taken went this way (`used`: its checked write held; `stale`: it did not)."""
 
     def publish(self, batch_id: str, xid: str, written: Mapping[str, Mapping[str, EntityState]],
                 ids: list[str]) -> None: ...
@@ -118,6 +131,9 @@ class PrepareAheadOff:
     def confirmed(self, cursor: psycopg.Cursor, prepared: Prepared,
                   plans: Mapping[str, entity_rows.TablePlan]) -> BatchDecisions | None:
         return None
+
+    def count(self, result: str) -> None:
+        pass
 
     def publish(self, batch_id: str, xid: str, written: Mapping[str, Mapping[str, EntityState]],
                 ids: list[str]) -> None:
@@ -174,8 +190,9 @@ class PrepareAheadOn:
 
     def count(self, result: str) -> None:
         """One batch went this way: prepared (decided ahead); then, when its transaction takes it,
-        used, stale (an assumption no longer held: decided in the transaction), not_prepared,
-        shares_ids (an id of the batch before: not decided ahead) or failed."""
+        used (its rows written as decided ahead), stale (an assumption no longer held: decided in
+        the transaction), not_prepared, shares_ids (an id of the batch before: not decided ahead)
+        or failed."""
         self.stats[result] += 1
         if self.on_count is not None:
             self.on_count(result)
@@ -236,8 +253,9 @@ class PrepareAheadOn:
 
     def confirmed(self, cursor: psycopg.Cursor, prepared: Prepared,
                   plans: Mapping[str, entity_rows.TablePlan]) -> BatchDecisions | None:
+        """The decision made ahead if what it read still holds; its rows are to be written with
+        `write_checked` (`Prepared.checked`), which counts `used` or raises `StaleRows`."""
         if still_holds(cursor, prepared, plans):
-            self.count("used")
             return prepared.decisions
         self.count("stale")
         return None
@@ -294,9 +312,10 @@ class PrepareAheadOn:
                         expected[type_name][entity_id] = (state.version, base.xid)
             known = ledger.lookup(cursor, ids)
         decisions = decide_batch(items, states, known, plans, self.registry, self.custom_strategies, batch_id)
-        render(decisions, plans)
+        checked = {name: entity_rows.expecting(frame, plans[name].entity_type.key, expected[name])
+                   for name, frame in render(decisions, plans).entities.items()}
         self.count("prepared")
-        return Prepared(batch_id, items, decisions, expected, known)
+        return Prepared(batch_id, items, decisions, expected, known, checked)
 
 
 def _released(_future: Future) -> None:

@@ -17,6 +17,7 @@ from mutagg.settings import DEFAULT_REGISTRY, Settings
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.mutation import Mutation, RawMessage, Rejection, decode
 from schemas.registry import load_registry
+from sinks.faults import FaultInjector
 from sinks.outcomes import Batch
 from sinks.postgres import PostgresCommitter
 from sinks.prepare_ahead import PrepareAheadOn
@@ -154,3 +155,93 @@ def test_an_id_decided_meanwhile_by_another_instance_is_not_decided_twice(settin
         balance = connection.execute("SELECT balance, version FROM customer WHERE id = 'C1'").fetchone()
     assert ledger == [("bad-1", "other-1"), ("c1", "b1"), ("u1", "b2")]
     assert balance == (9, 2)
+
+
+class ForeignWriteInside(FaultInjector):
+    """Runs `statement` (a writer outside the job, committed at once) the next time a batch's
+    transaction reaches `bug_in_decide`: after its snapshot, before it checks or writes a row."""
+
+    def __init__(self, database_url: str):
+        super().__init__(None)
+        self.database_url = database_url
+        self.statement: str | None = None
+
+    def hit(self, point: str) -> None:
+        if point == "bug_in_decide" and self.statement is not None:
+            statement, self.statement = self.statement, None
+            with psycopg.connect(self.database_url, autocommit=True) as connection:
+                connection.execute(statement)
+
+
+# What the batch decided ahead does with customer C1 (version 1, read ahead), and what a writer
+# outside the job does to C1 before the batch commits.
+CHANGES = {
+    "a row it only reads": (  # rejected against version 1 (base 2 is ahead of it): applies at version 2
+        ("UPDATE", {"name": "Ada V"}, 2),
+        "UPDATE customer SET name = 'ERP', version = version + 1 WHERE id = 'C1'",
+    ),
+    "a row it writes": (  # the ERP's rename is seen: a conflict
+        ("UPDATE", {"name": "Ada V", "balance": "-1"}, 1),
+        "UPDATE customer SET name = 'ERP', version = version + 1 WHERE id = 'C1'",
+    ),
+    "a row it writes, deleted": (  # no row to update any more: ENTITY_NOT_FOUND
+        ("UPDATE", {"name": "Ada V", "balance": "-1"}, 1),
+        "DELETE FROM customer WHERE id = 'C1'",
+    ),
+    "a row it creates": (  # C2 is absent when read ahead; created by the ERP meanwhile
+        ("CREATE", {"name": "Bo", "balance": "5"}, 0),
+        "INSERT INTO customer (id, name, balance, version) VALUES ('C2', 'ERP', 7, 1)",
+    ),
+}
+
+
+@pytest.mark.parametrize("when", ["before its transaction", "inside its transaction"])
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_row_changed_after_it_was_read_ahead_is_seen_without_a_lock_taken_beforehand(settings, twin, change, when):
+    # Rows a batch decided ahead writes are no longer locked before they are written: the write
+    # checks each (sinks/entity_rows.py `write_checked`), and rows it only reads are share-locked.
+    (operation, attributes, base), statement = CHANGES[change]
+    entity = "C2" if operation == "CREATE" else "C1"
+    setup = mutations(message(0, "c1", "shop-1", "C1", "CREATE", {"name": "Ada", "balance": "10"}, 0))
+    first = mutations(message(1, "c3", "shop-1", "C3", "CREATE", {"name": "Cy", "balance": "1"}, 0))
+    second = mutations(message(2, "m2", "van-2", entity, operation, attributes, base))
+    faults = ForeignWriteInside(settings.database_url)
+    ahead = PostgresCommitter(settings.database_url, REGISTRY, CUSTOM_STRATEGIES, faults=faults,
+                              ahead=PrepareAheadOn(settings.database_url, REGISTRY, CUSTOM_STRATEGIES))
+    plain = PostgresCommitter(twin.database_url, REGISTRY, CUSTOM_STRATEGIES)
+    try:
+        for committer in (ahead, plain):
+            committer.commit(Batch(setup), "b0")
+        ahead.ahead.announce("b1", first)
+        ahead.ahead.announce("b2", second)
+        ahead.commit(Batch(first), "b1")
+        plain.commit(Batch(first), "b1")
+        assert ahead.ahead.wait("b2", WAIT_S)  # decided while b1 wrote, against C1 at version 1
+        if when == "before its transaction":
+            on_both(settings, twin, statement)
+        else:
+            faults.statement = statement  # on `settings`' schema, once b2's transaction has begun
+            with psycopg.connect(twin.database_url, autocommit=True) as connection:
+                connection.execute(statement)
+        decided = ahead.commit(Batch(second), "b2")
+        expected = plain.commit(Batch(second), "b2")
+        stats = dict(ahead.ahead.stats)
+    finally:
+        ahead.close()
+        plain.close()
+    assert faults.statement is None
+    assert "used" not in stats, stats  # decided again, in the transaction
+    if when == "before its transaction":
+        assert stats.get("stale") == 1, stats
+    assert outcome_values(decided) == outcome_values(expected)
+    assert customers(settings) == customers(twin)
+    tables, twin_tables = table_rows(settings), table_rows(twin)
+    assert {t: r for t, r in tables.items() if t != "customer"} == {
+        t: r for t, r in twin_tables.items() if t != "customer"}
+    (outcome,) = decided
+    assert (outcome.status, outcome.reason, bool(outcome.conflict_ids)) == {
+        "a row it only reads": ("APPLIED", None, False),
+        "a row it writes": ("APPLIED", None, True),
+        "a row it writes, deleted": ("REJECTED", "ENTITY_NOT_FOUND", False),
+        "a row it creates": ("APPLIED", None, True),
+    }[change], outcome
