@@ -47,8 +47,8 @@ CORE_TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     # `mutagg verify` records each run and prunes old ones; the metrics refresher reads the latest.
     "verify_runs": ("SELECT", "INSERT", "DELETE"),
 }
-# SELECT .. FOR UPDATE (needs UPDATE), CREATE TEMP TABLE _stage_x (LIKE x) (needs SELECT),
-# INSERT .. SELECT FROM the staging table ON CONFLICT DO UPDATE.
+# SELECT .. FOR UPDATE / FOR SHARE (needs UPDATE), CREATE TEMP TABLE _stage_x (LIKE x) (needs SELECT),
+# INSERT .. SELECT FROM the staging table ON CONFLICT DO UPDATE (or DO NOTHING), UPDATE .. FROM it.
 ENTITY_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE")
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 # TEMPORARY: the per-connection staging tables. Not CREATE (no new schemas).

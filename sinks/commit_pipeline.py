@@ -11,9 +11,10 @@ through `CommitPipeline`, one per apply step, in these steps:
    before has decided in its transaction, this part is decided from unlocked reads and that
    part's decided states. With `MUTAGG_PREPARE_AHEAD=false` (`PrepareAheadOff`) it is not.
 3. Transaction (the commit thread, `mutagg-commit`, one per shard), `CommitPipeline._transaction`
-   and `PostgresCommitter.commit` (sinks/postgres.py): lock the rows, take the decision made
-   ahead if every assumption holds (else decide now), write entity rows, ledger, conflicts and
-   the resume offsets, COMMIT. Never after a part that failed (`CommitAborted`) or lost a claim
+   and `PostgresCommitter.commit` (sinks/postgres.py): take the decision made ahead if every
+   assumption holds (the rows it only reads share-locked and compared, the rows it writes checked
+   by the write itself), else lock the rows and decide now; write entity rows, ledger, conflicts
+   and the resume offsets, COMMIT. Never after a part that failed (`CommitAborted`) or lost a claim
    (`SKIPPED`).
 4. Collect (the dataflow worker thread), `CommitPipeline.collect`: oldest first. A failed commit
    raises here and stops the job; a part that lost a claim is taken back with every part after it.

@@ -1,5 +1,6 @@
-"""The Postgres sink: take a micro-batch, decide it against the locked rows, and
-commit entity rows, ledger and conflicts in ONE transaction.
+"""The Postgres sink: take a micro-batch, decide it against the locked rows (or check the
+decision made ahead of it, sinks/prepare_ahead.py), and commit entity rows, ledger and
+conflicts in ONE transaction.
 
 Contract: `commit(batch)` returns one `Outcome` per item, in order, and only
 after the transaction that holds those outcomes has committed. Transient errors
