@@ -289,7 +289,8 @@ def write_checked(cursor: psycopg.Cursor, table: TablePlan, frame: pl.DataFrame,
 
     No row is locked beforehand: each statement locks what it writes. Under REPEATABLE READ a
     row another transaction changed (or deleted, or inserted) since this transaction's snapshot
-    raises SerializationFailure there; one changed before it fails the match, so is not written."""
+    raises SerializationFailure there; one changed before it fails the match, so is not written.
+    (BENCHMARKS "Checked writes instead of row locks".)"""
     if frame.height == 0:
         return
     copy_frame(cursor, table.copy_checked, frame, on_copy)
