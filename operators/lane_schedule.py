@@ -38,11 +38,14 @@ class LaneSchedule:
         self.fresh = 0
 
     def handed_over(self, lane: bool) -> None:
-        """A part was handed to the commit thread: a lane part (`lane`) or a standard one."""
+        """A part was handed to the commit thread: a lane part (`lane`: also lane items that boarded
+        a standard part) or a standard one."""
         self.standard_since_lane = not lane
 
-    def may_go(self, fresh: int, in_flight: Sequence[bool]) -> bool:
-        """Lane items wait and, while standard parts commit, one went since the last lane part:
+    def may_go(self, fresh: int, in_flight: Sequence[bool], boardable: bool = False) -> bool:
+        """Lane items wait and the newest part in flight takes riders (`boardable`: they commit in
+        its transaction, right after it, at no fixed cost of their own); or, while standard parts
+        commit, one went since the last lane part:
         lane and standard parts alternate, so each lane part (a transaction, an audit export,
         acks: a fixed cost) rides on a standard one's time whatever the load; lane items read
         meanwhile join the next one. With no standard work at all, lane items go at once.
@@ -50,7 +53,11 @@ class LaneSchedule:
         `fresh`: items of both topics read since the last full flush; `in_flight`: the lane
         flags of the parts in flight, oldest first. Never while a lane part is the newest in
         flight: one lane part at the tail of the commit queue at most."""
-        if not self.fresh or (in_flight and in_flight[-1]):
+        if not self.fresh:
+            return False
+        if boardable:
+            return True
+        if in_flight and in_flight[-1]:
             return False
         idle = fresh <= self.fresh and all(in_flight)  # no standard work
         return self.standard_since_lane or idle

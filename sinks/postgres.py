@@ -162,6 +162,9 @@ class PostgresCommitter:
         except MutaggError:
             raise  # reported as it is (e.g. ServiceUnavailable)
         except DATA_ERRORS as exc:
+            if batch.riders:  # split as if they had been handed over with it (they commit after it)
+                return self.commit(Batch([*batch.items, *batch.riders], batch.resume_offsets, batch.shared),
+                                   batch_id, written)
             if len(batch.items) == 1:
                 return self._quarantine(batch.items[0], batch_id, exc, written)
             middle = len(batch.items) // 2
@@ -224,6 +227,8 @@ class PostgresCommitter:
             self.ahead.publish(batch_id, xid, decisions.touched, ids)
             now = datetime.now(UTC).isoformat()
             outcomes = write_decisions(cursor, decisions, plans, now, self._mid_copy, wrote)
+            if batch.riders:  # decided here, after the batch's writes: as a batch of their own after it
+                outcomes += self._ride(cursor, batch.riders, batch_id, plans, now, wrote)
             ledger.record_offsets(cursor, batch.resume_offsets, batch_id)
             mark = None if self.committed is None else self.committed.next(batch_id)
             if mark is not None:
@@ -236,6 +241,15 @@ class PostgresCommitter:
         if written is not None:
             written += wrote
         return outcomes
+
+    def _ride(self, cursor: psycopg.Cursor, riders: list[Item], batch_id: str,
+              plans: dict[str, entity_rows.TablePlan], now: str, wrote: list[Written]) -> list[Outcome]:
+        """Decide and write the priority-lane items that boarded batch `batch_id`, in its open
+        transaction after its own writes (which they see, as a transaction after it would), under
+        a batch id of their own that sorts right after it (`riders_batch_id`)."""
+        rider_id = riders_batch_id(batch_id)
+        decisions = self._decide(cursor, Batch(riders), rider_id, decided_ids(riders), plans)
+        return write_decisions(cursor, decisions, plans, now, self._mid_copy, wrote)
 
     def _decide(
         self, cursor: psycopg.Cursor, batch: Batch, batch_id: str, ids: list[str],
@@ -290,6 +304,12 @@ class PostgresCommitter:
             return [from_decision(source, decision, batch_id, now)]
 
         return retry_transient(write, self.deadline_s, drop=self.drop_connection)
+
+
+def riders_batch_id(batch_id: str) -> str:
+    """The batch id of the lane items that rode batch `batch_id`: it sorts after it (and after its
+    split halves, `.1` and `.2`) and before the next batch, as batch ids sort in commit order."""
+    return f"{batch_id}.lane"
 
 
 _BEGIN = b"SELECT set_config('mutagg.writer', 'job', true), pg_current_xact_id()::text"
