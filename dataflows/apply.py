@@ -165,7 +165,8 @@ class ApplyLogic(ShardSteps, HandOver, StatefulBatchLogic[DecodedChunk, BatchRep
                                    "routed_to": self.routing.topic_for(entity_type)})
 
     def _lane_may_go(self) -> bool:
-        return self.lane_schedule.may_go(self.window.fresh, self._in_flight_lanes(), self.pipeline.boardable())
+        return self.lane_schedule.may_go(self.window.fresh, self._in_flight_lanes(), self.pipeline.boardable(),
+                                         time.monotonic())
 
     def _lane_step(self) -> list[BatchReport]:
         """With the priority lane read: never block the worker on a full commit queue (it would
@@ -233,7 +234,7 @@ class ApplyLogic(ShardSteps, HandOver, StatefulBatchLogic[DecodedChunk, BatchRep
             reports = self.pipeline.collect(wait=False)  # what is in flight counts as decided already
             ready = list(self.sequencer.release(only_topic=self.lane).order)
             if ready and self.pipeline.board(ready):  # riding the newest part in flight (sinks/commit_pipeline.py)
-                self.lane_schedule.handed_over(lane=True)
+                self.lane_schedule.boarded_at(time.monotonic())
                 self.sequencer.mark_decided(filter(None, map(item_id, ready)))
                 return reports
             return reports + self._commit(ready, len(ready), patient=True)

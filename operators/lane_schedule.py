@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 LANE_ACTIVE_S = 2.0  # the priority lane counts as busy this long after it last gave mutations
 LANE_MIN_PART = 500  # standard parts are never made smaller than this for the lane
+# Lane items board a standard part at most this often: each boarding is a lane release, which reads
+# the whole waiting room (BENCHMARKS "Critical changes overtake a backlog"); a rider commits when
+# the part it boards does, so boarding later within its wait costs it nothing.
+LANE_BOARD_INTERVAL_S = 0.05
 
 
 @dataclass(slots=True)
@@ -23,6 +27,7 @@ class LaneSchedule:
     fresh: int = 0  # lane items admitted since its last flush
     seen: float = float("-inf")  # monotonic time the lane last gave items
     standard_since_lane: bool = True  # a standard part was handed over since the last lane part
+    boarded: float = float("-inf")  # monotonic time lane items last boarded a standard part
 
     def read(self, count: int, now: float) -> None:
         """`count` (> 0) items were read from the lane at monotonic time `now`."""
@@ -37,15 +42,22 @@ class LaneSchedule:
         """A flush took the lane's items that may go (the others wait for a later release)."""
         self.fresh = 0
 
+    def boarded_at(self, now: float) -> None:
+        """Lane items boarded a standard part at monotonic time `now`."""
+        self.boarded = now
+        self.handed_over(lane=True)
+
     def handed_over(self, lane: bool) -> None:
         """A part was handed to the commit thread: a lane part (`lane`: also lane items that boarded
         a standard part) or a standard one."""
         self.standard_since_lane = not lane
 
-    def may_go(self, fresh: int, in_flight: Sequence[bool], boardable: bool = False) -> bool:
+    def may_go(self, fresh: int, in_flight: Sequence[bool], boardable: bool = False,
+               now: float = float("inf")) -> bool:
         """Lane items wait and the newest part in flight takes riders (`boardable`: they commit in
-        its transaction, right after it, at no fixed cost of their own); or, while standard parts
-        commit, one went since the last lane part:
+        its transaction, right after it, at no fixed cost of their own), at most every
+        LANE_BOARD_INTERVAL_S (monotonic time `now`); or, while standard parts commit, one went
+        since the last lane part:
         lane and standard parts alternate, so each lane part (a transaction, an audit export,
         acks: a fixed cost) rides on a standard one's time whatever the load; lane items read
         meanwhile join the next one. With no standard work at all, lane items go at once.
@@ -56,7 +68,7 @@ class LaneSchedule:
         if not self.fresh:
             return False
         if boardable:
-            return True
+            return now - self.boarded >= LANE_BOARD_INTERVAL_S
         if in_flight and in_flight[-1]:
             return False
         idle = fresh <= self.fresh and all(in_flight)  # no standard work

@@ -262,7 +262,7 @@ class CommitPipeline:
         self.in_flight.popleft()
         self.committed_in(seconds)
         if not batch.lane and len(batch.part) >= self.timed_from:
-            per_item = seconds / len(batch.part)
+            per_item = seconds / batch.size  # its riders took part of its time
             self.seconds_per_item = per_item if not self.seconds_per_item else \
                 0.7 * self.seconds_per_item + 0.3 * per_item
         # Step 5 follows in order on the after-commit thread, overlapping the next transaction;
