@@ -26,7 +26,8 @@ Resume offsets: each transaction (3) records where a restart without recovery da
 before every part not yet acknowledged; a settle (4 and 5 for everything, then the exact
 offsets: dataflows/hand_over.py) records them again once all is acknowledged. Crash tests kill the
 job at sinks/faults.py's points: `mid_copy`, `before_commit` (3), `after_commit` (3, after the
-COMMIT), `after_acks` (5).
+COMMIT), `after_riders` (3, after the COMMIT of a part that priority-lane items boarded: `board`),
+`after_acks` (5).
 
 Steps 1 and 4 run on the worker, the others each on a thread of their own; the hand-offs are a
 one-thread executor (3), the prepare-ahead strategy (2) and a bounded queue (5).

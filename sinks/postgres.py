@@ -189,6 +189,8 @@ class PostgresCommitter:
                 with collector_paused():  # resumed after `_transaction` has let go of its working set
                     outcomes = self._transaction(batch, batch_id, written)
                 self.faults.hit("after_commit")
+                if batch.riders:  # crash tests: a part with priority-lane riders has committed
+                    self.faults.hit("after_riders")
                 self.faults.hit("drop_after_commit")
             return outcomes
         except psycopg.errors.UniqueViolation as exc:
