@@ -36,7 +36,6 @@ one-thread executor (3), the prepare-ahead strategy (2) and a bounded queue (5).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from mutagg.heartbeat import HEARTBEAT
 from schemas.errors import ClaimLost, MutaggError
 from sinks.after_commit import AfterCommit, Committed, Offsets, lowest_offsets
 from sinks.outcomes import Batch, SharedWrite
+from sinks.riders import Boarding
 
 if TYPE_CHECKING:
     from operators.shard_view import Publication
@@ -73,41 +73,6 @@ def commit_thread(shard: str | None = None) -> ThreadPoolExecutor:
 
 class CommitAborted(MutaggError):
     """A batch was not committed because an earlier one failed (its error stops the job)."""
-
-
-class Boarding:
-    """Priority-lane items riding a standard part (README "Priority lane"): the worker may add
-    them while the part waits for the commit thread; its transaction closes the boarding as it
-    begins and commits them after the part's own items. A lane item that boards the newest part in
-    flight commits where a lane part handed over next would (right after it), without a
-    transaction, an audit export and acks of its own."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._riders: list = []
-        self._open = True
-
-    @property
-    def open(self) -> bool:
-        return self._open
-
-    @property
-    def riders(self) -> list:
-        return self._riders
-
-    def board(self, items: list) -> bool:
-        """Add `items` (the worker); False, and nothing added, once the transaction has begun."""
-        with self._lock:
-            if not self._open:
-                return False
-            self._riders = [*self._riders, *items]
-            return True
-
-    def close(self) -> list:
-        """The transaction begins (the commit thread): the riders, final from now on."""
-        with self._lock:
-            self._open = False
-            return self._riders
 
 
 @dataclass(frozen=True, slots=True)

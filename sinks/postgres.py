@@ -32,6 +32,7 @@ from sinks.faults import NO_FAULTS, FaultInjector
 from sinks.gc_pause import collector_paused
 from sinks.outcomes import Batch, Item, Outcome, decided_ids, from_decision, from_ledger, item_id, source_of
 from sinks.prepare_ahead import PREPARE_AHEAD_OFF, PrepareAhead
+from sinks.riders import riders_batch_id
 
 if TYPE_CHECKING:
     from operators.shard_view import Publication, View
@@ -308,12 +309,6 @@ class PostgresCommitter:
             return [from_decision(source, decision, batch_id, now)]
 
         return retry_transient(write, self.deadline_s, drop=self.drop_connection)
-
-
-def riders_batch_id(batch_id: str) -> str:
-    """The batch id of the lane items that rode batch `batch_id`: it sorts after it (and after its
-    split halves, `.1` and `.2`) and before the next batch, as batch ids sort in commit order."""
-    return f"{batch_id}.lane"
 
 
 _BEGIN = b"SELECT set_config('mutagg.writer', 'job', true), pg_current_xact_id()::text"

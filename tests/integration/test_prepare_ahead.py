@@ -18,8 +18,9 @@ from operators.strategies import CUSTOM_STRATEGIES
 from schemas.mutation import Mutation, RawMessage, Rejection, decode
 from schemas.registry import load_registry
 from sinks.outcomes import Batch
-from sinks.postgres import PostgresCommitter, riders_batch_id
+from sinks.postgres import PostgresCommitter
 from sinks.prepare_ahead import PrepareAheadOn
+from sinks.riders import riders_batch_id
 from tests.integration.conftest import drop_schema, new_schema
 
 pytestmark = pytest.mark.integration
