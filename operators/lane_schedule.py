@@ -92,7 +92,7 @@ def standard_cap(batch_size: int, lane_batch_size: int, lane_commit_target_s: fl
         return batch_size
     cap = min(batch_size, lane_batch_size)
     if seconds_per_item:
-        cap = min(cap, max(LANE_MIN_PART, int(lane_commit_target_s / seconds_per_item)))
+        cap = min(cap, max(LANE_MIN_PART, int(min(cap, lane_commit_target_s / seconds_per_item))))  # no int(inf)
     return cap
 
 
