@@ -6,7 +6,8 @@ through `CommitPipeline`, one per apply step, in these steps:
 1. Hand over (the dataflow worker thread), `CommitPipeline.hand_over`: the part is announced
    to the prepare-ahead strategy, in commit order, and queued on the commit thread; from now
    on it counts as decided for the sequencer. At most IN_FLIGHT_LIMIT parts are in flight (one
-   commits, one waits), so the worker reads and sequences on meanwhile.
+   commits, one waits), so the worker reads and sequences on meanwhile. Priority-lane items may
+   board the newest standard part until its transaction begins (`board`, sinks/riders.py).
 2. Prepare ahead (the prepare thread, `mutagg-prepare`), sinks/prepare_ahead.py: once the part
    before has decided in its transaction, this part is decided from unlocked reads and that
    part's decided states. With `MUTAGG_PREPARE_AHEAD=false` (`PrepareAheadOff`) it is not.
