@@ -116,9 +116,6 @@ class TablePlan:
     stage: bytes
     copy: bytes
     upsert: bytes
-    clear: bytes
-    """Empty the staging table before a second `upsert_frame` in the same transaction (its rows are
-    deleted only at COMMIT, and the upsert takes all of them)."""
     columns: tuple[tuple[str, Any, ColumnText | None], ...]
     """(attribute, Polars dtype, text rendering or None) in the table's column order."""
     schema: dict[str, Any]
@@ -164,7 +161,6 @@ def plan(entity_type: EntityType, context: psycopg.Connection | None = None) -> 
         stage=stage_statement(stage, table).as_bytes(context),
         copy=copy_statement(stage, tuple(schema)).as_bytes(context),
         upsert=upsert.as_bytes(context),
-        clear=sql.SQL("DELETE FROM {}").format(stage).as_bytes(context),
         columns=tuple(columns),
         schema=schema,
         staging=staging(stage, context),

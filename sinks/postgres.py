@@ -252,8 +252,7 @@ class PostgresCommitter:
         a batch id of their own that sorts right after it (`riders_batch_id`)."""
         rider_id = riders_batch_id(batch_id)
         decisions = self._decide(cursor, Batch(riders), rider_id, decided_ids(riders), plans)
-        for type_name in decisions.touched:  # the batch's own rows of these types are still staged
-            cursor.execute(plans[type_name].clear)
+        # The batch's own rows are still staged: each upsert empties its staging table first.
         return write_decisions(cursor, decisions, plans, now, self._mid_copy, wrote)
 
     def _decide(
