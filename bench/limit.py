@@ -23,6 +23,7 @@ from bench.steady import OutputClock, Timing
 from mutagg.settings import Settings
 from schemas.ddl import LEDGER_COLUMNS
 from schemas.registry import EntityType, Registry
+from sinks import entity_rows
 
 
 def database_limit(settings: Settings, registry: Registry, chunks: list[RowChunk]) -> Timing:
@@ -37,11 +38,13 @@ def database_limit(settings: Settings, registry: Registry, chunks: list[RowChunk
             with connection.transaction():
                 cursor.execute("SET LOCAL mutagg.writer = 'job'")  # as the job: the foreign-writer trigger skips
                 for type_name, (columns, csv) in sorted(chunk.entity_csv.items()):
-                    create_stage, copy_stage, upsert = statements[type_name]
+                    create_stage, copy_stage, upsert, staging = statements[type_name]
                     cursor.execute(create_stage)
+                    staging.filled(csv.count(b"\n"))  # rows, but for quoted line breaks: enough to choose
                     with cursor.copy(copy_stage(columns)) as copy:
                         copy.write(csv)
                     cursor.execute(upsert(columns))
+                    cursor.execute(staging.emptying())
                 with cursor.copy(_copy(sql.Identifier("mutation_log"), LEDGER_COLUMNS)) as copy:
                     copy.write(chunk.ledger_csv)
             commits.mark()
@@ -66,12 +69,11 @@ def _stamp_column(cursor: psycopg.Cursor, table: str) -> str | None:
 
 
 def _statements(entity_type: EntityType, stamp: str | None) -> tuple:
-    """The staging table, its COPY, and the set-based upsert, as `sinks.entity_rows.upsert` builds them."""
+    """The staging table, its COPY, the set-based upsert and how the staging table is emptied, as
+    `sinks.entity_rows.plan` builds them."""
     table = sql.Identifier(entity_type.table)
     stage = sql.Identifier(f"_stage_{entity_type.table}")
-    create = sql.SQL(
-        "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-    ).format(stage, table)
+    create = entity_rows.stage_statement(stage, table)
 
     def upsert(columns: tuple[str, ...]) -> sql.Composable:
         names = sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -84,7 +86,7 @@ def _statements(entity_type: EntityType, stamp: str | None) -> tuple:
             "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({key}) DO UPDATE SET {updates}"
         ).format(table=table, cols=names, stage=stage, key=sql.Identifier(entity_type.key), updates=updates)
 
-    return create, lambda columns: _copy(stage, columns), upsert
+    return create, lambda columns: _copy(stage, columns), upsert, entity_rows.staging(stage)
 
 
 def kafka_limit(settings: Settings, topic: str, deadline_s: float = 600.0) -> tuple[int, Timing]:

@@ -39,7 +39,7 @@ from schemas.mutation import Mutation, Rejection
 from sinks.after_commit import Offsets
 from sinks.commit_pipeline import IN_FLIGHT_LIMIT, BatchReport, CommitPipeline
 from sinks.fence import CommitMark
-from sinks.outcomes import Unmet
+from sinks.outcomes import Unmet, item_id
 
 log = logging.getLogger(__name__)
 
@@ -165,25 +165,28 @@ class ApplyLogic(ShardSteps, HandOver, StatefulBatchLogic[DecodedChunk, BatchRep
                                    "routed_to": self.routing.topic_for(entity_type)})
 
     def _lane_may_go(self) -> bool:
-        return self.lane_schedule.may_go(self.window.fresh, self._in_flight_lanes())
+        return self.lane_schedule.may_go(self.window.fresh, self._in_flight_lanes(), self.pipeline.boardable(),
+                                         time.monotonic())
 
     def _lane_step(self) -> list[BatchReport]:
         """With the priority lane read: never block the worker on a full commit queue (it would
-        stop reading the lane too). Lane items go as soon as they are read, in their own part; a
+        stop reading the lane too). Lane items go as soon as they are read: riding the newest
+        standard part in flight while its transaction has not begun, else in their own part; a
         standard batch waits for a free slot, and while one is held the standard topic pauses."""
         reports = self.pipeline.collect(wait=False)
         now = datetime.now(UTC)
-        # One lane part at the tail of the commit queue at most: lane items read meanwhile join the
-        # next one (each part is a transaction: many small ones would slow the backlog's drain).
-        if self._lane_may_go():
-            reports += self.flush(at_end=False, lane_only=True)
         # A backlog goes in full parts as soon as a slot is free (its window would only let lane parts
-        # take the commit thread meanwhile); less than a part waits for its window.
+        # take the commit thread meanwhile); less than a part waits for its window. First: its release
+        # takes the lane's free items too, and its newest part takes the lane's riders next.
         due = self.window.full(self._standard_cap()) or self.window.due(now)
         if self.window.fresh:
             self.window.open(now)
         if due and standard_in_flight(self._in_flight_lanes()) < IN_FLIGHT_LIMIT:
             reports += self.flush(at_end=False)
+        # Otherwise one lane part at the tail of the commit queue at most: lane items read meanwhile
+        # join the next one (each part is a transaction: many small ones would slow the backlog's drain).
+        if self._lane_may_go():
+            reports += self.flush(at_end=False, lane_only=True)
         # Hold off the standard topic while a batch of it waits for a slot (the lane reads on): the
         # backpressure that a worker blocked on the commit queue gives without the lane.
         if self.window.full(self.batch_size):
@@ -229,8 +232,12 @@ class ApplyLogic(ShardSteps, HandOver, StatefulBatchLogic[DecodedChunk, BatchRep
         self.lane_schedule.flushed()
         if lane_only:  # the lane's items that may go now, and nothing else (operators/sequencer.py)
             reports = self.pipeline.collect(wait=False)  # what is in flight counts as decided already
-            ready = self.sequencer.release(only_topic=self.lane).order
-            return reports + self._commit(list(ready), len(ready), patient=True)
+            ready = list(self.sequencer.release(only_topic=self.lane).order)
+            if ready and self.pipeline.board(ready):  # riding the newest part in flight (sinks/commit_pipeline.py)
+                self.lane_schedule.boarded_at(time.monotonic())
+                self.sequencer.mark_decided(filter(None, map(item_id, ready)))
+                return reports
+            return reports + self._commit(ready, len(ready), patient=True)
         self.window.flushed()
         reports = self.pipeline.collect(wait=False)  # what is in flight counts as decided already
         release = self._release(at_end)

@@ -139,7 +139,10 @@ class HandOver:
             firsts, copies, shared = ([], [], None) if shard is None else \
                 self._shared_write(items, part, shard, publication)
             handed = items[part.start:part.end]
-            pipeline.hand_over(handed, resume, batch_id, part.lane, firsts, copies, shared)
+            # Lane items read later may board a standard part until it begins (not a shard's: the lane is
+            # a single committer's).
+            boardable = patient and shard is None and not part.lane
+            pipeline.hand_over(handed, resume, batch_id, part.lane, firsts, copies, shared, boardable)
             self.lane_schedule.handed_over(part.lane)
             self.sequencer.mark_decided(filter(None, map(item_id, handed)))
             self.recorded_offsets = resume

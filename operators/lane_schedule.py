@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 LANE_ACTIVE_S = 2.0  # the priority lane counts as busy this long after it last gave mutations
 LANE_MIN_PART = 500  # standard parts are never made smaller than this for the lane
+# Lane items board a standard part at most this often: each boarding is a lane release, which reads
+# the whole waiting room (BENCHMARKS "Critical changes overtake a backlog"); a rider commits when
+# the part it boards does, so boarding later within its wait costs it nothing.
+LANE_BOARD_INTERVAL_S = 0.05
 
 
 @dataclass(slots=True)
@@ -23,6 +27,7 @@ class LaneSchedule:
     fresh: int = 0  # lane items admitted since its last flush
     seen: float = float("-inf")  # monotonic time the lane last gave items
     standard_since_lane: bool = True  # a standard part was handed over since the last lane part
+    boarded: float = float("-inf")  # monotonic time lane items last boarded a standard part
 
     def read(self, count: int, now: float) -> None:
         """`count` (> 0) items were read from the lane at monotonic time `now`."""
@@ -37,12 +42,22 @@ class LaneSchedule:
         """A flush took the lane's items that may go (the others wait for a later release)."""
         self.fresh = 0
 
+    def boarded_at(self, now: float) -> None:
+        """Lane items boarded a standard part at monotonic time `now`."""
+        self.boarded = now
+        self.handed_over(lane=True)
+
     def handed_over(self, lane: bool) -> None:
-        """A part was handed to the commit thread: a lane part (`lane`) or a standard one."""
+        """A part was handed to the commit thread: a lane part (`lane`: also lane items that boarded
+        a standard part) or a standard one."""
         self.standard_since_lane = not lane
 
-    def may_go(self, fresh: int, in_flight: Sequence[bool]) -> bool:
-        """Lane items wait and, while standard parts commit, one went since the last lane part:
+    def may_go(self, fresh: int, in_flight: Sequence[bool], boardable: bool = False,
+               now: float = float("inf")) -> bool:
+        """Lane items wait and the newest part in flight takes riders (`boardable`: they commit in
+        its transaction, right after it, at no fixed cost of their own), at most every
+        LANE_BOARD_INTERVAL_S (monotonic time `now`); or, while standard parts commit, one went
+        since the last lane part:
         lane and standard parts alternate, so each lane part (a transaction, an audit export,
         acks: a fixed cost) rides on a standard one's time whatever the load; lane items read
         meanwhile join the next one. With no standard work at all, lane items go at once.
@@ -50,7 +65,11 @@ class LaneSchedule:
         `fresh`: items of both topics read since the last full flush; `in_flight`: the lane
         flags of the parts in flight, oldest first. Never while a lane part is the newest in
         flight: one lane part at the tail of the commit queue at most."""
-        if not self.fresh or (in_flight and in_flight[-1]):
+        if not self.fresh:
+            return False
+        if boardable:
+            return now - self.boarded >= LANE_BOARD_INTERVAL_S
+        if in_flight and in_flight[-1]:
             return False
         idle = fresh <= self.fresh and all(in_flight)  # no standard work
         return self.standard_since_lane or idle
@@ -73,7 +92,7 @@ def standard_cap(batch_size: int, lane_batch_size: int, lane_commit_target_s: fl
         return batch_size
     cap = min(batch_size, lane_batch_size)
     if seconds_per_item:
-        cap = min(cap, max(LANE_MIN_PART, int(lane_commit_target_s / seconds_per_item)))
+        cap = min(cap, max(LANE_MIN_PART, int(min(cap, lane_commit_target_s / seconds_per_item))))  # no int(inf)
     return cap
 
 

@@ -6,7 +6,8 @@ through `CommitPipeline`, one per apply step, in these steps:
 1. Hand over (the dataflow worker thread), `CommitPipeline.hand_over`: the part is announced
    to the prepare-ahead strategy, in commit order, and queued on the commit thread; from now
    on it counts as decided for the sequencer. At most IN_FLIGHT_LIMIT parts are in flight (one
-   commits, one waits), so the worker reads and sequences on meanwhile.
+   commits, one waits), so the worker reads and sequences on meanwhile. Priority-lane items may
+   board the newest standard part until its transaction begins (`board`, sinks/riders.py).
 2. Prepare ahead (the prepare thread, `mutagg-prepare`), sinks/prepare_ahead.py: once the part
    before has decided in its transaction, this part is decided from unlocked reads and that
    part's decided states. With `MUTAGG_PREPARE_AHEAD=false` (`PrepareAheadOff`) it is not.
@@ -27,7 +28,8 @@ Resume offsets: each transaction (3) records where a restart without recovery da
 before every part not yet acknowledged; a settle (4 and 5 for everything, then the exact
 offsets: dataflows/hand_over.py) records them again once all is acknowledged. Crash tests kill the
 job at sinks/faults.py's points: `mid_copy`, `before_commit` (3), `after_commit` (3, after the
-COMMIT), `after_acks` (5).
+COMMIT), `after_riders` (3, after the COMMIT of a part that priority-lane items boarded: `board`),
+`after_acks` (5).
 
 Steps 1 and 4 run on the worker, the others each on a thread of their own; the hand-offs are a
 one-thread executor (3), the prepare-ahead strategy (2) and a bounded queue (5).
@@ -47,6 +49,7 @@ from mutagg.heartbeat import HEARTBEAT
 from schemas.errors import ClaimLost, MutaggError
 from sinks.after_commit import AfterCommit, Committed, Offsets, lowest_offsets
 from sinks.outcomes import Batch, SharedWrite
+from sinks.riders import Boarding
 
 if TYPE_CHECKING:
     from operators.shard_view import Publication
@@ -85,6 +88,11 @@ class InFlight:
     lane: bool = False  # a part of the priority lane's items only
     firsts: list = ()  # a shard's part: its first copies (mutations, as released) ...
     copies: list = ()  # ... and later copies: taken back if another partition claimed one first
+    boarding: Boarding | None = None  # a standard part's lane riders (`CommitPipeline.board`)
+
+    @property
+    def size(self) -> int:
+        return len(self.part) + (len(self.boarding.riders) if self.boarding is not None else 0)
 
 
 class _Skipped:
@@ -130,13 +138,36 @@ class CommitPipeline:
 
     # Step 1: the dataflow worker thread.
     def hand_over(self, part: list, resume: Offsets, batch_id: str, lane: bool = False,
-                  firsts: list = (), copies: list = (), shared: SharedWrite | None = None) -> None:
+                  firsts: list = (), copies: list = (), shared: SharedWrite | None = None,
+                  boardable: bool = False) -> None:
         """Queue `part` for its transaction, which records the resume offsets `resume` (and, for a
         shard, `shared`). The caller keeps at most IN_FLIGHT_LIMIT in flight and counts the part as
-        decided from now on; `lane`, `firsts` and `copies` are kept for collecting and taking back."""
+        decided from now on; `lane`, `firsts` and `copies` are kept for collecting and taking back.
+        Lane items may board a `boardable` part (`board`) until its transaction begins."""
         self.committer.ahead.announce(batch_id, part)  # step 2 decides it while the one before writes
-        future = self.commits.submit(self._transaction, part, resume, batch_id, shared)
-        self.in_flight.append(InFlight(batch_id, part, lowest_offsets(part), future, lane, firsts, copies))
+        boarding = Boarding() if boardable else None
+        future = self.commits.submit(self._transaction, part, resume, batch_id, shared, boarding)
+        self.in_flight.append(InFlight(batch_id, part, lowest_offsets(part), future, lane, firsts, copies, boarding))
+
+    def boardable(self) -> bool:
+        """The newest part in flight takes lane riders (its transaction has not begun yet)."""
+        return bool(self.in_flight) and self.in_flight[-1].boarding is not None and self.in_flight[-1].boarding.open
+
+    def board(self, items: list) -> bool:
+        """Step 1 for lane items (the worker): let them ride the newest part in flight, after its
+        items in its transaction; False (nothing taken) if its transaction has begun. They count as
+        decided from now on, like a part handed over. The part's transaction records the resume
+        offsets computed at its hand-over: they are before these items (held or unread then), so a
+        restart re-reads them (the ledger knows them); its offsets held until acknowledged take
+        them in (the next parts' resume offsets stay before them until then)."""
+        if not self.in_flight or self.in_flight[-1].boarding is None:
+            return False
+        tail = self.in_flight[-1]
+        if not tail.boarding.board(items):
+            return False
+        for key, offset in lowest_offsets(items).items():
+            tail.offsets[key] = min(tail.offsets.get(key, offset), offset)
+        return True
 
     def on_commit_thread(self, action: Callable[..., T], *args: object) -> T:
         """Run `action` on the commit thread (the committer's connection is its own), after the
@@ -157,9 +188,11 @@ class CommitPipeline:
         return True
 
     # Steps 2 and 3: the commit thread (step 2's decision is taken inside the transaction).
-    def _transaction(self, part: list, resume: Offsets, batch_id: str, shared: SharedWrite | None = None):
+    def _transaction(self, part: list, resume: Offsets, batch_id: str, shared: SharedWrite | None = None,
+                     boarding: Boarding | None = None):
         """(outcomes, seconds, committed at, what its transactions wrote); for a shard's part that
         commits nothing, `ClaimLost` (this part) or SKIPPED (a later one)."""
+        riders = boarding.close() if boarding is not None else []
         if self._commit_failed:
             raise CommitAborted(f"batch {batch_id} not committed: an earlier batch failed")
         if self._lost:
@@ -168,7 +201,7 @@ class CommitPipeline:
         began = time.perf_counter()
         written: list = []
         try:
-            outcomes = self.committer.commit(Batch(part, resume, shared), batch_id, written)
+            outcomes = self.committer.commit(Batch(part, resume, shared, riders), batch_id, written)
         except ClaimLost as lost:
             self._lost = True  # the parts after it were sequenced after it: none of them may commit
             return lost
@@ -197,7 +230,7 @@ class CommitPipeline:
         self.in_flight.popleft()
         self.committed_in(seconds)
         if not batch.lane and len(batch.part) >= self.timed_from:
-            per_item = seconds / len(batch.part)
+            per_item = seconds / batch.size  # its riders took part of its time
             self.seconds_per_item = per_item if not self.seconds_per_item else \
                 0.7 * self.seconds_per_item + 0.3 * per_item
         # Step 5 follows in order on the after-commit thread, overlapping the next transaction;
@@ -205,9 +238,9 @@ class CommitPipeline:
         with HEARTBEAT.waiting_on(AFTER_COMMIT):  # blocks only while two batches wait for it
             self.after_commit.submit(
                 Committed(batch.batch_id, outcomes, batch.offsets, seconds, committed_at, written))
-        log.info("batch committed", extra={"batch_id": batch.batch_id, "size": len(batch.part),
+        log.info("batch committed", extra={"batch_id": batch.batch_id, "size": batch.size,
                                            "seconds": round(seconds, 4)})
-        return [BatchReport(batch.batch_id, len(batch.part), seconds)]
+        return [BatchReport(batch.batch_id, batch.size, seconds)]
 
     def _take_back(self) -> None:
         """A shard's part lost a claim: it and every part after it committed nothing. All of them

@@ -3,6 +3,12 @@
 Rows travel as Polars frames built from the registry's types, then as CSV into
 a temporary staging table, then one set-based upsert per entity type. The SQL of
 each entity type is composed once (`TablePlan`), not per batch.
+
+A staging table is emptied by the transaction that uses it, before its COPY (`Staging`), not
+by `ON COMMIT DELETE ROWS`: that truncates every such table at every commit that touched any
+temporary table, used or not, and a truncation is file work per relation (the table, its TOAST
+table and index), a fixed cost per batch that small batches paid in full (BENCHMARKS.md,
+"Staging tables emptied by the transaction that uses them").
 """
 
 from __future__ import annotations
@@ -68,6 +74,38 @@ class ColumnText:
         return [to_copy_text(attr_type, value) for value in column]
 
 
+STAGE_DEAD_ROWS = 2000
+"""Dead rows a staging table may hold before it is truncated instead of deleted from."""
+
+
+@dataclass
+class Staging:
+    """How one connection's staging table of one entity type is emptied before each use, in the
+    transaction that fills it: a DELETE while it holds few rows (a cost per row; the rows stay dead
+    in the table, and the next upserts scan them), and once more than `limit` rows were copied in
+    since the last TRUNCATE (a fixed cost), one TRUNCATE takes them all. Rows a rolled-back
+    transaction copied in count too (they are counted when copied in)."""
+
+    delete: bytes
+    truncate: bytes
+    limit: int = STAGE_DEAD_ROWS
+    dead: int = 0
+
+    def filled(self, rows: int) -> None:
+        self.dead += rows
+
+    def emptying(self) -> bytes:
+        """The statement that empties the table now."""
+        if self.dead > self.limit:
+            self.dead = 0
+            return self.truncate
+        return self.delete
+
+
+EXPECTED = ("mutagg_expected_version", "mutagg_expected_xmin")
+"""Staging columns of a checked write: the `(version, xmin)` a row must still have to be replaced."""
+
+
 @dataclass(frozen=True)
 class TablePlan:
     """Everything about one entity type's table that does not change from batch to batch."""
@@ -92,6 +130,8 @@ class TablePlan:
     columns: tuple[tuple[str, Any, ColumnText | None], ...]
     """(attribute, Polars dtype, text rendering or None) in the table's column order."""
     schema: dict[str, Any]
+    staging: Staging
+    """Mutable: a plan belongs to one connection (its temporary staging table)."""
 
 
 def plan(entity_type: EntityType, context: psycopg.Connection | None = None) -> TablePlan:
@@ -143,9 +183,7 @@ def plan(entity_type: EntityType, context: psycopg.Connection | None = None) -> 
         select=select.as_bytes(context),
         read=read.as_bytes(context),
         share=share.as_bytes(context),
-        stage=sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS, {} bigint, {} xid) ON COMMIT DELETE ROWS"
-        ).format(stage, table, expected_version, expected_xmin).as_bytes(context),
+        stage=stage_statement(stage, table, checked=True).as_bytes(context),
         copy=copy_statement(stage, tuple(schema)).as_bytes(context),
         upsert=upsert.as_bytes(context),
         copy_checked=copy_statement(stage, (*schema, *EXPECTED)).as_bytes(context),
@@ -153,6 +191,23 @@ def plan(entity_type: EntityType, context: psycopg.Connection | None = None) -> 
         insert_checked=insert_checked.as_bytes(context),
         columns=tuple(columns),
         schema=schema,
+        staging=staging(stage, context),
+    )
+
+
+def stage_statement(stage: sql.Identifier, table: sql.Identifier, checked: bool = False) -> sql.Composed:
+    """Create the staging table of `table` (once per connection; its rows outlive a commit), with
+    the `EXPECTED` columns of `write_checked` if `checked`."""
+    if not checked:
+        return sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS)").format(stage, table)
+    return sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS, {} bigint, {} xid)").format(
+        stage, table, *(sql.Identifier(c) for c in EXPECTED))
+
+
+def staging(stage: sql.Identifier, context: psycopg.Connection | None = None) -> Staging:
+    return Staging(
+        sql.SQL("DELETE FROM {}").format(stage).as_bytes(context),
+        sql.SQL("TRUNCATE {}").format(stage).as_bytes(context),
     )
 
 
@@ -244,29 +299,6 @@ def copy_frame(
         on_copy()  # crash tests stop here: data sent, COPY not finished
 
 
-def upsert(
-    cursor: psycopg.Cursor,
-    entity_type: EntityType | TablePlan,
-    states: dict[str, EntityState],
-    on_copy=lambda: None,
-) -> None:
-    """Write the final state of every touched entity: one COPY and one statement.
-
-    With a `TablePlan`, its staging table must exist already (`plan.stage`, once per
-    connection); with a bare `EntityType` it is created here.
-    """
-    if not states:
-        return
-    table = entity_type if isinstance(entity_type, TablePlan) else plan(entity_type, cursor.connection)
-    if not isinstance(entity_type, TablePlan):
-        cursor.execute(table.stage)
-    upsert_frame(cursor, table, rows_frame(table, states), on_copy)
-
-
-EXPECTED = ("mutagg_expected_version", "mutagg_expected_xmin")
-"""Staging columns of a checked write: the `(version, xmin)` a row must still have to be replaced."""
-
-
 class StaleRows(Exception):
     """A checked write found a row other than expected (changed, or present where absent was
     expected): the transaction must roll back; nothing it wrote may commit."""
@@ -293,6 +325,8 @@ def write_checked(cursor: psycopg.Cursor, table: TablePlan, frame: pl.DataFrame,
     (BENCHMARKS "Checked writes instead of row locks".)"""
     if frame.height == 0:
         return
+    cursor.execute(table.staging.emptying())  # as `upsert_frame`: this use's rows only
+    table.staging.filled(frame.height)
     copy_frame(cursor, table.copy_checked, frame, on_copy)
     expected_present = frame.get_column(EXPECTED[0]).is_not_null()
     written = 0
@@ -307,6 +341,14 @@ def write_checked(cursor: psycopg.Cursor, table: TablePlan, frame: pl.DataFrame,
 
 
 def upsert_frame(cursor: psycopg.Cursor, table: TablePlan, frame: pl.DataFrame, on_copy=lambda: None) -> None:
-    """`upsert` of rows already built by `rows_frame` (the staging table must exist)."""
+    """Write the final state of every touched entity, as built by `rows_frame`: one COPY into the
+    staging table (`table.stage` must have created it on this connection), one upsert, and the
+    staging table emptied, all in the open transaction."""
+    if frame.height == 0:
+        return
+    # Emptied first, in this transaction: the upsert takes exactly what this COPY stages, whatever
+    # an earlier use left (rows a use leaves stay until the next one, which deletes them).
+    cursor.execute(table.staging.emptying())
+    table.staging.filled(frame.height)
     copy_frame(cursor, table.copy, frame, on_copy)
     cursor.execute(table.upsert)

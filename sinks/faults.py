@@ -12,8 +12,8 @@ from collections import Counter
 
 import psycopg
 
-POINTS = frozenset({"mid_copy", "before_commit", "after_commit", "after_acks", "drop_after_commit", "bug_in_decide",
-                    "hang_worker"})
+POINTS = frozenset({"mid_copy", "before_commit", "after_commit", "after_riders", "after_acks", "drop_after_commit",
+                    "bug_in_decide", "hang_worker"})
 
 
 class FaultInjector:

@@ -35,11 +35,14 @@ class SharedWrite:
 @dataclass
 class Batch:
     """Items in commit order, and the offsets a restart may resume from after it; for a shard of
-    the input, what it writes to the shared tables."""
+    the input, what it writes to the shared tables. `riders`: priority-lane items that boarded
+    the batch before its transaction began (sinks/commit_pipeline.py), committed after `items`
+    in the same transaction."""
 
     items: list[Item]
     resume_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     shared: SharedWrite | None = None
+    riders: list[Item] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -32,7 +32,12 @@ from sinks.decisions import write as write_decisions
 from sinks.faults import NO_FAULTS, FaultInjector
 from sinks.gc_pause import collector_paused
 from sinks.outcomes import Batch, Item, Outcome, decided_ids, from_decision, from_ledger, item_id, source_of
+<<<<<<< HEAD
 from sinks.prepare_ahead import PREPARE_AHEAD_OFF, PrepareAhead, Prepared
+=======
+from sinks.prepare_ahead import PREPARE_AHEAD_OFF, PrepareAhead
+from sinks.riders import riders_batch_id
+>>>>>>> main
 
 if TYPE_CHECKING:
     from operators.shard_view import Publication, View
@@ -163,6 +168,9 @@ class PostgresCommitter:
         except MutaggError:
             raise  # reported as it is (e.g. ServiceUnavailable)
         except DATA_ERRORS as exc:
+            if batch.riders:  # split as if they had been handed over with it (they commit after it)
+                return self.commit(Batch([*batch.items, *batch.riders], batch.resume_offsets, batch.shared),
+                                   batch_id, written)
             if len(batch.items) == 1:
                 return self._quarantine(batch.items[0], batch_id, exc, written)
             middle = len(batch.items) // 2
@@ -187,6 +195,8 @@ class PostgresCommitter:
                 with collector_paused():  # resumed after `_transaction` has let go of its working set
                     outcomes = self._transaction(batch, batch_id, written)
                 self.faults.hit("after_commit")
+                if batch.riders:  # crash tests: a part with priority-lane riders has committed
+                    self.faults.hit("after_riders")
                 self.faults.hit("drop_after_commit")
             return outcomes
         except psycopg.errors.UniqueViolation as exc:
@@ -237,9 +247,15 @@ class PostgresCommitter:
                 checked = prepared.checked  # its rows are checked as they are written
             self.ahead.publish(batch_id, xid, decisions.touched, ids)
             now = datetime.now(UTC).isoformat()
+<<<<<<< HEAD
             outcomes = write_decisions(cursor, decisions, plans, now, self._mid_copy, wrote, checked)
             if checked is not None:
                 self.ahead.count("used")
+=======
+            outcomes = write_decisions(cursor, decisions, plans, now, self._mid_copy, wrote)
+            if batch.riders:  # decided here, after the batch's writes: as a batch of their own after it
+                outcomes += self._ride(cursor, batch.riders, batch_id, plans, now, wrote)
+>>>>>>> main
             ledger.record_offsets(cursor, batch.resume_offsets, batch_id)
             mark = None if self.committed is None else self.committed.next(batch_id)
             if mark is not None:
@@ -252,6 +268,16 @@ class PostgresCommitter:
         if written is not None:
             written += wrote
         return outcomes
+
+    def _ride(self, cursor: psycopg.Cursor, riders: list[Item], batch_id: str,
+              plans: dict[str, entity_rows.TablePlan], now: str, wrote: list[Written]) -> list[Outcome]:
+        """Decide and write the priority-lane items that boarded batch `batch_id`, in its open
+        transaction after its own writes (which they see, as a transaction after it would), under
+        a batch id of their own that sorts right after it (`riders_batch_id`)."""
+        rider_id = riders_batch_id(batch_id)
+        decisions = self._decide(cursor, Batch(riders), rider_id, decided_ids(riders), plans)
+        # The batch's own rows are still staged: each upsert empties its staging table first.
+        return write_decisions(cursor, decisions, plans, now, self._mid_copy, wrote)
 
     def _decide(
         self, cursor: psycopg.Cursor, batch: Batch, batch_id: str, ids: list[str],

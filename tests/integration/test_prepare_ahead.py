@@ -21,6 +21,7 @@ from sinks.faults import FaultInjector
 from sinks.outcomes import Batch
 from sinks.postgres import PostgresCommitter
 from sinks.prepare_ahead import PrepareAheadOn
+from sinks.riders import riders_batch_id
 from tests.integration.conftest import drop_schema, new_schema
 
 pytestmark = pytest.mark.integration
@@ -85,6 +86,30 @@ def test_a_workload_decided_ahead_commits_what_deciding_in_the_transaction_commi
         plain.close()
     assert stats.get("used", 0) >= len(work) // 2, stats  # the path under test was taken
     assert stats.get("stale", 0) == 0, stats  # nothing wrote meanwhile: every assumption held
+    assert table_rows(settings) == table_rows(twin)
+
+
+def test_lane_riders_commit_what_a_batch_of_their_own_right_after_their_part_commits(settings, twin):
+    """Priority-lane items that boarded a part (sinks/commit_pipeline.py) are decided in its
+    transaction after its items, with the part decided ahead: the same outcomes and rows as the part
+    and then a batch of their own (named `riders_batch_id`), also where both write one entity, and
+    the batch after them, decided ahead on the part's writes alone, still sees theirs."""
+    work = batches(4000, REGISTRY, 300)  # hot entities: riders often write an entity their part wrote
+    cuts = [(items[:len(items) * 2 // 3], items[len(items) * 2 // 3:]) for items in work]
+    ahead, plain = committers(settings, twin)
+    for number, (part, _) in enumerate(cuts):
+        ahead.ahead.announce(f"b{number}", part)
+    try:
+        for number, (part, riders) in enumerate(cuts):
+            first = ahead.commit(Batch(part, {("in", 0): number}, riders=riders), f"b{number}")
+            second = plain.commit(Batch(part, {("in", 0): number}), f"b{number}")
+            second += plain.commit(Batch(riders), riders_batch_id(f"b{number}"))
+            assert outcome_values(first) == outcome_values(second)
+        stats = dict(ahead.ahead.stats)
+    finally:
+        ahead.close()
+        plain.close()
+    assert stats.get("used", 0) >= 1, stats  # the path decided ahead was taken
     assert table_rows(settings) == table_rows(twin)
 
 

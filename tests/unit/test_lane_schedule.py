@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from operators.lane_schedule import (
     LANE_ACTIVE_S,
+    LANE_BOARD_INTERVAL_S,
     LANE_MIN_PART,
     LaneSchedule,
     lane_blocked,
@@ -57,6 +58,18 @@ def test_with_no_standard_work_lane_items_go_at_once():
     assert schedule.may_go(fresh=5, in_flight=[])  # ... but nothing standard waits or commits
     assert not schedule.may_go(fresh=6, in_flight=[])  # a standard item waits: it goes first
     assert not schedule.may_go(fresh=5, in_flight=[False])  # a standard part commits: the lane rides on it next
+
+
+def test_lane_items_board_a_part_that_takes_riders_whenever_they_wait():
+    schedule = LaneSchedule()
+    assert not schedule.may_go(fresh=10, in_flight=[False, False], boardable=True)  # nothing of the lane waits
+    schedule.read(1, 0.0)
+    schedule.handed_over(lane=True)  # no standard part went since the last lane items ...
+    assert not schedule.may_go(fresh=10, in_flight=[False, False])
+    assert schedule.may_go(fresh=10, in_flight=[False, False], boardable=True, now=5.0)  # ... riding costs none
+    schedule.boarded_at(5.0)
+    assert not schedule.may_go(fresh=10, in_flight=[False, False], boardable=True, now=5.0 + LANE_BOARD_INTERVAL_S / 2)
+    assert schedule.may_go(fresh=10, in_flight=[False, False], boardable=True, now=5.0 + 2 * LANE_BOARD_INTERVAL_S)
 
 
 @given(st.integers(0, 50), st.integers(0, 50), in_flight_flags, st.booleans())
