@@ -32,12 +32,8 @@ from sinks.decisions import write as write_decisions
 from sinks.faults import NO_FAULTS, FaultInjector
 from sinks.gc_pause import collector_paused
 from sinks.outcomes import Batch, Item, Outcome, decided_ids, from_decision, from_ledger, item_id, source_of
-<<<<<<< HEAD
 from sinks.prepare_ahead import PREPARE_AHEAD_OFF, PrepareAhead, Prepared
-=======
-from sinks.prepare_ahead import PREPARE_AHEAD_OFF, PrepareAhead
 from sinks.riders import riders_batch_id
->>>>>>> main
 
 if TYPE_CHECKING:
     from operators.shard_view import Publication, View
@@ -247,15 +243,11 @@ class PostgresCommitter:
                 checked = prepared.checked  # its rows are checked as they are written
             self.ahead.publish(batch_id, xid, decisions.touched, ids)
             now = datetime.now(UTC).isoformat()
-<<<<<<< HEAD
             outcomes = write_decisions(cursor, decisions, plans, now, self._mid_copy, wrote, checked)
             if checked is not None:
                 self.ahead.count("used")
-=======
-            outcomes = write_decisions(cursor, decisions, plans, now, self._mid_copy, wrote)
             if batch.riders:  # decided here, after the batch's writes: as a batch of their own after it
                 outcomes += self._ride(cursor, batch.riders, batch_id, plans, now, wrote)
->>>>>>> main
             ledger.record_offsets(cursor, batch.resume_offsets, batch_id)
             mark = None if self.committed is None else self.committed.next(batch_id)
             if mark is not None:
