@@ -392,7 +392,7 @@ class Sequencer:
                 reject(mutation, Reason.DEPENDENCY_CYCLE)
         drain()
         while any(queues.values()):
-            if others is None and not _may_reject(queues, timeout, watermark, final):
+            if others is None and not _may_reject(self.waiting, queues, timeout, watermark, final):
                 break  # what the graph would find: nothing (it costs what waits, every flush)
             graph = _WaitGraph(queues, decided, known_time, timeout, watermark, final, others)
             members = graph.cycle_members()
@@ -518,22 +518,29 @@ class Sequencer:
         return sequencer
 
 
-def _may_reject(queues: dict[EntityKey, deque[Mutation]], timeout: int, watermark: int, final: bool) -> bool:
-    """Whether a `_WaitGraph` of what waits (no other shards) could reject anything: a mutation
-    is *missing* a dependency only once its limit is past, and a cycle needs a mutation that
-    declares a dependency on another waiting one. Else the graph finds nothing, and it costs
-    all that waits on every flush (BENCHMARKS.md, "The sequencer's flush and the backlog")."""
-    ids: set[str] | None = None
+def _may_reject(
+    waiting: list[Mutation], queues: dict[EntityKey, deque[Mutation]], timeout: int, watermark: int, final: bool,
+) -> bool:
+    """Whether a `_WaitGraph` of what waits in `queues` (built from `waiting`, no other shards) could
+    reject anything. A mutation is *missing* a dependency only once its limit is past; a cycle needs
+    an edge to a later item of `waiting` (an entity predecessor is an earlier one), so only a
+    dependency on a later waiting mutation can close one. Else the graph finds nothing, and it
+    costs all that waits on every flush (BENCHMARKS.md, "The sequencer's flush and the backlog")."""
+    position: dict[str, int] | None = None
     for queue in queues.values():
         for mutation in queue:
-            if not mutation.dependencies:
+            dependencies = mutation.dependencies
+            if not dependencies:
                 continue
             if final or watermark > mutation.kafka_timestamp_ms + timeout:
                 return True
-            if ids is None:
-                ids = {m.id for q in queues.values() for m in q}
-            for dependency in mutation.dependencies:
-                if dependency in ids:
+            if position is None:
+                position = {m.id: index for index, m in enumerate(waiting)}
+                if len(position) != len(waiting):
+                    return True  # an id held twice: the graph judges
+            at = position[mutation.id]
+            for dependency in dependencies:
+                if position.get(dependency, -1) > at:
                     return True
     return False
 
