@@ -392,7 +392,7 @@ class Sequencer:
                 reject(mutation, Reason.DEPENDENCY_CYCLE)
         drain()
         while any(queues.values()):
-            if others is None and not _may_reject(self.waiting, queues, timeout, watermark, final):
+            if others is None and not _may_reject(self.waiting, in_order, queues, timeout, watermark, final):
                 break  # what the graph would find: nothing (it costs what waits, every flush)
             graph = _WaitGraph(queues, decided, known_time, timeout, watermark, final, others)
             members = graph.cycle_members()
@@ -519,13 +519,15 @@ class Sequencer:
 
 
 def _may_reject(
-    waiting: list[Mutation], queues: dict[EntityKey, deque[Mutation]], timeout: int, watermark: int, final: bool,
+    waiting: list[Mutation], decided: list[Mutation], queues: dict[EntityKey, deque[Mutation]], timeout: int,
+    watermark: int, final: bool,
 ) -> bool:
-    """Whether a `_WaitGraph` of what waits in `queues` (built from `waiting`, no other shards) could
-    reject anything. A mutation is *missing* a dependency only once its limit is past; a cycle needs
-    an edge to a later item of `waiting` (an entity predecessor is an earlier one), so only a
-    dependency on a later waiting mutation can close one. Else the graph finds nothing, and it
-    costs all that waits on every flush (BENCHMARKS.md, "The sequencer's flush and the backlog")."""
+    """Whether a `_WaitGraph` of what waits in `queues` (`waiting` but what this release `decided`,
+    no other shards) could reject anything. A mutation is *missing* a dependency only once its
+    limit is past; a cycle needs an edge to a later item of `waiting` (an entity predecessor is an
+    earlier one), so only a dependency on a later waiting mutation can close one. Else the graph
+    finds nothing, and it costs all that waits on every flush (BENCHMARKS.md, "The sequencer's
+    flush and the backlog")."""
     position: dict[str, int] | None = None
     for queue in queues.values():
         for mutation in queue:
@@ -534,9 +536,11 @@ def _may_reject(
                 continue
             if final or watermark > mutation.kafka_timestamp_ms + timeout:
                 return True
-            if position is None:
-                position = {m.id: index for index, m in enumerate(waiting)}
-                if len(position) != len(waiting):
+            if position is None:  # what still waits, in the order it waited
+                gone = set(map(id, decided))
+                remaining = [m for m in waiting if id(m) not in gone]
+                position = {m.id: index for index, m in enumerate(remaining)}
+                if len(position) != len(remaining):
                     return True  # an id held twice: the graph judges
             at = position[mutation.id]
             for dependency in dependencies:
