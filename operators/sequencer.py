@@ -528,6 +528,7 @@ def _may_reject(
     earlier one), so only a dependency on a later waiting mutation can close one. Else the graph
     finds nothing, and it costs all that waits on every flush (BENCHMARKS.md, "The sequencer's
     flush and the backlog")."""
+    ids: set[str] | None = None
     position: dict[str, int] | None = None
     for queue in queues.values():
         for mutation in queue:
@@ -536,15 +537,18 @@ def _may_reject(
                 continue
             if final or watermark > mutation.kafka_timestamp_ms + timeout:
                 return True
-            if position is None:  # what still waits, in the order it waited
-                gone = set(map(id, decided))
-                remaining = [m for m in waiting if id(m) not in gone]
-                position = {m.id: index for index, m in enumerate(remaining)}
-                if len(position) != len(remaining):
-                    return True  # an id held twice: the graph judges
-            at = position[mutation.id]
+            if ids is None:
+                ids = {m.id for q in queues.values() for m in q}
             for dependency in dependencies:
-                if position.get(dependency, -1) > at:
+                if dependency not in ids:
+                    continue
+                if position is None:  # what still waits, in the order it waited
+                    gone = set(map(id, decided))
+                    remaining = [m for m in waiting if id(m) not in gone]
+                    position = {m.id: index for index, m in enumerate(remaining)}
+                    if len(position) != len(remaining):
+                        return True  # an id held twice: the graph judges
+                if position[dependency] > position[mutation.id]:
                     return True
     return False
 
