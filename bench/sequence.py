@@ -2,13 +2,19 @@
 (default 89ac9af, before the sequencer knew every partition, dependency times and copies),
 on the same decoded workload chunks, in one process, rounds alternating, CPU time.
 
-Run: .venv/bin/python -m bench.sequence [count] [revision]
+Run: .venv/bin/python -m bench.sequence [count] [revision] [--chunk N] [--missing RATE]
+`--missing`: that share of mutations also depends on an id never sent, so it and what follows it
+on its entity wait the dependency timeout (600 s of event time; the messages are 1 ms apart): what
+waits grows to thousands, as while a job tails a log with missing dependencies (flush per chunk).
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import gc
 import importlib.util
+import random
 import subprocess
 import sys
 import tempfile
@@ -57,17 +63,29 @@ def seconds(sequencer_class, chunks: list[DecodedChunk]) -> tuple[float, int]:
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 60_000
-    revision = sys.argv[2] if len(sys.argv) > 2 else "89ac9af"
+    parser = argparse.ArgumentParser(prog="python -m bench.sequence")
+    parser.add_argument("count", type=int, nargs="?", default=60_000)
+    parser.add_argument("revision", nargs="?", default="89ac9af")
+    parser.add_argument("--chunk", type=int, default=CHUNK, help="messages per chunk (a release per chunk)")
+    parser.add_argument("--missing", type=float, default=0.0, help="share of mutations with a missing dependency")
+    args = parser.parse_args()
+    count, revision = args.count, args.revision
     registry = load_registry(DEFAULT_REGISTRY, custom_strategies=CUSTOM_STRATEGIES)
     raws = [RawMessage("bench", 0, offset, message.key, message.value, 1_900_000_000_000 + offset)
             for offset, message in enumerate(Workload(seed=3).generate(count))]
-    chunks = [decode_chunk("bench", 0, raws[start:start + CHUNK], registry, 1 << 20)
-              for start in range(0, len(raws), CHUNK)]
+    chunks = [decode_chunk("bench", 0, raws[start:start + args.chunk], registry, 1 << 20)
+              for start in range(0, len(raws), args.chunk)]
+    if args.missing:
+        rng = random.Random(1)
+        def never(m):  # a dependency on an id never sent
+            return dataclasses.replace(m, dependencies=(*m.dependencies, f"never-{m.id}"))
+
+        chunks = [dataclasses.replace(chunk, mutations=[never(m) if rng.random() < args.missing else m
+                                                        for m in chunk.mutations]) for chunk in chunks]
     with tempfile.TemporaryDirectory() as directory:
         reference = reference_module(Path(directory), revision)
     rounds = []
-    for round_number in range(8):  # which side goes first alternates
+    for round_number in range(8 if count <= 100_000 else 2):  # which side goes first alternates
         if round_number % 2:
             current = seconds(sequencer.Sequencer, chunks)
             rounds.append((seconds(reference.Sequencer, chunks), current))
@@ -76,7 +94,8 @@ def main() -> None:
     (_, old_released), (_, new_released) = rounds[0]
     assert old_released == new_released, (old_released, new_released)
     old, new = (min(side[0] for side in sides) for sides in zip(*rounds))
-    print(f"{count} messages in chunks of {CHUNK}, {new_released} released by both")
+    print(f"{count} messages in chunks of {args.chunk}, {args.missing:.2%} missing a dependency, "
+          f"{new_released} released by both")
     print(f"{revision}: {old / count * 1e6:.2f} us/msg")
     print(f"current: {new / count * 1e6:.2f} us/msg  ({new / old:.2f}x)")
 

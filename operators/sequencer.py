@@ -206,6 +206,9 @@ class Sequencer:
         """Ids the ledger holds, with the Kafka timestamp of their first copy. What is held here
         under such an id is a later copy (its first copy was decided before a restart, or before
         the cache forgot it): it goes aside, to be answered with the ledger's decision."""
+        if not found:  # the ledger had none of the ids asked about: no walk of what waits
+            self._forget()
+            return
         decided, taken = self._decided, self._taken
         # A DLQ re-submission may revise its id's earlier rejection: it stays, and is decided anew.
         revising = {m.id for m in self.waiting if m.replayed}
@@ -389,6 +392,8 @@ class Sequencer:
                 reject(mutation, Reason.DEPENDENCY_CYCLE)
         drain()
         while any(queues.values()):
+            if others is None and not _may_reject(self.waiting, in_order, queues, timeout, watermark, final):
+                break  # what the graph would find: nothing (it costs what waits, every flush)
             graph = _WaitGraph(queues, decided, known_time, timeout, watermark, final, others)
             members = graph.cycle_members()
             published += graph.foreign_members
@@ -401,8 +406,9 @@ class Sequencer:
                 if not missing:
                     break
             drain()
-        order = {id(m): i for i, m in enumerate(self.waiting)}
-        self.waiting = sorted((m for q in queues.values() for m in q), key=lambda m: order[id(m)])
+        if in_order:  # what still waits, in the order it waited (a filter: no sort of all that waits)
+            gone = set(map(id, in_order))
+            self.waiting = [m for m in self.waiting if id(m) not in gone]
         copies: list[Copy] = []
         if self.copies:
             kept: list[Copy] = []
@@ -510,6 +516,41 @@ class Sequencer:
         for rejection in rejections:
             sequencer.admit([], [rejection])
         return sequencer
+
+
+def _may_reject(
+    waiting: list[Mutation], decided: list[Mutation], queues: dict[EntityKey, deque[Mutation]], timeout: int,
+    watermark: int, final: bool,
+) -> bool:
+    """Whether a `_WaitGraph` of what waits in `queues` (`waiting` but what this release `decided`,
+    no other shards) could reject anything. A mutation is *missing* a dependency only once its
+    limit is past; a cycle needs an edge to a later item of `waiting` (an entity predecessor is an
+    earlier one), so only a dependency on a later waiting mutation can close one. Else the graph
+    finds nothing, and it costs all that waits on every flush (BENCHMARKS.md, "The sequencer's
+    flush and the backlog")."""
+    ids: set[str] | None = None
+    position: dict[str, int] | None = None
+    for queue in queues.values():
+        for mutation in queue:
+            dependencies = mutation.dependencies
+            if not dependencies:
+                continue
+            if final or watermark > mutation.kafka_timestamp_ms + timeout:
+                return True
+            if ids is None:
+                ids = {m.id for q in queues.values() for m in q}
+            for dependency in dependencies:
+                if dependency not in ids:
+                    continue
+                if position is None:  # what still waits, in the order it waited
+                    gone = set(map(id, decided))
+                    remaining = [m for m in waiting if id(m) not in gone]
+                    position = {m.id: index for index, m in enumerate(remaining)}
+                    if len(position) != len(remaining):
+                        return True  # an id held twice: the graph judges
+                if position[dependency] > position[mutation.id]:
+                    return True
+    return False
 
 
 def _either_time(local, other):
