@@ -34,8 +34,8 @@ CONFIGS = [
 ]
 # Batch 1 pays a batch's fixed costs (a transaction, an audit part, acks) per mutation, so it runs on a
 # shorter backlog that still holds every case (test_the_backlog_holds_every_case); the longer form (the CI
-# form until session 13): `python -m tests.backlog --messages 3000 --partitions 6 --seed 16 --batch-size 1 --window-ms 1000
-# --read-chunk 7 --dependency-timeout-s 300`.
+# form until session 13): `python -m tests.backlog --messages 3000 --partitions 6 --seed 16 --batch-size 1
+# --window-ms 1000 --read-chunk 7 --dependency-timeout-s 300`.
 SINGLES = JobConfig(workers=1, batch_size=1, window_ms=1000, read_chunk=7, dependency_timeout_s=TIMEOUT_S)
 SHORT_SPEC = BacklogSpec(**{**SPEC.__dict__, "messages": 1200})
 
