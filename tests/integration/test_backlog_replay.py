@@ -37,7 +37,7 @@ CONFIGS = [
 # form until session 13): `python -m tests.backlog --messages 3000 --partitions 6 --seed 16 --batch-size 1
 # --window-ms 1000 --read-chunk 7 --dependency-timeout-s 300`.
 SINGLES = JobConfig(workers=1, batch_size=1, window_ms=1000, read_chunk=7, dependency_timeout_s=TIMEOUT_S)
-SHORT_SPEC = BacklogSpec(**{**SPEC.__dict__, "messages": 1200})
+SHORT_SPEC = BacklogSpec(**{**SPEC.__dict__, "messages": 700, "seed": 23})
 
 
 @pytest.mark.parametrize("spec", [SPEC, SHORT_SPEC], ids=["backlog", "short"])
