@@ -341,9 +341,9 @@ def write_checked(cursor: psycopg.Cursor, table: TablePlan, frame: pl.DataFrame,
 
 
 def upsert_frame(cursor: psycopg.Cursor, table: TablePlan, frame: pl.DataFrame, on_copy=lambda: None) -> None:
-    """Write the final state of every touched entity, as built by `rows_frame`: one COPY into the
-    staging table (`table.stage` must have created it on this connection), one upsert, and the
-    staging table emptied, all in the open transaction."""
+    """Write the final state of every touched entity, as built by `rows_frame`, in the open
+    transaction: the staging table emptied (`table.stage` must have created it on this
+    connection), one COPY into it, one upsert."""
     if frame.height == 0:
         return
     # Emptied first, in this transaction: the upsert takes exactly what this COPY stages, whatever
