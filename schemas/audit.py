@@ -43,6 +43,11 @@ INVALID_ENTITY_TYPE = "_invalid"
 CLAIMED_ENTITY_TYPE = "claimed_entity_type"
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 6
+"""Codec of compacted files: small on disk, written once per day and partition."""
+PART_COMPRESSION = "snappy"
+"""Codec of the per-batch parts the job writes after each commit: about a third of zstd's CPU
+per row for ~25 % more bytes (BENCHMARKS.md, "Audit parts in Snappy"); compaction rewrites
+them in `COMPRESSION`. Every reader named in DESIGN section 6 reads both."""
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from schemas.audit import COMPRESSION, COMPRESSION_LEVEL, SCHEMA_VERSION
+from schemas.audit import COMPRESSION, COMPRESSION_LEVEL, PART_COMPRESSION, SCHEMA_VERSION
 from schemas.errors import ConfigError, MutaggError
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -174,12 +174,14 @@ class AuditStore:
         write: Callable[[pq.ParquetWriter], int],
         schema: pa.Schema,
         metadata: dict[str, str],
+        compression: str = COMPRESSION,
     ) -> int:
         """Atomically write one Parquet file whose rows `write` adds; return the row count."""
         schema = schema.with_metadata({**(schema.metadata or {}), **_kv(metadata)})
         with self._atomic(path) as handle:
             writer = pq.ParquetWriter(
-                handle, schema, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
+                handle, schema, compression=compression,
+                compression_level=COMPRESSION_LEVEL if compression == COMPRESSION else None,
                 write_statistics=True,
             )
             try:
@@ -188,12 +190,16 @@ class AuditStore:
                 writer.close()
         return rows
 
-    def write_table(self, path: str, table: pa.Table, metadata: dict[str, str]) -> None:
+    def write_table(
+        self, path: str, table: pa.Table, metadata: dict[str, str], compression: str = PART_COMPRESSION
+    ) -> None:
+        """Atomically write `table` as one file (a part: `PART_COMPRESSION` unless told)."""
+
         def write(writer: pq.ParquetWriter) -> int:
             writer.write_table(table, row_group_size=128 * 1024)
             return table.num_rows
 
-        self.write_parquet(path, write, table.schema, metadata)
+        self.write_parquet(path, write, table.schema, metadata, compression)
 
     def delete(self, path: str) -> None:
         try:
