@@ -124,8 +124,12 @@ def test_sigterm_finishes_the_batch_and_exits_zero(settings):
 
 
 def test_random_kills_over_a_large_log(settings, tmp_path):
-    """At least 10 SIGKILLs at random moments, recovery data lost once, then compared."""
-    size = int(os.environ.get("MUTAGG_CRASH_MUTATIONS", "200000"))
+    """At least 10 SIGKILLs at random moments, recovery data lost once, then compared.
+
+    Most kills come at a random moment after the run has committed something new (so every
+    one of them lands in the middle of the work, and the log can be short); every fourth at a
+    random moment of its start-up (restoring the recovery state, reading, the first batch)."""
+    size = int(os.environ.get("MUTAGG_CRASH_MUTATIONS", "40000"))
     produce(settings, Workload(seed=29).generate(size))
     reference = variant(settings)
     run_job(reference, timeout=900)
@@ -135,8 +139,16 @@ def test_random_kills_over_a_large_log(settings, tmp_path):
     rng = random.Random(31)
     kills = 0
     while kills < 10:
+        before = decided(subject)
         job = start_job(subject, recovery)
-        time.sleep(rng.uniform(0.5, 4.0))  # not a wait for anything: this picks the moment of the kill
+        if kills % 4 == 3:
+            time.sleep(rng.uniform(0.2, 1.5))  # not a wait for anything: the moment of a start-up kill
+        else:
+            deadline = time.monotonic() + 120
+            while decided(subject) == before and job.poll() is None:  # a new commit of this run
+                assert time.monotonic() < deadline, "the job committed nothing in 120 s"
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.5))  # not a wait for anything: the moment of the kill
         if job.poll() is not None:
             break  # finished before this kill: enough of the log is behind us
         job.send_signal(signal.SIGKILL)
@@ -149,6 +161,10 @@ def test_random_kills_over_a_large_log(settings, tmp_path):
     assert kills >= 10, f"only {kills} kills before the log was drained; use a larger MUTAGG_CRASH_MUTATIONS"
     assert dump_database(subject) == dump_database(reference)
     acks_agree_with_ledger(subject)
+
+
+def decided(settings: Settings) -> int:
+    return query(settings, "SELECT count(*) FROM mutation_log")[0][0]
 
 
 @pytest.mark.parametrize("settings", [12], indirect=True)
