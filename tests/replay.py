@@ -206,12 +206,16 @@ def _wait_stable(settings: Settings, enough: Callable[[int], bool], limit_s: flo
     """Until the ledger holds `enough` rows and has not grown for 2 s (or `limit_s` passed)."""
     give_up, last, since = time.monotonic() + limit_s, -1, time.monotonic()
     while time.monotonic() < give_up:
-        rows = query(settings, "SELECT count(*) FROM mutation_log")[0][0] if _migrated(settings) else 0
+        rows = _ledger_rows(settings)
         if rows != last:
             last, since = rows, time.monotonic()
         elif enough(rows) and time.monotonic() - since > 2:
             return
         time.sleep(0.3)
+
+
+def _ledger_rows(settings: Settings) -> int:
+    return query(settings, "SELECT count(*) FROM mutation_log")[0][0] if _migrated(settings) else 0
 
 
 def _migrated(settings: Settings) -> bool:
@@ -222,8 +226,10 @@ _DECIDED: dict[tuple[int, int], tuple[Backlog, model.Model]] = {}
 
 
 def run_with_kills(settings: Settings, config: JobConfig, rng: random.Random) -> int:
-    """`config.kills` runs of the job each SIGKILLed (with every process it started) after a
-    random 0.5-6 s, unless it finished first; then a run to the end. Returns the kills made."""
+    """`config.kills` runs of the job each SIGKILLed (with every process it started), unless it
+    finished first; then a run to the end. Returns the kills made. Most kills come a random
+    0-1 s after the run committed something new (so each lands in the middle of the work, not
+    only in start-up, however fast the machine); every third a random 0.3-3 s after its start."""
     env = {**config.env(), "MUTAGG_SNAPSHOT_INTERVAL_S": "0.5"}
     if config.recovery:
         env["MUTAGG_RECOVERY_DIR"] = os.path.join(settings.audit_uri, "recovery")
@@ -231,14 +237,21 @@ def run_with_kills(settings: Settings, config: JobConfig, rng: random.Random) ->
             subprocess.run([sys.executable, "-m", "mutagg.cli", "recovery", "init", "--partitions", "2"],
                            env=settings_env(settings, **env), check=True, capture_output=True)
     killed = 0
-    for _ in range(config.kills):
+    for attempt in range(config.kills):
         with tempfile.TemporaryFile() as log:
             jobs = [subprocess.Popen(command, env=settings_env(settings, **env), stdout=subprocess.DEVNULL,
                                      stderr=log, start_new_session=True)
                     for command in config.commands("--until-idle")]
-            deadline = time.monotonic() + rng.uniform(0.5, 6.0)
+            before, started = _ledger_rows(settings), time.monotonic()
+            if attempt % 3 == 2:
+                deadline = started + rng.uniform(0.3, 3.0)
+            else:
+                while _ledger_rows(settings) == before and any(job.poll() is None for job in jobs):
+                    assert time.monotonic() - started < 300, "the job committed nothing in 300 s"
+                    time.sleep(0.02)
+                deadline = time.monotonic() + rng.uniform(0.0, 1.0)
             while time.monotonic() < deadline and any(job.poll() is None for job in jobs):
-                time.sleep(0.05)
+                time.sleep(0.02)
             if any(job.poll() is None for job in jobs):
                 for job in jobs:  # every process of the cluster at once, as a node failure would
                     if job.poll() is None:
