@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -19,13 +21,17 @@ from mutagg.demo import url_with_schema
 from mutagg.migrate import migrate
 from mutagg.producer import produce
 from mutagg.settings import Settings, with_overrides
+from mutagg.topics import create_topics
 from mutagg.workload import Workload
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.registry import load_registry
 from tests.integration.conftest import (
     acks_agree_with_ledger,
+    delete_topics,
+    drop_schema,
     dump_database,
     mutagg,
+    new_schema,
     query,
     run_job,
     settings_env,
@@ -45,8 +51,6 @@ def variant(settings: Settings) -> Settings:
     )
     with psycopg.connect(other.database_url) as connection:
         migrate(connection, REGISTRY)
-    from mutagg.topics import create_topics
-
     create_topics(other)
     return other
 
@@ -66,13 +70,36 @@ def init_recovery(settings: Settings, directory) -> None:
     mutagg(settings, "--recovery-dir", str(directory), "recovery", "init", "--partitions", "2")
 
 
-@pytest.mark.parametrize("point", ["mid_copy", "before_commit", "after_commit", "after_acks"])
-@pytest.mark.parametrize("with_recovery", [False, True])
-def test_kill_at_each_point_of_the_commit_path(settings, tmp_path, point, with_recovery):
+@dataclass(frozen=True)
+class KilledLog:
+    """One log and the database an uninterrupted run of it leaves, shared by the tests that kill a
+    run of it (each in a `variant`: its own schema and status/DLQ topics on the same input)."""
+
+    settings: Settings
+    reference: dict
+
+
+@pytest.fixture(scope="module")
+def killed_log(base_settings: Settings, tmp_path_factory) -> Iterator[KilledLog]:
+    suffix = uuid.uuid4().hex[:10]
+    settings = with_overrides(
+        new_schema(base_settings, f"t_{suffix}"), topic_mutations=f"t-{suffix}.mutations",
+        topic_dlq=f"t-{suffix}.dlq", topic_status=f"t-{suffix}.status", topic_partitions=4,
+        batch_size=500, window_ms=50, audit_uri=str(tmp_path_factory.mktemp("killed") / "audit"),
+    )
+    create_topics(settings)
     produce(settings, Workload(seed=17).generate(2500))
     reference = variant(settings)
     run_job(reference)
-    subject = variant(settings)
+    yield KilledLog(settings, dump_database(reference))
+    drop_schema(base_settings, f"t_{suffix}")
+    delete_topics(settings, f"t-{suffix}.")
+
+
+@pytest.mark.parametrize("point", ["mid_copy", "before_commit", "after_commit", "after_acks"])
+@pytest.mark.parametrize("with_recovery", [False, True])
+def test_kill_at_each_point_of_the_commit_path(killed_log, tmp_path, point, with_recovery):
+    subject = variant(killed_log.settings)
     recovery = tmp_path / "recovery" if with_recovery else None
     if recovery:
         init_recovery(subject, recovery)
@@ -80,7 +107,7 @@ def test_kill_at_each_point_of_the_commit_path(settings, tmp_path, point, with_r
     assert job.wait(120) == -signal.SIGKILL, job.stderr.read()[-3000:]
     restarted = start_job(subject, recovery, MUTAGG_BATCH_SIZE="300")
     assert restarted.wait(180) == 0, restarted.stderr.read()[-3000:]
-    assert dump_database(subject) == dump_database(reference)
+    assert dump_database(subject) == killed_log.reference
     acks_agree_with_ledger(subject)
 
 
