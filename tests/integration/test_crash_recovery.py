@@ -12,7 +12,9 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -71,29 +73,38 @@ def init_recovery(settings: Settings, directory) -> None:
 
 
 @dataclass(frozen=True)
-class KilledLog:
-    """One log and the database an uninterrupted run of it leaves, shared by the tests that kill a
-    run of it (each in a `variant`: its own schema and status/DLQ topics on the same input)."""
+class SharedLog:
+    """One log and the database an uninterrupted run of it leaves, shared by the tests of a module
+    that each disturb a run of it (each in a `variant`: its own schema and status/DLQ topics on the
+    same input)."""
 
     settings: Settings
     reference: dict
 
 
-@pytest.fixture(scope="module")
-def killed_log(base_settings: Settings, tmp_path_factory) -> Iterator[KilledLog]:
+@contextmanager
+def shared_log(base_settings: Settings, directory: Path, messages: list) -> Iterator[SharedLog]:
     suffix = uuid.uuid4().hex[:10]
     settings = with_overrides(
         new_schema(base_settings, f"t_{suffix}"), topic_mutations=f"t-{suffix}.mutations",
         topic_dlq=f"t-{suffix}.dlq", topic_status=f"t-{suffix}.status", topic_partitions=4,
-        batch_size=500, window_ms=50, audit_uri=str(tmp_path_factory.mktemp("killed") / "audit"),
+        batch_size=500, window_ms=50, audit_uri=str(directory / "audit"),
     )
     create_topics(settings)
-    produce(settings, Workload(seed=17).generate(2500))
+    produce(settings, messages)
     reference = variant(settings)
     run_job(reference)
-    yield KilledLog(settings, dump_database(reference))
-    drop_schema(base_settings, f"t_{suffix}")
-    delete_topics(settings, f"t-{suffix}.")
+    try:
+        yield SharedLog(settings, dump_database(reference))
+    finally:
+        drop_schema(base_settings, f"t_{suffix}")
+        delete_topics(settings, f"t-{suffix}.")
+
+
+@pytest.fixture(scope="module")
+def killed_log(base_settings: Settings, tmp_path_factory) -> Iterator[SharedLog]:
+    with shared_log(base_settings, tmp_path_factory.mktemp("killed"), Workload(seed=17).generate(2500)) as log:
+        yield log
 
 
 @pytest.mark.parametrize("point", ["mid_copy", "before_commit", "after_commit", "after_acks"])

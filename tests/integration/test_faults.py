@@ -8,9 +8,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import orjson
 import psycopg
+import pytest
 
 from mutagg.producer import produce
 from mutagg.workload import Message, Workload
@@ -22,7 +24,7 @@ from tests.integration.conftest import (
     run_job,
     settings_env,
 )
-from tests.integration.test_crash_recovery import start_job, variant
+from tests.integration.test_crash_recovery import SharedLog, shared_log, start_job, variant
 
 SERVICES = ["bash", str(REPO / "services" / "services.sh")]
 
@@ -75,12 +77,16 @@ def test_unreachable_postgres_at_startup_exits_non_zero_after_the_deadline(setti
     assert "waiting for PostgreSQL" in result.stderr
 
 
-def _run_through(settings, disturb) -> list[dict]:
-    """Run the job over a log while `disturb()` runs in parallel; it must finish correctly.
+@pytest.fixture(scope="module")
+def disturbed_log(base_settings, tmp_path_factory) -> Iterator[SharedLog]:
+    with shared_log(base_settings, tmp_path_factory.mktemp("disturbed"), Workload(seed=43).generate(6000)) as log:
+        yield log
+
+
+def _run_through(log: SharedLog, disturb) -> list[dict]:
+    """Run the job over `log` while `disturb()` runs in parallel; it must finish correctly.
     Returns the job's log lines, for the caller to show that the job saw the disturbance."""
-    produce(settings, Workload(seed=43).generate(6000))
-    reference = variant(settings)
-    run_job(reference)
+    settings = variant(log.settings)
     job = start_job(settings, MUTAGG_BATCH_SIZE="200", MUTAGG_SERVICE_DEADLINE_S="90")
     deadline = time.monotonic() + 60
     while query(settings, "SELECT count(*) FROM mutation_log")[0][0] == 0:
@@ -95,7 +101,7 @@ def _run_through(settings, disturb) -> list[dict]:
         disturber.join()
         if job.poll() is None:
             job.send_signal(signal.SIGKILL)
-    assert dump_database(settings) == dump_database(reference)
+    assert dump_database(settings) == log.reference
     acks_agree_with_ledger(settings)
     return [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
@@ -105,38 +111,38 @@ def _waited_for(lines: list[dict], what: str) -> list[dict]:
     return [line for line in lines if line["msg"] == f"waiting for {what}"]
 
 
-def test_connections_cut_mid_transaction(settings):
+def test_connections_cut_mid_transaction(disturbed_log):
     terminated: list[bool] = []
 
     def cut() -> None:
-        with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        with psycopg.connect(disturbed_log.settings.database_url, autocommit=True) as connection:
             for _ in range(5):
                 terminated.extend(row[0] for row in connection.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mutagg-committer'"
                 ))
                 time.sleep(0.3)  # spacing between cuts, so several land mid-batch
 
-    lines = _run_through(settings, cut)
+    lines = _run_through(disturbed_log, cut)
     assert any(terminated), "no committer connection was cut: the job finished before the fault"
     assert _waited_for(lines, "PostgreSQL"), "the job never noticed a cut connection"
 
 
-def test_postgres_restarted_while_a_batch_is_in_flight(settings):
+def test_postgres_restarted_while_a_batch_is_in_flight(disturbed_log):
     def restart() -> None:
         subprocess.run([*SERVICES, "stop", "postgres"], check=True, capture_output=True)
         time.sleep(2)  # the outage itself (how long the database stays down), not a wait
         subprocess.run([*SERVICES, "start", "postgres"], check=True, capture_output=True)
 
-    lines = _run_through(settings, restart)
+    lines = _run_through(disturbed_log, restart)
     assert _waited_for(lines, "PostgreSQL"), "the job never noticed the database was down"
 
 
-def test_kafka_broker_stopped_and_started(settings):
+def test_kafka_broker_stopped_and_started(disturbed_log):
     def restart() -> None:
         subprocess.run([*SERVICES, "stop", "kafka"], check=True, capture_output=True)
         time.sleep(3)  # the outage itself (how long the broker stays down), not a wait
         subprocess.run([*SERVICES, "start", "kafka"], check=True, capture_output=True)
 
-    lines = _run_through(settings, restart)
+    lines = _run_through(disturbed_log, restart)
     refused = [line for line in lines if line["logger"] == "librdkafka" and "Connection refused" in line["msg"]]
     assert refused, "the job never noticed the broker was down"
