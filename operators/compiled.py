@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 
-from operators.entity_state import Provenance
 from schemas.errors import CoreMissing
 from schemas.mutation import Mutation, Operation
 from schemas.registry import Registry
@@ -60,4 +59,4 @@ def decoder(registry: Registry) -> Any:
 def row_writer(columns: list[tuple[str, str]]) -> Any:
     """The core's `RowWriter` of a table whose attributes are `columns` (name, registry type), in order."""
     require()
-    return mutagg_core.RowWriter(columns, (Decimal, date, datetime, Provenance, orjson.dumps, to_copy_text))
+    return mutagg_core.RowWriter(columns, (Decimal, date, datetime, orjson.dumps, to_copy_text))

@@ -2,11 +2,16 @@
 //! the staging table of their type (sinks/entity_rows.py `rows`), with no frame in between.
 //!
 //! One line per entity, in the order of the ids given: the key, each attribute as
-//! schemas/values.py `to_copy_text` renders it, version, deleted, the provenance column as
-//! orjson writes `EntityState.provenance_json()`, and for a checked write the `(version, xmin)`
-//! the row expects to replace (empty: none expected). A value of its type's own class is
-//! rendered here; Decimal, date and datetime by their own `str`/`isoformat` (the limited API
-//! has no datetime access), JSON by `orjson.dumps`; any other value by `to_copy_text` itself.
+//! schemas/values.py `to_copy_text` renders it, version, deleted, the provenance column
+//! (`EntityState.provenance_json()`), and for a checked write the `(version, xmin)` the row
+//! expects to replace (empty: none expected). A value of its type's own class is rendered here;
+//! Decimal, date and datetime by their own `str`/`isoformat` (the limited API has no datetime
+//! access); any other value by `to_copy_text` itself.
+//!
+//! JSON (json attributes, the provenance column) is written here as orjson writes it (`Json`):
+//! compact, keys in dict order, strings escaped as orjson escapes them; a datetime, a float, an
+//! integer beyond 64 bits and any other class by `orjson.dumps` itself (which also raises where
+//! orjson raises). Both columns are jsonb: PostgreSQL stores the value, not the text.
 //!
 //! CSV as PostgreSQL reads it: an unquoted empty field is NULL, so an empty text is `""`; a
 //! field holding `"`, `,`, `\n` or `\r` is quoted, its quotes doubled. A NUL is written as is
@@ -14,6 +19,7 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
+use pyo3::{ffi, Borrowed};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
@@ -57,21 +63,22 @@ pub struct RowWriter {
     decimal: Py<PyAny>,
     date: Py<PyAny>,
     datetime: Py<PyAny>,
-    provenance: Py<PyAny>,
     dumps: Py<PyAny>,
     to_copy_text: Py<PyAny>,
+    /// `Provenance.stored` and the fields `Provenance.entry()` lists, read in one call.
+    entry_fields: Py<PyAny>,
 }
 
 #[pymethods]
 impl RowWriter {
     /// `columns`: (attribute, registry type) in the table's order; `classes`: (Decimal, date,
-    /// datetime, operators.entity_state.Provenance, orjson.dumps, schemas.values.to_copy_text).
+    /// datetime, orjson.dumps, schemas.values.to_copy_text).
     #[new]
     #[allow(clippy::type_complexity)]
     fn new(
         py: Python<'_>,
         columns: Vec<(String, String)>,
-        classes: (Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>),
+        classes: (Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>),
     ) -> PyResult<Self> {
         let columns = columns
             .into_iter()
@@ -85,13 +92,23 @@ impl RowWriter {
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let (decimal, date, datetime, provenance, dumps, to_copy_text) = classes;
+        let (decimal, date, datetime, dumps, to_copy_text) = classes;
+        let entry_fields = py.import("operator")?.getattr("attrgetter")?.call1((
+            "stored",
+            "version",
+            "mutation_id",
+            "edge_node_id",
+            "timestamp",
+            "priority",
+            "other_version",
+            "other_mutation_id",
+        ))?;
         Ok(RowWriter {
+            entry_fields: entry_fields.unbind(),
             columns,
             decimal,
             date,
             datetime,
-            provenance,
             dumps,
             to_copy_text,
         })
@@ -110,6 +127,7 @@ impl RowWriter {
         let mut out: Vec<u8> = Vec::with_capacity(ids.len() * (64 + 24 * self.columns.len()));
         let present = PyList::empty(py);
         let mut text = String::new();
+        let mut json = Json::new(self.dumps.bind(py), self.datetime.bind(py));
         for id in ids.iter() {
             let key = id.cast::<PyString>()?;
             let state = states
@@ -121,17 +139,18 @@ impl RowWriter {
             for column in &self.columns {
                 out.push(b',');
                 if let Some(value) = values.get_item(column.name.bind(py))? {
-                    self.value(py, column, &value, &mut out, &mut text)?;
+                    self.value(py, column, &value, &mut out, &mut text, &mut json)?;
                 }
             }
             out.push(b',');
             let version: i64 = state.getattr(intern!(py, "version"))?.extract()?;
-            out.extend_from_slice(version.to_string().as_bytes());
+            integer(&mut out, version);
             let deleted = state.getattr(intern!(py, "deleted"))?;
             let deleted = deleted.cast::<PyBool>()?;
             out.extend_from_slice(if deleted.is_true() { b",true," } else { b",false," });
-            let provenance = self.provenance_json(py, &state)?;
-            csv_field(&mut out, provenance.cast::<PyBytes>()?.as_bytes());
+            json.out.clear();
+            self.provenance_json(py, &state, &mut json)?;
+            csv_field(&mut out, &json.out);
             if let Some(stamps) = stamps {
                 let stamp = stamps
                     .get_item(&id)?
@@ -142,7 +161,7 @@ impl RowWriter {
                     let stamp = stamp.cast::<PyTuple>()?;
                     let version: i64 = stamp.get_item(0)?.extract()?;
                     out.push(b',');
-                    out.extend_from_slice(version.to_string().as_bytes());
+                    integer(&mut out, version);
                     out.push(b',');
                     csv_field(&mut out, stamp.get_item(1)?.cast::<PyString>()?.to_str()?.as_bytes());
                     present.append(&id)?;
@@ -163,6 +182,7 @@ impl RowWriter {
         value: &Bound<'py, PyAny>,
         out: &mut Vec<u8>,
         text: &mut String,
+        json: &mut Json<'py>,
     ) -> PyResult<()> {
         if value.is_none() {
             return Ok(());
@@ -189,8 +209,9 @@ impl RowWriter {
                 return Ok(());
             }
             Kind::Json => {
-                let dumped = self.dumps.bind(py).call1((value,))?;
-                csv_field(out, dumped.cast::<PyBytes>()?.as_bytes());
+                json.out.clear();
+                json.value(value, 0)?;
+                csv_field(out, &json.out);
                 return Ok(());
             }
             Kind::String => {
@@ -202,7 +223,7 @@ impl RowWriter {
             Kind::Integer => {
                 if value.is_exact_instance_of::<PyInt>() {
                     if let Ok(number) = value.extract::<i64>() {
-                        out.extend_from_slice(number.to_string().as_bytes());
+                        integer(out, number);
                         return Ok(());
                     }
                     return python_text(out, &value.str()?);
@@ -232,62 +253,210 @@ impl RowWriter {
         Ok(())
     }
 
-    /// orjson's bytes of `EntityState.provenance_json()`: the entries as read (the lists), with
-    /// each entry of `provenance` (`Provenance.entry()`) in its place.
-    fn provenance_json<'py>(&self, py: Python<'py>, state: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    /// `EntityState.provenance_json()` as JSON: the entries as read (the lists), each entry of
+    /// `provenance` (`Provenance.entry()`) in its place, or after them if it has none.
+    fn provenance_json<'py>(&self, py: Python<'py>, state: &Bound<'py, PyAny>, json: &mut Json<'py>) -> PyResult<()> {
         let stored = state.getattr(intern!(py, "stored_provenance"))?;
         let parsed = state.getattr(intern!(py, "provenance"))?;
         let parsed = parsed.cast::<PyDict>()?;
         let stored = if stored.is_truthy()? { Some(stored.cast_into::<PyDict>()?) } else { None };
-        let dumps = self.dumps.bind(py);
-        if parsed.is_empty() {
-            match &stored {
-                None => return Ok(PyBytes::new(py, b"{}").into_any()),
-                // Every entry a list: the entries are the stored dict itself, in its order.
-                Some(stored) if stored.values().iter().all(|e| e.is_instance_of::<PyList>()) => {
-                    return dumps.call1((stored,));
-                }
-                Some(_) => {}
-            }
-        }
-        let entries = PyDict::new(py);
+        json.out.push(b'{');
+        let mut first = true;
         if let Some(stored) = &stored {
             for (name, entry) in stored.iter() {
-                if entry.is_instance_of::<PyList>() {
-                    entries.set_item(name, entry)?;
+                if !entry.is_instance_of::<PyList>() {
+                    continue; // not ours: dropped
+                }
+                json.key(&name, &mut first)?;
+                match parsed.get_item(&name)? {
+                    Some(provenance) => self.entry(py, &provenance, json)?,
+                    None => json.value(&entry, 1)?,
                 }
             }
         }
         for (name, provenance) in parsed.iter() {
-            entries.set_item(name, self.entry(py, &provenance)?)?;
+            if let Some(stored) = &stored {
+                if let Some(entry) = stored.get_item(&name)? {
+                    if entry.is_instance_of::<PyList>() {
+                        continue; // written in its place above
+                    }
+                }
+            }
+            json.key(&name, &mut first)?;
+            self.entry(py, &provenance, json)?;
         }
-        dumps.call1((entries,))
+        json.out.push(b'}');
+        Ok(())
     }
 
-    /// `Provenance.entry()`.
-    fn entry<'py>(&self, py: Python<'py>, provenance: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        if !provenance.get_type().is(self.provenance.bind(py)) {
-            return provenance.call_method0(intern!(py, "entry"));
-        }
-        let stored = provenance.getattr(intern!(py, "stored"))?;
+    /// `Provenance.entry()` as JSON: the entry as read if it has one, else its fields.
+    fn entry<'py>(&self, py: Python<'py>, provenance: &Bound<'py, PyAny>, json: &mut Json<'py>) -> PyResult<()> {
+        let fields = self.entry_fields.bind(py).call1((provenance,))?;
+        let fields = fields.cast::<PyTuple>()?;
+        let stored = fields.get_borrowed_item(0)?;
         if !stored.is_none() {
-            return Ok(stored);
+            return json.value(&stored, 1);
         }
-        let fields = [
-            intern!(py, "version"),
-            intern!(py, "mutation_id"),
-            intern!(py, "edge_node_id"),
-            intern!(py, "timestamp"),
-            intern!(py, "priority"),
-            intern!(py, "other_version"),
-            intern!(py, "other_mutation_id"),
-        ];
-        let items = fields
-            .iter()
-            .map(|field| provenance.getattr(field))
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok(PyList::new(py, items)?.into_any())
+        json.out.push(b'[');
+        for (index, field) in fields.iter_borrowed().skip(1).enumerate() {
+            if index > 0 {
+                json.out.push(b',');
+            }
+            json.value(&field, 2)?;
+        }
+        json.out.push(b']');
+        Ok(())
     }
+}
+
+/// Nesting orjson refuses (it raises beyond 254 levels): left to it.
+const JSON_DEPTH: usize = 254;
+
+/// A JSON writer into `out` (see the module's comment).
+struct Json<'py> {
+    out: Vec<u8>,
+    dumps: &'py Bound<'py, PyAny>,
+    datetime: &'py Bound<'py, PyAny>,
+    /// The last datetime written and its text: the entries of one mutation share one timestamp.
+    last_stamp: Option<(Bound<'py, PyAny>, Vec<u8>)>,
+}
+
+impl<'py> Json<'py> {
+    fn new(dumps: &'py Bound<'py, PyAny>, datetime: &'py Bound<'py, PyAny>) -> Self {
+        Json {
+            out: Vec::with_capacity(1024),
+            dumps,
+            datetime,
+            last_stamp: None,
+        }
+    }
+
+    fn key(&mut self, name: &Bound<'py, PyAny>, first: &mut bool) -> PyResult<()> {
+        if !*first {
+            self.out.push(b',');
+        }
+        *first = false;
+        json_str(&mut self.out, name.cast::<PyString>()?.to_str()?);
+        self.out.push(b':');
+        Ok(())
+    }
+
+    fn value(&mut self, value: &Bound<'py, PyAny>, depth: usize) -> PyResult<()> {
+        if value.is_none() {
+            self.out.extend_from_slice(b"null");
+        } else if let Ok(text) = value.cast_exact::<PyString>() {
+            json_str(&mut self.out, text.to_str()?);
+        } else if let Ok(flag) = value.cast_exact::<PyBool>() {
+            self.out.extend_from_slice(if flag.is_true() { b"true" } else { b"false" });
+        } else if value.is_exact_instance_of::<PyInt>() {
+            match value.extract::<i64>() {
+                Ok(number) => integer(&mut self.out, number),
+                Err(_) => self.dumped(value)?,
+            }
+        } else if depth >= JSON_DEPTH {
+            self.dumped(value)?;
+        } else if let Ok(list) = value.cast_exact::<PyList>() {
+            self.out.push(b'[');
+            for index in 0..list.len() {
+                if index > 0 {
+                    self.out.push(b',');
+                }
+                // Borrowed: nothing called while the list is walked changes it.
+                let item = unsafe {
+                    Borrowed::from_ptr_or_err(value.py(), ffi::PyList_GetItem(list.as_ptr(), index as ffi::Py_ssize_t))?
+                };
+                self.value(&item, depth + 1)?;
+            }
+            self.out.push(b']');
+        } else if let Ok(dict) = value.cast_exact::<PyDict>() {
+            let start = self.out.len();
+            self.out.push(b'{');
+            let mut first = true;
+            for (name, item) in dict.iter() {
+                if !name.is_exact_instance_of::<PyString>() {
+                    self.out.truncate(start);
+                    return self.dumped(value); // orjson's error
+                }
+                self.key(&name, &mut first)?;
+                self.value(&item, depth + 1)?;
+            }
+            self.out.push(b'}');
+        } else if value.get_type().is(self.datetime) {
+            self.datetime(value)?;
+        } else {
+            self.dumped(value)?;
+        }
+        Ok(())
+    }
+
+    fn datetime(&mut self, value: &Bound<'py, PyAny>) -> PyResult<()> {
+        if let Some((last, text)) = &self.last_stamp {
+            if last.is(value) {
+                self.out.extend_from_slice(text);
+                return Ok(());
+            }
+        }
+        // orjson renders a datetime several times faster than its `isoformat` (and as orjson).
+        let start = self.out.len();
+        self.dumped(value)?;
+        self.last_stamp = Some((value.clone(), self.out[start..].to_vec()));
+        Ok(())
+    }
+
+    fn dumped(&mut self, value: &Bound<'py, PyAny>) -> PyResult<()> {
+        let dumped = self.dumps.call1((value,))?;
+        self.out.extend_from_slice(dumped.cast::<PyBytes>()?.as_bytes());
+        Ok(())
+    }
+}
+
+/// A JSON string as orjson writes it: `"` and `\` escaped, control characters as `\n` etc. or
+/// `\u00XX`, everything else as is (UTF-8).
+fn json_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(bytes);
+    } else {
+        for &b in bytes {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x09 => out.extend_from_slice(b"\\t"),
+                0x0a => out.extend_from_slice(b"\\n"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                0x0d => out.extend_from_slice(b"\\r"),
+                b if b < 0x20 => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(b"\\u00");
+                    out.push(HEX[(b >> 4) as usize]);
+                    out.push(HEX[(b & 15) as usize]);
+                }
+                b => out.push(b),
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// An integer in decimal digits.
+fn integer(out: &mut Vec<u8>, number: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = number.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if number < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn python_text(out: &mut Vec<u8>, text: &Bound<'_, PyString>) -> PyResult<()> {
