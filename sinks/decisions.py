@@ -158,11 +158,11 @@ def strategy_failed(mutation: Mutation, error: StrategyError) -> Decision:
 def render(
     decisions: BatchDecisions,
     plans: Mapping[str, entity_rows.TablePlan],
-    stamps: Mapping[str, Mapping[str, tuple[int, str] | None]] | None = None,
+    stamps: Mapping[str, dict[str, tuple[int, str] | None]] | None = None,
 ) -> Rendered:
-    """Render the rows of `decisions` (once; kept on it). With `stamps` (a batch decided ahead:
-    entity type -> id -> the `(version, xmin)` its row is expected to have, None: absent), each
-    entity row carries the stamp it expects, for `entity_rows.write_checked`."""
+    """Render the rows of `decisions` (once, by the first call; kept on it). With `stamps` (a batch
+    decided ahead: entity type -> id -> the `(version, xmin)` its row is expected to have, None:
+    absent), each entity row carries the stamp it expects, for `entity_rows.write_checked`."""
     if decisions.frames is None:
         touched = decisions.touched
         decisions.frames = Rendered(

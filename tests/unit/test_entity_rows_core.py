@@ -132,3 +132,13 @@ def test_a_value_outside_its_types_class_is_rendered_as_to_copy_text_renders_it(
     states = {"k": EntityState(1, False, {"a_decimal": 12, "a_string": 5, "a_date": datetime(2024, 1, 2, tzinfo=UTC),
                                           "a_integer": 2**70})}
     assert entity_rows.rows(TABLE, states).payload == frame_csv(states)
+
+
+def test_rows_go_to_the_write_of_their_kind():
+    """Rows with stamps are COPYed with the `EXPECTED` columns, rows without are not: neither is
+    written the other way (checked before anything is sent)."""
+    states = {"x": EntityState(1, False, {})}
+    with pytest.raises(ValueError, match="write_checked"):
+        entity_rows.upsert_rows(None, TABLE, entity_rows.rows(TABLE, states, {"x": None}))
+    with pytest.raises(ValueError, match="without the stamps"):
+        entity_rows.write_checked(None, TABLE, entity_rows.rows(TABLE, states))
