@@ -19,9 +19,9 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
-use pyo3::{ffi, Borrowed};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::{ffi, Borrowed};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -235,7 +235,11 @@ impl RowWriter {
                 }
             }
             Kind::Date | Kind::Timestamp => {
-                let class = if column.kind == Kind::Date { &self.date } else { &self.datetime };
+                let class = if column.kind == Kind::Date {
+                    &self.date
+                } else {
+                    &self.datetime
+                };
                 if value.get_type().is(class.bind(py)) {
                     let iso = value.call_method0(intern!(py, "isoformat"))?;
                     return python_text(out, iso.cast::<PyString>()?);
@@ -243,10 +247,7 @@ impl RowWriter {
             }
         }
         // Not its type's own class: as the general function renders it.
-        let rendered = self
-            .to_copy_text
-            .bind(py)
-            .call1((column.type_name.bind(py), value))?;
+        let rendered = self.to_copy_text.bind(py).call1((column.type_name.bind(py), value))?;
         if !rendered.is_none() {
             python_text(out, rendered.cast::<PyString>()?)?;
         }
@@ -259,7 +260,11 @@ impl RowWriter {
         let stored = state.getattr(intern!(py, "stored_provenance"))?;
         let parsed = state.getattr(intern!(py, "provenance"))?;
         let parsed = parsed.cast::<PyDict>()?;
-        let stored = if stored.is_truthy()? { Some(stored.cast_into::<PyDict>()?) } else { None };
+        let stored = if stored.is_truthy()? {
+            Some(stored.cast_into::<PyDict>()?)
+        } else {
+            None
+        };
         json.out.push(b'{');
         let mut first = true;
         if let Some(stored) = &stored {
@@ -347,7 +352,8 @@ impl<'py> Json<'py> {
         } else if let Ok(text) = value.cast_exact::<PyString>() {
             json_str(&mut self.out, text.to_str()?);
         } else if let Ok(flag) = value.cast_exact::<PyBool>() {
-            self.out.extend_from_slice(if flag.is_true() { b"true" } else { b"false" });
+            self.out
+                .extend_from_slice(if flag.is_true() { b"true" } else { b"false" });
         } else if value.is_exact_instance_of::<PyInt>() {
             match value.extract::<i64>() {
                 Ok(number) => integer(&mut self.out, number),
