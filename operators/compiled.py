@@ -1,7 +1,8 @@
 """The compiled core in the job (crate core/, Python module `mutagg_core`, built and
-installed by `make`): the one module of the job that imports it. Today it decodes: a
+installed by `make`): the one module of the job that imports it. It decodes: a
 chunk's `RawMessage`s in, the `Mutation`s `schemas.mutation.decode` would build out
-(operators/decode.py `decode_chunk`, which asks the Python decoder for the rest)."""
+(operators/decode.py `decode_chunk`, which asks the Python decoder for the rest); and it renders
+the entity rows a batch writes as the payload of their COPY (sinks/entity_rows.py `rows`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from schemas.errors import CoreMissing
 from schemas.mutation import Mutation, Operation
 from schemas.registry import Registry
+from schemas.values import to_copy_text
 
 try:
     import mutagg_core
@@ -50,3 +54,9 @@ def decoder(registry: Registry) -> Any:
     while len(_DECODERS) > _KEPT:
         _DECODERS.popitem(last=False)
     return made
+
+
+def row_writer(columns: list[tuple[str, str]]) -> Any:
+    """The core's `RowWriter` of a table whose attributes are `columns` (name, registry type), in order."""
+    require()
+    return mutagg_core.RowWriter(columns, (Decimal, date, datetime, orjson.dumps, to_copy_text))

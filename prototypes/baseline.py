@@ -7,7 +7,7 @@ part alone."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
@@ -71,7 +71,10 @@ class PythonEngine:
             stored = self.states[type_name]
             states[type_name] = {i: stored.get(i) or EntityState() for i in ids}
         decisions = decide_batch(items, states, known, self.plans, self.registry, self.custom, batch_id)
-        frames = render(decisions, self.plans)
+        # The prototypes compare frames: the entity rows as `rows_frame` builds them.
+        frames = replace(render(decisions, self.plans), entities={
+            name: entity_rows.rows_frame(self.plans[name], rows) for name, rows in sorted(decisions.touched.items())
+            if rows})
         sequencer.mark_decided(filter(None, map(item_id, items)))
         for type_name, touched in decisions.touched.items():
             self.states[type_name].update(touched)

@@ -45,9 +45,10 @@ class BatchDecisions:
 
 @dataclass(frozen=True)
 class Rendered:
-    """The rows of a batch as frames, ready to COPY (the decision time still unset)."""
+    """The rows of a batch ready to COPY: the entity rows rendered, ledger and conflict rows as
+    frames (the decision time still unset)."""
 
-    entities: dict[str, pl.DataFrame]
+    entities: dict[str, entity_rows.EntityRows]
     ledger: pl.DataFrame | None
     conflicts: pl.DataFrame | None
 
@@ -154,12 +155,19 @@ def strategy_failed(mutation: Mutation, error: StrategyError) -> Decision:
     )
 
 
-def render(decisions: BatchDecisions, plans: Mapping[str, entity_rows.TablePlan]) -> Rendered:
-    """Build the frames of `decisions` (once; kept on it)."""
+def render(
+    decisions: BatchDecisions,
+    plans: Mapping[str, entity_rows.TablePlan],
+    stamps: Mapping[str, dict[str, tuple[int, str] | None]] | None = None,
+) -> Rendered:
+    """Render the rows of `decisions` (once, by the first call; kept on it). With `stamps` (a batch
+    decided ahead: entity type -> id -> the `(version, xmin)` its row is expected to have, None:
+    absent), each entity row carries the stamp it expects, for `entity_rows.write_checked`."""
     if decisions.frames is None:
         touched = decisions.touched
         decisions.frames = Rendered(
-            {name: entity_rows.rows_frame(plans[name], touched[name]) for name in sorted(touched) if touched[name]},
+            {name: entity_rows.rows(plans[name], touched[name], None if stamps is None else stamps[name])
+             for name in sorted(touched) if touched[name]},
             ledger.ledger_frame(decisions.ledger_rows),
             ledger.conflict_frame(decisions.conflict_rows),
         )
@@ -173,7 +181,7 @@ def write(
     now: str,
     on_copy: Callable[[], None],
     written: list[Written] | None = None,
-    checked: Mapping[str, pl.DataFrame] | None = None,
+    checked: Mapping[str, entity_rows.EntityRows] | None = None,
 ) -> list[Outcome]:
     """Write everything `decisions` holds in the open transaction, stamped `now`; its outcomes.
     What the audit shows of it is appended to `written` (valid once the transaction commits).
@@ -182,11 +190,11 @@ def write(
     `StaleRows` if one is not as expected; without it they are upserted (their rows locked)."""
     frames = render(decisions, plans)
     if checked is None:
-        for name, frame in frames.entities.items():
-            entity_rows.upsert_frame(cursor, plans[name], frame, on_copy)
+        for name, rows in frames.entities.items():
+            entity_rows.upsert_rows(cursor, plans[name], rows, on_copy)
     else:
-        for name, frame in checked.items():
-            entity_rows.write_checked(cursor, plans[name], frame, on_copy)
+        for name, rows in checked.items():
+            entity_rows.write_checked(cursor, plans[name], rows, on_copy)
     ledger.revise(cursor, decisions.revised, decisions.batch_id)
     ledger.write_frames(cursor, frames.ledger, frames.conflicts, now)
     ledger.record_duplicates(cursor, decisions.duplicates, decisions.batch_id)

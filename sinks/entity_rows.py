@@ -1,8 +1,10 @@
 """Read entity rows for update, and write the coalesced rows back with COPY.
 
-Rows travel as Polars frames built from the registry's types, then as CSV into
-a temporary staging table, then one set-based upsert per entity type. The SQL of
-each entity type is composed once (`TablePlan`), not per batch.
+Rows are rendered by the compiled core straight to the CSV a COPY into a temporary staging
+table reads (`rows`, `EntityRows`), then one set-based upsert (or checked write) per entity type.
+The SQL of each entity type is composed once (`TablePlan`), not per batch. `rows_frame` builds
+the same rows as a Polars frame (`copy_frame` writes it as CSV): the oracle of the core's
+rendering in tests, and the form bench/ code reads.
 
 A staging table is emptied by the transaction that uses it, before its COPY (`Staging`), not
 by `ON COMMIT DELETE ROWS`: that truncates every such table at every commit that touched any
@@ -25,6 +27,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from operators.compiled import row_writer
 from operators.entity_state import EntityState
 from schemas.registry import EntityType
 from schemas.values import POLARS_TYPES, to_copy_text
@@ -132,6 +135,8 @@ class TablePlan:
     schema: dict[str, Any]
     staging: Staging
     """Mutable: a plan belongs to one connection (its temporary staging table)."""
+    writer: Any
+    """The compiled core's `RowWriter` of the table (`rows`)."""
 
 
 def plan(entity_type: EntityType, context: psycopg.Connection | None = None) -> TablePlan:
@@ -192,6 +197,7 @@ def plan(entity_type: EntityType, context: psycopg.Connection | None = None) -> 
         columns=tuple(columns),
         schema=schema,
         staging=staging(stage, context),
+        writer=row_writer([(name, attribute.type) for name, attribute in entity_type.attributes.items()]),
     )
 
 
@@ -278,6 +284,31 @@ def rows_frame(entity_type: EntityType | TablePlan, states: dict[str, EntityStat
     return pl.DataFrame(columns, schema=table.schema)
 
 
+@dataclass(frozen=True)
+class EntityRows:
+    """The rows of one entity type as the payload of a COPY (FORMAT csv) into its staging table,
+    in key order: from `rows`, for `upsert_rows`, or with stamps for `write_checked`."""
+
+    keys: list[str]
+    payload: bytes
+    present: list[str] | None = None
+    """Rows with stamps (`TablePlan.copy_checked`): the keys of the rows expected present, in
+    order; None: rows without (`TablePlan.copy`)."""
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def rows(table: TablePlan, states: dict[str, EntityState],
+         stamps: dict[str, tuple[int, str] | None] | None = None) -> EntityRows:
+    """The coalesced rows of one entity type in the table's column order (what `rows_frame` holds),
+    rendered by the compiled core; with `stamps`, each followed by the `(version, xmin)` it expects
+    to replace (None: it expects no row), for `write_checked`."""
+    keys = sorted(states)
+    payload, present = table.writer.render(keys, states, stamps)
+    return EntityRows(keys, payload, present)
+
+
 def copy_statement(table: sql.Composable, columns: tuple[str, ...]) -> sql.Composed:
     """COPY into `table` (columns by name, CSV: unquoted empty is NULL)."""
     return sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
@@ -294,8 +325,13 @@ def copy_frame(
     buffer = io.BytesIO()
     frame.write_csv(buffer, include_header=False, float_precision=None)
     statement = table if isinstance(table, bytes) else copy_statement(table, tuple(frame.columns))
+    copy_payload(cursor, statement, buffer.getbuffer(), on_copy)
+
+
+def copy_payload(cursor: psycopg.Cursor, statement: bytes | sql.Composable, payload, on_copy=lambda: None) -> None:
+    """COPY `payload` (CSV rows) with `statement`."""
     with cursor.copy(statement) as copy:
-        copy.write(buffer.getbuffer())
+        copy.write(payload)
         on_copy()  # crash tests stop here: data sent, COPY not finished
 
 
@@ -304,51 +340,57 @@ class StaleRows(Exception):
     expected): the transaction must roll back; nothing it wrote may commit."""
 
 
-def expecting(frame: pl.DataFrame, key: str, stamps: dict[str, tuple[int, str] | None]) -> pl.DataFrame:
-    """`frame` (from `rows_frame`) with, per row, the `(version, xmin)` it expects to replace
-    (None: it expects no row), for `write_checked`."""
-    expected = [stamps[entity_id] for entity_id in frame.get_column(key).to_list()]
-    return frame.with_columns(
-        pl.Series(EXPECTED[0], [None if s is None else s[0] for s in expected], pl.Int64),
-        pl.Series(EXPECTED[1], [None if s is None else s[1] for s in expected], pl.String),
-    )
-
-
-def write_checked(cursor: psycopg.Cursor, table: TablePlan, frame: pl.DataFrame, on_copy=lambda: None) -> None:
-    """Write the rows of `frame` (from `expecting`) where each is still the row it expects: an
-    update where `(version, xmin)` match, an insert where no row was expected. Raises `StaleRows`
-    if any row was not written (the caller rolls back).
+def write_checked(cursor: psycopg.Cursor, table: TablePlan, rows: EntityRows, on_copy=lambda: None) -> None:
+    """Write `rows` (from `rows` with stamps) where each is still the row it expects: an update
+    where `(version, xmin)` match, an insert where no row was expected. Raises `StaleRows` if any
+    row was not written (the caller rolls back).
 
     No row is locked beforehand: each statement locks what it writes. Under REPEATABLE READ a
     row another transaction changed (or deleted, or inserted) since this transaction's snapshot
     raises SerializationFailure there; one changed before it fails the match, so is not written.
     (BENCHMARKS "Checked writes instead of row locks".)"""
-    if frame.height == 0:
+    if rows.present is None:
+        raise ValueError("rows without the stamps they expect")
+    height = len(rows.keys)
+    if height == 0:
         return
-    cursor.execute(table.staging.emptying())  # as `upsert_frame`: this use's rows only
-    table.staging.filled(frame.height)
-    copy_frame(cursor, table.copy_checked, frame, on_copy)
-    expected_present = frame.get_column(EXPECTED[0]).is_not_null()
+    cursor.execute(table.staging.emptying())  # as `upsert_rows`: this use's rows only
+    table.staging.filled(height)
+    copy_payload(cursor, table.copy_checked, rows.payload, on_copy)
     written = 0
-    present = int(expected_present.sum())
+    present = len(rows.present)
     if present:
-        keys = frame.get_column(table.entity_type.key).filter(expected_present).to_list()
-        written += cursor.execute(table.update_checked, (text_array(keys),)).rowcount
-    if present < frame.height:
+        written += cursor.execute(table.update_checked, (text_array(rows.present),)).rowcount
+    if present < height:
         written += cursor.execute(table.insert_checked).rowcount
-    if written != frame.height:
-        raise StaleRows(f"{table.entity_type.name}: {frame.height - written} of {frame.height} rows not as expected")
+    if written != height:
+        raise StaleRows(f"{table.entity_type.name}: {height - written} of {height} rows not as expected")
+
+
+def upsert_rows(cursor: psycopg.Cursor, table: TablePlan, rows: EntityRows, on_copy=lambda: None) -> None:
+    """Write the final state of every touched entity, as rendered by `rows`, in the open
+    transaction: the staging table emptied (`table.stage` must have created it on this
+    connection), one COPY into it, one upsert."""
+    if rows.present is not None:
+        raise ValueError("rows with stamps are written by write_checked")
+    if not rows.keys:
+        return
+    _upsert(cursor, table, len(rows.keys), rows.payload, on_copy)
 
 
 def upsert_frame(cursor: psycopg.Cursor, table: TablePlan, frame: pl.DataFrame, on_copy=lambda: None) -> None:
-    """Write the final state of every touched entity, as built by `rows_frame`, in the open
-    transaction: the staging table emptied (`table.stage` must have created it on this
-    connection), one COPY into it, one upsert."""
+    """`upsert_rows` of a frame built by `rows_frame` (bench/ code and tests)."""
     if frame.height == 0:
         return
+    buffer = io.BytesIO()
+    frame.write_csv(buffer, include_header=False, float_precision=None)
+    _upsert(cursor, table, frame.height, buffer.getbuffer(), on_copy)
+
+
+def _upsert(cursor: psycopg.Cursor, table: TablePlan, height: int, payload, on_copy) -> None:
     # Emptied first, in this transaction: the upsert takes exactly what this COPY stages, whatever
     # an earlier use left (rows a use leaves stay until the next one, which deletes them).
     cursor.execute(table.staging.emptying())
-    table.staging.filled(frame.height)
-    copy_frame(cursor, table.copy, frame, on_copy)
+    table.staging.filled(height)
+    copy_payload(cursor, table.copy, payload, on_copy)
     cursor.execute(table.upsert)

@@ -40,7 +40,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-import polars as pl
 import psycopg
 
 from operators.entity_state import EntityState
@@ -76,7 +75,7 @@ class Prepared:
     decisions: BatchDecisions
     expected: Mapping[str, Mapping[str, Stamp | None]]  # entity type -> id -> stamp (None: absent)
     known: Mapping[str, ledger.LedgerEntry]  # ledger entries the decision used
-    checked: Mapping[str, pl.DataFrame]
+    checked: Mapping[str, entity_rows.EntityRows]
     """The rows to write per entity type, each with the stamp it expects (`entity_rows.write_checked`)."""
 
 
@@ -312,8 +311,7 @@ class PrepareAheadOn:
                         expected[type_name][entity_id] = (state.version, base.xid)
             known = ledger.lookup(cursor, ids)
         decisions = decide_batch(items, states, known, plans, self.registry, self.custom_strategies, batch_id)
-        checked = {name: entity_rows.expecting(frame, plans[name].entity_type.key, expected[name])
-                   for name, frame in render(decisions, plans).entities.items()}
+        checked = render(decisions, plans, expected).entities
         self.count("prepared")
         return Prepared(batch_id, items, decisions, expected, known, checked)
 

@@ -1,6 +1,7 @@
 //! mutagg_core: one partition's chunk of raw Kafka values decoded and decided in Rust.
 //!
-//! In the job: `Decoder` (objects.rs), the decode step, imported by operators/core.py only.
+//! In the job: `Decoder` (objects.rs), the decode step, imported by operators/core.py only; and
+//! `RowWriter` (rows.rs), the entity rows of a batch as a COPY payload, by sinks/entity_rows.py.
 //!
 //! The decide-step prototype of issue 22 (not wired into the job): `Core`, imported by
 //! prototypes/rust_core.py only, the results handed back as Arrow column buffers. Two calls per chunk:
@@ -16,6 +17,7 @@ mod columns;
 mod decide;
 mod decode;
 mod objects;
+mod rows;
 mod values;
 
 use std::collections::HashMap as StdMap;
@@ -278,5 +280,6 @@ impl Core {
 fn mutagg_core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Core>()?;
     module.add_class::<objects::Decoder>()?;
+    module.add_class::<rows::RowWriter>()?;
     Ok(())
 }
