@@ -76,7 +76,9 @@ class PacedProducer:
                 if self._produce(messages[sent]):
                     sent += 1
             producer.poll(0)
-            time.sleep(0.001)
+            # Asleep until the next message is due (at least 1 ms, at most until the next `stop()`):
+            # 1 ms steps at 200/s woke this process 1,000 times a second on the job's 2 shared cores.
+            time.sleep(min(0.1, max(0.001, began + sent / rate - time.perf_counter())))
         self._flush()
         return sent
 

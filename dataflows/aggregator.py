@@ -37,8 +37,9 @@ class ReportSink(DynamicSink[BatchReport]):
 
 def read_size(runtime: Runtime, topic: str) -> int:
     """Records per poll of a partition of `topic`. With the priority lane read, a standard
-    partition reads about one batch's share at a time: the apply step then holds little more
-    than a batch when the lane asks to go first (README "Priority lane")."""
+    partition reads at most a batch per poll: the standard topic pauses once the apply step holds
+    a batch of it, so what it reads ahead stays within a poll of each partition (README "Priority
+    lane"). Smaller polls cost the drain more than they save (BENCHMARKS.md, session 14)."""
     settings = runtime.settings
     if settings.shards > 1:
         # A shard's poll of its partitions reads about a batch: what it reads before a flush then commits
@@ -47,8 +48,7 @@ def read_size(runtime: Runtime, topic: str) -> int:
         return min(settings.read_chunk, max(TRICKLE, settings.batch_size // per_shard))
     if runtime.lane is None or topic == runtime.lane:
         return settings.read_chunk
-    standard = sum(1 for t, _ in runtime.input_partitions if t != runtime.lane)
-    return min(settings.read_chunk, max(TRICKLE, settings.batch_size // max(1, standard)))
+    return min(settings.read_chunk, settings.batch_size)
 
 
 def route_key(shards: int):

@@ -112,6 +112,7 @@ def run(
             rescaler.start()
         if not process_id:
             runtime.audit.catch_up()  # batches a crash left without audit files
+            runtime.acks.warm()  # its connections before the first commit, not in the first batch's acks
             runtime.start_cluster_run()  # with shards: before the others can join (sinks/shard_tables.py)
         cli_main(
             flow,

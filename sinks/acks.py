@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 
 import orjson
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from mutagg.security import KafkaErrorWatch, kafka_denied
 from schemas.errors import MutaggError, ServiceUnavailable
@@ -78,6 +78,19 @@ class AckProducer:
         )
         self._errors: list[KafkaError] = []
         self._denied: MutaggError | None = None  # an ACL refused a write: no retry helps
+
+    def warm(self, timeout_s: float = 10.0) -> None:
+        """Look up the topics it writes to before the first batch: its broker connections and their
+        metadata then come before the first commit, not after it, where the first batch's acks
+        waited for them and held the next commits' after-commit work back (README "Priority lane").
+        Best effort: an unreachable broker is the first `send`'s to wait for and report, as before."""
+        for topic in (self.status_topic, self.dlq_topic):
+            try:
+                self._producer.list_topics(topic, timeout=timeout_s)
+            except KafkaException as exc:
+                log.debug("warming the ack producer failed; the first batch waits instead",
+                          extra={"topic": topic, "error": str(exc)})
+                return
 
     def _on_delivery(self, error: KafkaError | None, message) -> None:
         if error is not None:

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 INPUT_POLLS = -1
 """The heartbeat key of this process's input polls (workers beat under their index)."""
 PAUSE = timedelta(milliseconds=20)  # a partition that gave fewer than TRICKLE records is polled again after this
+# A standard partition held back while the priority lane is read (the apply step holds a batch of it)
+# is asked again after this: it reads on only after a flush, which waits for a commit slot.
+HELD_PAUSE = timedelta(milliseconds=100)
 TRICKLE = 500
 _WATERMARK_BACKOFF = Backoff(initial_s=1.0, factor=1.0, cap_s=1.0)
 
@@ -143,6 +146,7 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         self._last_heartbeat_ms = 0
         self._last_healthy = time.monotonic()
         self._slow = False
+        self._held = False  # paused by the apply step at the last poll
         self._on_gap = on_gap
 
     def next_batch(self) -> list[Chunk]:
@@ -150,8 +154,8 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
             HEARTBEAT.retire(INPUT_POLLS)  # a drained process stays alive while its peers drain theirs
             raise StopIteration()
         HEARTBEAT.beat(INPUT_POLLS)  # what a run --until-idle, which has no heartbeat input, is alive by
-        if self._paused():  # the apply step holds a batch of it already: the priority lane reads on
-            self._slow = True
+        self._held = self._paused()
+        if self._held:  # the apply step holds a batch of it already: the priority lane reads on
             return []
         polled = self._consumer.consume(self._batch_size, 0)
         self._watch.raise_if_failed()  # e.g. the password was rotated under a running job
@@ -240,7 +244,10 @@ class _Partition(StatefulSourcePartition[Chunk, int]):
         # The poll never blocks: a blocking poll (50 ms until `batch_size` records came) held up
         # the other partitions and the apply step's window, ~170 ms of p50 latency at 2,000/s.
         # A partition that is idle or only trickles is asked again after PAUSE instead, so
-        # light load does not spin the worker; a backlog is read without a pause.
+        # light load does not spin the worker; a backlog is read without a pause. A partition
+        # held back (`paused`) waits longer: each poll of it wakes the worker for nothing.
+        if self._held:
+            return datetime.now(UTC) + HELD_PAUSE
         return datetime.now(UTC) + PAUSE if self._slow else None
 
     def snapshot(self) -> int:

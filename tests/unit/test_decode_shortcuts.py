@@ -25,7 +25,7 @@ from schemas.mutation import (
 )
 from schemas.registry import ATTRIBUTE_TYPES
 from schemas.values import COERCERS, MAX_DECIMAL_DIGITS, CoercionError, _parse_any_rfc3339, coerce, parse_rfc3339
-from sources.kafka import PAUSE, TRICKLE, _Partition
+from sources.kafka import HELD_PAUSE, PAUSE, TRICKLE, _Partition
 from tests.unit.test_decode import REGISTRY, VALID
 
 
@@ -210,3 +210,19 @@ def test_a_partition_that_only_trickles_is_polled_again_later_and_a_backlog_at_o
         awake = polled(count).next_awake()
         assert awake is not None and timedelta(0) < awake - datetime.now(UTC) <= PAUSE
     assert polled(TRICKLE).next_awake() is None
+
+
+def test_a_held_partition_reads_nothing_and_is_asked_again_after_the_longer_pause():
+    """While the apply step holds a batch of the standard topic (the priority lane is read), its
+    partitions read nothing and wake the worker only every HELD_PAUSE; released, a backlog reads at once."""
+    records = [Message(topic="edge.mutations", partition=0, offset=i, key=None, value=b"v", timestamp=(1, 5))
+               for i in range(TRICKLE)]
+    held = [True]
+    partition = partition_over(records, partition=0, offset=0, stop_at_end=False)
+    partition._paused = lambda: held[0]
+    assert partition.next_batch() == [] and partition.snapshot() == 0
+    awake = partition.next_awake()
+    assert awake is not None and PAUSE < awake - datetime.now(UTC) <= HELD_PAUSE
+    held[0] = False
+    [chunk] = partition.next_batch()
+    assert len(chunk.messages) == TRICKLE and partition.next_awake() is None
