@@ -2,7 +2,10 @@
 measured against its base in the same run (absolute rates drift on a shared machine).
 
 Run: .venv/bin/python -m bench.ab BASE [--mutations 200000] [--rounds 2] [--partitions 4]
-        [--base-setting NAME=VALUE ...] [--subject-setting NAME=VALUE ...]
+        [--base-setting NAME=VALUE ...] [--subject-setting NAME=VALUE ...] [--base-core WHEEL]
+With `--base-core WHEEL` (a wheel of the compiled core, e.g. the one core/wheel.sh built for BASE,
+under its cache) the base runs that core (unpacked into its worktree, which its `python -m` imports
+first) instead of the one installed, for a change of the core itself.
 BASE is a git revision; the subject is the working tree (BASE may be HEAD with a different
 setting on each side, e.g. `--base-setting prepare_ahead=false`). Each run reads the same input
 topic into a fresh schema of its own (and fresh status/DLQ topics), migrated by its own side's
@@ -20,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--base-setting", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--subject-setting", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--base-core", type=Path, metavar="WHEEL", help="the compiled core the base runs")
     args = parser.parse_args(argv)
     settings = load_settings()
     registry = load_registry(settings.registry, custom_strategies=CUSTOM_STRATEGIES)
@@ -93,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         base_dir = Path(scratch) / "base"
         subprocess.run(["git", "worktree", "add", "--detach", str(base_dir), args.base], cwd=REPO, check=True,
                        capture_output=True)
+        if args.base_core:
+            with zipfile.ZipFile(args.base_core) as wheel:
+                wheel.extractall(base_dir, [n for n in wheel.namelist() if n.startswith("mutagg_core/")])
+            core = subprocess.run([sys.executable, "-c", "import mutagg_core; print(mutagg_core.__file__)"],
+                                  cwd=base_dir, capture_output=True, text=True, check=True).stdout.strip()
+            print(f"base core: {core}", flush=True)
         sides = [Side(f"base {args.base}", base_dir, [], _settings(args.base_setting)),
                  Side("working tree", REPO, [], _settings(args.subject_setting))]
         try:
