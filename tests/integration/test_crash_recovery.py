@@ -90,11 +90,11 @@ def shared_log(base_settings: Settings, directory: Path, messages: list) -> Iter
         topic_dlq=f"t-{suffix}.dlq", topic_status=f"t-{suffix}.status", topic_partitions=4,
         batch_size=500, window_ms=50, audit_uri=str(directory / "audit"),
     )
-    create_topics(settings)
-    produce(settings, messages)
-    reference = variant(settings)
-    run_job(reference)
     try:
+        create_topics(settings)
+        produce(settings, messages)
+        reference = variant(settings)
+        run_job(reference)
         yield SharedLog(settings, dump_database(reference))
     finally:
         drop_schema(base_settings, f"t_{suffix}")
