@@ -244,8 +244,9 @@ class ApplyLogic(ShardSteps, HandOver, StatefulBatchLogic[DecodedChunk, BatchRep
         self.runtime.stats.deferred.update(release.deferred)
         self.runtime.metrics.record_deferrals(release.deferred)
         reasons = {m.id: reason for m, reason in release.rejected}
-        decided = [Unmet(m, reasons[m.id]) if m.id in reasons else m for m in release.order] if reasons \
-            else release.order
+        decided = release.order
+        if reasons:  # the verdicts lead: see `verdicts_first`
+            decided = verdicts_first([Unmet(m, reasons[m.id]) if m.id in reasons else m for m in decided])
         free = 0
         if self.lane is not None:  # without a lane the release's order stands (no copy of it)
             decided, free = lane_first(decided, self.lane)
@@ -265,3 +266,16 @@ class ApplyLogic(ShardSteps, HandOver, StatefulBatchLogic[DecodedChunk, BatchRep
         if unknown:  # this waits for the batches in flight
             sequencer.learn_decided(self.pipeline.on_commit_thread(self.committer.decided, unknown))
         return sequencer.release(at_end_of_input=at_end, node_budget=self.node_budget)
+
+
+def verdicts_first(items: list) -> list:
+    """The sequencer's verdicts (`Unmet`: a dependency cycle, or one missing) ahead of the
+    release's other items, each group in its order, so they commit in the flush's first standard
+    part. A verdict may rest on another committed with it: the members of a cycle, or another
+    shard's member rejected from the cycle rows every part of a shard's flush carries (and the first
+    commits). A part held back after an earlier one committed (a stop between parts, the throttle, a
+    crash) returns its items as plain mutations, judged again later: a cycle member judged again
+    after its partner's rejection committed finds its dependency decided and applies. A rejection
+    changes no entity, so its place among the items decides nothing else."""
+    return [i for i in items if type(i) is Unmet] + [i for i in items if type(i) is not Unmet]
+
