@@ -190,16 +190,14 @@ class AuditStore:
                 writer.close()
         return rows
 
-    def write_table(
-        self, path: str, table: pa.Table, metadata: dict[str, str], compression: str = PART_COMPRESSION
-    ) -> None:
-        """Atomically write `table` as one file (a part: `PART_COMPRESSION` unless told)."""
+    def write_table(self, path: str, table: pa.Table, metadata: dict[str, str]) -> None:
+        """Atomically write `table` as one part file (`PART_COMPRESSION`)."""
 
         def write(writer: pq.ParquetWriter) -> int:
             writer.write_table(table, row_group_size=128 * 1024)
             return table.num_rows
 
-        self.write_parquet(path, write, table.schema, metadata, compression)
+        self.write_parquet(path, write, table.schema, metadata, PART_COMPRESSION)
 
     def delete(self, path: str) -> None:
         try:
