@@ -243,20 +243,19 @@ class ApplyLogic(ShardSteps, HandOver, StatefulBatchLogic[DecodedChunk, BatchRep
         release = self._release(at_end)
         self.runtime.stats.deferred.update(release.deferred)
         self.runtime.metrics.record_deferrals(release.deferred)
-        reasons = {m.id: reason for m, reason in release.rejected}
-        decided = release.order
-        if reasons:  # the verdicts lead: see `verdicts_first`
-            decided = verdicts_first([Unmet(m, reasons[m.id]) if m.id in reasons else m for m in decided])
+        verdicts, decided = verdicts_first(release)
         free = 0
         if self.lane is not None:  # without a lane the release's order stands (no copy of it)
             decided, free = lane_first(decided, self.lane)
-        # Lane items of a full release lead its first part; a part of their own only when the lane
-        # is not read patiently (at the end of input): a transaction more per flush costs the drain.
-        first = len(release.invalid) + free if at_end else 0
-        items = [*release.invalid, *decided, *release.copies]
+        # Lane items of a full release lead its first part (after the verdicts); a part of their own
+        # only when the lane is not read patiently (at the end of input): a transaction more per flush
+        # costs the drain.
+        first = len(verdicts) + len(release.invalid) + free if at_end else 0
+        items = [*verdicts, *release.invalid, *decided, *release.copies]
         if self.place.name is not None:  # a shard: every part writes the shard's state too
-            return reports + self._shard_flush(items, release)
-        return reports + self._commit(items, first, patient=self.lane is not None and not at_end)
+            return reports + self._shard_flush(items, release, whole=len(verdicts))
+        return reports + self._commit(items, first, patient=self.lane is not None and not at_end,
+                                      whole=len(verdicts))
 
     def _release(self, at_end: bool) -> Release:
         if self.place.name is not None:  # a shard: one read of the others' state, then the single sequencer's rules
@@ -268,14 +267,20 @@ class ApplyLogic(ShardSteps, HandOver, StatefulBatchLogic[DecodedChunk, BatchRep
         return sequencer.release(at_end_of_input=at_end, node_budget=self.node_budget)
 
 
-def verdicts_first(items: list) -> list:
-    """The sequencer's verdicts (`Unmet`: a dependency cycle, or one missing) ahead of the
-    release's other items, each group in its order, so they commit in the flush's first standard
-    part. A verdict may rest on another committed with it: the members of a cycle, or another
-    shard's member rejected from the cycle rows every part of a shard's flush carries (and the first
-    commits). A part held back after an earlier one committed (a stop between parts, the throttle, a
-    crash) returns its items as plain mutations, judged again later: a cycle member judged again
-    after its partner's rejection committed finds its dependency decided and applies. A rejection
-    changes no entity, so its place among the items decides nothing else."""
-    return [i for i in items if type(i) is Unmet] + [i for i in items if type(i) is not Unmet]
+def verdicts_first(release: Release) -> tuple[list[Unmet], list[Mutation]]:
+    """(the release's verdicts, `Unmet`: a dependency cycle or one missing; the rest of its order).
+    The verdicts lead the flush and commit together in its first transaction, whatever the size of
+    its parts (`plan_parts`' `whole`), ahead of the invalid copies and the priority lane's items.
 
+    A verdict may rest on another: the members of a cycle are rejected together, and a part held
+    back after an earlier one committed (a stop between parts, the throttle, a crash) returns its
+    items as plain mutations, judged again later. A cycle member judged again after its partner's
+    rejection committed would find its dependency decided and apply. (A shard's verdict on another
+    shard's member rests on the cycle rows every part of the flush carries, and they stay until the
+    member commits.) A rejection changes no entity, so its place among the items decides nothing
+    else."""
+    if not release.rejected:
+        return [], release.order
+    reasons = {m.id: reason for m, reason in release.rejected}
+    verdicts = [Unmet(m, reasons[m.id]) for m in release.order if m.id in reasons]
+    return verdicts, [m for m in release.order if m.id not in reasons]

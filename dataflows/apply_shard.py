@@ -94,11 +94,12 @@ class ShardSteps:
         return sequencer.release(at_end_of_input=self.shard_ended, node_budget=self.node_budget,
                                  others=Others(view, place.name, place.assignment))
 
-    def _shard_flush(self, items: list, release: Release) -> list[BatchReport]:
+    def _shard_flush(self, items: list, release: Release, whole: int = 0) -> list[BatchReport]:
         """Every part of this flush writes the shard's state as of now (operators/shard_view.py)."""
         if not items:  # what is in flight commits first, on the same thread: it is in the ledger by then
             return self._publish(publication_of(self.sequencer, (), (), self.shard_ended))
-        return self._commit(items, shard=ShardFlush(frozenset(release.cycles), len(items) - len(release.copies)))
+        return self._commit(items, shard=ShardFlush(frozenset(release.cycles), len(items) - len(release.copies)),
+                            whole=whole)
 
     def _marks_unpublished(self) -> bool:
         """A shard's partitions have shown event time its last transaction did not publish."""

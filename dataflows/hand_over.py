@@ -84,7 +84,7 @@ class HandOver:
         return reports
 
     def _commit(self, items: list, first: int = 0, patient: bool = False,
-                shard: ShardFlush | None = None) -> list[BatchReport]:
+                shard: ShardFlush | None = None, whole: int = 0) -> list[BatchReport]:
         """Hand `items` to the commit thread in parts (operators/parts.py), one transaction at a
         time, in order. Up to IN_FLIGHT_LIMIT parts are left in flight: the dataflow reads, decodes
         and sequences on while they commit, and a later flush (or settle) collects them.
@@ -93,6 +93,7 @@ class HandOver:
         in a later batch, which the commit thread runs only after this one has committed
         (if this one fails, no later batch commits and the job stops).
 
+        The first `whole` items (a release's verdicts) go in the first part, whatever its size.
         The first `first` items (the priority lane's) go in a part of their own. While the lane
         is read (`patient`), the worker never waits for a slot: what finds none is held for a later
         flush, and standard parts are at most `lane_batch_size` while the lane is busy.
@@ -114,7 +115,7 @@ class HandOver:
             self._hold(items)
             return reports
         parts = plan_parts(len(items), first, cap, min(cap, self._standard_cap()) if patient else cap,
-                           None if shard is None else self.batch_size)
+                           None if shard is None else self.batch_size, whole)
         ahead = offsets_ahead([lowest_offsets(items[p.start:p.end]) for p in parts])
         held = self._held_offsets()  # the parts' own offsets are in `ahead`; nothing here changes below
         publication = None if shard is None else self._flush_publication(items, parts, shard)

@@ -24,9 +24,12 @@ class Part:
 
 
 def plan_parts(count: int, first: int, cap: int, standard_cap: int,
-               shard_batch_size: int | None = None) -> list[Part]:
+               shard_batch_size: int | None = None, whole: int = 0) -> list[Part]:
     """Cut `count` (> 0) items into parts, in order: the first `first` items (the priority lane's)
     in lane parts of at most `cap`, the rest in parts of at most `standard_cap` (both > 0).
+
+    The first `whole` items go in the first part whatever its size: a release's verdicts, which
+    must commit together (dataflows/apply.py `verdicts_first`).
 
     A shard's flush (`shard_batch_size`: its batch size) of at most two batches, while the
     throttle does not shrink parts (`cap` is the batch size), goes in one part: what a shard
@@ -34,10 +37,9 @@ def plan_parts(count: int, first: int, cap: int, standard_cap: int,
     starts = [*range(0, first, cap), *range(first, count, standard_cap)]
     if shard_batch_size is not None and cap == shard_batch_size and count <= 2 * cap:
         starts = [0]
-    lane_parts = -(-first // cap)  # the first parts: the lane's items only
+    starts = [0, *(start for start in starts[1:] if start >= whole)]
     ends = [*starts[1:], count]
-    return [Part(start, end, index < lane_parts)
-            for index, (start, end) in enumerate(zip(starts, ends, strict=True))]
+    return [Part(start, end, start < first) for start, end in zip(starts, ends, strict=True)]
 
 
 def offsets_ahead(lowest: Sequence[Mapping[PartitionKey, int]]) -> list[Offsets]:

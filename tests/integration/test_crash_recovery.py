@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 
@@ -24,7 +25,7 @@ from mutagg.migrate import migrate
 from mutagg.producer import produce
 from mutagg.settings import Settings, with_overrides
 from mutagg.topics import create_topics
-from mutagg.workload import Workload
+from mutagg.workload import Message, Workload
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.registry import load_registry
 from tests.integration.conftest import (
@@ -140,6 +141,35 @@ def test_ambiguous_commit_is_settled_by_the_ledger(settings):
     run_job(reference)
     run_job(settings, MUTAGG_FAULT_POINT="drop_after_commit:2", MUTAGG_BATCH_SIZE="200")
     assert dump_database(settings) == dump_database(reference)
+    acks_agree_with_ledger(settings)
+
+
+def cycle(size: int) -> list[Message]:
+    """`size` customers created by mutations on one dependency cycle: each waits for the next."""
+    messages = []
+    for n in range(size):
+        document = {
+            "id": f"cycle-{n}", "edge_node_id": "n1", "entity_type": "customer", "entity_id": f"c{n}",
+            "operation_type": "CREATE", "attributes": {"name": f"c{n}"}, "base_version": 0,
+            "timestamp": "2026-11-26T09:00:00Z", "priority": 5, "dependencies": [f"cycle-{(n + 1) % size}"],
+        }
+        messages.append(Message(f"customer:c{n}".encode(), orjson.dumps(document)))
+    return messages
+
+
+def test_a_kill_after_a_release_first_commit_leaves_its_cycle_rejected(settings):
+    """A release's verdicts commit together, in its first transaction, however small the parts:
+    a cycle member left for a later part would, after a kill, find its partner decided and apply
+    (DESIGN section 4: a cycle makes every member REJECTED)."""
+    size = 9
+    produce(settings, cycle(size))
+    job = start_job(settings, MUTAGG_FAULT_POINT="after_commit:1", MUTAGG_BATCH_SIZE="2")
+    assert job.wait(120) == -signal.SIGKILL, job.stderr.read()[-3000:]
+    assert query(settings, "SELECT count(*) FROM mutation_log")[0][0] > 0  # the kill came after a commit
+    run_job(settings, MUTAGG_BATCH_SIZE="2")
+    statuses = query(settings, "SELECT status, reason, count(*) FROM mutation_log GROUP BY 1, 2")
+    assert statuses == [("REJECTED", "DEPENDENCY_CYCLE", size)]
+    assert query(settings, "SELECT count(*) FROM customer")[0][0] == 0
     acks_agree_with_ledger(settings)
 
 

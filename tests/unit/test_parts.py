@@ -57,6 +57,24 @@ def test_parts_cover_the_flush_in_order_as_the_inline_cut_did(flush, shard_batch
         assert all(p.lane for p in parts[:lane_parts])
 
 
+@given(flushes(), st.none() | sizes, st.data())
+def test_the_first_whole_items_share_the_first_part_and_the_other_parts_stay_as_cut(flush, shard_batch_size, data):
+    count, first, cap, standard_cap = flush
+    whole = data.draw(st.integers(0, count))
+    plain = plan_parts(count, first, cap, standard_cap, shard_batch_size)
+    parts = plan_parts(count, first, cap, standard_cap, shard_batch_size, whole)
+    assert parts[0].start == 0 and parts[0].end >= whole and parts[-1].end == count
+    assert all(a.end == b.start for a, b in pairwise(parts))
+    assert parts[1:] == [p for p in plain if p.start >= parts[0].end]  # only the first part grew
+    assert parts[0].end == next(p.end for p in plain if p.end >= whole)  # by whole parts of the plain cut
+    assert all(p.lane == (p.start < first) for p in parts)
+
+
+def test_a_release_verdicts_are_never_cut():
+    assert plan_parts(7, 0, 2, 2, whole=5) == [Part(0, 6, False), Part(6, 7, False)]
+    assert plan_parts(7, 3, 2, 4, whole=3) == [Part(0, 3, True), Part(3, 7, False)]
+
+
 offsets = st.dictionaries(st.tuples(st.sampled_from(["in", "lane"]), st.integers(0, 2)), st.integers(0, 1000),
                           max_size=4)
 
