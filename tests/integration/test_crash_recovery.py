@@ -144,16 +144,21 @@ def test_ambiguous_commit_is_settled_by_the_ledger(settings):
     acks_agree_with_ledger(settings)
 
 
-def cycle(size: int) -> list[Message]:
-    """`size` customers created by mutations on one dependency cycle: each waits for the next."""
+CYCLE_ATTRIBUTES = {"customer": {"name": "c"}, "stock_level": {"warehouse": "w1", "sku": "s1", "quantity": 1}}
+
+
+def cycle(size: int, types: tuple[str, ...] = ("customer",)) -> list[Message]:
+    """`size` entities (of `types` in turn) created by mutations on one dependency cycle: each
+    waits for the next."""
     messages = []
     for n in range(size):
+        entity_type = types[n % len(types)]
         document = {
-            "id": f"cycle-{n}", "edge_node_id": "n1", "entity_type": "customer", "entity_id": f"c{n}",
-            "operation_type": "CREATE", "attributes": {"name": f"c{n}"}, "base_version": 0,
+            "id": f"cycle-{n}", "edge_node_id": "n1", "entity_type": entity_type, "entity_id": f"c{n}",
+            "operation_type": "CREATE", "attributes": CYCLE_ATTRIBUTES[entity_type], "base_version": 0,
             "timestamp": "2026-11-26T09:00:00Z", "priority": 5, "dependencies": [f"cycle-{(n + 1) % size}"],
         }
-        messages.append(Message(f"customer:c{n}".encode(), orjson.dumps(document)))
+        messages.append(Message(f"{entity_type}:c{n}".encode(), orjson.dumps(document)))
     return messages
 
 

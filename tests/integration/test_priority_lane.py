@@ -16,7 +16,7 @@ from bench.latency import PacedProducer
 from mutagg.producer import produce
 from mutagg.workload import Message, Workload
 from tests.integration.conftest import acks_agree_with_ledger, dump_database, query, run_job, settings_env, wait_for
-from tests.integration.test_crash_recovery import variant
+from tests.integration.test_crash_recovery import cycle, start_job, variant
 from tests.integration.test_semantics import _kafka_times, actual_state, expected_state, model_view, to_model
 
 LANE_TYPES = {"stock_level", "sales_order"}  # criticality `critical` in the example registry
@@ -130,4 +130,20 @@ def test_a_kill_after_a_part_with_lane_riders_commits_loses_and_doubles_nothing(
     reference = variant(settings)  # the same input, decided in one uninterrupted run
     run_job(reference, MUTAGG_BATCH_SIZE="200")
     assert dump_database(settings) == dump_database(reference)
+    acks_agree_with_ledger(settings)
+
+
+def test_a_cycle_across_the_lane_and_the_backlog_stays_rejected_after_a_kill(lane_settings):
+    """A release's verdicts lead its first transaction, ahead of the lane's items: a cycle whose
+    members alternate between the lane and the standard topic is rejected whole even when the
+    job is killed right after that transaction (DESIGN section 4: every member REJECTED)."""
+    settings = lane_settings
+    standard, lane = _split(cycle(9, ("stock_level", "customer")))
+    produce(settings, standard)
+    produce(settings, lane, topic=settings.lane_topic)
+    job = start_job(settings, MUTAGG_FAULT_POINT="after_commit:1", MUTAGG_BATCH_SIZE="2")
+    assert job.wait(120) == -signal.SIGKILL, job.stderr.read()[-3000:]
+    run_job(settings, MUTAGG_BATCH_SIZE="2")
+    assert query(settings, "SELECT status, reason, count(*) FROM mutation_log GROUP BY 1, 2") == [
+        ("REJECTED", "DEPENDENCY_CYCLE", 9)]
     acks_agree_with_ledger(settings)
