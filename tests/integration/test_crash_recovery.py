@@ -58,12 +58,12 @@ def variant(settings: Settings) -> Settings:
     return other
 
 
-def start_job(settings: Settings, recovery_dir=None, **env: str) -> subprocess.Popen:
+def start_job(settings: Settings, recovery_dir=None, args: tuple[str, ...] = (), **env: str) -> subprocess.Popen:
     extra = {"MUTAGG_SNAPSHOT_INTERVAL_S": "0.5", **env}
     if recovery_dir:
         extra["MUTAGG_RECOVERY_DIR"] = str(recovery_dir)
     return subprocess.Popen(
-        [sys.executable, "-m", "mutagg.cli", "run", "--until-idle"], env=settings_env(settings, **extra),
+        [sys.executable, "-m", "mutagg.cli", "run", "--until-idle", *args], env=settings_env(settings, **extra),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
 
@@ -175,6 +175,22 @@ def test_a_kill_after_a_release_first_commit_leaves_its_cycle_rejected(settings)
     statuses = query(settings, "SELECT status, reason, count(*) FROM mutation_log GROUP BY 1, 2")
     assert statuses == [("REJECTED", "DEPENDENCY_CYCLE", size)]
     assert query(settings, "SELECT count(*) FROM customer")[0][0] == 0
+    acks_agree_with_ledger(settings)
+
+
+def test_a_kill_after_one_shard_commits_leaves_a_cycle_across_shards_rejected(settings):
+    """Each shard rejects its own members of a cycle and publishes the others' with its first
+    commit (operators/shard_view.py): killed right after one shard's commit, the other shard's
+    members are still rejected after the restart."""
+    size = 9
+    produce(settings, cycle(size))
+    job = start_job(settings, MUTAGG_FAULT_POINT="after_commit:1", MUTAGG_BATCH_SIZE="2", MUTAGG_SHARDS="2",
+                    args=("--workers", "2"))
+    assert job.wait(120) == -signal.SIGKILL, job.stderr.read()[-3000:]
+    assert 0 < query(settings, "SELECT count(*) FROM mutation_log")[0][0] < size  # one shard's members
+    run_job(settings, "--workers", "2", MUTAGG_BATCH_SIZE="2", MUTAGG_SHARDS="2")
+    assert query(settings, "SELECT status, reason, count(*) FROM mutation_log GROUP BY 1, 2") == [
+        ("REJECTED", "DEPENDENCY_CYCLE", size)]
     acks_agree_with_ledger(settings)
 
 
