@@ -169,6 +169,14 @@ ha_stop_primary() {
 ha_detach() {
     pg_find_bindir || die "no PostgreSQL binaries"
     psql_at "$HA_STANDBY_PORT" -c "ALTER SYSTEM SET primary_conninfo = ''" -c "SELECT pg_reload_conf()" >/dev/null
+    # The reload is asynchronous: the WAL receiver streams on until the startup process acts on it
+    # (on a busy machine, long enough for a test's "behind" to be no gap at all). Return once it is gone.
+    local tries=0
+    until [ "$(psql_at "$HA_STANDBY_PORT" -c "SELECT count(*) FROM pg_stat_wal_receiver")" = 0 ]; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 300 ] || die "standby $HOST:$HA_STANDBY_PORT still receives WAL 30 s after detach"
+        sleep 0.1
+    done
     log "standby $HOST:$HA_STANDBY_PORT no longer receives WAL"
 }
 

@@ -9,10 +9,12 @@ server of the other tests is never stopped. CI runs 20,000 mutations; the long f
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import orjson
@@ -97,18 +99,41 @@ def wait_for(job: subprocess.Popen, subject: Settings, rows: int, timeout: float
     return count
 
 
-def snapshot_written_after(recovery, moment: float, job: subprocess.Popen, timeout: float = 60) -> None:
-    """Wait until Bytewax has closed two epochs after `moment` (its partition files written twice):
-    the epoch a resume starts from is the last one every worker finished, so one write is not enough."""
-    deadline, seen = time.monotonic() + timeout, {moment}
-    while len(seen) < 3:
-        assert job.poll() is None, f"the job ended before a snapshot: {job.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, f"no recovery snapshot written for {timeout} s"
-        # Not the -shm files: a read touches them.
-        written = [*recovery.glob("part-*.sqlite3"), *recovery.glob("part-*.sqlite3-wal")]
-        latest = max((f.stat().st_mtime for f in written if f.exists()), default=0.0)
-        if latest > max(seen):
-            seen.add(latest)
+def resume_epoch(recovery: Path) -> int | None:
+    """The epoch a restart would resume from, as Bytewax 0.21 records it in the recovery partitions:
+    the lowest frontier of the latest execution's workers (None before every worker wrote one)."""
+    executions: dict[int, int] = {}
+    fronts: dict[tuple[int, int], int] = {}
+    for path in recovery.glob("part-*.sqlite3"):
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
+            executions.update(db.execute("SELECT ex_num, worker_count FROM exs"))
+            fronts.update({(ex, worker): frontier for ex, worker, frontier in
+                           db.execute("SELECT ex_num, worker_index, worker_frontier FROM fronts")})
+    if not executions:
+        return None
+    latest = max(executions)
+    frontiers = [frontier for (ex, _), frontier in fronts.items() if ex == latest]
+    return min(frontiers) if len(frontiers) == executions[latest] else None
+
+
+def snapshot_written_after(recovery: Path, job: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until a restart would resume from a snapshot taken after now: the resume epoch has moved
+    two past the frontier of now. (File times are no proof: a worker busy in a step closes no epoch,
+    and a resume from an epoch before now found none of the commits since, so nothing was ahead.)"""
+    deadline, start = time.monotonic() + timeout, None
+    while True:
+        if job.poll() is not None:  # the input ended: its last snapshot holds every commit
+            assert job.returncode == 0, job.stderr.read()[-3000:]
+            return
+        assert time.monotonic() < deadline, f"the resume epoch did not move for {timeout} s (from {start})"
+        try:
+            epoch = resume_epoch(recovery)
+        except sqlite3.OperationalError:  # busy: the job is writing
+            epoch = None
+        if epoch is not None:
+            start = epoch if start is None else start
+            if epoch >= start + 2:
+                return
         time.sleep(0.05)
 
 
@@ -180,7 +205,7 @@ def test_a_snapshot_ahead_of_the_promoted_standby_is_discarded(settings, pair, t
     wait_for(job, subject, mutations // 5)
     standby("detach")
     wait_for(job, subject, primary_count(subject.database_url) + mutations // 5)
-    snapshot_written_after(recovery, time.time(), job)  # one that holds commits the standby lacks
+    snapshot_written_after(recovery, job)  # one that holds commits the standby lacks
     job.kill()
     job.wait(30)
     standby("stop-primary")
