@@ -278,9 +278,6 @@ def verdicts_first(release: Release) -> tuple[list[Unmet], list[Mutation]]:
     rejection committed would find its dependency decided and apply. (A shard's verdict on another
     shard's member rests on the cycle rows every part of the flush carries, and they stay until the
     member commits.) A rejection changes no entity, so its place among the items decides nothing
-    else."""
-    if not release.rejected:
-        return [], release.order
-    reasons = {m.id: reason for m, reason in release.rejected}
-    verdicts = [Unmet(m, reasons[m.id]) for m in release.order if m.id in reasons]
-    return verdicts, [m for m in release.order if m.id not in reasons]
+    else. (`release.order` is `ready` and `rejected` merged, each kept in its order: the two
+    groups are those lists.)"""
+    return [Unmet(m, reason) for m, reason in release.rejected], release.ready

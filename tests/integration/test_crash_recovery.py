@@ -162,20 +162,30 @@ def cycle(size: int, types: tuple[str, ...] = ("customer",)) -> list[Message]:
     return messages
 
 
+def killed_after_first_commit(settings: Settings, *args: str, **env: str) -> int:
+    """Run the job with batches of 2 until right after its first COMMIT (SIGKILL); the ledger rows then."""
+    job = start_job(settings, MUTAGG_FAULT_POINT="after_commit:1", MUTAGG_BATCH_SIZE="2", args=args, **env)
+    assert job.wait(120) == -signal.SIGKILL, job.stderr.read()[-3000:]
+    return query(settings, "SELECT count(*) FROM mutation_log")[0][0]
+
+
+def restart_rejects_the_cycle(settings: Settings, size: int, *args: str, **env: str) -> None:
+    """Run the job to the end; every member of the cycle is REJECTED and acknowledged so."""
+    run_job(settings, *args, MUTAGG_BATCH_SIZE="2", **env)
+    assert query(settings, "SELECT status, reason, count(*) FROM mutation_log GROUP BY 1, 2") == [
+        ("REJECTED", "DEPENDENCY_CYCLE", size)]
+    acks_agree_with_ledger(settings)
+
+
 def test_a_kill_after_a_release_first_commit_leaves_its_cycle_rejected(settings):
     """A release's verdicts commit together, in its first transaction, however small the parts:
     a cycle member left for a later part would, after a kill, find its partner decided and apply
     (DESIGN section 4: a cycle makes every member REJECTED)."""
     size = 9
     produce(settings, cycle(size))
-    job = start_job(settings, MUTAGG_FAULT_POINT="after_commit:1", MUTAGG_BATCH_SIZE="2")
-    assert job.wait(120) == -signal.SIGKILL, job.stderr.read()[-3000:]
-    assert query(settings, "SELECT count(*) FROM mutation_log")[0][0] > 0  # the kill came after a commit
-    run_job(settings, MUTAGG_BATCH_SIZE="2")
-    statuses = query(settings, "SELECT status, reason, count(*) FROM mutation_log GROUP BY 1, 2")
-    assert statuses == [("REJECTED", "DEPENDENCY_CYCLE", size)]
+    assert killed_after_first_commit(settings) > 0
+    restart_rejects_the_cycle(settings, size)
     assert query(settings, "SELECT count(*) FROM customer")[0][0] == 0
-    acks_agree_with_ledger(settings)
 
 
 def test_a_kill_after_one_shard_commits_leaves_a_cycle_across_shards_rejected(settings):
@@ -184,14 +194,8 @@ def test_a_kill_after_one_shard_commits_leaves_a_cycle_across_shards_rejected(se
     members are still rejected after the restart."""
     size = 9
     produce(settings, cycle(size))
-    job = start_job(settings, MUTAGG_FAULT_POINT="after_commit:1", MUTAGG_BATCH_SIZE="2", MUTAGG_SHARDS="2",
-                    args=("--workers", "2"))
-    assert job.wait(120) == -signal.SIGKILL, job.stderr.read()[-3000:]
-    assert 0 < query(settings, "SELECT count(*) FROM mutation_log")[0][0] < size  # one shard's members
-    run_job(settings, "--workers", "2", MUTAGG_BATCH_SIZE="2", MUTAGG_SHARDS="2")
-    assert query(settings, "SELECT status, reason, count(*) FROM mutation_log GROUP BY 1, 2") == [
-        ("REJECTED", "DEPENDENCY_CYCLE", size)]
-    acks_agree_with_ledger(settings)
+    assert 0 < killed_after_first_commit(settings, "--workers", "2", MUTAGG_SHARDS="2") < size  # one shard's
+    restart_rejects_the_cycle(settings, size, "--workers", "2", MUTAGG_SHARDS="2")
 
 
 def test_sigterm_finishes_the_batch_and_exits_zero(settings):

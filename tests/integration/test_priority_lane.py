@@ -16,7 +16,7 @@ from bench.latency import PacedProducer
 from mutagg.producer import produce
 from mutagg.workload import Message, Workload
 from tests.integration.conftest import acks_agree_with_ledger, dump_database, query, run_job, settings_env, wait_for
-from tests.integration.test_crash_recovery import cycle, start_job, variant
+from tests.integration.test_crash_recovery import cycle, killed_after_first_commit, restart_rejects_the_cycle, variant
 from tests.integration.test_semantics import _kafka_times, actual_state, expected_state, model_view, to_model
 
 LANE_TYPES = {"stock_level", "sales_order"}  # criticality `critical` in the example registry
@@ -141,9 +141,5 @@ def test_a_cycle_across_the_lane_and_the_backlog_stays_rejected_after_a_kill(lan
     standard, lane = _split(cycle(9, ("stock_level", "customer")))
     produce(settings, standard)
     produce(settings, lane, topic=settings.lane_topic)
-    job = start_job(settings, MUTAGG_FAULT_POINT="after_commit:1", MUTAGG_BATCH_SIZE="2")
-    assert job.wait(120) == -signal.SIGKILL, job.stderr.read()[-3000:]
-    run_job(settings, MUTAGG_BATCH_SIZE="2")
-    assert query(settings, "SELECT status, reason, count(*) FROM mutation_log GROUP BY 1, 2") == [
-        ("REJECTED", "DEPENDENCY_CYCLE", 9)]
-    acks_agree_with_ledger(settings)
+    assert killed_after_first_commit(settings) > 0
+    restart_rejects_the_cycle(settings, 9)

@@ -1,22 +1,28 @@
-"""dataflows/apply.py `verdicts_first`: a release's verdicts lead its flush, each group in its order."""
+"""dataflows/apply.py `verdicts_first`: a release's verdicts lead its flush, each group in the
+order the release decided it (its `ready` and `rejected` lists are `order`, split)."""
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, settings
 
 from dataflows.apply import verdicts_first
-from operators.sequencer import Release
-from schemas.mutation import Mutation
+from operators.sequencer import Sequencer
 from sinks.outcomes import Unmet
-from tests.unit.test_sequencer import mutation
+from tests.unit.test_sequencer import logs
 
 
-@given(st.lists(st.sampled_from([None, "DEPENDENCY_CYCLE", "MISSING_DEPENDENCY"]), max_size=40))
-def test_the_verdicts_come_out_first_and_each_group_keeps_its_order(drawn):
-    order: list[Mutation] = [mutation(f"m{n}", f"e{n}", offset=n) for n in range(len(drawn))]
-    rejected = [(m, reason) for m, reason in zip(order, drawn, strict=True) if reason]
-    ready = [m for m, reason in zip(order, drawn, strict=True) if not reason]
-    verdicts, rest = verdicts_first(Release(ready, rejected, order=order))
-    assert verdicts == [Unmet(m, reason) for m, reason in rejected]
-    assert rest == ready  # the release's order, without its verdicts
+@settings(max_examples=200)
+@given(logs())
+def test_the_verdicts_come_out_first_and_each_group_keeps_the_release_order(case):
+    log, cuts = case
+    sequencer = Sequencer(dependency_timeout_ms=10**12)
+    sequencer.add(log[: cuts[0] % (len(log) + 1)] if cuts else log)
+    for at_end in (False, True):
+        if at_end:
+            sequencer.add(log[cuts[0] % (len(log) + 1):] if cuts else [])
+        release = sequencer.release(at_end_of_input=at_end)
+        reasons = dict((m.id, reason) for m, reason in release.rejected)
+        verdicts, rest = verdicts_first(release)
+        assert verdicts == [Unmet(m, reasons[m.id]) for m in release.order if m.id in reasons]
+        assert rest == [m for m in release.order if m.id not in reasons]
+        sequencer.mark_decided(m.id for m in release.order)
