@@ -182,24 +182,79 @@ def erp_writes(settings: Settings, reference: model.Model, rng: random.Random, c
 
 def run_live(
     settings: Settings, config: JobConfig, records: list[Record], first: int, expected_ids: int,
-    signer: Signer | None = None,
-) -> None:
+    signer: Signer | None = None, rng: random.Random | None = None,
+) -> int:
     """A tailing job (no --until-idle): partition `first` is produced and decided as far as it can
-    be before the other partitions get anything; then the rest; stopped once all is decided."""
-    jobs = [subprocess.Popen(command, cwd=REPO, env=settings_env(settings, **config.env()),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            for command in config.commands()]
+    be before the other partitions get anything; then the rest; stopped once all is decided.
+    With `config.kills`, the tailing job is SIGKILLed that often (every process at once, a random
+    0-1 s after it committed something new) and started again, the first half of the kills while
+    only partition `first` has input. Returns the kills made."""
+    env = _kill_env(settings, config) if config.kills else config.env()
+    rng = rng or random.Random(0)
+
+    def start() -> list[subprocess.Popen]:  # stderr to a file: a pipe nobody reads can fill and stop the job
+        jobs = []
+        for command in config.commands():
+            log = tempfile.TemporaryFile()
+            jobs.append(subprocess.Popen(command, cwd=REPO, env=settings_env(settings, **env),
+                                         stdout=subprocess.DEVNULL, stderr=log, start_new_session=True))
+            jobs[-1].log = log
+        return jobs
+
+    jobs, killed = start(), 0
     try:
         produce_records(settings, [r for r in records if r.partition == first], signer)
+        for _ in range(config.kills // 2):
+            jobs, killed = _kill_tailing(settings, jobs, rng, start), killed + 1
         _wait_stable(settings, lambda n: n > 0, 90)
         produce_records(settings, [r for r in records if r.partition != first], signer)
+        for _ in range(config.kills - config.kills // 2):
+            jobs, killed = _kill_tailing(settings, jobs, rng, start), killed + 1
         _wait_stable(settings, lambda n: n >= expected_ids, 240)
     finally:
         for job in jobs:
             job.terminate()
-        errors = [job.communicate(timeout=120)[1] for job in jobs]
-    for job, stderr in zip(jobs, errors, strict=True):
-        assert job.returncode == 0, f"tailing job failed ({job.returncode}):\n{stderr[-4000:]}"
+        for job in jobs:
+            job.wait(timeout=120)
+    for job in jobs:
+        assert job.returncode == 0, f"tailing job failed ({job.returncode}):\n{_stderr(job)}"
+    return killed
+
+
+def _stderr(job: subprocess.Popen) -> str:
+    """The end of what a job started by `run_live` wrote to its stderr (a file)."""
+    job.log.seek(0)
+    return job.log.read().decode(errors="replace")[-4000:]
+
+
+def _kill_tailing(settings: Settings, jobs: list[subprocess.Popen], rng: random.Random,
+                  start: Callable[[], list[subprocess.Popen]]) -> list[subprocess.Popen]:
+    """SIGKILL a tailing job a random 0-1 s after it commits something new (or after 20 s without);
+    the jobs started again."""
+    before, started = _ledger_rows(settings), time.monotonic()
+    while _ledger_rows(settings) == before and time.monotonic() - started < 20:
+        for job in jobs:
+            assert job.poll() is None, f"tailing job exited ({job.returncode}):\n{_stderr(job)}"
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, 1.0))
+    for job in jobs:  # every process of the cluster at once, as a node failure would
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    for job in jobs:
+        job.wait()
+        job.log.close()
+    return start()
+
+
+def _kill_env(settings: Settings, config: JobConfig) -> dict[str, str]:
+    """The job's environment for runs that are SIGKILLed: snapshots often, recovery data if asked for."""
+    env = {**config.env(), "MUTAGG_SNAPSHOT_INTERVAL_S": "0.5"}
+    if config.recovery:
+        env["MUTAGG_RECOVERY_DIR"] = os.path.join(settings.audit_uri, "recovery")
+        if not os.path.isdir(env["MUTAGG_RECOVERY_DIR"]):
+            subprocess.run([sys.executable, "-m", "mutagg.cli", "recovery", "init", "--partitions", "2"],
+                           env=settings_env(settings, **env), check=True, capture_output=True)
+    return env
 
 
 def _wait_stable(settings: Settings, enough: Callable[[int], bool], limit_s: float) -> None:
@@ -230,12 +285,7 @@ def run_with_kills(settings: Settings, config: JobConfig, rng: random.Random) ->
     finished first; then a run to the end. Returns the kills made. Most kills come a random
     0-1 s after the run committed something new (so each lands in the middle of the work, not
     only in start-up, however fast the machine); every third a random 0.3-3 s after its start."""
-    env = {**config.env(), "MUTAGG_SNAPSHOT_INTERVAL_S": "0.5"}
-    if config.recovery:
-        env["MUTAGG_RECOVERY_DIR"] = os.path.join(settings.audit_uri, "recovery")
-        if not os.path.isdir(env["MUTAGG_RECOVERY_DIR"]):
-            subprocess.run([sys.executable, "-m", "mutagg.cli", "recovery", "init", "--partitions", "2"],
-                           env=settings_env(settings, **env), check=True, capture_output=True)
+    env = _kill_env(settings, config)
     killed = 0
     for attempt in range(config.kills):
         with tempfile.TemporaryFile() as log:
@@ -308,7 +358,7 @@ def replay(
                 produce_records(settings, production_order(segment), signer)
                 kills += run_with_kills(settings, config, rng)
             else:
-                run_live(settings, config, segment, first_partition, len(ids), signer)
+                kills += run_live(settings, config, segment, first_partition, len(ids), signer, rng)
             if erp and number + 1 < len(backlog.segments):
                 for write in erp_writes(settings, reference, rng, erp):
                     reference.apply(write)

@@ -77,15 +77,19 @@ def test_one_mutation_per_transaction(base_settings):
     assert not result.found, report(result.found)
 
 
-def test_one_partition_produced_and_read_before_the_others(base_settings):
+@pytest.mark.parametrize("kills", [0, 2], ids=["whole", "killed"])
+def test_one_partition_produced_and_read_before_the_others(base_settings, kills):
     """A tailing job reads all of one partition while the others are still empty: what waits
-    for the others must wait (not time out), then be decided as the model says."""
+    for the others must wait (not time out), then be decided as the model says; also when the
+    job is SIGKILLed while it waits (with recovery data) and once more after the others came."""
     backlog = generate(BacklogSpec(**{**SPEC.__dict__, "messages": 2000, "closing": True}))
     waiting = Counter(r.partition for r in backlog.records if r.kind in ("present", "waits-within", "waits-at_limit"))
     first = waiting.most_common(1)[0][0]
-    config = JobConfig(workers=1, batch_size=37, window_ms=100, read_chunk=10_000, dependency_timeout_s=TIMEOUT_S)
+    config = JobConfig(workers=1, batch_size=37, window_ms=100, read_chunk=10_000, dependency_timeout_s=TIMEOUT_S,
+                       kills=kills, recovery=kills > 0)
     result = replay(base_settings, backlog, config, first_partition=first)
     assert not result.found, report(result.found)
+    assert result.notes[:1] == ([f"job SIGKILLed {kills} times"] if kills else [])
 
 
 def test_erp_writes_between_two_backlogs(base_settings):
