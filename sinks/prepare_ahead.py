@@ -1,4 +1,8 @@
-"""Prepare ahead (`MUTAGG_PREPARE_AHEAD`): decide the next batch while this one writes.
+"""Prepare ahead (`MUTAGG_PREPARE_AHEAD`, off by default): decide the next batch while this one writes.
+
+Off by default since session 16 (BENCHMARKS "Deciding ahead, measured again"): the job's threads
+share one GIL, so deciding beside a write no longer drains a backlog faster, and when another
+writer (the ERP) changes the same rows, batches decided ahead go stale and are decided twice.
 
 One transaction at a time keeps the committer simple and exact, but it leaves
 PostgreSQL idle while Python decides a batch and Python idle while PostgreSQL
@@ -182,6 +186,7 @@ class PrepareAheadOn:
         self._next: dict[str, tuple[str, list[Item]]] = {}  # batch id -> the batch announced after it
         self._base: Base | None = None
         self._futures: dict[str, Future[Prepared | None]] = {}
+        self._started: dict[str, tuple[str, str]] = {}  # batch id -> (batch id, xid) of the base it is decided on
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mutagg-prepare")
         self._connection: psycopg.Connection | None = None
         self._plans: dict[str, entity_rows.TablePlan] = {}
@@ -215,8 +220,11 @@ class PrepareAheadOn:
     def _publish(self, base: Base) -> None:
         with self._lock:
             self._base = base
-            following = self._next.pop(base.batch_id, None)
-            if following is not None and following[0] not in self._futures:
+            # Published again (its first transaction rolled back: a row it wrote had changed, or a
+            # serialization failure): the batch after it, if decided on the base that never committed,
+            # is decided again on this one (else it would go stale in turn, and so on).
+            following = self._next.get(base.batch_id)
+            if following is not None and self._started.get(following[0]) != (base.batch_id, base.xid):
                 self._start(base, *following)
 
     def wait(self, batch_id: str, timeout: float | None = None) -> bool:
@@ -234,7 +242,15 @@ class PrepareAheadOn:
         """The batch decided ahead, if it was (waits for its decision to finish)."""
         with self._lock:
             future = self._futures.pop(batch_id, None)
-            self._next = {k: v for k, v in self._next.items() if v[0] != batch_id}
+            self._started.pop(batch_id, None)
+            # The batch before it has committed: its follower is no longer needed (kept until now in
+            # case it published again), nor any older one's (a batch split on a data error is never taken).
+            keys = list(self._next)
+            for index, key in enumerate(keys):
+                if self._next[key][0] == batch_id:
+                    for older in keys[:index + 1]:
+                        del self._next[older]
+                    break
         if future is None:
             self.count("not_prepared")
             return None
@@ -267,6 +283,7 @@ class PrepareAheadOn:
             for future in self._futures.values():
                 future.add_done_callback(_released)
             self._futures.clear()
+            self._started.clear()
         self._close_connection()
         if self.stats:
             log.info("batches decided ahead of their transaction", extra={"counts": dict(self.stats)})
@@ -274,8 +291,13 @@ class PrepareAheadOn:
     def _start(self, base: Base, batch_id: str, items: list[Item]) -> None:
         if self._closed:
             return
+        superseded = self._futures.get(batch_id)
+        if superseded is not None:  # decided on a base that did not commit: its result is dropped
+            superseded.cancel()
+            superseded.add_done_callback(_released)
         # The collector stays paused from here until the batch is taken (see sinks/gc_pause.py).
         gc_pause.hold()
+        self._started[batch_id] = (base.batch_id, base.xid)
         self._futures[batch_id] = self._executor.submit(self._prepare, base, batch_id, items)
 
     def _close_connection(self) -> None:

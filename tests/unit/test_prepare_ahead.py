@@ -10,7 +10,7 @@ from mutagg.settings import DEFAULT_REGISTRY
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.mutation import RawMessage, Rejection, decode
 from schemas.registry import load_registry
-from sinks.prepare_ahead import PREPARE_AHEAD_OFF, PrepareAheadOff, PrepareAheadOn, prepare_ahead
+from sinks.prepare_ahead import PREPARE_AHEAD_OFF, PrepareAheadOff, PrepareAheadOn, Prepared, prepare_ahead
 
 REGISTRY = load_registry(DEFAULT_REGISTRY, custom_strategies=CUSTOM_STRATEGIES)
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"  # never connected to: no batch here has an id in common
@@ -74,3 +74,34 @@ def test_off_decides_nothing_ahead_and_on_is_what_the_setting_asks_for():
         assert isinstance(on, PrepareAheadOn) and on.on_count == metrics.count_prepared
     finally:
         on.close()
+
+
+def test_the_batch_after_one_published_again_is_decided_again_on_the_new_base(monkeypatch):
+    """A batch's first transaction rolled back after it published (a row it wrote had changed):
+    the next batch, decided ahead on that base, is decided again on the base of the transaction
+    that commits, announced before the first publish or between the two."""
+    decided_on: list[tuple[str, str]] = []
+
+    def decide_ahead(self, base, batch_id, items):
+        decided_on.append((batch_id, base.xid))
+        return Prepared(batch_id, items, None, {}, {}, {})
+
+    monkeypatch.setattr(PrepareAheadOn, "_decide_ahead", decide_ahead)
+    enabled = gc.isenabled()
+    for announced_between in (False, True):
+        decided_on.clear()
+        ahead = PrepareAheadOn(UNREACHABLE, REGISTRY, CUSTOM_STRATEGIES)
+        items: list = []
+        ahead.announce("b1", [])
+        if not announced_between:
+            ahead.announce("b2", items)
+        ahead.publish("b1", "5", {}, [])
+        if announced_between:
+            ahead.announce("b2", items)
+        ahead.publish("b1", "6", {}, [])  # decided again in the transaction that commits
+        ahead.publish("b1", "6", {}, [])  # the same base once more: nothing decided again
+        prepared = ahead.take("b2", items)
+        ahead.close()
+        assert prepared is not None and prepared.items is items
+        assert decided_on[-1] == ("b2", "6") and len(decided_on) <= 2, decided_on
+    assert gc.isenabled() == enabled  # every pause of the collector released, the dropped decisions' too
