@@ -45,7 +45,7 @@ BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 MESSAGE_KINDS = ("decided", "replayed", "duplicate")
 REASONS = tuple(sorted(value for name, value in vars(Reason).items() if name.isupper()))
-PREPARED_RESULTS = ("used", "stale", "not_prepared", "shares_ids", "failed")
+PREPARED_RESULTS = ("used", "stale", "not_prepared", "paused", "shares_ids", "failed")
 LOOKUP_SOURCES = ("database", "kafka")
 
 
@@ -121,7 +121,8 @@ class JobMetrics:
             "mutagg_prepared_batches",
             "Batches decided ahead of their transaction (prepared), and how each was taken: used; stale "
             "(a row or ledger entry changed meanwhile, e.g. a foreign writer or a second instance: decided "
-            "again inside the transaction); not_prepared; shares_ids; failed",
+            "again inside the transaction); not_prepared; paused (not decided ahead: too many went stale); "
+            "shares_ids; failed",
             ["result"], registry=r)
         self.refresh_errors = Counter(
             "mutagg_metrics_errors", "Failed metric lookups (database or broker)", ["source"], registry=r)

@@ -58,7 +58,7 @@ class Settings:
     # the price is CPU at light load (twice the transactions: +55 % at 2,000/s, +1 % at 7,000/s).
     window_ms: int = 100
     read_chunk: int = 10_000  # records read ahead per partition poll (more than a batch: fairness sees many nodes)
-    prepare_ahead: bool = False  # decide the next batch while one writes (sinks/prepare_ahead.py: off by default)
+    prepare_ahead: bool = True  # decide the next batch while one writes (sinks/prepare_ahead.py)
     # Shards of the input partitions, each committed by its own apply step (README "Scale"):
     # fixed for the life of the recovery snapshots; 1 is one committer for the whole input.
     shards: int = 1

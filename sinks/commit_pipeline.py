@@ -8,10 +8,10 @@ through `CommitPipeline`, one per apply step, in these steps:
    on it counts as decided for the sequencer. At most IN_FLIGHT_LIMIT parts are in flight (one
    commits, one waits), so the worker reads and sequences on meanwhile. Priority-lane items may
    board the newest standard part until its transaction begins (`board`, sinks/riders.py).
-2. Prepare ahead (the prepare thread, `mutagg-prepare`), sinks/prepare_ahead.py, with
-   `MUTAGG_PREPARE_AHEAD=true` only (`PrepareAheadOn`; off by default, `PrepareAheadOff`): once the
-   part before has decided in its transaction, this part is decided from unlocked reads and that
-   part's decided states.
+2. Prepare ahead (the prepare thread, `mutagg-prepare`), sinks/prepare_ahead.py: once the part
+   before has decided in its transaction, this part is decided from unlocked reads and that
+   part's decided states (paused while parts keep going stale). With `MUTAGG_PREPARE_AHEAD=false`
+   (`PrepareAheadOff`) it is not.
 3. Transaction (the commit thread, `mutagg-commit`, one per shard), `CommitPipeline._transaction`
    and `PostgresCommitter.commit` (sinks/postgres.py): take the decision made ahead if every
    assumption holds (the rows it only reads share-locked and compared, the rows it writes checked

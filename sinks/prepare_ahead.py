@@ -1,8 +1,8 @@
-"""Prepare ahead (`MUTAGG_PREPARE_AHEAD`, off by default): decide the next batch while this one writes.
+"""Prepare ahead (`MUTAGG_PREPARE_AHEAD`): decide the next batch while this one writes.
 
-Off by default since session 16 (BENCHMARKS "Deciding ahead, measured again"): the job's threads
-share one GIL, so deciding beside a write no longer drains a backlog faster, and when another
-writer (the ERP) changes the same rows, batches decided ahead go stale and are decided twice.
+It pauses itself while batches decided ahead keep going stale (`STALE_SHARE`): when another writer
+(the ERP) changes the rows the job writes, each such batch is decided twice, once ahead and once in
+its transaction (BENCHMARKS "Deciding ahead, measured again").
 
 One transaction at a time keeps the committer simple and exact, but it leaves
 PostgreSQL idle while Python decides a batch and Python idle while PostgreSQL
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +55,14 @@ from sinks.decisions import BatchDecisions, decide_batch, render, wanted_entitie
 from sinks.outcomes import Item, decided_ids
 
 log = logging.getLogger(__name__)
+
+STALE_WINDOW = 8
+STALE_SHARE = 0.5
+PAUSE_BATCHES = 64
+"""When half of the last STALE_WINDOW batches taken went stale or were retried (another writer changes
+the same rows: the ERP, a second instance), the next PAUSE_BATCHES batches are not decided ahead (each
+would likely be decided twice); then deciding ahead is tried again (BENCHMARKS "Deciding ahead,
+measured again")."""
 
 Stamp = tuple[int, str]
 """A row's `(version, xmin)`: while both are unchanged, so is the row."""
@@ -191,15 +199,27 @@ class PrepareAheadOn:
         self._connection: psycopg.Connection | None = None
         self._plans: dict[str, entity_rows.TablePlan] = {}
         self._closed = False
+        self._recent: deque[bool] = deque(maxlen=STALE_WINDOW)  # of the batches taken last: went stale?
+        self._pause = 0  # batches still to be left to their transactions
+        self._paused: set[str] = set()
 
     def count(self, result: str) -> None:
         """One batch went this way: prepared (decided ahead); then, when its transaction takes it,
         used (its rows written as decided ahead), stale (an assumption no longer held: decided in
-        the transaction), not_prepared, shares_ids (an id of the batch before: not decided ahead)
-        or failed."""
+        the transaction), not_prepared, paused (not decided ahead: too many went stale, see
+        `STALE_SHARE`), shares_ids (an id of the batch before: not decided ahead) or failed."""
         self.stats[result] += 1
         if self.on_count is not None:
             self.on_count(result)
+        if result in ("used", "stale", "not_prepared"):  # not_prepared: mostly a transaction retried
+            with self._lock:
+                self._recent.append(result != "used")
+                if len(self._recent) == STALE_WINDOW and sum(self._recent) >= STALE_SHARE * STALE_WINDOW:
+                    self._recent.clear()
+                    self._pause = PAUSE_BATCHES
+                    log.info("batches decided ahead keep going stale (another writer on the same rows?): "
+                             "the next ones are decided in their transactions only",
+                             extra={"window": STALE_WINDOW, "paused_batches": PAUSE_BATCHES})
 
     def announce(self, batch_id: str, items: list[Item]) -> None:
         """`batch_id` is the next batch the committer will be asked to commit."""
@@ -252,7 +272,9 @@ class PrepareAheadOn:
                         del self._next[older]
                     break
         if future is None:
-            self.count("not_prepared")
+            paused = batch_id in self._paused
+            self._paused.discard(batch_id)
+            self.count("paused" if paused else "not_prepared")
             return None
         future.add_done_callback(_released)  # its objects live on in the transaction, which holds its own
         try:
@@ -284,12 +306,17 @@ class PrepareAheadOn:
                 future.add_done_callback(_released)
             self._futures.clear()
             self._started.clear()
+            self._paused.clear()
         self._close_connection()
         if self.stats:
             log.info("batches decided ahead of their transaction", extra={"counts": dict(self.stats)})
 
     def _start(self, base: Base, batch_id: str, items: list[Item]) -> None:
         if self._closed:
+            return
+        if self._pause > 0 and batch_id not in self._futures:
+            self._pause -= 1
+            self._paused.add(batch_id)
             return
         superseded = self._futures.get(batch_id)
         if superseded is not None:  # decided on a base that did not commit: its result is dropped

@@ -60,12 +60,12 @@ def run_job_with_failing_strategies(settings) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.mark.parametrize("batch_size", [500, 1])  # 1: with prepare ahead on, batches are decided ahead
+@pytest.mark.parametrize("batch_size", [500, 1])  # 1: batches are decided ahead (500: in their transactions)
 def test_a_failing_custom_strategy_fails_its_mutation_and_the_rest_applies(settings, tmp_path, batch_size):
     registry_file = tmp_path / "registry.yaml"
     registry_file.write_text(REGISTRY)
     settings = with_overrides(settings, registry=str(registry_file), batch_size=batch_size,
-                              prepare_ahead=batch_size == 1)  # (sinks/prepare_ahead.py: off by default)
+                              prepare_ahead=batch_size == 1)  # sinks/prepare_ahead.py
     with psycopg.connect(settings.database_url) as connection:
         migrate(connection, load_registry(registry_file, custom_strategies=STRATEGIES))
     produce(settings, [

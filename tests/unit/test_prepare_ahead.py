@@ -10,7 +10,15 @@ from mutagg.settings import DEFAULT_REGISTRY
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.mutation import RawMessage, Rejection, decode
 from schemas.registry import load_registry
-from sinks.prepare_ahead import PREPARE_AHEAD_OFF, PrepareAheadOff, PrepareAheadOn, Prepared, prepare_ahead
+from sinks.prepare_ahead import (
+    PAUSE_BATCHES,
+    PREPARE_AHEAD_OFF,
+    STALE_WINDOW,
+    PrepareAheadOff,
+    PrepareAheadOn,
+    Prepared,
+    prepare_ahead,
+)
 
 REGISTRY = load_registry(DEFAULT_REGISTRY, custom_strategies=CUSTOM_STRATEGIES)
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"  # never connected to: no batch here has an id in common
@@ -105,3 +113,43 @@ def test_the_batch_after_one_published_again_is_decided_again_on_the_new_base(mo
         assert prepared is not None and prepared.items is items
         assert decided_on[-1] == ("b2", "6") and len(decided_on) <= 2, decided_on
     assert gc.isenabled() == enabled  # every pause of the collector released, the dropped decisions' too
+
+
+def test_deciding_ahead_pauses_while_batches_keep_going_stale(monkeypatch):
+    """Half of the last STALE_WINDOW batches taken went stale: the next PAUSE_BATCHES are left to their
+    transactions (counted `paused`), then deciding ahead is tried again."""
+    monkeypatch.setattr(PrepareAheadOn, "_decide_ahead",
+                        lambda self, base, batch_id, items: Prepared(batch_id, items, None, {}, {}, {}))
+    ahead = PrepareAheadOn(UNREACHABLE, REGISTRY, CUSTOM_STRATEGIES)
+    taken: list[bool] = []  # decided ahead?
+
+    def commit(number: int, result: str) -> None:
+        items: list = []
+        ahead.announce(f"b{number + 1}", items)  # the next one, announced while this one commits
+        prepared = ahead.take(f"b{number}", ahead_items[number])
+        ahead_items.append(items)
+        taken.append(prepared is not None)
+        if prepared is not None:
+            ahead.count(result)
+        ahead.publish(f"b{number}", str(number + 1), {}, [])
+
+    ahead_items: list[list] = [[]]
+    ahead.announce("b0", ahead_items[0])
+    number = 0
+    for result in ["used"] * 4 + ["stale"] * STALE_WINDOW:
+        commit(number, result)
+        number += 1
+    while ahead.stats["paused"] < PAUSE_BATCHES:
+        commit(number, "stale")
+        number += 1
+        assert number < 100
+    commit(number, "used")
+    ahead.close()
+    assert taken[:1] == [False]  # the first batch: nothing before it to decide it on
+    first_stale = 1 + 4
+    paused_from = next(i for i in range(first_stale, len(taken)) if not taken[i])
+    # Paused once half of a full window had gone stale (the used ones still in it count), for exactly PAUSE_BATCHES:
+    assert paused_from - first_stale <= STALE_WINDOW
+    assert taken[paused_from:paused_from + PAUSE_BATCHES] == [False] * PAUSE_BATCHES
+    assert taken[-1] is True  # tried again
+    assert ahead.stats["not_prepared"] == 1
