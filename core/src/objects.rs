@@ -11,8 +11,8 @@
 //! - a value in a shape the core leaves to Python (values.rs `Refusal::Unsupported`).
 //!
 //! The signature is checked by the caller (schemas/signature.py), as the Python decoder does.
-//! The values of a large chunk are parsed and validated with the GIL released (decode.rs works on
-//! bytes alone), so the job's other threads run meanwhile: decoded values are `Send` (`Arc`, not `Rc`).
+//! The values are parsed and validated with the GIL released (decode.rs works on bytes alone), so
+//! the job's other threads run meanwhile: the decoded values are `Send` (`Arc`, not `Rc`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -96,9 +96,9 @@ impl Decoder {
         })
     }
 
-    /// (one `Mutation` or None per message, the indexes of the Nones). The values of a large chunk
-    /// are parsed and validated with the GIL released (the job's other threads run meanwhile);
-    /// reading the messages and building the objects hold it.
+    /// (one `Mutation` or None per message, the indexes of the Nones). The values are parsed and
+    /// validated with the GIL released (the job's other threads run meanwhile); only reading
+    /// the messages and building the objects hold it.
     fn decode<'py>(
         &self,
         py: Python<'py>,
@@ -119,7 +119,7 @@ impl Decoder {
             })
             .collect();
         let registry = &self.registry;
-        let parse = || -> Vec<Option<decode::Mutation>> {
+        let decoded: Vec<Option<decode::Mutation>> = py.detach(|| {
             inputs
                 .iter()
                 .map(|input| {
@@ -127,12 +127,7 @@ impl Decoder {
                     decode::decode(Some(value), key, timestamp_ms, registry, max_bytes).ok()
                 })
                 .collect()
-        };
-        let decoded = if inputs.len() >= DETACH_AT {
-            py.detach(parse)
-        } else {
-            parse()
-        };
+        });
         let mut results: Vec<Bound<'py, PyAny>> = Vec::with_capacity(messages.len());
         let mut refused = vec![];
         for (index, (m, r)) in decoded.into_iter().zip(held).enumerate() {
@@ -150,12 +145,6 @@ impl Decoder {
 
 /// A message's value, key and Kafka time as the decode step reads them (None: the Python decoder's).
 type Input<'a> = Option<(&'a [u8], Option<&'a [u8]>, i64)>;
-
-/// Chunks of at least this many messages are parsed with the GIL released. Taking it back can
-/// wait for another thread's switch interval (5 ms): worth it for a backlog's chunks (~2.5 µs of
-/// parsing a message), not for the few messages a tailing job reads at a time, whose latency it
-/// would add to.
-const DETACH_AT: usize = 512;
 
 /// What the decoder reads of one `RawMessage`, taken under the GIL.
 struct Raw<'py> {

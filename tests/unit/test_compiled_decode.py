@@ -62,8 +62,7 @@ def assert_same_chunk(messages: list[RawMessage], max_bytes: int = 1 << 20, veri
 
 
 def test_the_core_decodes_every_valid_message_of_the_workload_itself():
-    """On the path, not beside it: it leaves to Python only what Python rejects (a chunk this large is
-    parsed with the GIL released; the small ones of the other tests are not)."""
+    """On the path, not beside it: it leaves to Python only what Python rejects."""
     (chunk,) = workload_chunks(3000, 3000, seed=5)
     _, refused = compiled.decoder(REGISTRY).decode(chunk, 1 << 20)
     assert refused == [i for i, m in enumerate(chunk) if isinstance(decode(m, REGISTRY), Rejection)]
