@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap as StdMap, HashSet as StdSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
+use std::rc::Rc;
 
 use crate::columns::{Column, Table};
 use crate::decide::{decide, CustomResolver, EntityState, Status, TOMBSTONE};
@@ -38,13 +38,13 @@ type HashSet<K> = StdSet<K, BuildHasherDefault<Fnv>>;
 #[derive(Clone)]
 pub struct Decided {
     status: &'static str,
-    reason: Option<Arc<str>>,
-    pub entity_type: Option<Arc<str>>,
-    pub entity_id: Option<Arc<str>>,
+    reason: Option<Rc<str>>,
+    pub entity_type: Option<Rc<str>>,
+    pub entity_id: Option<Rc<str>>,
     version: Option<i64>,
-    conflict_ids: Arc<str>,
+    conflict_ids: Rc<str>,
     #[allow(dead_code)] // the ack carries it (sinks/outcomes.py); not compared here
-    batch_id: Arc<str>,
+    batch_id: Rc<str>,
     partition: i64,
     offset: i64,
     kafka_timestamp_ms: i64,
@@ -52,11 +52,11 @@ pub struct Decided {
 
 /// A message the Python decoder rejected, as the facade passes it in.
 pub struct Rejected {
-    pub code: Arc<str>,
-    pub mutation_id: Option<Arc<str>>,
-    pub edge_node_id: Option<Arc<str>>,
-    pub entity_type: Option<Arc<str>>,
-    pub entity_id: Option<Arc<str>>,
+    pub code: Rc<str>,
+    pub mutation_id: Option<Rc<str>>,
+    pub edge_node_id: Option<Rc<str>>,
+    pub entity_type: Option<Rc<str>>,
+    pub entity_id: Option<Rc<str>>,
     pub detail: String,
 }
 
@@ -179,15 +179,15 @@ pub fn decide_chunk(
         table(&CONFLICTS, offsets.len() / 8),
         table(&OUTCOMES, offsets.len()),
     );
-    let batch: Arc<str> = Arc::from(batch_id);
-    let mut working: HashMap<(usize, Arc<str>), EntityState> =
+    let batch: Rc<str> = Rc::from(batch_id);
+    let mut working: HashMap<(usize, Rc<str>), EntityState> =
         HashMap::with_capacity_and_hasher(offsets.len(), Default::default());
-    let mut touched: Vec<(usize, Arc<str>)> = vec![];
-    let mut is_touched: HashSet<(usize, Arc<str>)> =
+    let mut touched: Vec<(usize, Rc<str>)> = vec![];
+    let mut is_touched: HashSet<(usize, Rc<str>)> =
         HashSet::with_capacity_and_hasher(offsets.len(), Default::default());
-    let mut here: HashMap<Arc<str>, Decided> = HashMap::with_capacity_and_hasher(offsets.len(), Default::default());
-    let no_conflicts: Arc<str> = Arc::from("{}");
-    let type_names: Vec<Arc<str>> = core.registry.types.iter().map(|t| Arc::from(t.name.as_str())).collect();
+    let mut here: HashMap<Rc<str>, Decided> = HashMap::with_capacity_and_hasher(offsets.len(), Default::default());
+    let no_conflicts: Rc<str> = Rc::from("{}");
+    let type_names: Vec<Rc<str>> = core.registry.types.iter().map(|t| Rc::from(t.name.as_str())).collect();
     for (index, decoded) in core.decoded.iter().enumerate() {
         let offset = offsets[index];
         let timestamp_ms = core.timestamps[index];
@@ -350,14 +350,14 @@ pub fn decide_chunk(
                 }
                 Decided {
                     status: decision.status.name(),
-                    reason: decision.reason.map(Arc::from),
+                    reason: decision.reason.map(Rc::from),
                     entity_type: Some(type_names[m.entity_type].clone()),
                     entity_id: Some(m.entity_id.clone()),
                     version: decision.version,
                     conflict_ids: if decision.conflicts.is_empty() {
                         no_conflicts.clone()
                     } else {
-                        Arc::from(conflict_ids)
+                        Rc::from(conflict_ids)
                     },
                     batch_id: batch.clone(),
                     partition,
@@ -381,7 +381,7 @@ pub fn decide_chunk(
     }
     // Every message decided: the chunk's rows become the rows the next chunk reads.
     let mut entities: Vec<(String, Table)> = vec![];
-    let mut by_type: Vec<Vec<Arc<str>>> = vec![vec![]; core.registry.types.len()];
+    let mut by_type: Vec<Vec<Rc<str>>> = vec![vec![]; core.registry.types.len()];
     for (type_index, id) in &touched {
         by_type[*type_index].push(id.clone());
     }
@@ -443,8 +443,8 @@ fn outcome_row(
 
 fn entity_table(
     entity_type: &EntityType,
-    ids: &[Arc<str>],
-    working: &HashMap<(usize, Arc<str>), EntityState>,
+    ids: &[Rc<str>],
+    working: &HashMap<(usize, Rc<str>), EntityState>,
     type_index: usize,
 ) -> Result<Table, Refusal> {
     let mut columns: Vec<(String, Column)> = vec![("key".to_owned(), Column::text())];

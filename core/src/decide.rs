@@ -2,7 +2,7 @@
 //! names and order of checks as operators/conflicts.py (`decide`, `_delete`, `_update`,
 //! `_write`) and operators/strategies.py (`resolve`), so the two read side by side.
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use blake2::digest::{Update, VariableOutput};
 use blake2::Blake2bVar;
@@ -18,12 +18,12 @@ pub const TOMBSTONE: usize = usize::MAX;
 #[derive(Clone, Debug)]
 pub struct Provenance {
     pub version: i64,
-    pub mutation_id: Option<Arc<str>>,
-    pub edge_node_id: Option<Arc<str>>,
+    pub mutation_id: Option<Rc<str>>,
+    pub edge_node_id: Option<Rc<str>>,
     pub timestamp: Option<Ts>,
     pub priority: Option<i64>,
     pub other_version: i64,
-    pub other_mutation_id: Option<Arc<str>>,
+    pub other_mutation_id: Option<Rc<str>>,
 }
 
 impl Provenance {
@@ -34,7 +34,7 @@ impl Provenance {
         self.other_version > base_version
     }
 
-    fn latest_by_other(&self, edge_node_id: &str) -> (i64, Option<Arc<str>>) {
+    fn latest_by_other(&self, edge_node_id: &str) -> (i64, Option<Rc<str>>) {
         if self.edge_node_id.as_deref() != Some(edge_node_id) {
             return (self.version, self.mutation_id.clone());
         }
@@ -49,11 +49,11 @@ pub struct EntityState {
     pub version: i64,
     pub deleted: bool,
     pub values: Vec<Option<Value>>,
-    pub provenance: Vec<(usize, Arc<Provenance>)>,
+    pub provenance: Vec<(usize, Rc<Provenance>)>,
 }
 
 impl EntityState {
-    pub fn provenance_of(&self, name: usize) -> Option<&Arc<Provenance>> {
+    pub fn provenance_of(&self, name: usize) -> Option<&Rc<Provenance>> {
         self.provenance.iter().find(|(n, _)| *n == name).map(|(_, p)| p)
     }
 
@@ -83,8 +83,8 @@ impl Status {
 pub struct ConflictRecord {
     pub conflict_id: String,
     pub attributes: Vec<String>,
-    pub other_mutation_id: Option<Arc<str>>,
-    pub other_edge_node_id: Option<Arc<str>>,
+    pub other_mutation_id: Option<Rc<str>>,
+    pub other_edge_node_id: Option<Rc<str>>,
     pub strategy: String,
     pub winner: Option<&'static str>,
     pub incoming_values: String,
@@ -158,7 +158,7 @@ struct Builder<'a> {
 
 enum Other<'a> {
     Writer(Option<&'a Provenance>),
-    Deleter(Option<Arc<str>>),
+    Deleter(Option<Rc<str>>),
 }
 
 impl Builder<'_> {
@@ -465,7 +465,7 @@ fn write(
             }
             Some(previous) => (previous.version, previous.mutation_id.clone()),
         };
-        let entry = Arc::new(Provenance {
+        let entry = Rc::new(Provenance {
             version,
             mutation_id: Some(mutation.id.clone()),
             edge_node_id: mine.clone(),

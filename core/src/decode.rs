@@ -2,7 +2,7 @@
 //! checks of schemas/mutation.py `decode` in the same order (DESIGN section 2).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::rc::Rc;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -62,18 +62,18 @@ impl Operation {
 }
 
 pub struct Mutation {
-    pub id: Arc<str>,
-    pub edge_node_id: Arc<str>,
+    pub id: Rc<str>,
+    pub edge_node_id: Rc<str>,
     pub entity_type: usize,
-    pub entity_id: Arc<str>,
+    pub entity_id: Rc<str>,
     pub operation: Operation,
     /// In the message's order (a CREATE writes them, and records provenance, in this order).
     pub attributes: Vec<(usize, Option<Value>)>,
     pub base_version: i64,
     pub timestamp: Ts,
     pub priority: i64,
-    pub dependencies: Vec<Arc<str>>,
-    pub tenant_id: Option<Arc<str>>,
+    pub dependencies: Vec<Rc<str>>,
+    pub tenant_id: Option<Rc<str>>,
     pub kafka_timestamp_ms: i64,
 }
 
@@ -114,9 +114,9 @@ fn chars_within(s: &str, low: usize, high: usize) -> bool {
     (low..=high).contains(&n)
 }
 
-fn string_field(value: &Json, low: usize, high: usize) -> Result<Arc<str>, Refusal> {
+fn string_field(value: &Json, low: usize, high: usize) -> Result<Rc<str>, Refusal> {
     match value {
-        Json::String(s) if chars_within(s, low, high) && !s.contains('\0') => Ok(Arc::from(s.as_str())),
+        Json::String(s) if chars_within(s, low, high) && !s.contains('\0') => Ok(Rc::from(s.as_str())),
         _ => Err(invalid("INVALID_FIELD")),
     }
 }
@@ -294,7 +294,7 @@ fn validate(
     }
     let tenant_id = match document.get("tenant_id").map(parsed).transpose()? {
         None | Some(Json::Null) => None,
-        Some(Json::String(s)) if !s.contains('\0') && chars_within(&s, 0, 256) => Some(Arc::from(s)),
+        Some(Json::String(s)) if !s.contains('\0') && chars_within(&s, 0, 256) => Some(Rc::from(s)),
         Some(_) => return Err(invalid("INVALID_FIELD")),
     };
     let Json::Array(dependencies) = dependencies else {
@@ -303,7 +303,7 @@ fn validate(
     if dependencies.len() > 1000 {
         return Err(invalid("INVALID_FIELD"));
     }
-    let mut depends_on: Vec<Arc<str>> = Vec::with_capacity(dependencies.len());
+    let mut depends_on: Vec<Rc<str>> = Vec::with_capacity(dependencies.len());
     for dependency in dependencies {
         let dependency = string_field(dependency, 1, 128)?;
         if !depends_on.contains(&dependency) {

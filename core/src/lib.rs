@@ -21,7 +21,7 @@ mod rows;
 mod values;
 
 use std::collections::HashMap as StdMap;
-use std::sync::Arc;
+use std::rc::Rc;
 
 use pyo3::exceptions::PyValueError;
 
@@ -39,8 +39,8 @@ pub struct Core {
     pub(crate) max_bytes: usize,
     pub(crate) dependency_timeout_ms: i64,
     pub(crate) resolver: Py<PyAny>,
-    pub(crate) states: Vec<HashMap<Arc<str>, EntityState>>,
-    pub(crate) ledger: HashMap<Arc<str>, Decided>,
+    pub(crate) states: Vec<HashMap<Rc<str>, EntityState>>,
+    pub(crate) ledger: HashMap<Rc<str>, Decided>,
     pub(crate) decoded: Vec<Result<Mutation, Refusal>>,
     pub(crate) timestamps: Vec<i64>,
 }
@@ -244,11 +244,11 @@ impl Core {
                 (
                     index,
                     Rejected {
-                        code: Arc::from(r.0),
-                        mutation_id: r.1.map(Arc::from),
-                        edge_node_id: r.2.map(Arc::from),
-                        entity_type: r.3.map(Arc::from),
-                        entity_id: r.4.map(Arc::from),
+                        code: Rc::from(r.0),
+                        mutation_id: r.1.map(Rc::from),
+                        edge_node_id: r.2.map(Rc::from),
+                        entity_type: r.3.map(Rc::from),
+                        entity_id: r.4.map(Rc::from),
                         detail: r.5,
                     },
                 )

@@ -11,8 +11,6 @@
 //! - a value in a shape the core leaves to Python (values.rs `Refusal::Unsupported`).
 //!
 //! The signature is checked by the caller (schemas/signature.py), as the Python decoder does.
-//! The values are parsed and validated with the GIL released (decode.rs works on bytes alone), so
-//! the job's other threads run meanwhile: the decoded values are `Send` (`Arc`, not `Rc`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -96,44 +94,19 @@ impl Decoder {
         })
     }
 
-    /// (one `Mutation` or None per message, the indexes of the Nones). The values are parsed and
-    /// validated with the GIL released (the job's other threads run meanwhile); only reading
-    /// the messages and building the objects hold it.
+    /// (one `Mutation` or None per message, the indexes of the Nones).
     fn decode<'py>(
         &self,
         py: Python<'py>,
         messages: &Bound<'py, PyList>,
         max_bytes: usize,
     ) -> PyResult<(Bound<'py, PyList>, Vec<usize>)> {
-        let mut held: Vec<Option<Raw<'py>>> = Vec::with_capacity(messages.len());
-        for message in messages.iter() {
-            held.push(raw(py, message)?);
-        }
-        // Bytes objects are immutable and `held` keeps them alive: their buffers may be read
-        // without the GIL.
-        let inputs: Vec<Input<'_>> = held
-            .iter()
-            .map(|r| {
-                r.as_ref()
-                    .map(|r| (r.value.as_bytes(), r.key.as_ref().map(|k| k.as_bytes()), r.timestamp_ms))
-            })
-            .collect();
-        let registry = &self.registry;
-        let decoded: Vec<Option<decode::Mutation>> = py.detach(|| {
-            inputs
-                .iter()
-                .map(|input| {
-                    let (value, key, timestamp_ms) = (*input)?;
-                    decode::decode(Some(value), key, timestamp_ms, registry, max_bytes).ok()
-                })
-                .collect()
-        });
         let mut results: Vec<Bound<'py, PyAny>> = Vec::with_capacity(messages.len());
         let mut refused = vec![];
-        for (index, (m, r)) in decoded.into_iter().zip(held).enumerate() {
-            match (m, r) {
-                (Some(m), Some(r)) => results.push(self.mutation(py, m, r)?),
-                _ => {
+        for (index, message) in messages.iter().enumerate() {
+            match self.message(py, &message, max_bytes)? {
+                Some(mutation) => results.push(mutation),
+                None => {
                     refused.push(index);
                     results.push(py.None().into_bound(py));
                 }
@@ -143,53 +116,42 @@ impl Decoder {
     }
 }
 
-/// A message's value, key and Kafka time as the decode step reads them (None: the Python decoder's).
-type Input<'a> = Option<(&'a [u8], Option<&'a [u8]>, i64)>;
-
-/// What the decoder reads of one `RawMessage`, taken under the GIL.
-struct Raw<'py> {
-    message: Bound<'py, PyAny>,
-    value: Bound<'py, PyBytes>,
-    key: Option<Bound<'py, PyBytes>>,
-    timestamp: Bound<'py, PyAny>,
-    timestamp_ms: i64,
-}
-
-/// The message's parts, or None where the Python decoder must answer (headers beyond a
-/// signature, a value or key that is not bytes, a timestamp that is not an int).
-fn raw<'py>(py: Python<'py>, message: Bound<'py, PyAny>) -> PyResult<Option<Raw<'py>>> {
-    if !signature_at_most(&message.getattr(intern!(py, "headers"))?)? {
-        return Ok(None);
-    }
-    let Ok(value) = message.getattr(intern!(py, "value"))?.cast_into_exact::<PyBytes>() else {
-        return Ok(None);
-    };
-    let key = message.getattr(intern!(py, "key"))?;
-    let key = if key.is_none() {
-        None
-    } else {
-        match key.cast_into_exact::<PyBytes>() {
-            Ok(key) => Some(key),
-            Err(_) => return Ok(None),
-        }
-    };
-    let timestamp = message.getattr(intern!(py, "timestamp_ms"))?;
-    let Ok(timestamp_ms) = timestamp.extract::<i64>() else {
-        return Ok(None);
-    };
-    Ok(Some(Raw {
-        message,
-        value,
-        key,
-        timestamp,
-        timestamp_ms,
-    }))
-}
-
 impl Decoder {
-    /// The `Mutation` of a message the core decoded.
-    fn mutation<'py>(&self, py: Python<'py>, m: decode::Mutation, raw: Raw<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let message = &raw.message;
+    fn message<'py>(
+        &self,
+        py: Python<'py>,
+        message: &Bound<'py, PyAny>,
+        max_bytes: usize,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if !signature_at_most(&message.getattr(intern!(py, "headers"))?)? {
+            return Ok(None);
+        }
+        let value = message.getattr(intern!(py, "value"))?;
+        let Ok(value) = value.cast_exact::<PyBytes>() else {
+            return Ok(None);
+        };
+        let key = message.getattr(intern!(py, "key"))?;
+        let key = if key.is_none() {
+            None
+        } else {
+            match key.cast_exact::<PyBytes>() {
+                Ok(key) => Some(key.as_bytes()),
+                Err(_) => return Ok(None),
+            }
+        };
+        let kafka_timestamp = message.getattr(intern!(py, "timestamp_ms"))?;
+        let Ok(kafka_timestamp_ms) = kafka_timestamp.extract::<i64>() else {
+            return Ok(None);
+        };
+        let Ok(m) = decode::decode(
+            Some(value.as_bytes()),
+            key,
+            kafka_timestamp_ms,
+            &self.registry,
+            max_bytes,
+        ) else {
+            return Ok(None);
+        };
         let names = &self.attribute_names[m.entity_type];
         let attributes = PyDict::new(py);
         for (index, value) in &m.attributes {
@@ -230,12 +192,12 @@ impl Decoder {
             message.getattr(intern!(py, "topic"))?,
             message.getattr(intern!(py, "partition"))?,
             message.getattr(intern!(py, "offset"))?,
-            raw.timestamp,
+            kafka_timestamp,
             no_headers.clone(),
             PyBool::new(py, false).to_owned().into_any(),
             no_headers,
         ];
-        self.mutation.bind(py).call1(PyTuple::new(py, fields)?)
+        Ok(Some(self.mutation.bind(py).call1(PyTuple::new(py, fields)?)?))
     }
 
     fn value<'py>(&self, py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {

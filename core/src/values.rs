@@ -4,7 +4,7 @@
 //! the chunk then goes to the Python engine (see prototypes/rust_core.py).
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::rc::Rc;
 
 use serde_json::Value as Json;
 
@@ -52,14 +52,14 @@ pub struct Ts {
 
 #[derive(Clone, Debug)]
 pub enum Value {
-    Str(Arc<str>),
+    Str(Rc<str>),
     Int(i64),
     Dec(Dec),
     Float(f64),
     Bool(bool),
     Ts(Ts),
-    Date(Arc<str>),
-    Json(Arc<Json>),
+    Date(Rc<str>),
+    Json(Rc<Json>),
 }
 
 /// Why a message or a chunk cannot be decided here.
@@ -398,7 +398,7 @@ const INVALID: Refusal = Refusal::Invalid("INVALID_ATTRIBUTE_VALUE");
 pub fn coerce(ty: AttrType, value: &Json) -> Result<Value, Refusal> {
     match ty {
         AttrType::String => match value {
-            Json::String(s) if !s.contains('\0') => Ok(Value::Str(Arc::from(s.as_str()))),
+            Json::String(s) if !s.contains('\0') => Ok(Value::Str(Rc::from(s.as_str()))),
             _ => Err(INVALID),
         },
         AttrType::Integer => match value {
@@ -461,7 +461,7 @@ pub fn coerce(ty: AttrType, value: &Json) -> Result<Value, Refusal> {
                     && b[7] == b'-'
                     && [0, 1, 2, 3, 5, 6, 8, 9].iter().all(|&i| b[i].is_ascii_digit());
                 if shaped && valid_date(number(&b[0..4]), number(&b[5..7]), number(&b[8..10])) {
-                    Ok(Value::Date(Arc::from(s.as_str())))
+                    Ok(Value::Date(Rc::from(s.as_str())))
                 } else {
                     Err(INVALID)
                 }
@@ -470,7 +470,7 @@ pub fn coerce(ty: AttrType, value: &Json) -> Result<Value, Refusal> {
         },
         AttrType::Json => {
             json_is_plain(value)?;
-            Ok(Value::Json(Arc::new(value.clone())))
+            Ok(Value::Json(Rc::new(value.clone())))
         }
     }
 }
