@@ -271,9 +271,9 @@ class PrepareAheadOn:
                     for older in keys[:index + 1]:
                         del self._next[older]
                     break
-        if future is None:
             paused = batch_id in self._paused
             self._paused.discard(batch_id)
+        if future is None:
             self.count("paused" if paused else "not_prepared")
             return None
         future.add_done_callback(_released)  # its objects live on in the transaction, which holds its own
