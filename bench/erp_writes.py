@@ -30,8 +30,7 @@ from psycopg import sql
 from bench.pipeline import Job
 from bench.workspace import Workspace
 from mutagg.producer import produce
-from mutagg.settings import Settings, load_settings, with_overrides
-from mutagg.topics import create_topics
+from mutagg.settings import Settings, load_settings
 from mutagg.workload import Workload
 from operators.strategies import CUSTOM_STRATEGIES
 from schemas.registry import Registry, load_registry
@@ -111,13 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_number in range(args.rounds):
             for rate, ahead in [(r, a) for r in rates for a in aheads]:
                 name = f"r{round_number}e{int(rate)}{ahead[0]}"
-                job_settings = with_overrides(
-                    workspace.schema(name), topic_mutations=shared.topic_mutations,
-                    topic_partitions=shared.topic_partitions,
-                    topic_dlq=f"{shared.topic_dlq}.{name}", topic_status=f"{shared.topic_status}.{name}",
-                )
-                workspace.topics += [job_settings.topic_dlq, job_settings.topic_status]
-                create_topics(job_settings)
+                job_settings = workspace.reader(shared, name)
                 writer = ErpWriter(job_settings, registry, targets, rate) if rate else None
                 # INFO: the job's closing count of the batches decided ahead (the benches run it at WARNING)
                 job = Job(job_settings, until_idle=True,

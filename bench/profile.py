@@ -146,8 +146,7 @@ def record(args) -> int:
     from bench.pipeline import Job
     from bench.workspace import Workspace
     from mutagg.producer import produce
-    from mutagg.settings import load_settings, with_overrides
-    from mutagg.topics import create_topics
+    from mutagg.settings import load_settings
     from mutagg.workload import Workload
     from operators.strategies import CUSTOM_STRATEGIES
     from schemas.registry import load_registry
@@ -163,13 +162,7 @@ def record(args) -> int:
         modes = ("gil", "cpu") if args.mode == "both" else (args.mode,)
         for mode in modes:
             raw = out_dir / f"job-{mode}.txt"
-            job_settings = with_overrides(
-                workspace.schema(mode), topic_mutations=shared.topic_mutations,
-                topic_partitions=shared.topic_partitions,
-                topic_dlq=f"{shared.topic_dlq}.{mode}", topic_status=f"{shared.topic_status}.{mode}",
-            )
-            workspace.topics += [job_settings.topic_dlq, job_settings.topic_status]
-            create_topics(job_settings)
+            job_settings = workspace.reader(shared, mode)
             wrapper = [args.py_spy, "record", "--threads", "--nonblocking", "-r", str(args.rate),
                        "-f", "raw", "-o", str(raw), *(["--gil"] if mode == "gil" else []), "--"]
             run = Job(job_settings, until_idle=True, wrapper=wrapper).wait(timeout_s=1800)

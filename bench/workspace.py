@@ -56,6 +56,16 @@ class Workspace:
         create_topics(settings)
         return settings
 
+    def reader(self, shared: Settings, part: str) -> Settings:
+        """A job reading `shared`'s input topic into a schema of its own, with its own status and DLQ topics."""
+        settings = with_overrides(
+            self.schema(part), topic_mutations=shared.topic_mutations, topic_partitions=shared.topic_partitions,
+            topic_dlq=f"{shared.topic_dlq}.{part}", topic_status=f"{shared.topic_status}.{part}",
+        )
+        self.topics += [settings.topic_dlq, settings.topic_status]
+        create_topics(settings)
+        return settings
+
     def plain_topics(self, names: list[str], partitions: int) -> None:
         admin = AdminClient(self.base.kafka_client_config())
         for future in admin.create_topics([NewTopic(n, partitions, 1) for n in names], operation_timeout=30).values():
