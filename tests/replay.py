@@ -236,7 +236,11 @@ def _kill_tailing(settings: Settings, jobs: list[subprocess.Popen], rng: random.
         for job in jobs:
             assert job.poll() is None, f"tailing job exited ({job.returncode}):\n{_stderr(job)}"
         time.sleep(0.02)
-    time.sleep(rng.uniform(0.0, 1.0))
+    deadline = time.monotonic() + rng.uniform(0.0, 1.0)
+    while time.monotonic() < deadline:  # the kill's moment; a job that dies meanwhile is a failure
+        for job in jobs:
+            assert job.poll() is None, f"tailing job exited ({job.returncode}):\n{_stderr(job)}"
+        time.sleep(0.02)
     for job in jobs:  # every process of the cluster at once, as a node failure would
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
